@@ -1,0 +1,233 @@
+"""From a model to a verified LUT and its statistics; batch runs that survive crashing models.
+
+:func:`mantissa_lut` builds the M-bit mantissa LUT of a float model, or of an
+integer model lifted to width M + 1 (numerics.md section 4), with statistics
+against both float references. :func:`characterise` computes statistics for
+the ``stats`` command. :func:`run_isolated` runs one such job in a forked
+child process, so that a segmentation fault in user C code costs only that
+model: the parent reports it by name and carries on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import traceback
+from multiprocessing.connection import wait
+
+from . import errors, stats, sweep
+from .errors import AmsimError, ModelCrashed, RangeError
+from .lut import LUT
+
+__all__ = ["MAX_LUT_BITS", "mantissa_width", "compile_for_mantissa", "mantissa_lut", "integer_lut", "characterise",
+           "run_isolated", "run_batch"]
+
+#: Largest M with a stored LUT: 2^24 entries (64 MiB as float32). Beyond it, statistics only.
+MAX_LUT_BITS = 12
+
+
+def mantissa_width(model, m: int) -> int:
+    """Width to compile ``model`` at to get an M-bit mantissa multiplier, or raise RangeError.
+
+    Float models: M. Unsigned integer models are lifted (numerics.md section 4): M + 1.
+    """
+    if model.kind == "float":
+        return model.check_bits(m)
+    if model.signed:
+        raise RangeError(f"model {model.name!r} is signed; lifting to a mantissa multiplier needs an "
+                         "unsigned integer model")
+    if m + 1 not in model.bits:
+        raise RangeError(f"integer model {model.name!r} lifted to M={m} needs operand width {m + 1}, "
+                         f"but it supports widths {_widths(model.bits)}")
+    return m + 1
+
+
+def compile_for_mantissa(model, m: int, params=None):
+    """Compile ``model`` as an M-bit mantissa multiplier: float models at M, integer models lifted."""
+    return model.compile(mantissa_width(model, m), params)
+
+
+def _widths(bits):
+    from .models import format_widths
+
+    return format_widths(bits)
+
+
+def _describe(model, params) -> dict:
+    return {"description": model.description, "citation": model.citation, "kind": model.kind,
+            "source": str(model.path)}
+
+
+def mantissa_lut(model, m: int, params=None, *, rounding="truncate", samples=None, seed=0,
+                 zeros_as_exact=False, threads=None, progress=None) -> LUT:
+    """Build the M-bit mantissa LUT of ``model`` with statistics for both references.
+
+    Parameters
+    ----------
+    model : amsim.models.Model
+    m : int
+        Mantissa fraction bits, 1..12.
+    params : dict, optional
+        Model parameters (defaults filled in, ranges checked).
+    rounding : {"truncate", "rne"}
+        Operand conversion the LUT is meant for; used for the ``full`` statistics.
+    samples, seed : int
+        Monte Carlo size and seed of the ``full`` statistics.
+    """
+    if not 1 <= m <= MAX_LUT_BITS:
+        raise RangeError(f"LUTs are generated for M = 1..{MAX_LUT_BITS} (2^(2M) entries); M={m} has none. "
+                         "Use `amsim stats` for wider mantissas")
+    params = model.resolve_params(params)
+    cm = compile_for_mantissa(model, m, params)
+    label = None if progress is None else f"{model.name} M={m}"
+    table = sweep.significand_table(cm, m, threads=threads, progress=label)
+    common = dict(table=table, zeros_as_exact=zeros_as_exact, threads=threads, progress=label)
+    result = {
+        "truncated": stats.mantissa_stats(m, reference="truncated", **common),
+        "full": stats.mantissa_stats(m, reference="full", rounding=rounding, samples=samples, seed=seed,
+                                     **common),
+    }
+    meta = _describe(model, params)
+    if model.kind == "int":
+        meta.update(lifted=True, int_bits=m + 1)
+    meta["zeros_as_exact"] = bool(zeros_as_exact)
+    return LUT(table=table, bits=m, kind="mantissa", model=model.name, params=params, rounding=rounding,
+               source_sha256=model.source_sha256, stats=result, meta=meta)
+
+
+def integer_lut(model, n: int, params=None, *, zeros_as_exact=False, threads=None, progress=None) -> LUT:
+    """Full n-bit product table of an integer model (n <= 12), with its integer statistics."""
+    if model.kind != "int":
+        raise RangeError(f"model {model.name!r} is a float model; an integer table needs an integer model")
+    if n > MAX_LUT_BITS:
+        raise RangeError(f"integer tables are generated up to {MAX_LUT_BITS}-bit operands, not {n}")
+    params = model.resolve_params(params)
+    cm = model.compile(n, params)
+    label = None if progress is None else f"{model.name} {n}-bit"
+    table = sweep.integer_table(cm, threads=threads, progress=label)
+    result = {"integer": stats.int_stats(cm, zeros_as_exact=zeros_as_exact, threads=threads, progress=label)}
+    meta = _describe(model, params)
+    meta["signed"] = model.signed
+    return LUT(table=table, bits=n, kind="integer", model=model.name, params=params,
+               source_sha256=model.source_sha256, stats=result, meta=meta)
+
+
+def characterise(model, bits: int, params=None, *, as_float=False, reference="truncated",
+                 rounding="truncate", samples=None, seed=0, zeros_as_exact=False, threads=None,
+                 progress=None) -> dict:
+    """Statistics of one model configuration, as ``amsim stats`` prints them.
+
+    A float model, or an integer model with ``as_float``, is characterised as an
+    M-bit mantissa multiplier (M = ``bits``) against ``reference``. An integer
+    model otherwise gets integer statistics at operand width ``bits``.
+    """
+    params = model.resolve_params(params)
+    label = None if progress is None else f"{model.name}"
+    if model.kind == "int" and not as_float:
+        cm = model.compile(bits, params)
+        result = stats.int_stats(cm, samples=samples, seed=seed, zeros_as_exact=zeros_as_exact,
+                                 threads=threads, progress=label)
+        reference = "integer"
+    else:
+        cm = compile_for_mantissa(model, bits, params)
+        table = None
+        if reference == "truncated" and samples is None or bits <= 8:
+            if bits > MAX_LUT_BITS:
+                samples = samples or stats.DEFAULT_SAMPLES
+            else:
+                table = sweep.significand_table(cm, bits, threads=threads, progress=label)
+        result = stats.mantissa_stats(bits, table=table, cm=cm, reference=reference, rounding=rounding,
+                                      samples=samples, seed=seed, zeros_as_exact=zeros_as_exact,
+                                      threads=threads, progress=label)
+        if reference == "full":
+            result["rounding"] = rounding
+    head = {"model": model.name, "parameters": params, "bits": bits, "reference": reference}
+    if model.kind == "int" and as_float:
+        head["lifted_from_bits"] = bits + 1
+    if zeros_as_exact:
+        head["zeros_as_exact"] = True
+    return {**head, **result}
+
+
+# ----------------------------------------------------------------------------------------------
+# Crash isolation
+# ----------------------------------------------------------------------------------------------
+
+
+def _child(conn, fn, args, kwargs):
+    try:
+        result = ("ok", fn(*args, **kwargs))
+    except AmsimError as exc:
+        result = ("error", type(exc).__name__, str(exc))
+    except BaseException as exc:  # noqa: BLE001 - report anything to the parent, never hang it
+        result = ("error", "AmsimError", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    try:
+        conn.send(result)
+    finally:
+        conn.close()
+        os._exit(0)  # skip atexit handlers inherited from the parent
+
+
+def _rebuild(kind, message):
+    cls = getattr(errors, kind, AmsimError)
+    if cls is errors.CompileError:
+        return cls(message, path="")
+    return cls(message)
+
+
+def _describe_exit(exitcode) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with status {exitcode} without a result"
+
+
+def run_batch(jobs, *, max_parallel=1):
+    """Run ``jobs`` = [(name, fn, args, kwargs), ...] each in a forked child process.
+
+    Returns a list, in job order, of (name, result or exception). A child that
+    dies (a segfault in C code, say) yields :class:`~amsim.errors.ModelCrashed`
+    naming the job; the others are unaffected. Requires the ``fork`` start
+    method (Linux, macOS).
+    """
+    ctx = multiprocessing.get_context("fork")
+    results = [None] * len(jobs)
+    pending = list(enumerate(jobs))
+    running = {}  # conn -> (index, process)
+    while pending or running:
+        while pending and len(running) < max(1, max_parallel):
+            index, (name, fn, args, kwargs) = pending.pop(0)
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
+            proc.start()
+            send.close()
+            running[recv] = (index, proc)
+        for conn in wait(list(running)):
+            index, proc = running.pop(conn)
+            name = jobs[index][0]
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+            conn.close()
+            proc.join()
+            if message is None:
+                results[index] = (name, ModelCrashed(f"model {name} crashed ({_describe_exit(proc.exitcode)}); "
+                                                      "nothing was written for it"))
+            elif message[0] == "ok":
+                results[index] = (name, message[1])
+            else:
+                results[index] = (name, _rebuild(message[1], message[2]))
+    return results
+
+
+def run_isolated(name, fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in a forked child; return its result or raise its error."""
+    (_, outcome), = run_batch([(name, fn, args, kwargs)])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+

@@ -1,0 +1,151 @@
+"""Error statistics of approximate multipliers, as defined in specs/metrics.md.
+
+The sweeps (:mod:`amsim.sweep`) produce raw moments; this module turns them
+into the published metrics with exactly the JSON keys of metrics.md:
+``pairs, exhaustive, mean_re, mean_abs_re, max_abs_re, min_re, max_re, std_re,
+error_rate, mean_error, mae, wce, mse, nmed, nmed_denominator``. All ratios are
+fractions, never percentages.
+
+Conventions
+-----------
+* Zero exact products are excluded from every relative metric (EvoApproxLib's
+  convention). ``zeros_as_exact=True`` instead averages the relative metrics
+  over all pairs, counting a zero product as zero relative error.
+* ``std_re`` is the population standard deviation, from float64 sums of RE and
+  RE^2 (RE is O(0.1), so the subtraction loses nothing that matters).
+* ``nmed`` = mae / D. Integer models: D = (2^n - 1)^2 unsigned,
+  2^(2n-2) signed (the largest exact product magnitude). Mantissa multipliers:
+  D = the largest exact significand product, (2 - 2^-M)^2 for the truncated
+  reference and (2 - 2^-23)^2 for the full one.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import sweep
+from .sweep import (MAX_RE, MIN_RE, N, N_ERR, N_NONZERO, SUM_ABS_E, SUM_ABS_RE, SUM_E, SUM_E2, SUM_RE,
+                    SUM_RE2, WCE)
+
+__all__ = ["METRIC_KEYS", "metrics_from_moments", "int_stats", "mantissa_stats", "DEFAULT_SAMPLES"]
+
+#: The keys of metrics.md, in its order.
+METRIC_KEYS = ("pairs", "exhaustive", "mean_re", "mean_abs_re", "max_abs_re", "min_re", "max_re", "std_re",
+               "error_rate", "mean_error", "mae", "wce", "mse", "nmed", "nmed_denominator")
+
+#: Monte Carlo sample count when none is given.
+DEFAULT_SAMPLES = 1 << 22
+
+
+def metrics_from_moments(acc, *, exhaustive: bool, nmed_denominator: float, zeros_as_exact=False) -> dict:
+    """Turn combined sweep moments into the metrics.md dictionary."""
+    pairs = int(acc[N])
+    rel_n = pairs if zeros_as_exact else int(acc[N_NONZERO])
+    min_re, max_re = float(acc[MIN_RE]), float(acc[MAX_RE])
+    if zeros_as_exact and acc[N_NONZERO] < pairs:  # the zero products count as RE = 0
+        min_re, max_re = min(min_re, 0.0), max(max_re, 0.0)
+    if rel_n:
+        mean_re = acc[SUM_RE] / rel_n
+        std_re = math.sqrt(max(acc[SUM_RE2] / rel_n - mean_re * mean_re, 0.0))
+        rel = {"mean_re": float(mean_re), "mean_abs_re": float(acc[SUM_ABS_RE] / rel_n),
+               "max_abs_re": max(abs(min_re), abs(max_re)), "min_re": min_re, "max_re": max_re,
+               "std_re": std_re}
+    else:  # every exact product was zero: no relative error is defined
+        rel = dict.fromkeys(("mean_re", "mean_abs_re", "max_abs_re", "min_re", "max_re", "std_re"))
+    mae = float(acc[SUM_ABS_E] / pairs) if pairs else None
+    return {
+        "pairs": pairs,
+        "exhaustive": bool(exhaustive),
+        **rel,
+        "error_rate": float(acc[N_ERR] / pairs) if pairs else None,
+        "mean_error": float(acc[SUM_E] / pairs) if pairs else None,
+        "mae": mae,
+        "wce": float(acc[WCE]),
+        "mse": float(acc[SUM_E2] / pairs) if pairs else None,
+        "nmed": mae / nmed_denominator if mae is not None else None,
+        "nmed_denominator": float(nmed_denominator),
+    }
+
+
+def _sampling(result: dict, samples, seed) -> dict:
+    if not result["exhaustive"]:
+        result["samples"] = int(samples)
+        result["seed"] = int(seed)
+    return result
+
+
+def int_stats(cm, *, samples=None, seed=0, zeros_as_exact=False, threads=None, progress=None) -> dict:
+    """Integer error statistics of an integer model at its compiled width.
+
+    Exhaustive (all 2^(2n) pairs) for n <= 16 unless ``samples`` is given;
+    ``samples`` seeded uniform pairs otherwise (default :data:`DEFAULT_SAMPLES`).
+    """
+    if cm.kind != "int":
+        raise ValueError(f"{cm.model.name} is a float model; use mantissa_stats")
+    if samples is None and cm.bits > 16:
+        samples = DEFAULT_SAMPLES
+    acc, exhaustive = sweep.int_stats_moments(cm, samples=samples, seed=seed, threads=threads,
+                                              progress=progress)
+    n = cm.bits
+    denom = float(1 << (2 * n - 2)) if cm.signed else float(((1 << n) - 1) ** 2)
+    result = metrics_from_moments(acc, exhaustive=exhaustive, nmed_denominator=denom,
+                                  zeros_as_exact=zeros_as_exact)
+    return _sampling(result, samples, seed)
+
+
+def mantissa_stats(m: int, *, table=None, cm=None, reference="truncated", rounding="truncate", samples=None,
+                   seed=0, zeros_as_exact=False, threads=None, progress=None) -> dict:
+    """Statistics of an M-bit mantissa multiplier against the ``truncated`` or ``full`` reference.
+
+    Parameters
+    ----------
+    m : int
+        Mantissa fraction bits (1..23).
+    table : ndarray, optional
+        The significand LUT (M <= 12); when given, the model is not called.
+    cm : CompiledModel, optional
+        Float model compiled at M, or integer model compiled at M + 1 (lifted).
+    reference : {"truncated", "full"}
+        See metrics.md: ``truncated`` is exhaustive over the 2^(2M) mantissa
+        pairs when a table is available and ``samples`` is None; ``full`` is
+        always Monte Carlo over float32 fractions (default
+        :data:`DEFAULT_SAMPLES` pairs).
+    rounding : {"truncate", "rne"}
+        Operand conversion to M bits for the ``full`` reference.
+    """
+    if reference not in ("truncated", "full"):
+        raise ValueError(f"reference must be 'truncated' or 'full', not {reference!r}")
+    if (reference == "full" or table is None) and samples is None:
+        samples = DEFAULT_SAMPLES
+    acc, exhaustive = sweep.mantissa_stats_moments(
+        m, table=table, cm=cm, reference=reference, rounding=rounding, samples=samples, seed=seed,
+        threads=threads, progress=progress)
+    top = 23 if reference == "full" else m
+    denom = (2.0 - 2.0 ** -top) ** 2
+    result = metrics_from_moments(acc, exhaustive=exhaustive, nmed_denominator=denom,
+                                  zeros_as_exact=zeros_as_exact)
+    return _sampling(result, samples, seed)
+
+
+def format_table(rows: list[dict], columns=None) -> str:
+    """A plain-text table for people: ratios shown in %, one row per model configuration."""
+    columns = columns or [("model", "model", "{}"), ("M", "bits", "{}"), ("ref", "reference", "{}"),
+                          ("mean|RE| %", "mean_abs_re", "{:.4f}"), ("bias %", "mean_re", "{:+.4f}"),
+                          ("peak|RE| %", "max_abs_re", "{:.4f}"), ("std RE %", "std_re", "{:.4f}"),
+                          ("err rate %", "error_rate", "{:.2f}"), ("pairs", "pairs", "{}")]
+    percent = {"mean_abs_re", "mean_re", "max_abs_re", "std_re", "error_rate"}
+
+    def cell(row, key, fmt):
+        value = row.get(key)
+        if value is None:
+            return "-"
+        if key in percent:
+            value = 100.0 * value
+        return fmt.format(value)
+
+    body = [[cell(r, key, fmt) for _, key, fmt in columns] for r in rows]
+    head = [title for title, _, _ in columns]
+    widths = [max(len(h), *(len(b[k]) for b in body)) if body else len(h) for k, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
