@@ -53,10 +53,17 @@ def _add_sampling_options(p):
                    help="average relative metrics over all pairs, zero products counting as zero error")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command line."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amsim", description="Approximate multipliers: C models, LUTs, statistics.")
+    parser = _Parser(prog="amsim", description="Approximate multipliers: C models, LUTs, statistics.")
     parser.add_argument("--version", action="version", version=f"amsim {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("models", help="list every model with kind, widths, parameters and cost")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR")
@@ -172,6 +179,8 @@ def cmd_generate(args) -> int:
         raise RangeError(f"ApproxTrain's format holds M <= 7, not M={bits}")
     if fmt == "tfapprox" and bits != 8:
         raise RangeError("TFApprox's table is for 8-bit integer operands: use --bits 8")
+    if args.out.exists() and not args.out.is_dir():
+        raise AmsimError(f"--out {args.out} exists and is not a folder")
     selected = _select_models(args, fmt=fmt, bits=bits)
     for model, params in selected:  # refuse bad widths/parameters before any work starts
         model.resolve_params(params)
@@ -209,7 +218,7 @@ def cmd_generate(args) -> int:
                 lutmod.save_approxtrain(outcome, path)
             else:
                 lutmod.save_tfapprox(outcome, path)
-        except AmsimError as exc:
+        except (AmsimError, OSError) as exc:
             failures.append((name, exc))
             continue
         written.append(str(path))
@@ -285,28 +294,33 @@ def cmd_lut_info(args) -> int:
 COMMANDS = {"models": cmd_models, "generate-lut": cmd_generate, "stats": cmd_stats, "lut-info": cmd_lut_info}
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _run(prog, command, args) -> int:
     try:
-        return COMMANDS[args.command](args)
+        return command(args)
     except AmsimError as exc:
-        print(f"amsim: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, (ModelError, RangeError)) else 1
+    except OSError as exc:  # an unwritable --out, a full disk: one line, not a traceback
+        if isinstance(exc, BrokenPipeError):  # `amsim models | head`: the reader left, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
 
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run("amsim", COMMANDS[args.command], args)
+
+
 def generate_lut_main(argv=None) -> int:
     """The ``generate-lut`` console script: ``amsim generate-lut`` under its own name."""
-    parser = argparse.ArgumentParser(prog="generate-lut", description="Sweep models into LUT files.")
+    parser = _Parser(prog="generate-lut", description="Sweep models into LUT files.")
     parser.add_argument("--version", action="version", version=f"amsim {__version__}")
     _add_generate_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_generate(args)
-    except AmsimError as exc:
-        print(f"generate-lut: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, (ModelError, RangeError)) else 1
+    return _run("generate-lut", cmd_generate, parser.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

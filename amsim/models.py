@@ -28,25 +28,16 @@ everything that affects it, so a second run compiles nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import importlib.machinery
-import importlib.util
-import io
 import os
 import re
 import shlex
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
 
+from . import cbuild
 from .errors import CompileError, ModelError, RangeError, UnknownModelError
 
 __all__ = [
@@ -65,26 +56,14 @@ _INT_TYPES = {
 _FLOAT_PROTOTYPE = "float {name}(float a, float b)"
 _INT_PROTOTYPE = "uint64_t {name}(uint64_t a, uint64_t b)"
 
-
-def include_dir() -> Path:
-    """Directory with amsim's C headers (``amsim_model.h``), on every model's include path."""
-    return _PACKAGE_DIR / "include"
+include_dir = cbuild.include_dir
+cache_dir = cbuild.cache_dir
 
 
 def builtin_models_dir() -> Path:
     """The ``c_models/`` folder shipped with amsim (``AMSIM_BUILTIN_MODELS`` overrides it)."""
     override = os.environ.get("AMSIM_BUILTIN_MODELS")
     return Path(override) if override else _PACKAGE_DIR.parent / "c_models"
-
-
-def cache_dir() -> Path:
-    """Where compiled models are cached (``AMSIM_CACHE_DIR`` or the user cache directory)."""
-    override = os.environ.get("AMSIM_CACHE_DIR")
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("amsim")) / "models"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -622,15 +601,7 @@ class CompiledModel:
         return out.view(np.uint64) if not self.signed and self.bits == 32 else out
 
 
-_COMPILE_LOCK = threading.Lock()
-_LOADED: dict[str, object] = {}
-
-
-def _compiler() -> list[str]:
-    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-
-
-_BASE_FLAGS = ["-O2", "-fPIC", "-shared", "-fno-strict-aliasing"]
+_BASE_FLAGS = ["-O2", "-fno-strict-aliasing"]
 
 
 def _wrapper_source(model: Model) -> tuple[str, str]:
@@ -696,75 +667,41 @@ void amsim__eval(const {eval_t} *a, const {eval_t} *b, {eval_t} *out, int64_t n)
     return cdef, body
 
 
-def _macros(model: Model, bits: int, params: dict) -> list[str]:
-    return [f"-DAMSIM_BITS={bits}"] + [f"-D{model.params[k].macro}={v}" for k, v in sorted(params.items())]
-
-
-def _headers_digest() -> str:
-    h = hashlib.sha256()
-    for p in sorted(include_dir().glob("*.h")):
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
 def _compile(model: Model, bits: int, params: dict) -> CompiledModel:
-    import cffi
-
     cdef, glue = _wrapper_source(model)
-    macros = _macros(model, bits, params)
-    cc = _compiler()
-    key = hashlib.sha256("\0".join([
-        _WRAPPER_VERSION, model.source_sha256, str(model.path), cdef, glue, *macros, *cc, *_BASE_FLAGS,
-        _headers_digest(), sys.implementation.cache_tag, sysconfig.get_platform(), cffi.__version__,
-    ]).encode()).hexdigest()[:24]
-    modname = f"_amsim_model_{key}"
-    with _COMPILE_LOCK:
-        module = _LOADED.get(modname)
-        if module is None:
-            so_path = cache_dir() / (modname + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
-            if not so_path.exists():
-                _build(model, modname, cdef, glue, macros, cc, so_path)
-            module = _import_extension(modname, so_path)
-            try:
-                from numba.core.typing import cffi_utils
-
-                cffi_utils.register_module(module)
-            except Exception:  # pragma: no cover - Numba typing is a convenience, not a requirement
-                pass
-            _LOADED[modname] = module
+    macros = [f"-DAMSIM_BITS={bits}"] + [f"-D{model.params[k].macro}={v}" for k, v in sorted(params.items())]
+    # #include the model by path so that compiler diagnostics name the model's own file and line.
+    source = f'#include <stdint.h>\n#include <string.h>\n#include "{model.path}"\n{glue}'
+    try:
+        module = cbuild.load_cached("_amsim_model", cdef, source, [*_BASE_FLAGS, *macros],
+                                    key_parts=[_WRAPPER_VERSION, model.source_sha256],
+                                    include_dirs=[model.path.parent])
+    except cbuild.BuildFailed as exc:
+        raise _compile_error(model, exc.output) from None
+    except FileNotFoundError:
+        raise CompileError(f"no C compiler found (tried {cbuild.compiler()[0]!r}); install gcc or set CC",
+                           path=str(model.path)) from None
+    _register_with_numba(module)
     return CompiledModel(model, bits, params, module)
 
 
-def _build(model, modname, cdef, glue, macros, cc, so_path: Path) -> None:
-    import cffi
+_REGISTERED: set[str] = set()
 
-    ffi = cffi.FFI()
-    ffi.cdef(cdef)
-    # #include the model by path so that compiler diagnostics name the model's own file and line.
-    ffi.set_source(modname, f'#include <stdint.h>\n#include <string.h>\n#include "{model.path}"\n{glue}')
-    so_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=so_path.parent, prefix=".build-") as tmp:
-        c_file = Path(tmp) / f"{modname}.c"
-        with contextlib.redirect_stdout(io.StringIO()):  # cffi announces "generating ..."
-            ffi.emit_c_code(str(c_file))
-        tmp_so = Path(tmp) / so_path.name
-        cmd = [*cc, *_BASE_FLAGS, *macros, f"-I{sysconfig.get_paths()['include']}", f"-I{include_dir()}",
-               f"-I{model.path.parent}", str(c_file), "-o", str(tmp_so), "-lm"]
-        try:
-            # LC_ALL=C: plain ASCII quotes in diagnostics, whatever the user's locale.
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
-        except FileNotFoundError:
-            raise CompileError(f"no C compiler found (tried {cc[0]!r}); install gcc or set CC",
-                               path=str(model.path)) from None
-        if proc.returncode != 0:
-            raise _compile_error(model, proc.stderr + proc.stdout, c_file)
-        os.replace(tmp_so, so_path)  # atomic: a concurrent process sees the old state or the whole file
+
+def _register_with_numba(module) -> None:
+    """Let user ``@njit`` code call ``lib.amsim__model`` (cffi_utils.register_module)."""
+    if module.__name__ in _REGISTERED:
+        return
+    from numba.core.typing import cffi_utils
+
+    cffi_utils.register_module(module)
+    _REGISTERED.add(module.__name__)
 
 
 _DIAG_RE = re.compile(r"^(.*?):(\d+):(?:(\d+):)?\s*(fatal error|error):\s*(.*)$", re.M)
 
 
-def _compile_error(model: Model, output: str, c_file: Path) -> CompileError:
+def _compile_error(model: Model, output: str) -> CompileError:
     diags = _DIAG_RE.findall(output)
     in_model = [d for d in diags if Path(d[0]).name == model.path.name]
     if in_model:
@@ -780,17 +717,3 @@ def _compile_error(model: Model, output: str, c_file: Path) -> CompileError:
     tail = output.strip().splitlines()[-1:] or ["no diagnostics"]
     return CompileError(f"{model.path}: compiling the model failed: {tail[0]}", path=str(model.path),
                         compiler_output=output)
-
-
-def _import_extension(modname: str, so_path: Path):
-    loader = importlib.machinery.ExtensionFileLoader(modname, str(so_path))
-    spec = importlib.util.spec_from_file_location(modname, str(so_path), loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    sys.modules[modname] = module
-    return module
-
-
-def clear_cache() -> None:
-    """Remove every cached compiled model."""
-    shutil.rmtree(cache_dir(), ignore_errors=True)

@@ -141,6 +141,16 @@ def _prepare_table(table, bits, mode):
     return t32, carry, frac
 
 
+def check_table(table, bits, mode="ieee"):
+    """Validate a LUT for ``mode`` and return it as float32; raise ValueError saying why not.
+
+    Every mode needs a (2^M, 2^M) table of finite values; ``approxtrain`` also
+    needs every entry to be (1 + f/2^M) * 2^c with an M-bit f and c in {0, 1}.
+    """
+    _check_bits(bits)
+    return _prepare_table(table, bits, mode)[0]
+
+
 # ---------------------------------------------------------------------------
 # operand conversion (numerics.md 2.1) and classification
 # ---------------------------------------------------------------------------

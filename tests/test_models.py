@@ -8,7 +8,7 @@ import pytest
 from numba import njit
 
 import amsim
-from amsim import models
+from amsim import cbuild, models
 from amsim.errors import CompileError, ModelError, RangeError, UnknownModelError
 
 BUILTINS = {"exact", "bf16_trunc", "bf16_rne", "at_mbm", "at_mitchell", "mitchell", "mbm", "drum", "ilm",
@@ -256,13 +256,13 @@ def test_thirty_two_bit_unsigned_products_use_all_64_bits():
 
 def test_compiled_model_is_cached_across_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("AMSIM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(models, "_LOADED", {})
+    monkeypatch.setattr(cbuild, "_LOADED", {})
     model = amsim.find_model("mitchell")
     model.compile(8)
     built = list((tmp_path / "cache").glob("*.so"))
     assert len(built) == 1
-    monkeypatch.setattr(models, "_LOADED", {})
-    monkeypatch.setattr(models, "_build", lambda *a, **k: pytest.fail("compiled again"))
+    monkeypatch.setattr(cbuild, "_LOADED", {})
+    monkeypatch.setattr(cbuild, "_build", lambda *a, **k: pytest.fail("compiled again"))
     model.compile(8)
     assert list((tmp_path / "cache").glob("*.so")) == built
 

@@ -1,0 +1,599 @@
+"""The approximate GEMM engine: matmul and conv2d with every product replaced by a LUT multiplier.
+
+Semantics are those of specs/numerics.md: each product a (x) b is
+``sign * 2^(ea + eb) * LUT[i, j]`` with IEEE special values, and every output
+is a float32 sum in increasing k. Backends:
+
+``reference``
+    :mod:`amsim.reference` (plain numpy): slow, obviously correct, the oracle.
+``cpu``
+    C kernels (``amsim/csrc/gemm_cpu.c``) sharing ``amsim_product.h`` with the
+    CUDA kernels, compiled once per machine with ``-O3 -march=native`` and
+    cached. Same accumulation order as the reference, so results are
+    bit-identical to it, deterministic for any thread count, and safe to call
+    from several threads at once (each call owns its buffers; the output is
+    split between threads by columns).
+``cuda``
+    The bundled CUDA kernels (:mod:`amsim.cuda`), when a GPU is present.
+
+Kernels of the CPU backend (``method``):
+
+``expand`` (M <= 8)
+    The LUT is expanded into one operand so the inner loop is a contiguous,
+    vectorised multiply-add. Used when it is exact: LUT entries positive and
+    finite, and the operands' exponents inside a window where every expanded
+    entry and every product is a normal float32 (:func:`_expand_is_exact`).
+    It expands B (vectorising over columns) when A has at least as many rows as
+    B has columns, and A otherwise (computing C^T = B^T A^T with the LUT
+    transposed, so LUT rows still belong to A's mantissa).
+``direct`` (any M <= 12)
+    One ``amsim_mul_split`` per product, every rule of numerics.md applied.
+``model`` (any M, no LUT)
+    Each product calls the compiled C model (M > 12, where no LUT fits).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from . import cbuild, reference
+from .errors import AmsimError, LUTError, RangeError
+
+__all__ = ["Multiplier", "resolve", "matmul", "conv2d", "conv2d_backprop_input", "conv2d_backprop_filter",
+           "BACKENDS", "METHODS"]
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+METHODS = ("auto", "expand", "direct", "model")
+_EXPAND_MAX_BITS = 8
+_NB = 128  # columns per tile of the expand kernel (gemm_cpu.c: AMSIM_NB)
+
+
+class ShapeError(AmsimError, ValueError):
+    """Operands whose shapes do not fit together."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The multiplier: a LUT, or a compiled model for M > 12
+# ----------------------------------------------------------------------------------------------
+
+
+class Multiplier:
+    """An M-bit approximate multiplier as the GEMM engine uses it.
+
+    Attributes
+    ----------
+    bits : int
+        Mantissa fraction bits M.
+    table : ndarray or None
+        (2^M, 2^M) float32 significand products (row = A's mantissa), or None
+        in model mode.
+    model : CompiledModel or None
+        For M > 12: the model itself, called once per product.
+    name : str
+    """
+
+    def __init__(self, bits, table=None, model=None, name=""):
+        self.bits = int(bits)
+        self.model = model
+        self.name = name
+        if table is not None:
+            table = np.asarray(table)
+            n = 1 << self.bits
+            if table.shape != (n, n):
+                raise LUTError(f"LUT shape {table.shape} does not match M={self.bits} (expected {n}x{n})")
+            # float64 tables (products of more than 24 bits) are rounded once to nearest float32,
+            # as amsim.reference does.
+            table = np.ascontiguousarray(table, dtype=np.float32)
+        elif model is None:
+            raise ValueError("a Multiplier needs a table or a model")
+        self.table = table
+        self._checked: set[str] = set()
+
+    def __repr__(self):
+        return f"<Multiplier {self.name or 'lut'} M={self.bits}{' (model mode)' if self.table is None else ''}>"
+
+    def check(self, mode: str) -> None:
+        """Refuse a table the mode cannot use (non-finite entries; for approxtrain, off its grid)."""
+        if self.table is not None and mode not in self._checked:
+            try:
+                reference.check_table(self.table, self.bits, mode)
+            except ValueError as exc:
+                raise LUTError(f"{self!r}: {exc}") from None
+            self._checked.add(mode)
+
+    @functools.cached_property
+    def table_t(self):
+        """The LUT transposed (row = B's mantissa), for kernels that swap the operands."""
+        return np.ascontiguousarray(self.table.T)
+
+    @functools.cached_property
+    def expandable(self) -> bool:
+        """True when every entry is positive and finite: the expand kernel is exact for it."""
+        t = self.table
+        return t is not None and self.bits <= _EXPAND_MAX_BITS and bool(np.all(np.isfinite(t)) and np.all(t > 0))
+
+    @functools.cached_property
+    def table_exponents(self) -> tuple[int, int]:
+        """Smallest and largest biased float32 exponent of the LUT entries (entries are normal)."""
+        e = (self.table.view(np.uint32) >> 23) & 0xFF
+        return int(e.min()), int(e.max())
+
+
+@functools.lru_cache(maxsize=64)
+def _model_multiplier(name: str, bits: int, params: tuple, models_dirs: tuple):
+    from .generate import MAX_LUT_BITS, compile_for_mantissa
+    from .models import find_model
+    from .sweep import significand_table
+
+    model = find_model(name, models_dirs)
+    cm = compile_for_mantissa(model, bits, dict(params))
+    if bits > MAX_LUT_BITS:
+        return Multiplier(bits, model=cm, name=name)
+    return Multiplier(bits, table=significand_table(cm, bits), model=cm, name=name)
+
+
+def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Multiplier:
+    """Turn what the user passed as ``lut`` into a :class:`Multiplier`.
+
+    Parameters
+    ----------
+    lut : Multiplier, amsim.lut.LUT, str, Path or ndarray
+        A LUT object; a LUT file (native ``.npz`` or ApproxTrain ``NAME_M.bin``);
+        a model name (then ``bits`` is required: M <= 12 builds the LUT, M > 12
+        uses the model directly); or a (2^M, 2^M) table.
+    bits : int, optional
+        Expected M; a LUT for another M is refused.
+    params : dict, optional
+        Model parameters when ``lut`` is a model name.
+    """
+    from .lut import LUT, load_any
+
+    if isinstance(lut, Multiplier):
+        mult = lut
+    elif isinstance(lut, LUT):
+        if lut.kind != "mantissa":
+            raise LUTError(f"the GEMM needs a mantissa LUT; this is an {lut.kind} table")
+        mult = Multiplier(lut.bits, table=lut.table, name=lut.model)
+    elif isinstance(lut, (str, Path)) and (Path(lut).suffix in (".npz", ".bin") or Path(lut).is_file()):
+        return resolve(load_any(lut, bits=bits))
+    elif isinstance(lut, str):
+        if bits is None:
+            raise RangeError(f"model {lut!r} given as the LUT: say which mantissa width with bits=M")
+        mult = _model_multiplier(lut, int(bits), tuple(sorted((params or {}).items())), tuple(map(str, models_dirs)))
+    elif isinstance(lut, np.ndarray):
+        if lut.ndim != 2 or lut.shape[0] != lut.shape[1] or lut.shape[0] & (lut.shape[0] - 1):
+            raise LUTError(f"a LUT array must be (2^M, 2^M), not {lut.shape}")
+        mult = Multiplier(int(lut.shape[0]).bit_length() - 1, table=lut)
+    else:
+        raise TypeError(f"lut must be a LUT, a LUT file, a model name or an array, not {type(lut).__name__}")
+    if bits is not None and mult.bits != int(bits):
+        raise LUTError(f"LUT is for M={mult.bits}, not M={bits}")
+    return mult
+
+
+# ----------------------------------------------------------------------------------------------
+# The compiled CPU kernels
+# ----------------------------------------------------------------------------------------------
+
+_CDEF = """
+void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
+                     int rounding, float *scale, uint16_t *idx);
+int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      int64_t ldc, int64_t j0, int64_t j1);
+int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                      const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
+                      int64_t ldc, int64_t j0, int64_t j1);
+int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
+                     const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
+                     uintptr_t fn, int is_float, float *c, int64_t ldc, int64_t j0, int64_t j1);
+"""
+
+_CSRC = Path(__file__).resolve().parent / "csrc"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags: -march=native code is cached per instruction set."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_lib():
+    source = (_CSRC / "gemm_cpu.c").read_text()
+    try:
+        module = cbuild.load_cached("_amsim_gemm_cpu", _CDEF, source, ["-O3", "-march=native", "-std=gnu11"],
+                                    key_parts=[_cpu_flags()])
+    except cbuild.BuildFailed as exc:  # pragma: no cover - our own source; a toolchain problem
+        raise AmsimError(f"building the CPU GEMM kernels failed:\n{exc.output}") from None
+    return module.ffi, module.lib
+
+
+def _ptr(ffi, array, ctype):
+    return ffi.from_buffer(ctype, array)
+
+
+def _threads(threads):
+    if threads:
+        return max(1, int(threads))
+    env = os.environ.get("AMSIM_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _split(ffi, lib, x, m, rounding):
+    """(scale, index) of a 2-D float32 operand, any strides, via amsim_split (C)."""
+    if any(s % 4 for s in x.strides):
+        x = np.ascontiguousarray(x)
+    rows, cols = x.shape
+    scale = np.empty((rows, cols), np.float32)
+    idx = np.empty((rows, cols), np.uint16)
+    if x.size:
+        # Point at the lowest-addressed element so negative strides work too.
+        base = x if all(s >= 0 for s in x.strides) else np.ascontiguousarray(x)
+        rs, cs = (s // 4 for s in base.strides)
+        lib.amsim_split_f32(ffi.cast("float *", base.ctypes.data), rows, cols, rs, cs, m,
+                            1 if rounding == "rne" else 0, _ptr(ffi, scale, "float[]"), _ptr(ffi, idx, "uint16_t[]"))
+    return scale, idx
+
+
+def _normal_exponent_range(scale):
+    """(min, max) biased exponent of the normal scales, or None when there is none."""
+    e = (scale.view(np.uint32) >> 23) & 0xFF
+    normal = e[(e != 0) & (e != 0xFF)]
+    if normal.size == 0:
+        return None
+    return int(normal.min()), int(normal.max())
+
+
+def _expand_is_exact(mult, sx, sy, mode) -> bool:
+    """True when T = s_y * LUT and s_x * T are normal float32 for every operand pair.
+
+    Then both multiplications of the expand kernel are exact, and its result
+    equals amsim_mul_split's bit for bit (including 0, inf and NaN operands,
+    since the LUT is positive and finite).
+    """
+    rx, ry = _normal_exponent_range(sx), _normal_exponent_range(sy)
+    if rx is None or ry is None:
+        return True
+    lo_v, hi_v = mult.table_exponents
+    # Unbiased: e_x + e_y + e_v in [-126, 127] for the products, e_y + e_v likewise for T.
+    ok = (ry[0] + lo_v - 254 >= -126 and ry[1] + hi_v - 254 <= 127
+          and rx[0] + ry[0] + lo_v - 381 >= -126 and rx[1] + ry[1] + hi_v - 381 <= 127)
+    if mode == "approxtrain":  # its +0 rule bites where Ea + Eb <= 127
+        ok = ok and rx[0] + ry[0] > 127
+    return ok
+
+
+def _column_ranges(n, threads, align):
+    """Split [0, n) into at most ``threads`` ranges aligned to ``align`` columns."""
+    tiles = -(-n // align)
+    per = -(-tiles // threads) if tiles else 0
+    return [(t * align, min(n, (t + per) * align)) for t in range(0, tiles, per)] if per else []
+
+
+def _run_columns(fn, n, threads, align):
+    ranges = _column_ranges(n, threads, align)
+    if len(ranges) <= 1:
+        for j0, j1 in ranges:
+            fn(j0, j1)
+        return
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        for fut in [pool.submit(fn, j0, j1) for j0, j1 in ranges]:
+            fut.result()
+
+
+def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
+    ffi, lib = _cpu_lib()
+    m_rows, k = a.shape
+    n = b.shape[1]
+    out = np.zeros((m_rows, n), np.float32)
+    if m_rows == 0 or n == 0 or k == 0:
+        return out
+    mode_i = 1 if mode == "approxtrain" else 0
+    if mult.table is None or method == "model":
+        if mult.model is None:
+            raise RangeError("method='model' needs a multiplier built from a model")
+        return _cpu_model_matmul(ffi, lib, a, b, mult, rounding, mode_i, out, threads)
+    m = mult.bits
+    sa, pa = _split(ffi, lib, a, m, rounding)
+    sb, pb = _split(ffi, lib, b, m, rounding)
+    use_expand = method == "expand" or (method == "auto" and mult.expandable)
+    if use_expand:
+        if not mult.expandable:
+            raise RangeError("method='expand' needs M <= 8 and a LUT of positive finite entries")
+        use_expand = _expand_is_exact(mult, sa, sb, mode) if method == "auto" else True
+    if not use_expand:
+        def direct(j0, j1):
+            lib.amsim_gemm_direct(m_rows, n, k, _ptr(ffi, sa, "float[]"), _ptr(ffi, pa, "uint16_t[]"),
+                                  _ptr(ffi, sb, "float[]"), _ptr(ffi, pb, "uint16_t[]"),
+                                  _ptr(ffi, mult.table, "float[]"), m, mode_i, _ptr(ffi, out, "float[]"), n, j0, j1)
+
+        _run_columns(direct, n, _threads(threads), 16)
+        return out
+    # Expand the operand whose other dimension amortises the 2^M-fold expansion best.
+    if m_rows >= n:
+        x_s, x_p, y_s, y_p, table, target = sa, pa, sb, pb, mult.table, out
+    else:
+        x_s, x_p = np.ascontiguousarray(sb.T), np.ascontiguousarray(pb.T)
+        y_s, y_p = np.ascontiguousarray(sa.T), np.ascontiguousarray(pa.T)
+        table, target = mult.table_t, np.zeros((n, m_rows), np.float32)
+    rows, cols = target.shape
+
+    def expand(j0, j1):
+        rc = lib.amsim_gemm_expand(rows, cols, k, _ptr(ffi, x_s, "float[]"), _ptr(ffi, x_p, "uint16_t[]"),
+                                   _ptr(ffi, y_s, "float[]"), _ptr(ffi, y_p, "uint16_t[]"),
+                                   _ptr(ffi, table, "float[]"), m, _ptr(ffi, target, "float[]"), cols, j0, j1)
+        if rc != 0:
+            raise MemoryError("amsim_gemm_expand: out of memory for its work buffer")
+
+    _run_columns(expand, cols, _threads(threads), _NB)
+    if target is not out:
+        out[...] = target.T
+    return out
+
+
+def _cpu_model_matmul(ffi, lib, a, b, mult, rounding, mode_i, out, threads):
+    cm = mult.model
+    m_rows, k = a.shape
+    n = b.shape[1]
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+
+    def work(j0, j1):
+        lib.amsim_gemm_model(m_rows, n, k, _ptr(ffi, a, "float[]"), k, 1, _ptr(ffi, b, "float[]"), n, 1,
+                             mult.bits, 1 if rounding == "rne" else 0, mode_i, cm.address,
+                             1 if cm.kind == "float" else 0, _ptr(ffi, out, "float[]"), n, j0, j1)
+
+    _run_columns(work, n, _threads(threads), 16)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# matmul
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_operand(name, x):
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {x.dtype} (shape {x.shape})")
+    if x.ndim < 2:
+        raise ShapeError(f"{name} must have at least 2 dimensions, got shape {x.shape}")
+    return x
+
+
+def _cuda_available() -> bool:
+    try:
+        from . import cuda
+    except ImportError:  # pragma: no cover
+        return False
+    return cuda.available()
+
+
+def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=False, rounding="truncate",
+           mode="ieee", backend="auto", method="auto", threads=None) -> np.ndarray:
+    """Approximate matrix product ``a @ b`` with every product replaced by the LUT multiplier.
+
+    Parameters
+    ----------
+    a, b : ndarray of float32, shape (..., M, K) and (..., K, N)
+        Leading dimensions broadcast as in :func:`numpy.matmul`. Any strides.
+    lut : LUT, LUT file, model name, (2^M, 2^M) array or Multiplier
+        See :func:`resolve`.
+    bits : int, optional
+        Expected mantissa width M (required with a model name).
+    transpose_a, transpose_b : bool
+        Use the transpose of the last two axes (no copy).
+    rounding : {"truncate", "rne"}
+        Operand conversion to M bits (numerics.md 2.1).
+    mode : {"ieee", "approxtrain"}
+        ``approxtrain`` reproduces ApproxTrain's simulator in the normal range.
+    backend : {"auto", "reference", "cpu", "cuda"}
+    method : {"auto", "expand", "direct", "model"}
+        CPU kernel (see the module docstring); ``auto`` picks the fastest exact one.
+    threads : int, optional
+        CPU threads (default: ``AMSIM_NUM_THREADS`` or every available CPU).
+
+    Returns
+    -------
+    ndarray of float32, shape (..., M, N)
+    """
+    if rounding not in reference.ROUNDINGS:
+        raise ValueError(f"rounding must be one of {reference.ROUNDINGS}, not {rounding!r}")
+    if mode not in reference.MODES:
+        raise ValueError(f"mode must be one of {reference.MODES}, not {mode!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    if mode == "approxtrain" and rounding != "truncate":
+        raise ValueError("mode='approxtrain' truncates its operands; rounding='rne' does not apply")
+    a = _check_operand("a", a)
+    b = _check_operand("b", b)
+    if transpose_a:
+        a = np.swapaxes(a, -1, -2)
+    if transpose_b:
+        b = np.swapaxes(b, -1, -2)
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"matmul: inner dimensions differ: a {a.shape} and b {b.shape} "
+                         f"(K = {a.shape[-1]} vs {b.shape[-2]})")
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ShapeError(f"matmul: batch dimensions do not broadcast: a {a.shape} and b {b.shape}") from None
+    mult = resolve(lut, bits, params=params)
+    mult.check(mode)
+    if backend == "auto":
+        backend = "cuda" if _cuda_available() and mult.table is not None else "cpu"
+    out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.float32)
+    a_b = np.broadcast_to(a, batch + a.shape[-2:])
+    b_b = np.broadcast_to(b, batch + b.shape[-2:])
+    for index in np.ndindex(*batch):
+        out[index] = _matmul_2d(a_b[index], b_b[index], mult, rounding, mode, backend, method, threads)
+    return out
+
+
+def _matmul_2d(a, b, mult, rounding, mode, backend, method, threads):
+    if backend == "reference":
+        if mult.table is None:
+            raise RangeError("the reference backend needs a LUT (M <= 12)")
+        return reference.approx_matmul(a, b, mult.table, mult.bits, rounding=rounding, mode=mode)
+    if backend == "cuda":
+        from . import cuda
+
+        return cuda.matmul_2d(a, b, mult, rounding=rounding, mode=mode)
+    return _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# conv2d: im2col GEMMs with the same product
+# ----------------------------------------------------------------------------------------------
+
+
+def _pair(value, name):
+    if np.ndim(value) == 0:
+        return int(value), int(value)
+    value = tuple(int(v) for v in value)
+    if len(value) == 4:  # TensorFlow's [1, sh, sw, 1]
+        value = value[1:3]
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"{name} must be an int or a pair of positive ints, got {value}")
+    return value
+
+
+def _conv_geometry(in_hw, k_hw, strides, padding, dilations):
+    """Output size and (top, bottom, left, right) padding, following TensorFlow's rules."""
+    (h, w), (kh, kw), (sh, sw), (dh, dw) = in_hw, k_hw, strides, dilations
+    ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if isinstance(padding, str):
+        p = padding.upper()
+        if p == "VALID":
+            pads = (0, 0, 0, 0)
+        elif p == "SAME":
+            oh, ow = -(-h // sh), -(-w // sw)
+            ph = max((oh - 1) * sh + ekh - h, 0)
+            pw = max((ow - 1) * sw + ekw - w, 0)
+            pads = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+        else:
+            raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs, got {padding!r}")
+    else:
+        pad = [tuple(int(x) for x in p) for p in padding]
+        if len(pad) == 4:  # TensorFlow's explicit NHWC form [[0,0],[t,b],[l,r],[0,0]]
+            pad = pad[1:3]
+        if len(pad) != 2 or any(len(p) != 2 or min(p) < 0 for p in pad):
+            raise ValueError(f"explicit padding must be ((top, bottom), (left, right)), got {padding!r}")
+        pads = (*pad[0], *pad[1])
+    oh = (h + pads[0] + pads[1] - ekh) // sh + 1
+    ow = (w + pads[2] + pads[3] - ekw) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ShapeError(f"conv2d: a {kh}x{kw} filter (dilation {dh}x{dw}) does not fit a padded {h}x{w} input")
+    return (oh, ow), pads
+
+
+def _im2col(x, k_hw, strides, dilations, pads, out_hw):
+    """Patches (N*OH*OW, KH*KW*C), rows in NHW order, columns in (kh, kw, c) order (HWIO)."""
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = k_hw, strides, dilations, out_hw
+    xp = np.pad(x, ((0, 0), (pads[0], pads[1]), (pads[2], pads[3]), (0, 0)))
+    s = xp.strides
+    view = np.lib.stride_tricks.as_strided(
+        xp, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
+    return view.reshape(n * oh * ow, kh * kw * c)
+
+
+def _col2im(cols, x_shape, k_hw, strides, dilations, pads, out_hw):
+    """Adjoint of _im2col: add each patch column back to its input position (kh, kw ascending)."""
+    n, h, w, c = x_shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = k_hw, strides, dilations, out_hw
+    xp = np.zeros((n, h + pads[0] + pads[1], w + pads[2] + pads[3], c), np.float32)
+    patches = cols.reshape(n, oh, ow, kh, kw, c)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw, :] += patches[:, :, :, i, j, :]
+    return xp[:, pads[0]: pads[0] + h, pads[2]: pads[2] + w, :]
+
+
+def _conv_args(x_shape, w_shape, strides, padding, dilations):
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ShapeError(f"conv2d needs NHWC input and HWIO filter, got {tuple(x_shape)} and {tuple(w_shape)}")
+    if x_shape[3] != w_shape[2]:
+        raise ShapeError(f"conv2d: input has {x_shape[3]} channels, filter expects {w_shape[2]} "
+                         f"(input {tuple(x_shape)}, filter {tuple(w_shape)})")
+    strides, dilations = _pair(strides, "strides"), _pair(dilations, "dilations")
+    out_hw, pads = _conv_geometry(x_shape[1:3], w_shape[:2], strides, padding, dilations)
+    return strides, dilations, out_hw, pads
+
+
+def conv2d(x, w, lut, strides=1, padding="VALID", dilations=1, **kwargs) -> np.ndarray:
+    """Approximate 2-D convolution (cross-correlation, as TensorFlow's conv2d).
+
+    Parameters
+    ----------
+    x : ndarray of float32, (N, H, W, C)
+    w : ndarray of float32, (KH, KW, C, O)
+    lut : see :func:`resolve`
+    strides, dilations : int or (int, int)
+    padding : "SAME", "VALID" or ((top, bottom), (left, right))
+    **kwargs
+        ``bits``, ``params``, ``rounding``, ``mode``, ``backend``, ``method``,
+        ``threads`` as for :func:`matmul`.
+
+    Returns
+    -------
+    ndarray of float32, (N, OH, OW, O): the GEMM of the patch matrix (left
+    operand, LUT rows) with the reshaped filter (right operand, LUT columns).
+    """
+    x, w = _check_operand("x", x), _check_operand("w", w)
+    strides, dilations, out_hw, pads = _conv_args(x.shape, w.shape, strides, padding, dilations)
+    cols = _im2col(x, w.shape[:2], strides, dilations, pads, out_hw)
+    y = matmul(cols, w.reshape(-1, w.shape[3]), lut, **kwargs)
+    return y.reshape(x.shape[0], *out_hw, w.shape[3])
+
+
+def conv2d_backprop_input(input_shape, w, dy, lut, strides=1, padding="VALID", dilations=1, **kwargs):
+    """Gradient of :func:`conv2d` with respect to its input.
+
+    The patch gradients are the GEMM ``dy (N*OH*OW, O) (x) w^T (O, KH*KW*C)``:
+    the incoming gradient is the left operand (LUT rows) and the filter the
+    right one, as in the forward pass. Each input position then sums its
+    patch gradients in (kh, kw) order.
+    """
+    w, dy = _check_operand("w", w), _check_operand("dy", dy)
+    input_shape = tuple(int(s) for s in input_shape)
+    strides, dilations, out_hw, pads = _conv_args(input_shape, w.shape, strides, padding, dilations)
+    expected = (input_shape[0], *out_hw, w.shape[3])
+    if dy.shape != expected:
+        raise ShapeError(f"conv2d_backprop_input: dy has shape {dy.shape}, expected {expected}")
+    cols = matmul(dy.reshape(-1, w.shape[3]), w.reshape(-1, w.shape[3]), lut, transpose_b=True, **kwargs)
+    return _col2im(cols, input_shape, w.shape[:2], strides, dilations, pads, out_hw)
+
+
+def conv2d_backprop_filter(x, filter_shape, dy, lut, strides=1, padding="VALID", dilations=1, **kwargs):
+    """Gradient of :func:`conv2d` with respect to its filter.
+
+    The GEMM ``patches^T (KH*KW*C, N*OH*OW) (x) dy (N*OH*OW, O)``: the input
+    patches are the left operand (LUT rows), the incoming gradient the right.
+    """
+    x, dy = _check_operand("x", x), _check_operand("dy", dy)
+    filter_shape = tuple(int(s) for s in filter_shape)
+    strides, dilations, out_hw, pads = _conv_args(x.shape, filter_shape, strides, padding, dilations)
+    expected = (x.shape[0], *out_hw, filter_shape[3])
+    if dy.shape != expected:
+        raise ShapeError(f"conv2d_backprop_filter: dy has shape {dy.shape}, expected {expected}")
+    cols = _im2col(x, filter_shape[:2], strides, dilations, pads, out_hw)
+    dw = matmul(cols, dy.reshape(-1, filter_shape[3]), lut, transpose_a=True, **kwargs)
+    return dw.reshape(filter_shape)

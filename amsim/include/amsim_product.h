@@ -1,0 +1,157 @@
+/*
+ * amsim_product.h -- the one definition of an approximate float32 product.
+ *
+ * Shared by the CPU GEMM kernels (amsim/csrc/gemm_cpu.c) and the CUDA kernels
+ * (amsim/csrc/gemm_cuda.cu); specs/numerics.md section 2 is the contract and
+ * amsim/reference.py its plain numpy oracle, against which the tests compare
+ * these kernels bit for bit.
+ *
+ * An operand is split once into a *scale* and a mantissa index:
+ *     x = scale * (1 + idx / 2^M)
+ * where scale is the float sign * 2^e (exactly representable), +-0 for zero
+ * and subnormal operands (DAZ), +-inf for inf (and for an rne carry past the
+ * largest finite number) and NaN for NaN. The product of two split operands is
+ *     scale_a * scale_b * LUT[idx_a][idx_b]
+ * with the special cases and the normal-range rules of section 2.
+ *
+ * Every product in the normal range is exact (a power of two times a float32
+ * LUT entry), so contracting a product with the following addition into a
+ * fused multiply-add cannot change the result: fma(s, t, c) rounds
+ * s * t + c once, and s * t has no rounding to lose.
+ */
+#ifndef AMSIM_PRODUCT_H
+#define AMSIM_PRODUCT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define AMSIM_HD __host__ __device__ __forceinline__
+#else
+#define AMSIM_HD static inline
+#endif
+
+enum { AMSIM_TRUNCATE = 0, AMSIM_RNE = 1 };
+enum { AMSIM_MODE_IEEE = 0, AMSIM_MODE_APPROXTRAIN = 1 };
+
+AMSIM_HD uint32_t amsim_f2u(float x)
+{
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+#endif
+}
+
+AMSIM_HD float amsim_u2f(uint32_t u)
+{
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+#endif
+}
+
+/*
+ * Split x for an M-bit mantissa multiplier (numerics.md 2.1).
+ * truncate: drop the low 23 - M fraction bits.
+ * rne: round to nearest, ties to even; a carry out of the mantissa increments
+ * the exponent, and a carry past the largest exponent gives +-inf.
+ */
+AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
+{
+    const uint32_t u = amsim_f2u(x);
+    const uint32_t sign = u & 0x80000000u;
+    uint32_t e = (u >> 23) & 0xFFu;
+    const uint32_t frac = u & 0x7FFFFFu;
+    *idx = 0;
+    if (e == 0)                       /* zero or subnormal: flushed */
+        return amsim_u2f(sign);
+    if (e == 0xFFu)                   /* inf (scale inf) or NaN (scale NaN) */
+        return x;
+    const int s = 23 - m;
+    uint32_t keep = frac >> s;
+    if (rounding == AMSIM_RNE && s > 0) {
+        const uint32_t rem = frac & ((1u << s) - 1u);
+        const uint32_t half = 1u << (s - 1);
+        if (rem > half || (rem == half && (keep & 1u)))
+            keep += 1u;
+        if (keep == (1u << m)) {      /* carry into the exponent */
+            keep = 0;
+            e += 1;                   /* e == 255 now encodes +-inf: rounding past FLT_MAX */
+        }
+    }
+    *idx = keep;
+    return amsim_u2f(sign | (e << 23));
+}
+
+/* True when the scale stands for a normal operand (not zero, inf or NaN). */
+AMSIM_HD int amsim_scale_is_normal(float scale)
+{
+    const uint32_t e = (amsim_f2u(scale) >> 23) & 0xFFu;
+    return e != 0 && e != 0xFFu;
+}
+
+/*
+ * v * 2^k for a float32 v and an integer k, with numerics.md 2.3's range rules:
+ * magnitude >= 2^128 gives +-inf, below 2^-126 gives +-0 (never subnormal).
+ * Exact in the normal range.
+ */
+AMSIM_HD float amsim_scale_pow2(float v, int k)
+{
+    const uint32_t u = amsim_f2u(v);
+    const uint32_t sign = u & 0x80000000u;
+    int e = (int)((u >> 23) & 0xFFu);
+    uint32_t mant = u & 0x7FFFFFu;
+    if (e == 0xFF)
+        return v;
+    if (e == 0) {                     /* zero, or a subnormal LUT entry: normalise it first */
+        if (mant == 0)
+            return v;
+        e = 1;
+        while (!(mant & 0x800000u)) {
+            mant <<= 1;
+            e -= 1;
+        }
+        mant &= 0x7FFFFFu;
+    }
+    e += k;
+    if (e >= 0xFF)
+        return amsim_u2f(sign | 0x7F800000u);
+    if (e <= 0)
+        return amsim_u2f(sign);
+    return amsim_u2f(sign | ((uint32_t)e << 23) | mant);
+}
+
+/*
+ * The approximate product of two split operands (numerics.md 2.2-2.4).
+ * v is the significand product LUT[idx_a][idx_b] (looked up by the caller, or
+ * computed by a model), only used when both operands are normal.
+ */
+AMSIM_HD float amsim_mul_split(float sa, float sb, float v, int mode)
+{
+    const uint32_t ua = amsim_f2u(sa), ub = amsim_f2u(sb);
+    const uint32_t ea = (ua >> 23) & 0xFFu, eb = (ub >> 23) & 0xFFu;
+    const uint32_t sign = (ua ^ ub) & 0x80000000u;
+    const int a_nan = ea == 0xFFu && (ua & 0x7FFFFFu), b_nan = eb == 0xFFu && (ub & 0x7FFFFFu);
+    if (a_nan || b_nan)
+        return amsim_u2f(0x7FC00000u);
+    if (ea == 0xFFu || eb == 0xFFu) {                 /* inf x (0 | finite | inf) */
+        if (ea == 0 || eb == 0)
+            return amsim_u2f(0x7FC00000u);           /* 0 x inf */
+        return amsim_u2f(sign | 0x7F800000u);
+    }
+    if (ea == 0 || eb == 0)
+        return amsim_u2f(sign);                       /* signed zero */
+    if (mode == AMSIM_MODE_APPROXTRAIN && ea + eb <= 127u)
+        return 0.0f;                                  /* ApproxTrain: +0, sign lost */
+    /* scales are +-2^(e - 127): the product is v * 2^(ea + eb - 254), sign applied after */
+    const float r = amsim_scale_pow2(v, (int)ea + (int)eb - 254);
+    return amsim_u2f(amsim_f2u(r) ^ sign);
+}
+
+#endif /* AMSIM_PRODUCT_H */
