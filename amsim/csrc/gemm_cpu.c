@@ -29,8 +29,12 @@
 
 #include <amsim_product.h>
 
+#ifndef AMSIM_NB
 #define AMSIM_NB 128            /* columns per tile: 8 vectors of 16 floats */
+#endif
+#ifndef AMSIM_KB
 #define AMSIM_KB 8              /* k per block: T is KB * 2^M * NB floats (512 KiB at M = 7) */
+#endif
 #define AMSIM_VL 16
 
 typedef float v16f __attribute__((vector_size(64)));

@@ -1,0 +1,245 @@
+"""The approximate GEMM: every backend and kernel against the numpy reference, bit for bit."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import amsim
+from amsim import gemm, generate, reference, sweep
+from amsim.errors import LUTError, RangeError
+
+
+@pytest.fixture(scope="module")
+def mitchell7():
+    return gemm.resolve("mitchell", 7)
+
+
+def lut_table(name, m, **params):
+    return sweep.significand_table(generate.compile_for_mantissa(amsim.find_model(name), m, params), m)
+
+
+def bits_equal(x, y):
+    """Same float32 bits, any NaN matching any NaN."""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    return x.shape == y.shape and bool(np.all((x.view(np.uint32) == y.view(np.uint32)) | (np.isnan(x) & np.isnan(y))))
+
+
+SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-45, 3e38, -3e38, 1e-37, 2.0**-126], np.float32)
+
+
+@st.composite
+def operands(draw, max_dim=40, specials=True):
+    m, k, n = (draw(st.integers(0, max_dim)) for _ in range(3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([1.0, 1e-20, 1e20]))
+    a = (rng.standard_normal((m, k)) * scale).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    if specials and draw(st.booleans()) and a.size and b.size:
+        for x in (a, b):
+            idx = rng.integers(0, x.size, max(1, x.size // 20))
+            x.flat[idx] = rng.choice(SPECIALS, idx.size)
+    return a, b
+
+
+TABLES = {name: lut_table(name, 7) for name in ("mitchell", "at_mbm", "exact", "drum")}
+
+
+@pytest.mark.parametrize("method", ["auto", "expand", "direct"])
+@pytest.mark.parametrize("name", sorted(TABLES))
+@settings(max_examples=30, deadline=None)
+@given(ab=operands(), rounding=st.sampled_from(["truncate", "rne"]))
+def test_cpu_backend_equals_reference_bit_for_bit(name, method, ab, rounding):
+    a, b = ab
+    table = TABLES[name]
+    expected = reference.approx_matmul(a, b, table, 7, rounding=rounding)
+    got = gemm.matmul(a, b, table, rounding=rounding, backend="cpu", method=method)
+    if method == "expand" and not gemm._expand_is_exact(gemm.resolve(table), *_scales(a, b, rounding), "ieee"):
+        return  # forced expand outside its exact window is allowed to differ (auto never does this)
+    assert bits_equal(got, expected)
+
+
+def _scales(a, b, rounding):
+    ffi, lib = gemm._cpu_lib()
+    return gemm._split(ffi, lib, a, 7, rounding)[0], gemm._split(ffi, lib, b, 7, rounding)[0]
+
+
+@pytest.mark.parametrize("m", [1, 3, 5, 10, 12])
+def test_direct_kernel_equals_reference_for_wider_mantissas(m):
+    rng = np.random.default_rng(m)
+    table = lut_table("drum", m, k=4)
+    a = rng.standard_normal((9, 33)).astype(np.float32)
+    b = rng.standard_normal((33, 11)).astype(np.float32)
+    assert bits_equal(gemm.matmul(a, b, table), reference.approx_matmul(a, b, table, m))
+
+
+@pytest.mark.parametrize("name", ["mitchell", "at_mitchell"])
+def test_model_mode_equals_lut_path_where_both_exist(name):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((17, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 23)).astype(np.float32)
+    a[0, :5] = SPECIALS[:5]
+    mult = gemm.resolve(name, 7)
+    assert bits_equal(gemm.matmul(a, b, mult, method="model"), gemm.matmul(a, b, mult, method="direct"))
+
+
+def test_model_mode_simulates_full_width_mbm():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.5, 2, (8, 64)).astype(np.float32)
+    b = rng.uniform(0.5, 2, (64, 8)).astype(np.float32)
+    mult = gemm.resolve("mbm", 23)
+    assert mult.table is None
+    got = gemm.matmul(a, b, mult)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    rel = np.abs(got / exact - 1)
+    assert 0 < rel.max() < 0.05  # MBM errs by a few percent per product, less in the sum
+
+
+def test_exact_lut_equals_numpy_matmul_of_truncated_operands():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 96)).astype(np.float32)
+    b = rng.standard_normal((96, 48)).astype(np.float32)
+
+    def truncate(x):
+        return (x.view(np.uint32) & np.uint32(~((1 << 16) - 1) & 0xFFFFFFFF)).view(np.float32)
+
+    got = gemm.matmul(a, b, TABLES["exact"])
+    # Products of 8-bit significands are exact in float32; only the order of the sums differs.
+    expected = truncate(a).astype(np.float64) @ truncate(b).astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=96 * 2**-23 * np.abs(truncate(a)) .max() * np.abs(truncate(b)).max())
+    in_order = np.zeros((64, 48), np.float32)
+    for k in range(96):
+        in_order += np.outer(truncate(a)[:, k], truncate(b)[k, :])
+    assert bits_equal(got, in_order)
+
+
+def test_results_are_identical_for_any_thread_count(mitchell7):
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((200, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 700)).astype(np.float32)
+    one = gemm.matmul(a, b, mitchell7, threads=1)
+    for threads in (2, 3, 8):
+        assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
+
+
+def test_concurrent_calls_from_several_threads_agree(mitchell7):
+    rng = np.random.default_rng(5)
+    pairs = [(rng.standard_normal((150, 130)).astype(np.float32), rng.standard_normal((130, 170)).astype(np.float32))
+             for _ in range(4)]
+    expected = [gemm.matmul(a, b, mitchell7, threads=1) for a, b in pairs]
+    results = [None] * 8
+
+    def work(t):
+        a, b = pairs[t % 4]
+        results[t] = gemm.matmul(a, b, mitchell7, threads=2)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for t, r in enumerate(results):
+        assert bits_equal(r, expected[t % 4])
+
+
+def test_batched_matmul_broadcasts_leading_dimensions(mitchell7):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((3, 1, 5, 7)).astype(np.float32)
+    b = rng.standard_normal((4, 7, 6)).astype(np.float32)
+    out = gemm.matmul(a, b, mitchell7)
+    assert out.shape == (3, 4, 5, 6)
+    for i in range(3):
+        for j in range(4):
+            assert bits_equal(out[i, j], reference.approx_matmul(a[i, 0], b[j], mitchell7.table, 7))
+
+
+def test_transposes_and_non_contiguous_inputs_work(mitchell7):
+    rng = np.random.default_rng(7)
+    big = rng.standard_normal((40, 60)).astype(np.float32)
+    a = big[::2, 1::3]          # (20, 20), non-contiguous
+    b = big[:20, ::-3].T        # negative strides, transposed view
+    expected = reference.approx_matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), mitchell7.table, 7)
+    assert bits_equal(gemm.matmul(a, b, mitchell7), expected)
+    assert bits_equal(gemm.matmul(np.ascontiguousarray(a.T), b, mitchell7, transpose_a=True), expected)
+    assert bits_equal(gemm.matmul(a, np.ascontiguousarray(b.T), mitchell7, transpose_b=True), expected)
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [((0, 3), (3, 4)), ((2, 0), (0, 4)), ((2, 3), (3, 0)), ((1, 1), (1, 1))])
+def test_empty_and_unit_shapes(mitchell7, shape_a, shape_b):
+    a = np.ones(shape_a, np.float32)
+    b = np.ones(shape_b, np.float32)
+    got = gemm.matmul(a, b, mitchell7)
+    assert got.shape == (shape_a[0], shape_b[1])
+    assert bits_equal(got, reference.approx_matmul(a, b, mitchell7.table, 7))
+
+
+def test_approxtrain_mode_equals_reference(mitchell7):
+    table = lut_table("at_mbm", 7)
+    rng = np.random.default_rng(8)
+    a = np.ldexp(rng.uniform(1, 2, (30, 40)), rng.integers(-70, -50, (30, 40))).astype(np.float32)
+    b = np.ldexp(rng.uniform(1, 2, (40, 20)), rng.integers(-70, -50, (40, 20))).astype(np.float32)
+    a[0, :] = 1.5 * 2.0**-64  # row 0 x column 0: Ea + Eb = 127 biased and a carry: ApproxTrain's +0 zone
+    b[:, 0] = 1.5 * 2.0**-63
+    expected = reference.approx_matmul(a, b, table, 7, mode="approxtrain")
+    assert bits_equal(gemm.matmul(a, b, table, mode="approxtrain"), expected)
+    assert expected[0, 0] == 0 and gemm.matmul(a, b, table)[0, 0] > 0
+
+
+def test_lut_accepts_objects_files_and_model_names(tmp_path):
+    from amsim import lut as lutmod
+
+    obj = generate.mantissa_lut(amsim.find_model("at_mbm"), 7, samples=1000)
+    path = lutmod.save(obj, tmp_path / "at_mbm_m7.npz")
+    bin_path = lutmod.save_approxtrain(obj, tmp_path / "MBM_7.bin")
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((5, 6)).astype(np.float32)
+    results = [gemm.matmul(a, b, x, bits=7) for x in (obj, path, str(path), bin_path, "at_mbm", obj.table)]
+    for r in results[1:]:
+        assert bits_equal(r, results[0])
+
+
+def test_lut_for_another_width_is_refused():
+    with pytest.raises(LUTError, match="M=7, not M=5"):
+        gemm.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), TABLES["mitchell"], bits=5)
+
+
+def test_model_name_without_bits_is_refused():
+    with pytest.raises(RangeError, match="bits=M"):
+        gemm.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), "mitchell")
+
+
+@pytest.mark.parametrize("a_shape,b_shape,message", [((2, 3), (4, 5), r"a \(2, 3\) and b \(4, 5\)"),
+                                                     ((3,), (3, 2), r"shape \(3,\)"),
+                                                     ((2, 2, 3), (3, 3, 4), "do not broadcast")])
+def test_shape_mismatches_name_the_shapes(mitchell7, a_shape, b_shape, message):
+    with pytest.raises(ValueError, match=message):
+        gemm.matmul(np.ones(a_shape, np.float32), np.ones(b_shape, np.float32), mitchell7)
+
+
+def test_wrong_dtype_is_refused_with_the_shape(mitchell7):
+    with pytest.raises(TypeError, match=r"float64 \(shape \(2, 2\)\)"):
+        gemm.matmul(np.ones((2, 2)), np.ones((2, 2), np.float32), mitchell7)
+
+
+def test_lut_with_non_finite_entries_is_refused():
+    table = TABLES["mitchell"].copy()
+    table[3, 4] = np.inf
+    with pytest.raises(LUTError, match="finite"):
+        gemm.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), table)
+
+
+def test_approxtrain_mode_refuses_a_table_off_its_grid():
+    with pytest.raises(LUTError, match="ApproxTrain"):
+        gemm.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), TABLES["exact"], mode="approxtrain")
+
+
+def test_lut_with_zero_entries_uses_the_exact_direct_kernel():
+    table = TABLES["mitchell"].copy()
+    table[:, 0] = 0.0  # an inf operand times such an entry must still give inf, not NaN
+    a = np.array([[np.inf, 1.0]], np.float32)
+    b = np.array([[1.0], [1.0]], np.float32)
+    assert bits_equal(gemm.matmul(a, b, table), reference.approx_matmul(a, b, table, 7))
+    assert np.isinf(gemm.matmul(a, b, table)[0, 0])
