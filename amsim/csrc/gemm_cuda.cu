@@ -1,0 +1,225 @@
+/*
+ * CUDA kernels of the approximate GEMM (specs/numerics.md section 3).
+ *
+ * The product is amsim_product.h's, the same header the CPU kernels use.
+ * Every output is accumulated by one thread in increasing k from +0, the
+ * order of amsim/reference.py, so results equal the CPU backend's bit for bit.
+ *
+ * C-ABI entry points take device pointers and a cudaStream_t (as void *), so
+ * TensorFlow custom ops, CuPy (RawModule/ctypes) and numba-cuda can call them
+ * directly; all return a cudaError_t (0 = success).
+ *
+ *   amsim_cuda_split      float32 operand (any strides) -> scales + mantissa indices
+ *   amsim_cuda_gemm       C = A (x) B on split operands (row-major, ldc)
+ *   amsim_cuda_im2col     NHWC patches for conv2d (rows N*OH*OW, columns KH*KW*C)
+ *
+ * Tiling: 64 x 64 output tiles, 256 threads with 4 x 4 register blocks, k in
+ * steps of 16 through shared memory; the LUT lives in shared memory for
+ * M <= 7 (64 KiB; a 256 x 256 table for M = 8 would exceed the 227 KiB a
+ * block may have) and is read through the read-only cache otherwise.
+ * `fast` selects the exact shortcut sa * (sb * v) that the host may use when
+ * every operand's exponent lies in the window where both multiplications are
+ * exact (see amsim/gemm.py, _expand_is_exact).
+ */
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include <amsim_product.h>
+
+#define BM 64
+#define BN 64
+#define BK 16
+#define TM 4
+#define TN 4
+#define THREADS 256
+#define SHARED_LUT_MAX_BITS 7
+
+__global__ void split_kernel(const float *__restrict__ x, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                             int m, int rounding, float *__restrict__ scale, uint16_t *__restrict__ idx)
+{
+    const int64_t n = rows * cols;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n; t += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = t / cols, c = t % cols;
+        uint32_t i;
+        scale[t] = amsim_split(x[r * rs + c * cs], m, rounding, &i);
+        idx[t] = (uint16_t)i;
+    }
+}
+
+template <bool SHARED_LUT, bool FAST>
+__global__ void __launch_bounds__(THREADS)
+gemm_kernel(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa, const uint16_t *__restrict__ pa,
+            const float *__restrict__ sb, const uint16_t *__restrict__ pb, const float *__restrict__ lut, int m,
+            int mode, float *__restrict__ c, int64_t ldc)
+{
+    extern __shared__ float shared_lut[];
+    __shared__ float as[BK][BM];
+    __shared__ uint16_t ap[BK][BM];
+    __shared__ float bs[BK][BN];
+    __shared__ uint16_t bp[BK][BN];
+
+    const int P = 1 << m;
+    if (SHARED_LUT) {
+        for (int t = threadIdx.x; t < P * P; t += THREADS)
+            shared_lut[t] = lut[t];
+    }
+    const float *table = SHARED_LUT ? shared_lut : lut;
+
+    const int64_t row0 = (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
+    const int tr = threadIdx.x / (BN / TN), tc = threadIdx.x % (BN / TN);
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j)
+            acc[i][j] = 0.0f;
+
+    for (int64_t k0 = 0; k0 < K; k0 += BK) {
+        /* Load the A tile (BM x BK) transposed and the B tile (BK x BN); pad with zeros. */
+        for (int t = threadIdx.x; t < BM * BK; t += THREADS) {
+            const int r = t / BK, kk = t % BK;
+            const int64_t gr = row0 + r, gk = k0 + kk;
+            const bool in = gr < M && gk < K;
+            as[kk][r] = in ? sa[gr * K + gk] : 0.0f;
+            ap[kk][r] = in ? pa[gr * K + gk] : 0;
+        }
+        for (int t = threadIdx.x; t < BK * BN; t += THREADS) {
+            const int kk = t / BN, cc = t % BN;
+            const int64_t gk = k0 + kk, gc = col0 + cc;
+            const bool in = gk < K && gc < N;
+            bs[kk][cc] = in ? sb[gk * N + gc] : 0.0f;
+            bp[kk][cc] = in ? pb[gk * N + gc] : 0;
+        }
+        __syncthreads();
+        const int kn = (K - k0 < BK) ? (int)(K - k0) : BK;
+        for (int kk = 0; kk < kn; ++kk) {
+            float a_s[TM], b_s[TN];
+            int a_p[TM], b_p[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                a_s[i] = as[kk][tr * TM + i];
+                a_p[i] = ap[kk][tr * TM + i];
+            }
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                b_s[j] = bs[kk][tc * TN + j];
+                b_p[j] = bp[kk][tc * TN + j];
+            }
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) {
+                    const float v = SHARED_LUT ? table[a_p[i] * P + b_p[j]] : __ldg(table + a_p[i] * P + b_p[j]);
+                    /* Both branches give the exact product; FAST only where the host proved it. */
+                    const float prod = FAST ? __fmul_rn(a_s[i], __fmul_rn(b_s[j], v)) : amsim_mul_split(a_s[i], b_s[j], v, mode);
+                    acc[i][j] = __fadd_rn(acc[i][j], prod);
+                }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int64_t r = row0 + tr * TM + i, cc = col0 + tc * TN + j;
+            if (r < M && cc < N)
+                c[r * ldc + cc] = acc[i][j];
+        }
+}
+
+__global__ void im2col_kernel(const float *__restrict__ x, int n, int h, int w, int ch, int kh, int kw, int sh,
+                              int sw, int dh, int dw, int pt, int pl, int oh, int ow, float *__restrict__ out)
+{
+    const int64_t cols = (int64_t)kh * kw * ch, total = (int64_t)n * oh * ow * cols;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = t / cols, col = t % cols;
+        const int c = (int)(col % ch), j = (int)((col / ch) % kw), i = (int)(col / ((int64_t)ch * kw));
+        const int ox = (int)(row % ow), oy = (int)((row / ow) % oh), b = (int)(row / ((int64_t)ow * oh));
+        const int y = oy * sh + i * dh - pt, xx = ox * sw + j * dw - pl;
+        out[t] = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[(((int64_t)b * h + y) * w + xx) * ch + c] : 0.0f;
+    }
+}
+
+static int grid_for(int64_t n)
+{
+    const int64_t blocks = (n + 255) / 256;
+    return (int)(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+
+extern "C" {
+
+int amsim_cuda_device_count(void)
+{
+    int count = 0;
+    return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
+int amsim_cuda_split(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m, int rounding,
+                     float *scale, uint16_t *idx, void *stream)
+{
+    if (rows * cols == 0)
+        return 0;
+    split_kernel<<<grid_for(rows * cols), 256, 0, (cudaStream_t)stream>>>(x, rows, cols, rs, cs, m, rounding, scale, idx);
+    return (int)cudaGetLastError();
+}
+
+int amsim_cuda_gemm(int64_t M, int64_t N, int64_t K, const float *sa, const uint16_t *pa, const float *sb,
+                    const uint16_t *pb, const float *lut, int m, int mode, int fast, float *c, int64_t ldc,
+                    void *stream)
+{
+    if (M == 0 || N == 0)
+        return 0;
+    const dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)((M + BM - 1) / BM));
+    const cudaStream_t s = (cudaStream_t)stream;
+    if (m <= SHARED_LUT_MAX_BITS) {
+        const size_t bytes = sizeof(float) << (2 * m);
+        if (fast) {
+            cudaFuncSetAttribute(gemm_kernel<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+            gemm_kernel<true, true><<<grid, THREADS, bytes, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
+        } else {
+            cudaFuncSetAttribute(gemm_kernel<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+            gemm_kernel<true, false><<<grid, THREADS, bytes, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
+        }
+    } else if (fast) {
+        gemm_kernel<false, true><<<grid, THREADS, 0, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
+    } else {
+        gemm_kernel<false, false><<<grid, THREADS, 0, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
+    }
+    return (int)cudaGetLastError();
+}
+
+int amsim_cuda_im2col(const float *x, int n, int h, int w, int ch, int kh, int kw, int sh, int sw, int dh, int dw,
+                      int pt, int pl, int oh, int ow, float *out, void *stream)
+{
+    const int64_t total = (int64_t)n * oh * ow * kh * kw * ch;
+    if (total == 0)
+        return 0;
+    im2col_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(x, n, h, w, ch, kh, kw, sh, sw, dh, dw, pt, pl,
+                                                                     oh, ow, out);
+    return (int)cudaGetLastError();
+}
+
+/* Small helpers so that Python can drive the kernels with ctypes alone. */
+int amsim_cuda_malloc(void **ptr, size_t bytes) { return (int)cudaMalloc(ptr, bytes ? bytes : 1); }
+int amsim_cuda_free(void *ptr) { return (int)cudaFree(ptr); }
+int amsim_cuda_to_device(void *dst, const void *src, size_t bytes)
+{
+    return (int)cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+}
+int amsim_cuda_to_host(void *dst, const void *src, size_t bytes)
+{
+    return (int)cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost);
+}
+int amsim_cuda_synchronize(void) { return (int)cudaDeviceSynchronize(); }
+const char *amsim_cuda_error_string(int code) { return cudaGetErrorString((cudaError_t)code); }
+int amsim_cuda_device_arch(void)
+{
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess)
+        return 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    return major * 10 + minor;
+}
+
+} /* extern "C" */
