@@ -1,4 +1,5 @@
-"""The ``amsim`` command line: ``models``, ``generate-lut``, ``stats``, ``lut-info``.
+"""The ``amsim`` command line: ``models``, ``generate-lut``, ``stats``, ``lut-info``, and the analysis
+commands ``plot``, ``pareto`` and ``report`` (implemented in the top-level ``analysis`` package).
 
 Errors a user can cause exit non-zero with one line on stderr, never a traceback.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +27,24 @@ def _param(text: str) -> tuple[str, int]:
         return name.strip(), int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"parameter value must be an integer: {text!r}") from None
+
+
+_INT_LIST_RE = r"-?\d+(?:\.\.-?\d+)?(?:,-?\d+(?:\.\.-?\d+)?)*"
+
+
+def _param_spec(text: str) -> str:
+    """``k=6``, ``k=3..8`` or ``k=3,5,7``: checked here, expanded by analysis.data.parse_param_values."""
+    name, eq, value = text.partition("=")
+    if (not eq or not re.fullmatch(r"[A-Za-z_]\w*", name.strip())
+            or not re.fullmatch(_INT_LIST_RE, value.replace(" ", ""))):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, NAME=LO..HI or NAME=V1,V2,..., got {text!r}")
+    return text
+
+
+def _int_list(text: str) -> str:
+    if not re.fullmatch(_INT_LIST_RE, text.replace(" ", "")):
+        raise argparse.ArgumentTypeError(f"expected LO..HI or a comma list of integers, got {text!r}")
+    return text
 
 
 def _positive(text: str) -> int:
@@ -82,13 +102,95 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float", action="store_true", dest="as_float",
                    help="characterise an integer model lifted to an M-bit mantissa multiplier (M = --bits)")
     _add_sampling_options(p)
+    p.add_argument("--operands", type=Path, metavar="FILE",
+                   help="weight the statistics by the joint mantissa distribution of operand samples in a .npz "
+                        "(arrays a and b: paired; activations and weights: independent)")
+    p.add_argument("--independent", action="store_true",
+                   help="with --operands: treat a and b as independent samples (outer product of the marginals)")
+    p.add_argument("--dot-length", type=_positive, metavar="K",
+                   help="also predict the accumulated error of a length-K dot product (analytic and Monte Carlo)")
+    p.add_argument("--dot-trials", type=_positive, default=2000, metavar="N",
+                   help="Monte Carlo dot products for --dot-length (default 2000; seeded by --seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("lut-info", help="verify a LUT file and print its metadata")
     p.add_argument("path", type=Path)
     p.add_argument("--format", choices=FORMATS, help="default: by extension (.npz amsim, .bin ApproxTrain)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("plot", help="figures of relative errors (PNG + SVG)")
+    p.add_argument("kind", choices=PLOT_KINDS, metavar="KIND",
+                   help="distribution (RE histograms + |RE| CDF), heatmap (RE over the operand grid, one per "
+                        "model), operand (RE against operand A), width (statistics against M)")
+    _add_analysis_model_options(p)
+    p.add_argument("--lut", action="append", default=[], type=Path, metavar="FILE",
+                   help="also plot a LUT file (.npz or ApproxTrain .bin; repeatable)")
+    p.add_argument("--bits", type=_positive, metavar="M",
+                   help="mantissa width M (integer models are lifted from M + 1 bits); with --integer the operand width")
+    p.add_argument("--integer", action="store_true",
+                   help="integer models on their own n-bit operand grid (n = --bits <= 8) instead of lifted")
+    p.add_argument("--widths", type=_int_list, default="1..12", metavar="LO..HI",
+                   help="mantissa widths of the width plot (default 1..12)")
+    p.add_argument("--reference", choices=("truncated", "full"), default="truncated",
+                   help="distribution and width plots: statistics reference (full: seeded float32 operands)")
+    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
+                   help="operand conversion for the full reference")
+    p.add_argument("--samples", type=_positive, metavar="N",
+                   help="Monte Carlo pairs for the full reference (default 262144 per model in plots)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+    p.add_argument("--operands", type=Path, metavar="FILE",
+                   help="distribution plot: weight each mantissa pair by operand samples (.npz, see stats)")
+    p.add_argument("--out", type=Path, default=Path("plots"), metavar="DIR", help="output folder (default plots/)")
+    p.add_argument("--name", metavar="STEM", help="file name stem (default: from the kind, models and M)")
+
+    p = sub.add_parser("pareto", help="non-dominated models over cost and error objectives (all minimised)")
+    _add_analysis_model_options(p)
+    p.add_argument("--bits", type=_positive, required=True, metavar="M",
+                   help="mantissa width M (integer models are lifted from M + 1 bits); with --integer the operand width")
+    p.add_argument("--integer", action="store_true", help="integer models at operand width --bits (<= 12)")
+    p.add_argument("--objectives", default="power,mean_abs_re", metavar="A,B[,...]",
+                   help="objectives, all minimised (default power,mean_abs_re): power, area, delay, power_mw, "
+                        "area_um2, delay_ns, any metrics.md key, abs_mean_re")
+    p.add_argument("--reference", choices=("truncated", "full"), default="truncated",
+                   help="reference of the statistics (default truncated)")
+    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
+                   help="operand conversion for the full reference")
+    p.add_argument("--samples", type=_positive, metavar="N", help="Monte Carlo pairs of the full reference")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON")
+    out.add_argument("--csv", action="store_true", help="print CSV")
+    p.add_argument("--plot", type=Path, metavar="DIR", help="also write the scatter plot (PNG + SVG) into DIR")
+
+    p = sub.add_parser("report", help="self-contained HTML report with statistics, figures and the Pareto front")
+    _add_analysis_model_options(p)
+    p.add_argument("--bits", type=_positive, default=7, metavar="M", help="mantissa width M (default 7)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="report folder (an earlier report there is replaced atomically)")
+    p.add_argument("--objectives", default="power,mean_abs_re", metavar="A,B[,...]",
+                   help="objectives of the Pareto front (default power,mean_abs_re)")
+    p.add_argument("--reference", choices=("truncated", "full"), default="truncated",
+                   help="reference of the Pareto front's statistics (the table shows both)")
+    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
+                   help="operand conversion for the full reference")
+    p.add_argument("--samples", type=_positive, metavar="N", help="Monte Carlo pairs of the full reference")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
     return parser
+
+
+PLOT_KINDS = ("distribution", "heatmap", "operand", "width")
+
+
+def _add_analysis_model_options(p):
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="model name or .c file (repeatable)")
+    p.add_argument("--param", action="append", type=_param_spec, default=[], metavar="NAME=SPEC",
+                   help="model parameter: a value, a range LO..HI or a list V1,V2 (repeatable; sweeps make "
+                        "one configuration per value)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder of C models (repeatable)")
+    p.add_argument("--jobs", type=_positive, metavar="N",
+                   help="models swept at once, each in its own process (default: CPUs, max 2)")
 
 
 def _add_generate_arguments(p):
@@ -253,6 +355,10 @@ def cmd_stats(args) -> int:
     params = model.resolve_params(dict(args.param))
     if model.kind == "float" and args.as_float:
         raise RangeError("--float applies to integer models; float models are mantissa multipliers already")
+    if args.operands is not None or args.dot_length is not None:
+        return _stats_operands(args, model, params)
+    if args.independent:
+        raise AmsimError("--independent applies to --operands")
     if model.kind == "float":
         model.check_bits(args.bits)
     progress = "" if sys.stderr.isatty() and not args.json else None
@@ -270,6 +376,253 @@ def cmd_stats(args) -> int:
     extra = {k: result[k] for k in ("mean_error", "mae", "wce", "mse", "nmed", "nmed_denominator")}
     print("  ".join(f"{k}={v:.6g}" for k, v in extra.items() if v is not None))
     return 0
+
+
+def _stats_operands(args, model, params) -> int:
+    """``stats --operands FILE`` / ``--dot-length K``: operand-aware statistics of a mantissa multiplier."""
+    from . import generate, operands
+    from .stats import format_table
+
+    if args.reference != "truncated":
+        raise operands.OperandError("operand-aware statistics weight the truncated reference (the joint "
+                                    "distribution of the M-bit mantissas); drop --reference full")
+    if args.zeros_as_exact:
+        raise operands.OperandError("--zeros-as-exact does not apply to operand samples: zero and subnormal "
+                                    "operands are excluded from the weights and counted")
+    generate.mantissa_width(model, args.bits)  # float models at M, integer models lifted from M + 1
+    if args.bits > generate.MAX_LUT_BITS:
+        raise RangeError(f"operand-aware statistics need the LUT: M = 1..{generate.MAX_LUT_BITS}, not {args.bits}")
+    if args.operands is not None:
+        dist = operands.load_operands(args.operands, args.bits, args.rounding,
+                                      independent=True if args.independent else None)
+    else:
+        if args.independent:
+            raise AmsimError("--independent applies to --operands")
+        dist = operands.OperandDistribution.uniform(args.bits)
+    lut = generate.run_isolated(model.name, generate.mantissa_lut, model, args.bits, params,
+                                rounding=args.rounding, samples=args.samples, seed=args.seed)
+    result = operands.operand_stats(args.bits, lut.table, dist, dot_length=args.dot_length,
+                                    trials=args.dot_trials, seed=args.seed)
+    head = {"model": model.name, "parameters": params, "bits": args.bits, "reference": "truncated"}
+    if model.kind == "int":
+        head["lifted_from_bits"] = args.bits + 1
+    uniform = lut.stats["truncated"]
+    out = {**head, **result, "uniform": uniform}
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    label = model.name + "".join(f" {k}={v}" for k, v in params.items())
+    rows = [{**uniform, "model": label, "bits": args.bits, "reference": "uniform"}]
+    if dist.mode != "uniform":
+        rows.append({**result, "model": label, "bits": args.bits, "reference": "operands"})
+    print(format_table(rows))
+    if dist.mode != "uniform":
+        a, b = dist.a, dist.b
+
+        def dropped(info):
+            return ", ".join(f"{info[k]} {k}" for k in ("zero", "subnormal", "inf", "nan") if info[k]) or "none"
+
+        kind = "paired a/b" if dist.mode == "paired" else "independent: A x B"
+        print(f"\noperands: {dist.source} ({kind}, rounding {dist.rounding}): A {a['used']}/{a['samples']} used "
+              f"(excluded: {dropped(a)}), B {b['used']}/{b['samples']} used (excluded: {dropped(b)}); "
+              f"{dist.pairs} operand pairs weighted")
+    dot = result.get("dot_product")
+    if dot:
+        an, mc = dot["analytic"], dot["monte_carlo"]
+        print(f"\ndot product, K = {dot['length']} (products drawn independently from the "
+              f"{'operand' if dist.mode != 'uniform' else 'uniform'} distribution; {dot['units']}):")
+        print(f"  absolute error: mean {an['abs_mean']:+.6g}  std {an['abs_std']:.6g}  (analytic)   "
+              f"mean {mc['abs_mean']:+.6g}  std {mc['abs_std']:.6g}  (Monte Carlo)")
+        print(f"  relative error: mean {100 * an['rel_mean']:+.4f} %  std {100 * an['rel_std']:.4f} %  (analytic)   "
+              f"mean {100 * mc['rel_mean']:+.4f} %  std {100 * mc['rel_std']:.4f} %  (Monte Carlo)")
+        print(f"  Monte Carlo: {mc['trials']} dot products, seed {mc['seed']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysis: plot, pareto, report (the top-level ``analysis`` package)
+# ----------------------------------------------------------------------------------------------
+
+
+def _jobs(args, n) -> int:
+    return args.jobs or max(1, min(2, len(os.sched_getaffinity(0)), n))
+
+
+def _report_failures(failures) -> int:
+    for name, exc in failures:
+        print(f"amsim: error: {name}: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_plot(args) -> int:
+    from analysis import AnalysisError, data, plots
+
+    kind = args.kind
+    if not args.model and not args.lut:
+        raise AnalysisError("name at least one --model or --lut to plot")
+    if args.integer and kind == "width":
+        raise AnalysisError("the width plot is for mantissa widths; drop --integer")
+    if args.out.exists() and not args.out.is_dir():
+        raise AmsimError(f"--out {args.out} exists and is not a folder")
+    failures, written = [], []
+    if kind == "width":
+        if args.lut:
+            raise AnalysisError("the width plot sweeps M, so it needs --model, not --lut")
+        if args.reference == "full" and args.samples is None:
+            args.samples = 1 << 18
+        widths = data.parse_int_list(args.widths)
+        configs = data.select_configs(args.model, args.param, widths[0], models_dirs=args.models_dir, check=False)
+        results, failures, skipped = data.width_stats(configs, widths, reference=args.reference,
+                                                      rounding=args.rounding, samples=args.samples, seed=args.seed)
+        for label, ms in skipped.items():
+            print(f"amsim: note: {label} does not support M = {', '.join(map(str, ms))}; skipped", file=sys.stderr)
+        if results:
+            fig = plots.width_figure(results, reference=args.reference)
+            stem = args.name or _plot_stem("width", list(results), f"m{widths[0]}-{widths[-1]}")
+            written += plots.save_figure(fig, args.out / stem)
+    else:
+        if args.bits is None:
+            raise AnalysisError(f"the {kind} plot needs --bits")
+        if args.integer and (args.bits > 8 if kind == "heatmap" else args.bits > 12):
+            raise RangeError(f"integer {kind} plots take operand widths up to {8 if kind == 'heatmap' else 12}, "
+                             f"not {args.bits}")
+        if args.reference == "full" and kind != "distribution":
+            raise AnalysisError(f"the {kind} plot shows the LUT grid (truncated reference); --reference full "
+                                "applies to the distribution and width plots")
+        if args.operands is not None and kind != "distribution":
+            raise AnalysisError("--operands applies to the distribution plot")
+        grids = []
+        if args.model:
+            configs = data.select_configs(args.model, args.param, args.bits, integer=args.integer,
+                                          models_dirs=args.models_dir)
+            built, failures = data.build_grids(configs, args.bits, integer=args.integer, rounding=args.rounding,
+                                               samples=args.samples or (1 << 14), seed=args.seed,
+                                               max_parallel=_jobs(args, len(configs)))
+            grids += built
+        elif args.param:
+            raise AnalysisError("--param applies to --model")
+        for path in args.lut:
+            grid = data.load_lut_grid(path)
+            if grid.bits != args.bits or (grid.kind == "integer") != args.integer:
+                want = f"{args.bits}-bit integer" if args.integer else f"M = {args.bits} mantissa"
+                raise AnalysisError(f"{path}: a {grid.kind} LUT at {grid.bits} bits, not a {want} LUT")
+            grids.append(grid)
+        if grids:
+            written += _plot_grids(args, kind, grids)
+    for path in written:
+        print(path)
+    return _report_failures(failures)
+
+
+def _plot_stem(kind, labels, suffix) -> str:
+    from analysis.data import slug
+
+    slugs = [slug(label) for label in labels]
+    middle = "_".join(slugs) if len(slugs) <= 4 else f"{len(slugs)}models"
+    return f"{kind}_{middle}_{suffix}"
+
+
+def _plot_grids(args, kind, grids) -> list:
+    from analysis import AnalysisError, data, plots
+
+    m = args.bits
+    what = f"{m}-bit integer operands" if args.integer else f"M = {m}"
+    suffix = f"n{m}" if args.integer else f"m{m}"
+    labels = [g.label for g in grids]
+    if kind == "heatmap":
+        out = []
+        for g in grids:
+            stem = (args.name + ("" if len(grids) == 1 else f"_{data.slug(g.label)}")
+                    if args.name else _plot_stem("heatmap", [g.label], suffix))
+            out += plots.save_figure(plots.heatmap_figure(g), args.out / stem)
+        return out
+    stem = args.name or _plot_stem(kind, labels, suffix)
+    if kind == "operand":
+        return plots.save_figure(plots.operand_figure(grids), args.out / stem)
+    # distribution
+    if args.reference == "full":
+        if args.integer:
+            raise AnalysisError("the full reference applies to mantissa multipliers, not integer grids")
+        samples = args.samples or (1 << 18)
+        items = [(g.label, data.full_reference_re(g.lut, samples=samples, seed=args.seed, rounding=args.rounding))
+                 for g in grids]
+        fig = plots.distribution_figure(
+            items, weighting="samples", title=f"Relative error distribution, {what}, full reference",
+            subtitle=f"Monte Carlo: {samples} float32 operand pairs per model, seed {args.seed}, "
+                     f"operand rounding {args.rounding}")
+        return plots.save_figure(fig, args.out / (stem if args.name else stem + "_full"))
+    if args.operands is not None:
+        from . import operands
+
+        if args.integer:
+            raise AnalysisError("--operands weights mantissa pairs; drop --integer")
+        dist = operands.load_operands(args.operands, m, args.rounding)
+        for g in grids:
+            g.weights = dist.weights
+        fig = plots.distribution_figure(
+            grids, weighting="operands", title=f"Relative error distribution, {what}, weighted by operand samples",
+            subtitle=f"Operands: {dist.source} ({dist.mode}), {dist.pairs} pairs weighted")
+        return plots.save_figure(fig, args.out / (stem if args.name else stem + "_operands"))
+    ref = "" if args.integer else ", truncated reference"
+    return plots.save_figure(plots.distribution_figure(grids, title=f"Relative error distribution, {what}{ref}"),
+                             args.out / stem)
+
+
+def cmd_pareto(args) -> int:
+    from analysis import data, pareto, plots
+
+    objectives = pareto.parse_objectives(args.objectives)
+    if args.integer and args.bits > 12:
+        raise RangeError(f"integer candidates are swept exhaustively up to 12-bit operands, not {args.bits}")
+    if args.plot is not None and args.plot.exists() and not args.plot.is_dir():
+        raise AmsimError(f"--plot {args.plot} exists and is not a folder")
+    configs = data.select_configs(args.model, args.param, args.bits, integer=args.integer,
+                                  models_dirs=args.models_dir)
+    candidates, failures = pareto.build_candidates(
+        configs, args.bits, reference=args.reference, integer=args.integer, samples=args.samples, seed=args.seed,
+        rounding=args.rounding, max_parallel=_jobs(args, len(configs)))
+    result = pareto.pareto_front(candidates, objectives)
+    reference = "integer" if args.integer else args.reference
+    written = []
+    if args.plot is not None:
+        fig = plots.pareto_figure(result, title=f"Pareto front at {'n' if args.integer else 'M'} = {args.bits}: "
+                                                f"{objectives[0]} vs {objectives[1]} ({reference} reference)")
+        written = plots.save_figure(fig, args.plot / f"pareto_{'n' if args.integer else 'm'}{args.bits}_"
+                                                     f"{'_'.join(objectives)}")
+    if args.json:
+        print(json.dumps(pareto.to_json(result, bits=args.bits, reference=reference, note=_COST_NOTE,
+                                        failed={n: str(e) for n, e in failures},
+                                        plots=[str(p) for p in written]), indent=1, default=str))
+    elif args.csv:
+        sys.stdout.write(pareto.to_csv(result))
+    else:
+        print(pareto.format_table(result))
+        print(f"\n{len(result.front)} on the front, {len(result.dominated)} dominated, "
+              f"{len(result.missing)} without data; all objectives minimised; statistics: {reference} reference.")
+        print(f"Note: {_COST_NOTE}")
+        for path in written:
+            print(f"wrote {path}")
+    return _report_failures(failures)
+
+
+_COST_NOTE = ("cost figures come from different papers and technology nodes (each relative to an exact "
+              "multiplier of its own width) and are not strictly comparable; a lifted integer model at "
+              "mantissa width M uses its (M+1)-bit figure")
+
+
+def cmd_report(args) -> int:
+    import shlex
+
+    from analysis import report
+
+    command = "amsim " + shlex.join(getattr(args, "argv", None) or ["report"])
+    index = report.build_report(args.out, args.bits, args.model, args.param, objectives=args.objectives,
+                                pareto_reference=args.reference, rounding=args.rounding, samples=args.samples,
+                                seed=args.seed, models_dirs=args.models_dir, command=command,
+                                max_parallel=_jobs(args, 2))
+    info = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    print(f"wrote {index} ({len(info['models'])} model configuration(s), {len(info['figures'])} figures)")
+    return _report_failures([(f["label"], f["error"]) for f in info["failed"]])
 
 
 def cmd_lut_info(args) -> int:
@@ -291,7 +644,8 @@ def cmd_lut_info(args) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "generate-lut": cmd_generate, "stats": cmd_stats, "lut-info": cmd_lut_info}
+COMMANDS = {"models": cmd_models, "generate-lut": cmd_generate, "stats": cmd_stats, "lut-info": cmd_lut_info,
+            "plot": cmd_plot, "pareto": cmd_pareto, "report": cmd_report}
 
 
 def _run(prog, command, args) -> int:
@@ -311,7 +665,9 @@ def _run(prog, command, args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the report records the exact command
     return _run("amsim", COMMANDS[args.command], args)
 
 

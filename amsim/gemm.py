@@ -210,12 +210,15 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_lib():
+@functools.lru_cache(maxsize=2)
+def _cpu_lib(portable: bool | None = None):
+    """The CPU kernels; ``portable`` (or AMSIM_GEMM_PORTABLE=1) skips the AVX-512 expand kernel."""
+    if portable is None:
+        portable = bool(os.environ.get("AMSIM_GEMM_PORTABLE"))
     source = (_CSRC / "gemm_cpu.c").read_text()
+    flags = ["-O3", "-march=native", "-std=gnu11"] + (["-DAMSIM_PORTABLE"] if portable else [])
     try:
-        module = cbuild.load_cached("_amsim_gemm_cpu", _CDEF, source, ["-O3", "-march=native", "-std=gnu11"],
-                                    key_parts=[_cpu_flags()])
+        module = cbuild.load_cached("_amsim_gemm_cpu", _CDEF, source, flags, key_parts=[_cpu_flags()])
     except cbuild.BuildFailed as exc:  # pragma: no cover - our own source; a toolchain problem
         raise AmsimError(f"building the CPU GEMM kernels failed:\n{exc.output}") from None
     return module.ffi, module.lib

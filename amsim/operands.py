@@ -223,9 +223,14 @@ def _exact_products(m: int) -> np.ndarray:
 
 
 def relative_error_grid(table, m: int) -> np.ndarray:
-    """RE[i, j] = LUT[i, j] / ((1 + i/2^M)(1 + j/2^M)) - 1, float64 (row = operand A)."""
+    """RE[i, j] = LUT[i, j] / ((1 + i/2^M)(1 + j/2^M)) - 1, float64 (row = operand A).
+
+    Computed as (LUT - P) / P, like the sweeps of :mod:`amsim.sweep`, so that
+    its extremes equal the ``min_re``/``max_re`` of the statistics bit for bit.
+    """
     table = _check_table(table, m)
-    return table / _exact_products(m) - 1.0
+    exact = _exact_products(m)
+    return (table - exact) / exact
 
 
 def _check_table(table, m: int) -> np.ndarray:

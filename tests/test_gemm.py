@@ -243,3 +243,15 @@ def test_lut_with_zero_entries_uses_the_exact_direct_kernel():
     b = np.array([[1.0], [1.0]], np.float32)
     assert bits_equal(gemm.matmul(a, b, table), reference.approx_matmul(a, b, table, 7))
     assert np.isinf(gemm.matmul(a, b, table)[0, 0])
+
+
+def test_portable_expand_kernel_equals_reference(monkeypatch):
+    """The kernel for CPUs without AVX-512 (forced here) gives the same bits."""
+    build = gemm._cpu_lib
+    monkeypatch.setattr(gemm, "_cpu_lib", lambda: build(True))
+    rng = np.random.default_rng(10)
+    for shape in [(40, 33, 300), (300, 20, 17)]:
+        a = rng.standard_normal(shape[:2]).astype(np.float32)
+        b = rng.standard_normal(shape[1:]).astype(np.float32)
+        assert bits_equal(gemm.matmul(a, b, TABLES["mitchell"], method="expand"),
+                          reference.approx_matmul(a, b, TABLES["mitchell"], 7))
