@@ -203,8 +203,8 @@ def matmul_2d(a, b, mult, *, rounding="truncate", mode="ieee") -> np.ndarray:
             _check(lib, lib.amsim_cuda_split(dx.ptr, rows, cols, cols, 1, mult.bits, int(rounding == "rne"),
                                              scale.ptr, idx.ptr, None))
             split.append((scale, idx))
-        fast = mult.expandable and _expand_is_exact(mult, _host_scales(a, mult.bits, rounding),
-                                                    _host_scales(b, mult.bits, rounding), mode)
+        fast = mult.expandable and _expand_is_exact(mult, _host_exponents(a, mult.bits, rounding),
+                                                    _host_exponents(b, mult.bits, rounding), mode)
         dc = _DeviceBuffer(lib, out.nbytes)
         buffers.append(dc)
         _check(lib, lib.amsim_cuda_gemm(m_rows, n, k, split[0][0].ptr, split[0][1].ptr, split[1][0].ptr,
@@ -218,8 +218,8 @@ def matmul_2d(a, b, mult, *, rounding="truncate", mode="ieee") -> np.ndarray:
     return out
 
 
-def _host_scales(x, m, rounding):
+def _host_exponents(x, m, rounding):
     from .gemm import _cpu_lib, _split
 
     ffi, lib = _cpu_lib()
-    return _split(ffi, lib, x, m, rounding)[0]
+    return _split(ffi, lib, x, m, rounding).exponents

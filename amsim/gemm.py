@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,9 +49,9 @@ __all__ = ["Multiplier", "resolve", "matmul", "conv2d", "conv2d_backprop_input",
            "BACKENDS", "METHODS"]
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
-METHODS = ("auto", "expand", "direct", "model")
+METHODS = ("auto", "expand", "lookup", "direct", "model")
 _EXPAND_MAX_BITS = 8
-_NB = 128  # columns per tile of the expand kernel (gemm_cpu.c: AMSIM_NB)
+_PANEL = 128  # columns per panel of the expand kernel (gemm_cpu.c: X_PANEL)
 
 
 class ShapeError(AmsimError, ValueError):
@@ -182,8 +183,11 @@ def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Mul
 
 _CDEF = """
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
-                     int rounding, float *scale, uint16_t *idx);
+                     int rounding, float *scale, uint16_t *idx, int32_t *range);
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      int64_t ldc, int64_t j0, int64_t j1);
+int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
                       int64_t ldc, int64_t j0, int64_t j1);
 int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
@@ -224,10 +228,6 @@ def _cpu_lib(portable: bool | None = None):
     return module.ffi, module.lib
 
 
-def _ptr(ffi, array, ctype):
-    return ffi.from_buffer(ctype, array)
-
-
 def _threads(threads):
     if threads:
         return max(1, int(threads))
@@ -237,39 +237,89 @@ def _threads(threads):
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _split(ffi, lib, x, m, rounding):
-    """(scale, index) of a 2-D float32 operand, any strides, via amsim_split (C)."""
-    if any(s % 4 for s in x.strides):
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool for every call (starting threads per call would cost more than small GEMMs)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(2, len(os.sched_getaffinity(0))), thread_name_prefix="amsim-gemm")
+        return _POOL
+
+
+#: Below this many products a GEMM runs in the calling thread.
+_PARALLEL_MIN_WORK = 1 << 20
+
+
+def _run_parts(fn, parts):
+    """Call fn(*part) for every part, in parallel when there are several (each part owns its output)."""
+    if len(parts) <= 1:
+        for part in parts:
+            fn(*part)
+        return
+    if threading.current_thread().name.startswith("amsim-gemm"):  # never wait on our own pool
+        for part in parts:
+            fn(*part)
+        return
+    for fut in [_pool().submit(fn, *part) for part in parts]:
+        fut.result()
+
+
+def _partition(rows, cols, work, threads, col_align):
+    """Split the output between threads: by columns (aligned) when there are enough, else by rows.
+
+    Every output element is still summed by one thread in increasing k, so the
+    result does not depend on the partition.
+    """
+    if threads <= 1 or work < _PARALLEL_MIN_WORK:
+        return [(0, rows, 0, cols)]
+    tiles = -(-cols // col_align)
+    if tiles >= threads:
+        per = -(-tiles // threads)
+        return [(0, rows, t * col_align, min(cols, (t + per) * col_align)) for t in range(0, tiles, per)]
+    per = -(-rows // threads)
+    return [(r, min(rows, r + per), 0, cols) for r in range(0, rows, per)]
+
+
+class _Split:
+    """An operand split for the kernels: scales, mantissa indices, and the normal exponent range."""
+
+    __slots__ = ("scale", "idx", "exponents")
+
+    def __init__(self, scale, idx, exponents):
+        self.scale, self.idx, self.exponents = scale, idx, exponents
+
+    def transposed(self):
+        return _Split(np.ascontiguousarray(self.scale.T), np.ascontiguousarray(self.idx.T), self.exponents)
+
+
+def _split(ffi, lib, x, m, rounding) -> _Split:
+    """Split a 2-D float32 operand (any strides) with amsim_split, in C."""
+    if any(s % 4 for s in x.strides) or any(s < 0 for s in x.strides):
         x = np.ascontiguousarray(x)
     rows, cols = x.shape
     scale = np.empty((rows, cols), np.float32)
     idx = np.empty((rows, cols), np.uint16)
+    rng = np.array([255, 0], np.int32)
     if x.size:
-        # Point at the lowest-addressed element so negative strides work too.
-        base = x if all(s >= 0 for s in x.strides) else np.ascontiguousarray(x)
-        rs, cs = (s // 4 for s in base.strides)
-        lib.amsim_split_f32(ffi.cast("float *", base.ctypes.data), rows, cols, rs, cs, m,
-                            1 if rounding == "rne" else 0, _ptr(ffi, scale, "float[]"), _ptr(ffi, idx, "uint16_t[]"))
-    return scale, idx
+        rs, cs = (s // 4 for s in x.strides)
+        lib.amsim_split_f32(ffi.cast("float *", x.ctypes.data), rows, cols, rs, cs, m, 1 if rounding == "rne" else 0,
+                            ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx),
+                            ffi.from_buffer("int32_t[]", rng))
+    return _Split(scale, idx, None if rng[0] > rng[1] else (int(rng[0]), int(rng[1])))
 
 
-def _normal_exponent_range(scale):
-    """(min, max) biased exponent of the normal scales, or None when there is none."""
-    e = (scale.view(np.uint32) >> 23) & 0xFF
-    normal = e[(e != 0) & (e != 0xFF)]
-    if normal.size == 0:
-        return None
-    return int(normal.min()), int(normal.max())
-
-
-def _expand_is_exact(mult, sx, sy, mode) -> bool:
+def _expand_is_exact(mult, rx, ry, mode) -> bool:
     """True when T = s_y * LUT and s_x * T are normal float32 for every operand pair.
 
-    Then both multiplications of the expand kernel are exact, and its result
-    equals amsim_mul_split's bit for bit (including 0, inf and NaN operands,
-    since the LUT is positive and finite).
+    ``rx``, ``ry``: (min, max) biased exponents of the two operands' normal
+    scales (None when an operand has none). Then both multiplications of the
+    expand kernel are exact, and its result equals amsim_mul_split's bit for
+    bit (0, inf and NaN operands included, since the LUT is positive and finite).
     """
-    rx, ry = _normal_exponent_range(sx), _normal_exponent_range(sy)
     if rx is None or ry is None:
         return True
     lo_v, hi_v = mult.table_exponents
@@ -281,24 +331,6 @@ def _expand_is_exact(mult, sx, sy, mode) -> bool:
     return ok
 
 
-def _column_ranges(n, threads, align):
-    """Split [0, n) into at most ``threads`` ranges aligned to ``align`` columns."""
-    tiles = -(-n // align)
-    per = -(-tiles // threads) if tiles else 0
-    return [(t * align, min(n, (t + per) * align)) for t in range(0, tiles, per)] if per else []
-
-
-def _run_columns(fn, n, threads, align):
-    ranges = _column_ranges(n, threads, align)
-    if len(ranges) <= 1:
-        for j0, j1 in ranges:
-            fn(j0, j1)
-        return
-    with ThreadPoolExecutor(len(ranges)) as pool:
-        for fut in [pool.submit(fn, j0, j1) for j0, j1 in ranges]:
-            fut.result()
-
-
 def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     ffi, lib = _cpu_lib()
     m_rows, k = a.shape
@@ -306,68 +338,63 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     out = np.zeros((m_rows, n), np.float32)
     if m_rows == 0 or n == 0 or k == 0:
         return out
+    threads = _threads(threads)
+    work = m_rows * n * k
     mode_i = 1 if mode == "approxtrain" else 0
+    rne = 1 if rounding == "rne" else 0
+    f32 = lambda x, offset=0: ffi.from_buffer("float[]", x) + offset  # noqa: E731
+    u16 = lambda x, offset=0: ffi.from_buffer("uint16_t[]", x) + offset  # noqa: E731
+
     if mult.table is None or method == "model":
         if mult.model is None:
             raise RangeError("method='model' needs a multiplier built from a model")
-        return _cpu_model_matmul(ffi, lib, a, b, mult, rounding, mode_i, out, threads)
-    m = mult.bits
-    sa, pa = _split(ffi, lib, a, m, rounding)
-    sb, pb = _split(ffi, lib, b, m, rounding)
-    use_expand = method == "expand" or (method == "auto" and mult.expandable)
-    if use_expand:
-        if not mult.expandable:
-            raise RangeError("method='expand' needs M <= 8 and a LUT of positive finite entries")
-        use_expand = _expand_is_exact(mult, sa, sb, mode) if method == "auto" else True
-    if not use_expand:
-        def direct(j0, j1):
-            lib.amsim_gemm_direct(m_rows, n, k, _ptr(ffi, sa, "float[]"), _ptr(ffi, pa, "uint16_t[]"),
-                                  _ptr(ffi, sb, "float[]"), _ptr(ffi, pb, "uint16_t[]"),
-                                  _ptr(ffi, mult.table, "float[]"), m, mode_i, _ptr(ffi, out, "float[]"), n, j0, j1)
+        cm = mult.model
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
 
-        _run_columns(direct, n, _threads(threads), 16)
+        def model_part(r0, r1, j0, j1):
+            lib.amsim_gemm_model(r1 - r0, n, k, f32(a, r0 * k), k, 1, f32(b), n, 1, mult.bits, rne, mode_i,
+                                 cm.address, int(cm.kind == "float"), f32(out, r0 * n), n, j0, j1)
+
+        _run_parts(model_part, _partition(m_rows, n, work * 64, threads, 1))
         return out
-    # Expand the operand whose other dimension amortises the 2^M-fold expansion best.
+
+    sa, sb = _split(ffi, lib, a, mult.bits, rounding), _split(ffi, lib, b, mult.bits, rounding)
+    if method == "expand" and not mult.expandable:
+        raise RangeError("method='expand' needs M <= 8 and a LUT of positive finite entries")
+    if method == "lookup" and not mult.expandable:
+        raise RangeError("method='lookup' needs M <= 8 and a LUT of positive finite entries")
+    use_expand = method in ("expand", "lookup") or (
+        method == "auto" and mult.expandable and _expand_is_exact(mult, sa.exponents, sb.exponents, mode))
+    if not use_expand:
+        def direct_part(r0, r1, j0, j1):
+            lib.amsim_gemm_direct(r1 - r0, n, k, f32(sa.scale, r0 * k), u16(sa.idx, r0 * k), f32(sb.scale),
+                                  u16(sb.idx), f32(mult.table), mult.bits, mode_i, f32(out, r0 * n), n, j0, j1)
+
+        _run_parts(direct_part, _partition(m_rows, n, work * 16, threads, 16))
+        return out
+
+    # Expand the operand whose other dimension amortises the 2^M-fold expansion best: B when A
+    # has at least as many rows as B has columns, else A (C^T = B^T A^T, LUT transposed).
     if m_rows >= n:
-        x_s, x_p, y_s, y_p, table, target = sa, pa, sb, pb, mult.table, out
+        x, y, table, target = sa, sb, mult.table, out
     else:
-        x_s, x_p = np.ascontiguousarray(sb.T), np.ascontiguousarray(pb.T)
-        y_s, y_p = np.ascontiguousarray(sa.T), np.ascontiguousarray(pa.T)
-        table, target = mult.table_t, np.zeros((n, m_rows), np.float32)
+        x, y, table, target = sb.transposed(), sa.transposed(), mult.table_t, np.zeros((n, m_rows), np.float32)
     rows, cols = target.shape
+    # Expanding costs 2^M lookups per element of y; with few rows to share them, look up directly.
+    if method == "auto":
+        method = "expand" if rows >= (1 << mult.bits) // 2 else "lookup"
+    kernel = lib.amsim_gemm_expand if method == "expand" else lib.amsim_gemm_lookup
 
-    def expand(j0, j1):
-        rc = lib.amsim_gemm_expand(rows, cols, k, _ptr(ffi, x_s, "float[]"), _ptr(ffi, x_p, "uint16_t[]"),
-                                   _ptr(ffi, y_s, "float[]"), _ptr(ffi, y_p, "uint16_t[]"),
-                                   _ptr(ffi, table, "float[]"), m, _ptr(ffi, target, "float[]"), cols, j0, j1)
+    def expand_part(r0, r1, j0, j1):
+        rc = kernel(r1 - r0, cols, k, f32(x.scale, r0 * k), u16(x.idx, r0 * k), f32(y.scale), u16(y.idx),
+                    f32(table), mult.bits, f32(target, r0 * cols), cols, j0, j1)
         if rc != 0:
-            raise MemoryError("amsim_gemm_expand: out of memory for its work buffer")
+            raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
 
-    _run_columns(expand, cols, _threads(threads), _NB)
+    _run_parts(expand_part, _partition(rows, cols, work, threads, _PANEL))
     if target is not out:
         out[...] = target.T
     return out
-
-
-def _cpu_model_matmul(ffi, lib, a, b, mult, rounding, mode_i, out, threads):
-    cm = mult.model
-    m_rows, k = a.shape
-    n = b.shape[1]
-    a = np.ascontiguousarray(a)
-    b = np.ascontiguousarray(b)
-
-    def work(j0, j1):
-        lib.amsim_gemm_model(m_rows, n, k, _ptr(ffi, a, "float[]"), k, 1, _ptr(ffi, b, "float[]"), n, 1,
-                             mult.bits, 1 if rounding == "rne" else 0, mode_i, cm.address,
-                             1 if cm.kind == "float" else 0, _ptr(ffi, out, "float[]"), n, j0, j1)
-
-    _run_columns(work, n, _threads(threads), 16)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# matmul
-# ----------------------------------------------------------------------------------------------
 
 
 def _check_operand(name, x):

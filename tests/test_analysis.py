@@ -102,10 +102,12 @@ def test_distribution_figure(tmp_path):
     assert ax_h.get_xlabel() == "relative error (%)" and "(%)" in ax_h.get_ylabel()
     assert ax_c.get_xlabel() == "|relative error| (%)" and "(%)" in ax_c.get_ylabel()
     assert ax_h.get_title() and ax_c.get_title()
-    texts = legend_texts(ax_h)
-    assert any(t.startswith("mitchell: bias -3.8") for t in texts)
-    assert "mean (bias)" in texts and "peak (largest |RE|)" in texts
-    assert legend_texts(ax_c) == ["mitchell", "mbm t=0", "exact"]
+    (legend,) = fig.legends  # one legend for both panels: a model has one colour in both
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert [t.split(":")[0] for t in texts[:3]] == ["mitchell", "mbm t=0", "exact"]
+    assert texts[0].startswith("mitchell: bias -3.8")
+    assert texts[3:] == ["mean (bias)", "peak (largest |RE|)"]
+    assert [line.get_label() for line in ax_c.get_lines()] == ["mitchell", "mbm t=0", "exact"]
     # mean and peak are marked in % at the statistics' values
     xs = {round(line.get_xdata()[0], 9) for line in ax_h.get_lines()}
     assert round(100 * grids[0].stats["truncated"]["mean_re"], 9) in xs
@@ -157,9 +159,19 @@ def test_operand_figure():
     ax = fig.axes[0]
     assert "operand A" in fig.get_suptitle()
     assert ax.get_xlabel() == "operand A significand 1 + i/2^5 (unitless)" and "(%)" in ax.get_ylabel()
-    assert legend_texts(ax) == ["mitchell: mean", "mitchell: min..max", "drum k=3: mean", "drum k=3: min..max"]
+    assert legend_texts(ax) == ["mitchell", "drum k=3"]
+    assert ax.get_legend().get_title().get_text() == "line: mean, band: min..max over operand B"
     mean_line = ax.get_lines()[0]
     assert np.nanmin(mean_line.get_ydata()) == pytest.approx(100 * np.nanmean(grid("mitchell").re, axis=1).min())
+
+
+def test_operand_figure_small_multiples_beyond_four_models():
+    names = ["mitchell", "mbm", "exact", "bf16_trunc", "at_mitchell"]
+    fig = plots.operand_figure([grid(n) for n in names])
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["mitchell", "mbm t=0", "exact", "bf16_trunc", "at_mitchell"]
+    assert "operand A" in fig.get_supxlabel()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["mean over operand B", "min..max over operand B"]
 
 
 def test_width_figure_and_plot_width_api():
@@ -360,3 +372,22 @@ def test_report_refuses_to_replace_a_foreign_folder(tmp_path, capsys):
     code, _out, err = run_cli(capsys, "report", "--bits", "5", "--model", "mitchell", "--out", str(tmp_path))
     assert code == 1 and "refusing to replace" in err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_pareto_figure_names_tied_points_together():
+    cands = [{"label": "exact", "power": 1.0, "err": 0.0}, {"label": "exact_int", "power": 1.0, "err": 0.0},
+             {"label": "cheap", "power": 0.5, "err": 0.1}]
+    fig = plots.pareto_figure(pareto.pareto_front(cands, ["power", "err"]))
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "exact = exact_int" in texts and "cheap" in texts
+    assert legend_texts(fig.axes[0]) == ["Pareto front (3)"]
+
+
+def test_high_level_plot_api_returns_figures():
+    fig = plots.plot_distribution(["mitchell", "drum"], 5, {"k": [3, 4]}, samples=5000)
+    assert isinstance(fig, Figure) and len(fig.legends[0].get_texts()) == 3 + 2
+    fig = plots.plot_distribution(["mitchell"], 5, reference="full", samples=5000)
+    assert fig.get_suptitle() == "Relative error distribution, M = 5, full reference"
+    assert plots.plot_heatmap("mbm", 5).get_suptitle().startswith("Relative error of mbm t=0")
+    assert "6-bit integer grid" in plots.plot_heatmap("mbm", 6, integer=True).get_suptitle()
+    assert isinstance(plots.plot_operand(["mitchell"], 5), Figure)

@@ -48,7 +48,7 @@ def operands(draw, max_dim=40, specials=True):
 TABLES = {name: lut_table(name, 7) for name in ("mitchell", "at_mbm", "exact", "drum")}
 
 
-@pytest.mark.parametrize("method", ["auto", "expand", "direct"])
+@pytest.mark.parametrize("method", ["auto", "expand", "lookup", "direct"])
 @pytest.mark.parametrize("name", sorted(TABLES))
 @settings(max_examples=30, deadline=None)
 @given(ab=operands(), rounding=st.sampled_from(["truncate", "rne"]))
@@ -57,14 +57,14 @@ def test_cpu_backend_equals_reference_bit_for_bit(name, method, ab, rounding):
     table = TABLES[name]
     expected = reference.approx_matmul(a, b, table, 7, rounding=rounding)
     got = gemm.matmul(a, b, table, rounding=rounding, backend="cpu", method=method)
-    if method == "expand" and not gemm._expand_is_exact(gemm.resolve(table), *_scales(a, b, rounding), "ieee"):
+    if method in ("expand", "lookup") and not gemm._expand_is_exact(gemm.resolve(table), *_exponents(a, b, rounding), "ieee"):
         return  # forced expand outside its exact window is allowed to differ (auto never does this)
     assert bits_equal(got, expected)
 
 
-def _scales(a, b, rounding):
+def _exponents(a, b, rounding):
     ffi, lib = gemm._cpu_lib()
-    return gemm._split(ffi, lib, a, 7, rounding)[0], gemm._split(ffi, lib, b, 7, rounding)[0]
+    return gemm._split(ffi, lib, a, 7, rounding).exponents, gemm._split(ffi, lib, b, 7, rounding).exponents
 
 
 @pytest.mark.parametrize("m", [1, 3, 5, 10, 12])
@@ -253,5 +253,6 @@ def test_portable_expand_kernel_equals_reference(monkeypatch):
     for shape in [(40, 33, 300), (300, 20, 17)]:
         a = rng.standard_normal(shape[:2]).astype(np.float32)
         b = rng.standard_normal(shape[1:]).astype(np.float32)
-        assert bits_equal(gemm.matmul(a, b, TABLES["mitchell"], method="expand"),
-                          reference.approx_matmul(a, b, TABLES["mitchell"], 7))
+        for method in ("expand", "lookup"):
+            assert bits_equal(gemm.matmul(a, b, TABLES["mitchell"], method=method),
+                              reference.approx_matmul(a, b, TABLES["mitchell"], 7))

@@ -29,16 +29,33 @@
 
 #include <amsim_product.h>
 
-/* Split a strided rows x cols operand into row-major scales and mantissa indices. */
+/*
+ * Split a strided rows x cols operand into row-major scales and mantissa
+ * indices (amsim_split), and report the smallest and largest biased exponent
+ * among the normal scales in range[0..1] (range[0] > range[1] when there are
+ * none): the caller's test of the expand kernel's exactness window.
+ */
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
-                     int rounding, float *scale, uint16_t *idx)
+                     int rounding, float *scale, uint16_t *idx, int32_t *range)
 {
-    for (int64_t r = 0; r < rows; ++r)
+    int32_t lo = 255, hi = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * rs;
+        float *sr = scale + r * cols;
+        uint16_t *ir = idx + r * cols;
         for (int64_t c = 0; c < cols; ++c) {
             uint32_t i;
-            scale[r * cols + c] = amsim_split(x[r * rs + c * cs], m, rounding, &i);
-            idx[r * cols + c] = (uint16_t)i;
+            const float s = amsim_split(xr[c * cs], m, rounding, &i);
+            const int32_t e = (int32_t)((amsim_f2u(s) >> 23) & 0xFFu);
+            const int normal = e != 0 && e != 255;
+            lo = (normal && e < lo) ? e : lo;
+            hi = (normal && e > hi) ? e : hi;
+            sr[c] = s;
+            ir[c] = (uint16_t)i;
         }
+    }
+    range[0] = lo;
+    range[1] = hi;
 }
 
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
@@ -197,6 +214,65 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     return 0;
 }
 
+/*
+ * AVX-512 lookup kernel, for shapes where expanding the LUT does not pay
+ * (fewer rows than about 2^M / 2 to share each expanded entry): for every
+ * (i, k), LUT row px(i, k) is loaded into registers and each 16-column vector
+ * of B looks up its entries in it directly; C[i, cols] += sx(i, k) *
+ * (sy(k, cols) * LUT[px][qy(k, cols)]). Same exactness window, same products,
+ * same order as the expand kernel.
+ */
+#define L_COLS 256              /* columns accumulated in registers: 16 vectors */
+
+int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      int64_t ldc, int64_t j0, int64_t j1)
+{
+    const int P = 1 << m;
+    const int vecs = P < 32 ? 2 : P / 16;
+    float *padded = aligned_alloc(64, sizeof(float) * (size_t)P * vecs * 16);
+    if (!padded)
+        return -1;
+    for (int p = 0; p < P; ++p)
+        for (int e = 0; e < vecs * 16; ++e)
+            padded[(int64_t)p * vecs * 16 + e] = e < P ? lut[(int64_t)p * P + e] : 0.0f;
+    for (int64_t jc = j0; jc < j1; jc += L_COLS) {
+        const int64_t ncols = (j1 - jc < L_COLS) ? j1 - jc : L_COLS;
+        const int nv = (int)((ncols + 15) / 16);
+        __mmask16 mask[L_COLS / 16];
+        for (int v = 0; v < nv; ++v) {
+            const int64_t left = ncols - 16 * v;
+            mask[v] = (__mmask16)(left >= 16 ? 0xFFFFu : ((1u << left) - 1u));
+        }
+        for (int64_t i = 0; i < M; ++i) {
+            __m512 acc[L_COLS / 16];
+            for (int v = 0; v < nv; ++v)
+                acc[v] = _mm512_setzero_ps();
+            for (int64_t k = 0; k < K; ++k) {
+                __m512 row[16];
+                const float *lrow = padded + (int64_t)px[i * K + k] * vecs * 16;
+                for (int v = 0; v < vecs; ++v)
+                    row[v] = _mm512_load_ps(lrow + 16 * v);
+                const __m512 sa = _mm512_set1_ps(sx[i * K + k]);
+                const int64_t off = k * N + jc;
+                for (int v = 0; v < nv; ++v) {
+                    const __m512i q = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask[v], qy + off + 16 * v));
+                    const __m512 sb = _mm512_maskz_loadu_ps(mask[v], sy + off + 16 * v);
+                    const __mmask16 b5 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(32));
+                    const __mmask16 b6 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(64));
+                    const __mmask16 b7 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(128));
+                    const __m512 t = _mm512_mul_ps(sb, lookup_row(row, vecs, q, b5, b6, b7));
+                    acc[v] = _mm512_fmadd_ps(sa, t, acc[v]);
+                }
+            }
+            for (int v = 0; v < nv; ++v)
+                _mm512_mask_storeu_ps(c + i * ldc + jc + 16 * v, mask[v], acc[v]);
+        }
+    }
+    free(padded);
+    return 0;
+}
+
 #else /* portable version: GCC vector extensions, gathered T */
 
 #define AMSIM_NB 128            /* columns per tile: 8 vectors of 16 floats */
@@ -267,6 +343,26 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
         }
     }
     free(t);
+    return 0;
+}
+
+int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      int64_t ldc, int64_t j0, int64_t j1)
+{
+    /* Portable form of the lookup kernel: the same exact products, scalar lookups. */
+    const int64_t P = (int64_t)1 << m;
+    for (int64_t i = 0; i < M; ++i) {
+        float *crow = c + i * ldc;
+        for (int64_t j = j0; j < j1; ++j)
+            crow[j] = 0.0f;
+        for (int64_t k = 0; k < K; ++k) {
+            const float sa = sx[i * K + k];
+            const float *lrow = lut + (int64_t)px[i * K + k] * P;
+            for (int64_t j = j0; j < j1; ++j)
+                crow[j] += sa * (sy[k * N + j] * lrow[qy[k * N + j]]);
+        }
+    }
     return 0;
 }
 

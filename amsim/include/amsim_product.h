@@ -64,29 +64,24 @@ AMSIM_HD float amsim_u2f(uint32_t u)
  */
 AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
 {
+    /* Written without branches so that compilers vectorise loops over it. */
     const uint32_t u = amsim_f2u(x);
     const uint32_t sign = u & 0x80000000u;
-    uint32_t e = (u >> 23) & 0xFFu;
+    const uint32_t e = (u >> 23) & 0xFFu;
     const uint32_t frac = u & 0x7FFFFFu;
-    *idx = 0;
-    if (e == 0)                       /* zero or subnormal: flushed */
-        return amsim_u2f(sign);
-    if (e == 0xFFu)                   /* inf (scale inf) or NaN (scale NaN) */
-        return x;
     const int s = 23 - m;
     uint32_t keep = frac >> s;
     if (rounding == AMSIM_RNE && s > 0) {
         const uint32_t rem = frac & ((1u << s) - 1u);
         const uint32_t half = 1u << (s - 1);
-        if (rem > half || (rem == half && (keep & 1u)))
-            keep += 1u;
-        if (keep == (1u << m)) {      /* carry into the exponent */
-            keep = 0;
-            e += 1;                   /* e == 255 now encodes +-inf: rounding past FLT_MAX */
-        }
+        keep += (uint32_t)(rem > half || (rem == half && (keep & 1u)));
     }
-    *idx = keep;
-    return amsim_u2f(sign | (e << 23));
+    const uint32_t carry = keep >> m;             /* rne carried out of the mantissa */
+    const int normal = e != 0 && e != 0xFFu;
+    /* e + carry == 255 encodes +-inf: rounding past FLT_MAX. */
+    const uint32_t scale = normal ? (sign | ((e + carry) << 23)) : (e == 0 ? sign : u);
+    *idx = normal ? (keep & ((1u << m) - 1u)) : 0u;
+    return amsim_u2f(scale);
 }
 
 /* True when the scale stands for a normal operand (not zero, inf or NaN). */
