@@ -66,17 +66,17 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
  *
  * Blocking, with the sizes for M = 7: a panel of X_PANEL = 128 columns (8 tiles
  * of one 16-float vector) and X_ROWS = 2048 rows accumulates in a packed buffer
- * (1 MiB) rather than in C, whose rows are 4 KiB apart for N = 1024 and would
- * alias in L1. For each block of KB = 16 values of k:
- *   - T is built for the panel: T[tile][p][kk] = sy(k, cols) * LUT[p][qy(k, cols)]
- *     for all 2^M mantissas p (128 KiB per tile). LUT row p sits in registers and
- *     vpermt2ps picks 16 entries at once, a blend tree resolving index bits 5..7;
- *   - the rows' A scales and T offsets are packed contiguously;
- *   - each tile sweeps the rows 8 at a time (8 independent accumulation chains):
- *     acc += sx(i, k) * T[tile][px(i, k)][kk], one exact product and one add each.
+ * rather than in C, whose rows are 4 KiB apart for N = 1024 and would alias in
+ * L1. For each block of KB = 16 values of k, the rows' A scales and T offsets
+ * are packed contiguously, then for each tile:
+ *   - T is built: T[p][kk] = sy(k, cols) * LUT[p][qy(k, cols)] for all 2^M
+ *     mantissas p (128 KiB, still in L2 when used). LUT row p sits in registers
+ *     and vpermt2ps picks 16 entries at once, a blend tree resolving index bits 5..7;
+ *   - the rows are swept 8 at a time (8 independent accumulation chains):
+ *     acc += sx(i, k) * T[px(i, k)][kk], one exact product and one add each.
  * The sizes were tuned on a Zen 4 core (1 MiB L2): KB = 16 halves the traffic
- * on the accumulators compared with KB = 4, which is worth more than keeping a
- * tile's T in L1. Each output still sums its products in increasing k.
+ * on the accumulators compared with KB = 4, which is worth more than keeping
+ * T in L1. Each output still sums its products in increasing k.
  */
 #define X_KB_MAX 16
 #define X_TBYTES (128 * 1024)   /* one tile's T: KB = X_TBYTES / (2^M * 64), at most X_KB_MAX */
@@ -118,7 +118,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     if (kb_size > X_KB_MAX) kb_size = X_KB_MAX;
     const int tiles_max = X_PANEL / 16;
     float *padded = aligned_alloc(64, sizeof(float) * (size_t)P * vecs * 16);
-    __m512 *t = aligned_alloc(64, sizeof(__m512) * (size_t)tiles_max * kb_size * P);
+    __m512 *t = aligned_alloc(64, sizeof(__m512) * (size_t)kb_size * P);
     __m512 *cbuf = aligned_alloc(64, sizeof(__m512) * (size_t)tiles_max * X_ROWS);
     float *as = aligned_alloc(64, sizeof(float) * (size_t)X_ROWS * kb_size + 64);
     uint32_t *ap = aligned_alloc(64, sizeof(uint32_t) * (size_t)X_ROWS * kb_size + 64);
@@ -151,7 +151,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                     const int64_t jt = jp + 16 * tile;
                     const int nb = (int)((jp + pcols - jt < 16) ? jp + pcols - jt : 16);
                     const __mmask16 cols = (__mmask16)((1u << nb) - 1u);
-                    __m512 *tt = t + (int64_t)tile * kb_size * P;
+                    __m512 *tt = t;  /* this tile's T, built just before use so that it is still in L2 */
                     __m512i q[X_KB_MAX];
                     __m512 s[X_KB_MAX];
                     for (int kk = 0; kk < kn; ++kk) {
@@ -170,9 +170,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                             tt[p * kb_size + kk] = _mm512_mul_ps(s[kk], lookup_row(row, vecs, q[kk], b5, b6, b7));
                         }
                     }
-                }
-                for (int tile = 0; tile < tiles; ++tile) {
-                    const __m512 *tt = t + (int64_t)tile * kb_size * P;
+                    const __m512 *tr = t;
                     __m512 *cb = cbuf + (int64_t)tile * rows;
                     int64_t r = 0;
                     for (; r + 8 <= rows; r += 8) {  /* 8 rows: 8 independent accumulation chains */
@@ -182,7 +180,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                         for (int kk = 0; kk < kn; ++kk)
                             for (int u = 0; u < 8; ++u) {
                                 const int64_t e = (r + u) * kb_size + kk;
-                                acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(as[e]), tt[ap[e]], acc[u]);
+                                acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(as[e]), tr[ap[e]], acc[u]);
                             }
                         for (int u = 0; u < 8; ++u)
                             cb[r + u] = acc[u];
@@ -191,7 +189,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                         __m512 acc = cb[r];
                         for (int kk = 0; kk < kn; ++kk) {
                             const int64_t e = r * kb_size + kk;
-                            acc = _mm512_fmadd_ps(_mm512_set1_ps(as[e]), tt[ap[e]], acc);
+                            acc = _mm512_fmadd_ps(_mm512_set1_ps(as[e]), tr[ap[e]], acc);
                         }
                         cb[r] = acc;
                     }
