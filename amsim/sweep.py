@@ -272,17 +272,25 @@ def _int_error(addr, signed, a, b, acc):
         _accumulate(acc, float(exact_u), float(err))
 
 
+# The moment kernels accumulate into a private copy and write it back once: chunks' slots are
+# adjacent in memory, and updating them in place from two threads would share cache lines.
+
+
 @njit(nogil=True, cache=True)
 def _int_grid_moments(addr, signed, a0, row0, row1, b0, nb, acc):
+    local = acc.copy()
     for r in range(row0, row1):
         for c in range(nb):
-            _int_error(addr, signed, a0 + r, b0 + c, acc)
+            _int_error(addr, signed, a0 + r, b0 + c, local)
+    acc[:] = local
 
 
 @njit(nogil=True, cache=True)
 def _int_pairs_moments(addr, signed, a, b, acc):
+    local = acc.copy()
     for k in range(a.shape[0]):
-        _int_error(addr, signed, a[k], b[k], acc)
+        _int_error(addr, signed, a[k], b[k], local)
+    acc[:] = local
 
 
 def int_stats_moments(cm, *, samples=None, seed=0, threads=None, progress=None) -> tuple[np.ndarray, bool]:
@@ -329,10 +337,12 @@ def _sample_chunks(samples: int, size: int = 1 << 18) -> list[int]:
 def _table_moments(table, m, row0, row1, acc):
     scale = 2.0 ** (-2 * m)
     n = table.shape[1]
+    local = acc.copy()
     for i in range(row0, row1):
         for j in range(n):
             p = float((n + i) * (n + j)) * scale
-            _accumulate(acc, p, float(table[i, j]) - p)
+            _accumulate(local, p, float(table[i, j]) - p)
+    acc[:] = local
 
 
 @njit(inline="always", cache=True)
@@ -365,6 +375,7 @@ def _sig_product(addr, is_float, m, i, j, table, use_table):
 def _mantissa_pairs_moments(addr, is_float, m, rne, full, x, y, table, use_table, acc):
     """Moments over sampled pairs. ``full``: x, y are 23-bit fractions of the float32 operands,
     converted to M bits per ``rne``; otherwise they are M-bit mantissas (truncated reference)."""
+    local = acc.copy()
     for k in range(x.shape[0]):
         if full:
             i, ca = _convert(x[k], m, rne)
@@ -375,7 +386,8 @@ def _mantissa_pairs_moments(addr, is_float, m, rne, full, x, y, table, use_table
             base = 1 << m
             p = float((base + x[k]) * (base + y[k])) * 2.0 ** (-2 * m)
             approx = _sig_product(addr, is_float, m, x[k], y[k], table, use_table)
-        _accumulate(acc, p, approx - p)
+        _accumulate(local, p, approx - p)
+    acc[:] = local
 
 
 def mantissa_stats_moments(m: int, *, table=None, cm=None, reference="truncated", rounding="truncate",
