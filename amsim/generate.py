@@ -185,14 +185,23 @@ def _describe_exit(exitcode) -> str:
     return f"exited with status {exitcode} without a result"
 
 
-def run_batch(jobs, *, max_parallel=1):
+def run_batch(jobs, *, max_parallel=1, isolate=True):
     """Run ``jobs`` = [(name, fn, args, kwargs), ...] each in a forked child process.
 
     Returns a list, in job order, of (name, result or exception). A child that
     dies (a segfault in C code, say) yields :class:`~amsim.errors.ModelCrashed`
     naming the job; the others are unaffected. Requires the ``fork`` start
-    method (Linux, macOS).
+    method (Linux, macOS). ``isolate=False`` runs the jobs in this process
+    instead (errors are still collected, crashes are not survived).
     """
+    if not isolate:
+        results = []
+        for name, fn, args, kwargs in jobs:
+            try:
+                results.append((name, fn(*args, **kwargs)))
+            except AmsimError as exc:
+                results.append((name, exc))
+        return results
     ctx = multiprocessing.get_context("fork")
     results = [None] * len(jobs)
     pending = list(enumerate(jobs))

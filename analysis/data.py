@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from amsim import generate, lut as lutmod, reference
-from amsim.errors import AmsimError, RangeError
+from amsim.errors import RangeError
 from amsim.models import Model, find_model, list_models
 from amsim.operands import relative_error_grid
 
@@ -182,15 +182,7 @@ def build_luts(configs, bits: int, *, integer: bool = False, rounding: str = "tr
         else:
             jobs.append((c.label, generate.mantissa_lut, (c.model, bits, c.params),
                          dict(rounding=rounding, samples=samples, seed=seed, threads=threads)))
-    if isolate:
-        outcomes = generate.run_batch(jobs, max_parallel=max_parallel)
-    else:
-        outcomes = []
-        for name, fn, args, kwargs in jobs:
-            try:
-                outcomes.append((name, fn(*args, **kwargs)))
-            except AmsimError as exc:
-                outcomes.append((name, exc))
+    outcomes = generate.run_batch(jobs, max_parallel=max_parallel, isolate=isolate)
     return [(c, outcome) for c, (_name, outcome) in zip(configs, outcomes)]
 
 
@@ -328,15 +320,7 @@ def width_stats(configs, widths, *, reference: str = "truncated", rounding: str 
         if not ok:
             raise RangeError(f"model {c.model.name!r} supports none of the widths {widths[0]}..{widths[-1]}")
         jobs.append((c.label, _width_job, (c.model, c.params, ok, reference, rounding, samples, seed), {}))
-    if isolate:
-        outcomes = generate.run_batch(jobs)
-    else:
-        outcomes = []
-        for name, fn, args, kwargs in jobs:
-            try:
-                outcomes.append((name, fn(*args, **kwargs)))
-            except AmsimError as exc:
-                outcomes.append((name, exc))
+    outcomes = generate.run_batch(jobs, isolate=isolate)
     results, failures = {}, []
     for name, outcome in outcomes:
         if isinstance(outcome, BaseException):

@@ -9,20 +9,23 @@ time and their ratio (the figure we track; goal <= 3), plus the environment:
 CPU, threads, the BLAS library and kernel numpy ran, and OPENBLAS_CORETYPE.
 
     .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N]
+    .venv/bin/python scripts/bench_gemm.py --backend cuda     # needs a GPU and CuPy
+
+With ``--backend cuda`` the device kernels (amsim_cuda_gemm, called through its
+C ABI on CuPy device arrays) are timed with CUDA events against cuBLAS SGEMM
+(cupy.matmul) on the same GPU, at 4096^3 and the shapes above (goal <= 2 at 4096^3).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import time
 
 import numpy as np
 
 from amsim import gemm
+from benchenv import best_of, environment
 
 BATCH = 64
 
@@ -71,16 +74,6 @@ def operands(m, k, n, ta, tb, rng):
     return a, b
 
 
-def best_of(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def blas_info():
     try:
         from threadpoolctl import threadpool_info
@@ -91,16 +84,6 @@ def blas_info():
         return "threadpoolctl not installed"
 
 
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mitchell")
@@ -108,7 +91,10 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the AlexNet shapes")
+    parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    if args.backend == "cuda":
+        return bench_cuda(args)
 
     mult = gemm.resolve(args.model, args.bits)
     rng = np.random.default_rng(0)
@@ -127,20 +113,64 @@ def main():
         print(f"{label:28s} {m:>7}x{k:>6}x{n:>5}  numpy {t_np * 1e3:9.2f} ms  approx {t_am * 1e3:9.2f} ms  "
               f"ratio {t_am / t_np:6.2f}", file=sys.stderr)
     ratios = [r["ratio"] for r in results]
-    env = {
-        "cpu": cpu_model(),
-        "cpus_available": len(os.sched_getaffinity(0)),
-        "threads": args.threads or gemm._threads(None),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
-        "blas": blas_info(),
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-        "multiplier": f"{args.model} M={args.bits}",
-        "kernel": "AVX-512 expand" if "avx512f" in gemm._cpu_flags() else "portable expand",
-    }
+    env = {**environment(), "threads": args.threads or gemm._threads(None), "blas": blas_info(),
+           "numpy": np.__version__, "multiplier": f"{args.model} M={args.bits}",
+           "kernel": "AVX-512 expand" if "avx512f" in gemm._cpu_flags() else "portable expand"}
     print(json.dumps({"benchmark": "gemm", "environment": env, "goal": "ratio <= 3 on every shape",
                       "max_ratio": max(ratios), "geomean_ratio": float(np.exp(np.mean(np.log(ratios)))),
+                      "results": results}, indent=1))
+
+
+def bench_cuda(args):
+    """amsim's CUDA kernels against cuBLAS SGEMM (through CuPy), device time only."""
+    import ctypes
+
+    import cupy as cp
+
+    from amsim import cuda
+
+    mult = gemm.resolve(args.model, args.bits)
+    lib = cuda.library()
+    lut = cp.asarray(mult.table)
+    stream = cp.cuda.get_current_stream()
+    results = []
+    for label, m, k, n, _ta, _tb in [("4096^3", 4096, 4096, 4096, False, False)] + shapes(args.quick):
+        a = cp.random.standard_normal((m, k), dtype=cp.float32)
+        b = cp.random.standard_normal((k, n), dtype=cp.float32)
+        sa, pa = cp.empty((m, k), cp.float32), cp.empty((m, k), cp.uint16)
+        sb, pb = cp.empty((k, n), cp.float32), cp.empty((k, n), cp.uint16)
+        c = cp.empty((m, n), cp.float32)
+        ptr = lambda x: ctypes.c_void_p(x.data.ptr)  # noqa: E731
+
+        def approx():
+            lib.amsim_cuda_split(ptr(a), m, k, k, 1, mult.bits, 0, ptr(sa), ptr(pa), ctypes.c_void_p(stream.ptr))
+            lib.amsim_cuda_split(ptr(b), k, n, n, 1, mult.bits, 0, ptr(sb), ptr(pb), ctypes.c_void_p(stream.ptr))
+            lib.amsim_cuda_gemm(m, n, k, ptr(sa), ptr(pa), ptr(sb), ptr(pb), ptr(lut), mult.bits, 0, 1, ptr(c), n,
+                                ctypes.c_void_p(stream.ptr))
+
+        def timed(fn):
+            fn()
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            best = float("inf")
+            for _ in range(args.repeat):
+                start.record(stream)
+                fn()
+                stop.record(stream)
+                stop.synchronize()
+                best = min(best, cp.cuda.get_elapsed_time(start, stop) / 1e3)
+            return best
+
+        t_cublas = timed(lambda: cp.matmul(a, b))
+        t_am = timed(approx)
+        results.append({"shape": label, "M": m, "K": k, "N": n, "cublas_s": t_cublas, "approx_s": t_am,
+                        "ratio": t_am / t_cublas})
+        print(f"{label:28s} cuBLAS {t_cublas * 1e3:9.3f} ms  approx {t_am * 1e3:9.3f} ms  "
+              f"ratio {t_am / t_cublas:6.2f}", file=sys.stderr)
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    env = {"gpu": props["name"].decode(), "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+           "cupy": cp.__version__, "multiplier": f"{args.model} M={args.bits}",
+           "note": "the fast (exact-window) kernel path; operands drawn from N(0, 1)"}
+    print(json.dumps({"benchmark": "gemm-cuda", "environment": env, "goal": "ratio <= 2 at 4096^3",
                       "results": results}, indent=1))
 
 

@@ -15,46 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 import amsim
 from amsim import stats, sweep
+from benchenv import best_of, environment
 
 MODELS = [("mitchell", {}), ("bam", {"h": 0, "v": 8})]
 BITS = 12  # 2^12 x 2^12 = 2^24 pairs
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def compiler_version() -> str:
-    try:
-        return subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    except (OSError, IndexError):
-        return "unknown"
-
-
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def c_loop(cm, threads):
@@ -92,9 +62,9 @@ def main():
         assert np.array_equal(numba_out, c_loop(cm, args.threads)), "Numba and C sweeps disagree"
         row = {"model": name, "params": params, "bits": BITS, "pairs": pairs}
         for threads in sorted({1, args.threads}):
-            t_numba = best_of(lambda: sweep.int_grid(cm, range(n), range(n), threads=threads), args.repeat)
-            t_c = best_of(lambda: c_loop(cm, threads), args.repeat)
-            t_stats = best_of(lambda: stats.int_stats(cm, threads=threads), args.repeat)
+            t_numba = best_of(lambda: sweep.int_grid(cm, range(n), range(n), threads=threads), args.repeat, warm_up=False)
+            t_c = best_of(lambda: c_loop(cm, threads), args.repeat, warm_up=False)
+            t_stats = best_of(lambda: stats.int_stats(cm, threads=threads), args.repeat, warm_up=False)
             row[f"threads_{threads}"] = {
                 "numba_pairs_per_s": pairs / t_numba,
                 "c_loop_pairs_per_s": pairs / t_c,
@@ -105,18 +75,9 @@ def main():
 
     import numba
 
-    env = {
-        "cpu": cpu_model(),
-        "cpus_available": len(os.sched_getaffinity(0)),
-        "threads": args.threads,
-        "python": sys.version.split()[0],
-        "numba": numba.__version__,
-        "numpy": np.__version__,
-        "compiler": compiler_version(),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "parallelism": "nogil Numba kernels on a ThreadPoolExecutor (no Numba threading layer)",
-        "goal": "numba_vs_c >= 0.7 on all threads",
-    }
+    env = {**environment(), "threads": args.threads, "numba": numba.__version__, "numpy": np.__version__,
+           "parallelism": "nogil Numba kernels on a ThreadPoolExecutor (no Numba threading layer)",
+           "goal": "numba_vs_c >= 0.7 on all threads"}
     print(json.dumps({"benchmark": "sweep", "environment": env, "results": results}, indent=1))
 
 
