@@ -51,7 +51,7 @@ __all__ = ["Multiplier", "resolve", "matmul", "conv2d", "conv2d_backprop_input",
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 METHODS = ("auto", "expand", "lookup", "direct", "model")
 _EXPAND_MAX_BITS = 8
-_PANEL = 128  # columns per panel of the expand kernel (gemm_cpu.c: X_PANEL)
+_PANEL = 64  # columns per panel of the expand kernel (gemm_cpu.c: 16 * X_TILES)
 
 
 class ShapeError(AmsimError, ValueError):
@@ -183,10 +183,11 @@ def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Mul
 
 _CDEF = """
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
-                     int rounding, float *scale, uint16_t *idx, int32_t *range);
+                     int rounding, int64_t kb, float *scale, uint16_t *idx, int32_t *range);
+int amsim_expand_kb(int m);
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1);
+                      int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
                       int64_t ldc, int64_t j0, int64_t j1);
@@ -292,23 +293,26 @@ class _Split:
     def __init__(self, scale, idx, exponents):
         self.scale, self.idx, self.exponents = scale, idx, exponents
 
-    def transposed(self):
-        return _Split(np.ascontiguousarray(self.scale.T), np.ascontiguousarray(self.idx.T), self.exponents)
 
+def _split(ffi, lib, x, m, rounding, kb=0) -> _Split:
+    """Split a 2-D float32 operand (any strides) with amsim_split, in C.
 
-def _split(ffi, lib, x, m, rounding) -> _Split:
-    """Split a 2-D float32 operand (any strides) with amsim_split, in C."""
+    ``kb`` > 0 lays the result out in column blocks of that width, as the
+    expand kernel reads it (amsim_split_f32); 0 gives row-major arrays.
+    """
     if any(s % 4 for s in x.strides) or any(s < 0 for s in x.strides):
         x = np.ascontiguousarray(x)
     rows, cols = x.shape
-    scale = np.empty((rows, cols), np.float32)
-    idx = np.empty((rows, cols), np.uint16)
+    scale = np.empty(rows * cols, np.float32)
+    idx = np.empty(rows * cols, np.uint16)
     rng = np.array([255, 0], np.int32)
     if x.size:
         rs, cs = (s // 4 for s in x.strides)
         lib.amsim_split_f32(ffi.cast("float *", x.ctypes.data), rows, cols, rs, cs, m, 1 if rounding == "rne" else 0,
-                            ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx),
+                            kb, ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx),
                             ffi.from_buffer("int32_t[]", rng))
+    if kb <= 0:
+        scale, idx = scale.reshape(rows, cols), idx.reshape(rows, cols)
     return _Split(scale, idx, None if rng[0] > rng[1] else (int(rng[0]), int(rng[1])))
 
 
@@ -358,42 +362,48 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         _run_parts(model_part, _partition(m_rows, n, work * 64, threads, 1))
         return out
 
+    if method in ("expand", "lookup") and not mult.expandable:
+        raise RangeError(f"method={method!r} needs M <= 8 and a LUT of positive finite entries")
+    if method in ("auto", "expand", "lookup") and mult.expandable:
+        # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner
+        # loop runs over: B when A has at least as many rows as B has columns, else A, computing
+        # C^T = B^T A^T with the LUT transposed (its rows stay A's mantissas).
+        if m_rows >= n:
+            xv, yv, table, target = a, b, mult.table, out
+        else:
+            xv, yv, table, target = b.T, a.T, mult.table_t, np.zeros((n, m_rows), np.float32)
+        rows, cols = target.shape
+        forced = method != "auto"
+        if method == "auto":  # expanding costs 2^M lookups per element of Y: it needs rows to share them
+            method = "expand" if rows >= (1 << mult.bits) // 2 else "lookup"
+        kb = lib.amsim_expand_kb(mult.bits) if method == "expand" else 0
+        x, y = _split(ffi, lib, xv, mult.bits, rounding, kb), _split(ffi, lib, yv, mult.bits, rounding)
+        if forced or _expand_is_exact(mult, x.exponents, y.exponents, mode):
+            fn = lib.amsim_gemm_expand if method == "expand" else lib.amsim_gemm_lookup
+
+            def fast_part(r0, r1, j0, j1):
+                if method == "expand":
+                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), f32(y.scale), u16(y.idx), f32(table),
+                            mult.bits, f32(target), cols, r0, r1, j0, j1)
+                else:
+                    rc = fn(r1 - r0, cols, k, f32(x.scale, r0 * k), u16(x.idx, r0 * k), f32(y.scale), u16(y.idx),
+                            f32(table), mult.bits, f32(target, r0 * cols), cols, j0, j1)
+                if rc != 0:
+                    raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
+
+            _run_parts(fast_part, _partition(rows, cols, work, threads, _PANEL))
+            if target is not out:
+                out[...] = target.T
+            return out
+
+    # Everything else, every rule applied per product.
     sa, sb = _split(ffi, lib, a, mult.bits, rounding), _split(ffi, lib, b, mult.bits, rounding)
-    if method == "expand" and not mult.expandable:
-        raise RangeError("method='expand' needs M <= 8 and a LUT of positive finite entries")
-    if method == "lookup" and not mult.expandable:
-        raise RangeError("method='lookup' needs M <= 8 and a LUT of positive finite entries")
-    use_expand = method in ("expand", "lookup") or (
-        method == "auto" and mult.expandable and _expand_is_exact(mult, sa.exponents, sb.exponents, mode))
-    if not use_expand:
-        def direct_part(r0, r1, j0, j1):
-            lib.amsim_gemm_direct(r1 - r0, n, k, f32(sa.scale, r0 * k), u16(sa.idx, r0 * k), f32(sb.scale),
-                                  u16(sb.idx), f32(mult.table), mult.bits, mode_i, f32(out, r0 * n), n, j0, j1)
 
-        _run_parts(direct_part, _partition(m_rows, n, work * 16, threads, 16))
-        return out
+    def direct_part(r0, r1, j0, j1):
+        lib.amsim_gemm_direct(r1 - r0, n, k, f32(sa.scale, r0 * k), u16(sa.idx, r0 * k), f32(sb.scale),
+                              u16(sb.idx), f32(mult.table), mult.bits, mode_i, f32(out, r0 * n), n, j0, j1)
 
-    # Expand the operand whose other dimension amortises the 2^M-fold expansion best: B when A
-    # has at least as many rows as B has columns, else A (C^T = B^T A^T, LUT transposed).
-    if m_rows >= n:
-        x, y, table, target = sa, sb, mult.table, out
-    else:
-        x, y, table, target = sb.transposed(), sa.transposed(), mult.table_t, np.zeros((n, m_rows), np.float32)
-    rows, cols = target.shape
-    # Expanding costs 2^M lookups per element of y; with few rows to share them, look up directly.
-    if method == "auto":
-        method = "expand" if rows >= (1 << mult.bits) // 2 else "lookup"
-    kernel = lib.amsim_gemm_expand if method == "expand" else lib.amsim_gemm_lookup
-
-    def expand_part(r0, r1, j0, j1):
-        rc = kernel(r1 - r0, cols, k, f32(x.scale, r0 * k), u16(x.idx, r0 * k), f32(y.scale), u16(y.idx),
-                    f32(table), mult.bits, f32(target, r0 * cols), cols, j0, j1)
-        if rc != 0:
-            raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
-
-    _run_parts(expand_part, _partition(rows, cols, work, threads, _PANEL))
-    if target is not out:
-        out[...] = target.T
+    _run_parts(direct_part, _partition(m_rows, n, work * 16, threads, 16))
     return out
 
 

@@ -30,28 +30,38 @@
 #include <amsim_product.h>
 
 /*
- * Split a strided rows x cols operand into row-major scales and mantissa
- * indices (amsim_split), and report the smallest and largest biased exponent
- * among the normal scales in range[0..1] (range[0] > range[1] when there are
- * none): the caller's test of the expand kernel's exactness window.
+ * Split a strided rows x cols operand into scales and mantissa indices
+ * (amsim_split), and report the smallest and largest biased exponent among
+ * the normal scales in range[0..1] (range[0] > range[1] when there are none):
+ * the caller's test of the fast kernels' exactness window.
+ *
+ * Layout of the outputs: row-major when kb == 0. Otherwise blocked by columns
+ * for the expand kernel: the block of columns [c0, c0 + w) (w = kb, or what is
+ * left) is stored row-major as rows x w at offset c0 * rows, so that sweeping
+ * one block of k over all rows reads memory in order.
  */
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
-                     int rounding, float *scale, uint16_t *idx, int32_t *range)
+                     int rounding, int64_t kb, float *scale, uint16_t *idx, int32_t *range)
 {
     int32_t lo = 255, hi = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *xr = x + r * rs;
-        float *sr = scale + r * cols;
-        uint16_t *ir = idx + r * cols;
-        for (int64_t c = 0; c < cols; ++c) {
-            uint32_t i;
-            const float s = amsim_split(xr[c * cs], m, rounding, &i);
-            const int32_t e = (int32_t)((amsim_f2u(s) >> 23) & 0xFFu);
-            const int normal = e != 0 && e != 255;
-            lo = (normal && e < lo) ? e : lo;
-            hi = (normal && e > hi) ? e : hi;
-            sr[c] = s;
-            ir[c] = (uint16_t)i;
+    if (kb <= 0)
+        kb = cols;
+    for (int64_t c0 = 0; c0 < cols; c0 += kb) {
+        const int64_t w = (cols - c0 < kb) ? cols - c0 : kb;
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *xr = x + r * rs + c0 * cs;
+            float *sr = scale + c0 * rows + r * w;
+            uint16_t *ir = idx + c0 * rows + r * w;
+            for (int64_t c = 0; c < w; ++c) {
+                uint32_t i;
+                const float sc = amsim_split(xr[c * cs], m, rounding, &i);
+                const int32_t e = (int32_t)((amsim_f2u(sc) >> 23) & 0xFFu);
+                const int normal = e != 0 && e != 255;
+                lo = (normal && e < lo) ? e : lo;
+                hi = (normal && e > hi) ? e : hi;
+                sr[c] = sc;
+                ir[c] = (uint16_t)i;
+            }
         }
     }
     range[0] = lo;
@@ -64,24 +74,33 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 /*
  * AVX-512 expand kernel (M <= 8).
  *
- * Blocking, with the sizes for M = 7: a panel of X_PANEL = 128 columns (8 tiles
- * of one 16-float vector) and X_ROWS = 2048 rows accumulates in a packed buffer
- * rather than in C, whose rows are 4 KiB apart for N = 1024 and would alias in
- * L1. For each block of KB = 16 values of k, the rows' A scales and T offsets
- * are packed contiguously, then for each tile:
- *   - T is built: T[p][kk] = sy(k, cols) * LUT[p][qy(k, cols)] for all 2^M
- *     mantissas p (128 KiB, still in L2 when used). LUT row p sits in registers
- *     and vpermt2ps picks 16 entries at once, a blend tree resolving index bits 5..7;
- *   - the rows are swept 8 at a time (8 independent accumulation chains):
- *     acc += sx(i, k) * T[px(i, k)][kk], one exact product and one add each.
- * The sizes were tuned on a Zen 4 core (1 MiB L2): KB = 16 halves the traffic
- * on the accumulators compared with KB = 4, which is worth more than keeping
- * T in L1. Each output still sums its products in increasing k.
+ * A panel of up to X_TILES tiles of 16 columns (one vector each) accumulates
+ * in a packed buffer for up to X_ROWS rows rather than in C, whose rows are
+ * 4 KiB apart for N = 1024 and would alias in L1. For each block of KB values
+ * of k (the operands come split in KB-column blocks, amsim_split_f32):
+ *   - T is built: T[p][kk][tile] = sy(k, cols) * LUT[p][qy(k, cols)] for all
+ *     2^M mantissas p (256 KiB at M = 7). LUT row p sits in registers and
+ *     vpermt2ps picks 16 entries at once, a blend tree resolving index bits 5..7;
+ *   - rows are swept 4 at a time: acc[row][tile] += sx(i, k) * T[px(i, k)][kk][tile],
+ *     one exact product and one add each. One broadcast scale and one index
+ *     serve all the panel's tiles, and the block's A values are read in order.
+ * Each output still sums its products in increasing k.
  */
+#define X_TILES 4               /* tiles of 16 columns per panel */
 #define X_KB_MAX 16
-#define X_TBYTES (128 * 1024)   /* one tile's T: KB = X_TBYTES / (2^M * 64), at most X_KB_MAX */
-#define X_PANEL 128             /* columns per panel */
-#define X_ROWS 2048             /* rows per block */
+#ifndef X_TBYTES
+#define X_TBYTES (256 * 1024)   /* T per k-block: KB = X_TBYTES / (2^M * 64 * X_TILES), at most X_KB_MAX */
+#endif
+#ifndef X_ROWS
+#define X_ROWS 4096             /* rows sharing one build of T: 1 MiB of accumulators */
+#endif
+
+/* The k-block width the expand kernel expects its split operands in (amsim_split_f32's kb). */
+int amsim_expand_kb(int m)
+{
+    int kb = X_TBYTES / ((1 << m) * 64 * X_TILES);
+    return kb < 1 ? 1 : (kb > X_KB_MAX ? X_KB_MAX : kb);
+}
 
 static inline __m512 lookup_row(const __m512 *row, int vecs, __m512i q, __mmask16 b5, __mmask16 b6, __mmask16 b7)
 {
@@ -107,51 +126,101 @@ static inline __m512 lookup_row(const __m512 *row, int vecs, __m512i q, __mmask1
     return _mm512_mask_blend_ps(b7, lo, h0);
 }
 
+/* T[p][kk][tile] = s[kk] * LUT[p][q[kk]] for every mantissa p (VECS a constant after inlining). */
+static inline __attribute__((always_inline)) void build_tile(int vecs, int P, int kn, int kb_size, int tile,
+                                                          const float *padded, const __m512i *q,
+                                                          const __m512 *s, __m512 *t)
+{
+    for (int p = 0; p < P; ++p) {
+        __m512 row[16];
+        for (int v = 0; v < vecs; ++v)
+            row[v] = _mm512_load_ps(padded + ((int64_t)p * vecs + v) * 16);
+        for (int kk = 0; kk < kn; ++kk) {
+            const __mmask16 b5 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(32));
+            const __mmask16 b6 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(64));
+            const __mmask16 b7 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(128));
+            t[((int64_t)p * kb_size + kk) * X_TILES + tile] = _mm512_mul_ps(s[kk], lookup_row(row, vecs, q[kk], b5, b6, b7));
+        }
+    }
+}
+
+/* Sweep rows [r0, r1) of one k-block for a panel of TILES tiles (a constant after inlining).
+ * as, ap: the block's scales and indices, row-major rows x kn; cbuf: accumulators of row r0 first. */
+static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t r0, int64_t r1, int kn, int kb_size,
+                                                          const float *as, const uint16_t *ap,
+                                                          const __m512 *t, __m512 *cbuf)
+{
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        __m512 acc[4][X_TILES];
+        for (int u = 0; u < 4; ++u)
+            for (int v = 0; v < tiles; ++v)
+                acc[u][v] = cbuf[(r - r0 + u) * X_TILES + v];
+        for (int kk = 0; kk < kn; ++kk)
+            for (int u = 0; u < 4; ++u) {
+                const int64_t e = (r + u) * kn + kk;
+                const __m512 s = _mm512_set1_ps(as[e]);
+                const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * X_TILES;
+                for (int v = 0; v < tiles; ++v)
+                    acc[u][v] = _mm512_fmadd_ps(s, row[v], acc[u][v]);
+            }
+        for (int u = 0; u < 4; ++u)
+            for (int v = 0; v < tiles; ++v)
+                cbuf[(r - r0 + u) * X_TILES + v] = acc[u][v];
+    }
+    for (; r < r1; ++r) {
+        __m512 acc[X_TILES];
+        for (int v = 0; v < tiles; ++v)
+            acc[v] = cbuf[(r - r0) * X_TILES + v];
+        for (int kk = 0; kk < kn; ++kk) {
+            const int64_t e = r * kn + kk;
+            const __m512 s = _mm512_set1_ps(as[e]);
+            const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * X_TILES;
+            for (int v = 0; v < tiles; ++v)
+                acc[v] = _mm512_fmadd_ps(s, row[v], acc[v]);
+        }
+        for (int v = 0; v < tiles; ++v)
+            cbuf[(r - r0) * X_TILES + v] = acc[v];
+    }
+}
+
+/*
+ * C[i, j] for rows [i0, i1) and columns [j0, j1) of the M x N product.
+ * sx, px: X split in amsim_expand_kb(m)-column blocks (M x K); sy, qy: Y
+ * split row-major (K x N); c: row-major with leading dimension ldc.
+ */
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1)
+                      int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int P = 1 << m;
     const int vecs = P < 32 ? 2 : P / 16;            /* LUT row in vectors, padded to >= 32 entries */
-    int kb_size = X_TBYTES / (P * 64);
-    if (kb_size < 1) kb_size = 1;
-    if (kb_size > X_KB_MAX) kb_size = X_KB_MAX;
-    const int tiles_max = X_PANEL / 16;
+    const int kb_size = amsim_expand_kb(m);
     float *padded = aligned_alloc(64, sizeof(float) * (size_t)P * vecs * 16);
-    __m512 *t = aligned_alloc(64, sizeof(__m512) * (size_t)kb_size * P);
-    __m512 *cbuf = aligned_alloc(64, sizeof(__m512) * (size_t)tiles_max * X_ROWS);
-    float *as = aligned_alloc(64, sizeof(float) * (size_t)X_ROWS * kb_size + 64);
-    uint32_t *ap = aligned_alloc(64, sizeof(uint32_t) * (size_t)X_ROWS * kb_size + 64);
-    if (!padded || !t || !cbuf || !as || !ap) {
+    __m512 *t = aligned_alloc(64, sizeof(__m512) * (size_t)P * kb_size * X_TILES);
+    __m512 *cbuf = aligned_alloc(64, sizeof(__m512) * (size_t)X_ROWS * X_TILES);
+    if (!padded || !t || !cbuf) {
         free(padded);
         free(t);
         free(cbuf);
-        free(as);
-        free(ap);
         return -1;
     }
     for (int p = 0; p < P; ++p)
         for (int e = 0; e < vecs * 16; ++e)
             padded[(int64_t)p * vecs * 16 + e] = e < P ? lut[(int64_t)p * P + e] : 0.0f;
 
-    for (int64_t jp = j0; jp < j1; jp += X_PANEL) {
-        const int64_t pcols = (j1 - jp < X_PANEL) ? j1 - jp : X_PANEL;
+    for (int64_t jp = j0; jp < j1; jp += 16 * X_TILES) {
+        const int64_t pcols = (j1 - jp < 16 * X_TILES) ? j1 - jp : 16 * X_TILES;
         const int tiles = (int)((pcols + 15) / 16);
-        for (int64_t i0 = 0; i0 < M; i0 += X_ROWS) {
-            const int64_t rows = (M - i0 < X_ROWS) ? M - i0 : X_ROWS;
-            memset(cbuf, 0, sizeof(__m512) * (size_t)tiles * rows);
+        for (int64_t rb = i0; rb < i1; rb += X_ROWS) {
+            const int64_t re = (i1 - rb < X_ROWS) ? i1 : rb + X_ROWS;
+            memset(cbuf, 0, sizeof(__m512) * (size_t)(re - rb) * X_TILES);
             for (int64_t kb = 0; kb < K; kb += kb_size) {
                 const int kn = (int)((K - kb < kb_size) ? K - kb : kb_size);
-                for (int64_t r = 0; r < rows; ++r)
-                    for (int kk = 0; kk < kn; ++kk) {
-                        as[r * kb_size + kk] = sx[(i0 + r) * K + kb + kk];
-                        ap[r * kb_size + kk] = (uint32_t)px[(i0 + r) * K + kb + kk] * (uint32_t)kb_size + (uint32_t)kk;
-                    }
                 for (int tile = 0; tile < tiles; ++tile) {
                     const int64_t jt = jp + 16 * tile;
                     const int nb = (int)((jp + pcols - jt < 16) ? jp + pcols - jt : 16);
                     const __mmask16 cols = (__mmask16)((1u << nb) - 1u);
-                    __m512 *tt = t;  /* this tile's T, built just before use so that it is still in L2 */
                     __m512i q[X_KB_MAX];
                     __m512 s[X_KB_MAX];
                     for (int kk = 0; kk < kn; ++kk) {
@@ -159,54 +228,32 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                         q[kk] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(cols, qy + off));
                         s[kk] = _mm512_maskz_loadu_ps(cols, sy + off);  /* columns past nb: T = 0 */
                     }
-                    for (int p = 0; p < P; ++p) {
-                        __m512 row[16];
-                        for (int v = 0; v < vecs; ++v)
-                            row[v] = _mm512_load_ps(padded + ((int64_t)p * vecs + v) * 16);
-                        for (int kk = 0; kk < kn; ++kk) {
-                            const __mmask16 b5 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(32));
-                            const __mmask16 b6 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(64));
-                            const __mmask16 b7 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(128));
-                            tt[p * kb_size + kk] = _mm512_mul_ps(s[kk], lookup_row(row, vecs, q[kk], b5, b6, b7));
-                        }
+                    switch (vecs) {  /* a constant row length keeps the LUT row in registers */
+                    case 2: build_tile(2, P, kn, kb_size, tile, padded, q, s, t); break;
+                    case 4: build_tile(4, P, kn, kb_size, tile, padded, q, s, t); break;
+                    case 8: build_tile(8, P, kn, kb_size, tile, padded, q, s, t); break;
+                    default: build_tile(16, P, kn, kb_size, tile, padded, q, s, t); break;
                     }
-                    const __m512 *tr = t;
-                    __m512 *cb = cbuf + (int64_t)tile * rows;
-                    int64_t r = 0;
-                    for (; r + 8 <= rows; r += 8) {  /* 8 rows: 8 independent accumulation chains */
-                        __m512 acc[8];
-                        for (int u = 0; u < 8; ++u)
-                            acc[u] = cb[r + u];
-                        for (int kk = 0; kk < kn; ++kk)
-                            for (int u = 0; u < 8; ++u) {
-                                const int64_t e = (r + u) * kb_size + kk;
-                                acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(as[e]), tr[ap[e]], acc[u]);
-                            }
-                        for (int u = 0; u < 8; ++u)
-                            cb[r + u] = acc[u];
-                    }
-                    for (; r < rows; ++r) {
-                        __m512 acc = cb[r];
-                        for (int kk = 0; kk < kn; ++kk) {
-                            const int64_t e = r * kb_size + kk;
-                            acc = _mm512_fmadd_ps(_mm512_set1_ps(as[e]), tr[ap[e]], acc);
-                        }
-                        cb[r] = acc;
-                    }
+                }
+                const float *as = sx + kb * M;   /* this k-block, rows x kn, row-major */
+                const uint16_t *ap = px + kb * M;
+                switch (tiles) {  /* a constant tile count lets the compiler keep acc in registers */
+                case 1: sweep_rows(1, rb, re, kn, kb_size, as, ap, t, cbuf); break;
+                case 2: sweep_rows(2, rb, re, kn, kb_size, as, ap, t, cbuf); break;
+                case 3: sweep_rows(3, rb, re, kn, kb_size, as, ap, t, cbuf); break;
+                default: sweep_rows(4, rb, re, kn, kb_size, as, ap, t, cbuf); break;
                 }
             }
             for (int tile = 0; tile < tiles; ++tile) {
                 const int64_t jt = jp + 16 * tile;
                 const int nb = (int)((jp + pcols - jt < 16) ? jp + pcols - jt : 16);
                 const __mmask16 cols = (__mmask16)((1u << nb) - 1u);
-                for (int64_t r = 0; r < rows; ++r)
-                    _mm512_mask_storeu_ps(c + (i0 + r) * ldc + jt, cols, cbuf[(int64_t)tile * rows + r]);
+                for (int64_t r = rb; r < re; ++r)
+                    _mm512_mask_storeu_ps(c + r * ldc + jt, cols, cbuf[(r - rb) * X_TILES + tile]);
             }
         }
     }
     free(cbuf);
-    free(as);
-    free(ap);
     free(padded);
     free(t);
     return 0;
@@ -295,10 +342,17 @@ static void build_t(float *restrict t, const float *restrict sy, const uint16_t 
 }
 
 
+int amsim_expand_kb(int m)
+{
+    (void)m;
+    return AMSIM_KB;
+}
+
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1)
+                      int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
+    /* Same interface and layout as the AVX-512 kernel (X split in AMSIM_KB-column blocks). */
     const int P = 1 << m;
     float *t = aligned_alloc(64, sizeof(float) * (size_t)AMSIM_KB * P * AMSIM_NB);
     if (!t)
@@ -309,34 +363,22 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             const int64_t kn = (K - kb < AMSIM_KB) ? K - kb : AMSIM_KB;
             for (int64_t kk = 0; kk < kn; ++kk)
                 build_t(t + kk * P * AMSIM_NB, sy + (kb + kk) * N + jt, qy + (kb + kk) * N + jt, lut, P, nb);
-            for (int64_t i = 0; i < M; ++i) {
+            const float *as = sx + kb * M;
+            const uint16_t *ap = px + kb * M;
+            for (int64_t i = i0; i < i1; ++i) {
                 float *crow = c + i * ldc + jt;
                 v16f acc[AMSIM_NB / AMSIM_VL];
-                if (kb == 0) {
-                    for (int v = 0; v < AMSIM_NB / AMSIM_VL; ++v)
-                        acc[v] = (v16f){0};
-                } else if (nb == AMSIM_NB) {
-                    for (int v = 0; v < AMSIM_NB / AMSIM_VL; ++v)
-                        acc[v] = *(const v16f_u *)(crow + v * AMSIM_VL);
-                } else {
-                    float tmp[AMSIM_NB] = {0};
+                float tmp[AMSIM_NB] = {0};
+                if (kb > 0)
                     memcpy(tmp, crow, sizeof(float) * (size_t)nb);
-                    memcpy(acc, tmp, sizeof tmp);
-                }
-                const float *sxi = sx + i * K + kb;
-                const uint16_t *pxi = px + i * K + kb;
+                memcpy(acc, tmp, sizeof tmp);
                 for (int64_t kk = 0; kk < kn; ++kk) {
-                    const float s = sxi[kk];
-                    const v16f *trow = (const v16f *)(t + (kk * P + pxi[kk]) * AMSIM_NB);
+                    const float s = as[i * kn + kk];
+                    const v16f *trow = (const v16f *)(t + (kk * P + ap[i * kn + kk]) * AMSIM_NB);
                     for (int v = 0; v < AMSIM_NB / AMSIM_VL; ++v)
                         acc[v] += s * trow[v];
                 }
-                if (nb == AMSIM_NB) {
-                    for (int v = 0; v < AMSIM_NB / AMSIM_VL; ++v)
-                        *(v16f_u *)(crow + v * AMSIM_VL) = acc[v];
-                } else {
-                    memcpy(crow, acc, sizeof(float) * (size_t)nb);
-                }
+                memcpy(crow, acc, sizeof(float) * (size_t)nb);
             }
         }
     }
