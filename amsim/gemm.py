@@ -294,17 +294,33 @@ class _Split:
         self.scale, self.idx, self.exponents = scale, idx, exponents
 
 
-def _split(ffi, lib, x, m, rounding, kb=0) -> _Split:
+_WORKSPACE = threading.local()
+
+
+def _workspace(role: str, size: int, dtype) -> np.ndarray:
+    """A buffer of this thread's, reused across calls: fresh pages cost a fault each (zeroing by
+    the kernel took a third of the time of large GEMMs). One buffer per role, so the operands of
+    one call never share."""
+    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
+    key = (role, np.dtype(dtype).str)
+    buf = buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = buffers[key] = np.empty(max(size, 1), dtype)
+    return buf[:size]
+
+
+def _split(ffi, lib, x, m, rounding, kb=0, role="x") -> _Split:
     """Split a 2-D float32 operand (any strides) with amsim_split, in C.
 
     ``kb`` > 0 lays the result out in column blocks of that width, as the
-    expand kernel reads it (amsim_split_f32); 0 gives row-major arrays.
+    expand kernel reads it (amsim_split_f32); 0 gives row-major arrays. The
+    arrays live in this thread's workspace for ``role`` until the next call.
     """
     if any(s % 4 for s in x.strides) or any(s < 0 for s in x.strides):
         x = np.ascontiguousarray(x)
     rows, cols = x.shape
-    scale = np.empty(rows * cols, np.float32)
-    idx = np.empty(rows * cols, np.uint16)
+    scale = _workspace(role + ".scale", rows * cols, np.float32)
+    idx = _workspace(role + ".idx", rows * cols, np.uint16)
     rng = np.array([255, 0], np.int32)
     if x.size:
         rs, cs = (s // 4 for s in x.strides)
@@ -377,7 +393,8 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         if method == "auto":  # expanding costs 2^M lookups per element of Y: it needs rows to share them
             method = "expand" if rows >= (1 << mult.bits) // 2 else "lookup"
         kb = lib.amsim_expand_kb(mult.bits) if method == "expand" else 0
-        x, y = _split(ffi, lib, xv, mult.bits, rounding, kb), _split(ffi, lib, yv, mult.bits, rounding)
+        x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x")
+        y = _split(ffi, lib, yv, mult.bits, rounding, role="y")
         if forced or _expand_is_exact(mult, x.exponents, y.exponents, mode):
             fn = lib.amsim_gemm_expand if method == "expand" else lib.amsim_gemm_lookup
 
@@ -397,7 +414,8 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
             return out
 
     # Everything else, every rule applied per product.
-    sa, sb = _split(ffi, lib, a, mult.bits, rounding), _split(ffi, lib, b, mult.bits, rounding)
+    sa = _split(ffi, lib, a, mult.bits, rounding, role="x")
+    sb = _split(ffi, lib, b, mult.bits, rounding, role="y")
 
     def direct_part(r0, r1, j0, j1):
         lib.amsim_gemm_direct(r1 - r0, n, k, f32(sa.scale, r0 * k), u16(sa.idx, r0 * k), f32(sb.scale),

@@ -40,6 +40,25 @@
  * left) is stored row-major as rows x w at offset c0 * rows, so that sweeping
  * one block of k over all rows reads memory in order.
  */
+static inline __attribute__((always_inline)) void split_row(const float *restrict xr, int64_t cs, int64_t w, int m,
+                                                         int rne, float *restrict sr, uint16_t *restrict ir,
+                                                         int32_t *lo, int32_t *hi)
+{
+    int32_t l = *lo, h = *hi;
+    for (int64_t c = 0; c < w; ++c) {
+        uint32_t i;
+        const float sc = amsim_split_impl(xr[c * cs], m, rne, &i);
+        const int32_t e = (int32_t)((amsim_f2u(sc) >> 23) & 0xFFu);
+        const int normal = (e != 0) & (e != 255);
+        l = (normal & (e < l)) ? e : l;
+        h = (normal & (e > h)) ? e : h;
+        sr[c] = sc;
+        ir[c] = (uint16_t)i;
+    }
+    *lo = l;
+    *hi = h;
+}
+
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int32_t *range)
 {
@@ -52,16 +71,28 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
             const float *xr = x + r * rs + c0 * cs;
             float *sr = scale + c0 * rows + r * w;
             uint16_t *ir = idx + c0 * rows + r * w;
-            for (int64_t c = 0; c < w; ++c) {
-                uint32_t i;
-                const float sc = amsim_split(xr[c * cs], m, rounding, &i);
-                const int32_t e = (int32_t)((amsim_f2u(sc) >> 23) & 0xFFu);
-                const int normal = e != 0 && e != 255;
-                lo = (normal && e < lo) ? e : lo;
-                hi = (normal && e > hi) ? e : hi;
-                sr[c] = sc;
-                ir[c] = (uint16_t)i;
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+            if (cs == 1) {  /* contiguous rows: 16 lanes at a time */
+                __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+                for (int64_t c = 0; c < w; c += 16) {
+                    const __mmask16 lanes = (__mmask16)(w - c >= 16 ? 0xFFFFu : ((1u << (w - c)) - 1u));
+                    __m512i i16;
+                    __mmask16 normal;
+                    const __m512 sc = amsim_split16(_mm512_maskz_loadu_ps(lanes, xr + c), m,
+                                                    rounding == AMSIM_RNE, &i16, &normal);
+                    const __m512i ex = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(sc), 23),
+                                                        _mm512_set1_epi32(0xFF));
+                    vlo = _mm512_mask_min_epi32(vlo, normal & lanes, vlo, ex);
+                    vhi = _mm512_mask_max_epi32(vhi, normal & lanes, vhi, ex);
+                    _mm512_mask_storeu_ps(sr + c, lanes, sc);
+                    _mm256_mask_storeu_epi16(ir + c, lanes, _mm512_cvtepi32_epi16(i16));
+                }
+                lo = _mm512_reduce_min_epi32(vlo);
+                hi = _mm512_reduce_max_epi32(vhi);
+                continue;
             }
+#endif
+            split_row(xr, cs, w, m, rounding == AMSIM_RNE, sr, ir, &lo, &hi);
         }
     }
     range[0] = lo;
@@ -87,7 +118,9 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
  * Each output still sums its products in increasing k.
  */
 #define X_TILES 4               /* tiles of 16 columns per panel */
+#ifndef X_KB_MAX
 #define X_KB_MAX 16
+#endif
 #ifndef X_TBYTES
 #define X_TBYTES (256 * 1024)   /* T per k-block: KB = X_TBYTES / (2^M * 64 * X_TILES), at most X_KB_MAX */
 #endif

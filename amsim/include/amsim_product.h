@@ -61,28 +61,71 @@ AMSIM_HD float amsim_u2f(uint32_t u)
  * truncate: drop the low 23 - M fraction bits.
  * rne: round to nearest, ties to even; a carry out of the mantissa increments
  * the exponent, and a carry past the largest exponent gives +-inf.
+ * Written without branches (rne is a constant after inlining) so that
+ * compilers vectorise loops over it.
  */
-AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
+AMSIM_HD float amsim_split_impl(float x, int m, int rne, uint32_t *idx)
 {
-    /* Written without branches so that compilers vectorise loops over it. */
     const uint32_t u = amsim_f2u(x);
     const uint32_t sign = u & 0x80000000u;
     const uint32_t e = (u >> 23) & 0xFFu;
     const uint32_t frac = u & 0x7FFFFFu;
     const int s = 23 - m;
     uint32_t keep = frac >> s;
-    if (rounding == AMSIM_RNE && s > 0) {
+    if (rne && s > 0) {
         const uint32_t rem = frac & ((1u << s) - 1u);
         const uint32_t half = 1u << (s - 1);
-        keep += (uint32_t)(rem > half || (rem == half && (keep & 1u)));
+        keep += (uint32_t)(rem > half) | ((uint32_t)(rem == half) & keep & 1u);
     }
     const uint32_t carry = keep >> m;             /* rne carried out of the mantissa */
-    const int normal = e != 0 && e != 0xFFu;
+    const uint32_t normal = (uint32_t)(e != 0) & (uint32_t)(e != 0xFFu);
     /* e + carry == 255 encodes +-inf: rounding past FLT_MAX. */
     const uint32_t scale = normal ? (sign | ((e + carry) << 23)) : (e == 0 ? sign : u);
     *idx = normal ? (keep & ((1u << m) - 1u)) : 0u;
     return amsim_u2f(scale);
 }
+
+AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
+{
+    return rounding == AMSIM_RNE ? amsim_split_impl(x, m, 1, idx) : amsim_split_impl(x, m, 0, idx);
+}
+
+#if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(AMSIM_PORTABLE)
+#include <immintrin.h>
+/*
+ * amsim_split_impl on 16 lanes at once (AVX-512; the same arithmetic, step by
+ * step). Returns the scales; *idx receives the mantissa indices and *normal
+ * the lanes whose scale is a normal number.
+ */
+static inline __m512 amsim_split16(__m512 x, int m, int rne, __m512i *idx, __mmask16 *normal)
+{
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i sign = _mm512_and_si512(u, _mm512_set1_epi32((int)0x80000000u));
+    const __m512i e = _mm512_and_si512(_mm512_srli_epi32(u, 23), _mm512_set1_epi32(0xFF));
+    const __m512i frac = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFF));
+    const int s = 23 - m;
+    __m512i keep = _mm512_srl_epi32(frac, _mm_cvtsi32_si128(s));
+    if (rne && s > 0) {
+        const __m512i rem = _mm512_and_si512(frac, _mm512_set1_epi32((int)((1u << s) - 1u)));
+        const __m512i half = _mm512_set1_epi32((int)(1u << (s - 1)));
+        const __mmask16 gt = _mm512_cmpgt_epu32_mask(rem, half);
+        const __mmask16 tie_odd = _mm512_cmpeq_epi32_mask(rem, half) &
+                                  _mm512_test_epi32_mask(keep, _mm512_set1_epi32(1));
+        keep = _mm512_mask_add_epi32(keep, gt | tie_odd, keep, _mm512_set1_epi32(1));
+    }
+    const __m512i carry = _mm512_srl_epi32(keep, _mm_cvtsi32_si128(m));
+    const __mmask16 is_zero = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
+    const __mmask16 is_norm = ~is_zero & _mm512_cmpneq_epi32_mask(e, _mm512_set1_epi32(0xFF));
+    const __m512i norm_scale = _mm512_or_si512(sign, _mm512_slli_epi32(_mm512_add_epi32(e, carry), 23));
+    __m512i scale = _mm512_mask_mov_epi32(u, is_zero, sign);
+    scale = _mm512_mask_mov_epi32(scale, is_norm, norm_scale);
+    *idx = _mm512_maskz_and_epi32(is_norm, keep, _mm512_set1_epi32((int)((1u << m) - 1u)));
+    /* a carry into exponent 255 made the scale +-inf: not normal any more */
+    const __m512i se = _mm512_and_si512(_mm512_srli_epi32(scale, 23), _mm512_set1_epi32(0xFF));
+    *normal = is_norm & _mm512_cmpneq_epi32_mask(se, _mm512_set1_epi32(0xFF));
+    return _mm512_castsi512_ps(scale);
+}
+#endif
 
 /* True when the scale stands for a normal operand (not zero, inf or NaN). */
 AMSIM_HD int amsim_scale_is_normal(float scale)
