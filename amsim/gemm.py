@@ -316,7 +316,8 @@ def _split(ffi, lib, x, m, rounding, kb=0, role="x") -> _Split:
     expand kernel reads it (amsim_split_f32); 0 gives row-major arrays. The
     arrays live in this thread's workspace for ``role`` until the next call.
     """
-    if any(s % 4 for s in x.strides) or any(s < 0 for s in x.strides):
+    rs, cs = x.strides
+    if rs % 4 or cs % 4 or rs < 0 or cs < 0:
         x = np.ascontiguousarray(x)
     rows, cols = x.shape
     scale = _workspace(role + ".scale", rows * cols, np.float32)
@@ -497,6 +498,8 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     mult.check(mode)
     if backend == "auto":
         backend = "cuda" if _cuda_available() and mult.table is not None else "cpu"
+    if not batch:
+        return _matmul_2d(a, b, mult, rounding, mode, backend, method, threads)
     out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.float32)
     a_b = np.broadcast_to(a, batch + a.shape[-2:])
     b_b = np.broadcast_to(b, batch + b.shape[-2:])

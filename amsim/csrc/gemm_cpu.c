@@ -229,9 +229,11 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     const int P = 1 << m;
     const int vecs = P < 32 ? 2 : P / 16;            /* LUT row in vectors, padded to >= 32 entries */
     const int kb_size = amsim_expand_kb(m);
+    const int64_t rows_max = (i1 - i0 < X_ROWS) ? i1 - i0 : X_ROWS;
+    /* Buffers sized to the call: small GEMMs stay clear of fresh pages, which cost a fault each. */
     float *padded = aligned_alloc(64, sizeof(float) * (size_t)P * vecs * 16);
     __m512 *t = aligned_alloc(64, sizeof(__m512) * (size_t)P * kb_size * X_TILES);
-    __m512 *cbuf = aligned_alloc(64, sizeof(__m512) * (size_t)X_ROWS * X_TILES);
+    __m512 *cbuf = aligned_alloc(64, sizeof(__m512) * (size_t)(rows_max > 0 ? rows_max : 1) * X_TILES);
     if (!padded || !t || !cbuf) {
         free(padded);
         free(t);
