@@ -51,7 +51,6 @@ __all__ = ["Multiplier", "resolve", "matmul", "conv2d", "conv2d_backprop_input",
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 METHODS = ("auto", "expand", "lookup", "direct", "model")
 _EXPAND_MAX_BITS = 8
-_PANEL = 64  # columns per panel of the expand kernel (gemm_cpu.c: 16 * X_TILES)
 
 
 class ShapeError(AmsimError, ValueError):
@@ -183,7 +182,8 @@ def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Mul
 
 _CDEF = """
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
-                     int rounding, int64_t kb, float *scale, uint16_t *idx, int32_t *range);
+                     int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
+                     int32_t *range);
 int amsim_expand_kb(int m);
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
@@ -309,28 +309,37 @@ def _workspace(role: str, size: int, dtype) -> np.ndarray:
     return buf[:size]
 
 
-def _split(ffi, lib, x, m, rounding, kb=0, role="x") -> _Split:
+def _split(ffi, lib, x, m, rounding, kb=0, role="x", threads=1) -> _Split:
     """Split a 2-D float32 operand (any strides) with amsim_split, in C.
 
     ``kb`` > 0 lays the result out in column blocks of that width, as the
     expand kernel reads it (amsim_split_f32); 0 gives row-major arrays. The
     arrays live in this thread's workspace for ``role`` until the next call.
+    Large operands are split by several threads, each taking a range of rows.
     """
     rs, cs = x.strides
     if rs % 4 or cs % 4 or rs < 0 or cs < 0:
         x = np.ascontiguousarray(x)
+        rs, cs = x.strides
     rows, cols = x.shape
     scale = _workspace(role + ".scale", rows * cols, np.float32)
     idx = _workspace(role + ".idx", rows * cols, np.uint16)
-    rng = np.array([255, 0], np.int32)
+    ranges = np.empty((max(threads, 1), 2), np.int32)
+    ranges[:] = (255, 0)
     if x.size:
-        rs, cs = (s // 4 for s in x.strides)
-        lib.amsim_split_f32(ffi.cast("float *", x.ctypes.data), rows, cols, rs, cs, m, 1 if rounding == "rne" else 0,
-                            kb, ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx),
-                            ffi.from_buffer("int32_t[]", rng))
+        base = ffi.cast("float *", x.ctypes.data)
+        parts = _partition(rows, 1, x.size, threads, 1)
+
+        def part(p, r0, r1):
+            lib.amsim_split_f32(base, rows, cols, rs // 4, cs // 4, m, 1 if rounding == "rne" else 0, kb,
+                                ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx), r0, r1,
+                                ffi.from_buffer("int32_t[]", ranges[p]))
+
+        _run_parts(part, [(p, r0, r1) for p, (r0, r1, _j0, _j1) in enumerate(parts)])
     if kb <= 0:
         scale, idx = scale.reshape(rows, cols), idx.reshape(rows, cols)
-    return _Split(scale, idx, None if rng[0] > rng[1] else (int(rng[0]), int(rng[1])))
+    lo, hi = int(ranges[:, 0].min()), int(ranges[:, 1].max())
+    return _Split(scale, idx, None if lo > hi else (lo, hi))
 
 
 def _expand_is_exact(mult, rx, ry, mode) -> bool:
@@ -394,8 +403,8 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         if method == "auto":  # expanding costs 2^M lookups per element of Y: it needs rows to share them
             method = "expand" if rows >= (1 << mult.bits) // 2 else "lookup"
         kb = lib.amsim_expand_kb(mult.bits) if method == "expand" else 0
-        x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x")
-        y = _split(ffi, lib, yv, mult.bits, rounding, role="y")
+        x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x", threads=threads)
+        y = _split(ffi, lib, yv, mult.bits, rounding, role="y", threads=threads)
         if forced or _expand_is_exact(mult, x.exponents, y.exponents, mode):
             fn = lib.amsim_gemm_expand if method == "expand" else lib.amsim_gemm_lookup
 
@@ -409,14 +418,14 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
                 if rc != 0:
                     raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
 
-            _run_parts(fast_part, _partition(rows, cols, work, threads, _PANEL))
+            _run_parts(fast_part, _partition(rows, cols, work, threads, 16))
             if target is not out:
                 out[...] = target.T
             return out
 
     # Everything else, every rule applied per product.
-    sa = _split(ffi, lib, a, mult.bits, rounding, role="x")
-    sb = _split(ffi, lib, b, mult.bits, rounding, role="y")
+    sa = _split(ffi, lib, a, mult.bits, rounding, role="x", threads=threads)
+    sb = _split(ffi, lib, b, mult.bits, rounding, role="y", threads=threads)
 
     def direct_part(r0, r1, j0, j1):
         lib.amsim_gemm_direct(r1 - r0, n, k, f32(sa.scale, r0 * k), u16(sa.idx, r0 * k), f32(sb.scale),

@@ -60,14 +60,17 @@ static inline __attribute__((always_inline)) void split_row(const float *restric
 }
 
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
-                     int rounding, int64_t kb, float *scale, uint16_t *idx, int32_t *range)
+                     int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
+                     int32_t *range)
 {
+    /* Rows [r0, r1) only, so that callers can split the work between threads. Rows are read in
+     * order (each row's blocks go to kb-wide streams), which keeps the reads sequential. */
     int32_t lo = 255, hi = 0;
     if (kb <= 0)
         kb = cols;
-    for (int64_t c0 = 0; c0 < cols; c0 += kb) {
-        const int64_t w = (cols - c0 < kb) ? cols - c0 : kb;
-        for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c0 = 0; c0 < cols; c0 += kb) {
+            const int64_t w = (cols - c0 < kb) ? cols - c0 : kb;
             const float *xr = x + r * rs + c0 * cs;
             float *sr = scale + c0 * rows + r * w;
             uint16_t *ir = idx + c0 * rows + r * w;
