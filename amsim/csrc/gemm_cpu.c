@@ -68,6 +68,43 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
     int32_t lo = 255, hi = 0;
     if (kb <= 0)
         kb = cols;
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+    if (rs == 1 && cs != 1) {
+        /* A transposed view (rows contiguous in memory): split 16 rows of one column at a time,
+         * reading memory in order, and write each 16 x 16 tile out row by row. */
+        int64_t r = r0;
+        __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+        for (; r + 16 <= r1; r += 16) {
+            for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+                const int64_t wc = (cols - c0 < 16) ? cols - c0 : 16;
+                float ts[16][16];
+                uint16_t ti[16][16];
+                for (int64_t c = 0; c < wc; ++c) {
+                    __m512i i16;
+                    __mmask16 normal;
+                    const __m512 sc = amsim_split16(_mm512_loadu_ps(x + (c0 + c) * cs + r), m,
+                                                    rounding == AMSIM_RNE, &i16, &normal);
+                    const __m512i ex = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(sc), 23),
+                                                        _mm512_set1_epi32(0xFF));
+                    vlo = _mm512_mask_min_epi32(vlo, normal, vlo, ex);
+                    vhi = _mm512_mask_max_epi32(vhi, normal, vhi, ex);
+                    _mm512_storeu_ps(ts[c], sc);
+                    _mm256_storeu_si256((__m256i *)ti[c], _mm512_cvtepi32_epi16(i16));
+                }
+                for (int64_t i = 0; i < 16; ++i)
+                    for (int64_t c = 0; c < wc; ++c) {
+                        const int64_t col = c0 + c, b0 = col - col % kb;
+                        const int64_t w = (cols - b0 < kb) ? cols - b0 : kb;
+                        scale[b0 * rows + (r + i) * w + (col - b0)] = ts[c][i];
+                        idx[b0 * rows + (r + i) * w + (col - b0)] = ti[c][i];
+                    }
+            }
+        }
+        lo = _mm512_reduce_min_epi32(vlo);
+        hi = _mm512_reduce_max_epi32(vhi);
+        r0 = r;  /* the last rows (fewer than 16) go through the general loop below */
+    }
+#endif
     for (int64_t r = r0; r < r1; ++r) {
         for (int64_t c0 = 0; c0 < cols; c0 += kb) {
             const int64_t w = (cols - c0 < kb) ? cols - c0 : kb;
