@@ -235,6 +235,11 @@ def _threads(threads):
     env = os.environ.get("AMSIM_NUM_THREADS")
     if env:
         return max(1, int(env))
+    return _cpus()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpus() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 

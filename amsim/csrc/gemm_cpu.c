@@ -28,6 +28,52 @@
 #include <string.h>
 
 #include <amsim_product.h>
+#include <pthread.h>
+
+/*
+ * Per-thread work buffers, kept between calls: allocating (and first touching)
+ * a fresh megabyte on every call costs more than a small GEMM. Each thread
+ * owns its buffers, so concurrent calls share nothing; they are freed when the
+ * thread exits.
+ */
+#define WORK_SLOTS 4
+struct work_buffers {
+    void *ptr[WORK_SLOTS];
+    size_t size[WORK_SLOTS];
+};
+static pthread_key_t work_key;
+static pthread_once_t work_once = PTHREAD_ONCE_INIT;
+
+static void work_free(void *p)
+{
+    struct work_buffers *w = p;
+    for (int i = 0; i < WORK_SLOTS; ++i)
+        free(w->ptr[i]);
+    free(w);
+}
+
+static void work_init(void) { pthread_key_create(&work_key, work_free); }
+
+/* A 64-byte aligned buffer of at least `bytes` for this thread's slot, or NULL. */
+static void *work_buffer(int slot, size_t bytes)
+{
+    pthread_once(&work_once, work_init);
+    struct work_buffers *w = pthread_getspecific(work_key);
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        if (!w || pthread_setspecific(work_key, w) != 0) {
+            free(w);
+            return NULL;
+        }
+    }
+    if (w->size[slot] < bytes) {
+        free(w->ptr[slot]);
+        bytes = (bytes + 63) & ~(size_t)63;
+        w->ptr[slot] = aligned_alloc(64, bytes);
+        w->size[slot] = w->ptr[slot] ? bytes : 0;
+    }
+    return w->ptr[slot];
+}
 
 /*
  * Split a strided rows x cols operand into scales and mantissa indices
@@ -271,15 +317,11 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     const int kb_size = amsim_expand_kb(m);
     const int64_t rows_max = (i1 - i0 < X_ROWS) ? i1 - i0 : X_ROWS;
     /* Buffers sized to the call: small GEMMs stay clear of fresh pages, which cost a fault each. */
-    float *padded = aligned_alloc(64, sizeof(float) * (size_t)P * vecs * 16);
-    __m512 *t = aligned_alloc(64, sizeof(__m512) * (size_t)P * kb_size * X_TILES);
-    __m512 *cbuf = aligned_alloc(64, sizeof(__m512) * (size_t)(rows_max > 0 ? rows_max : 1) * X_TILES);
-    if (!padded || !t || !cbuf) {
-        free(padded);
-        free(t);
-        free(cbuf);
+    float *padded = work_buffer(0, sizeof(float) * (size_t)P * vecs * 16);
+    __m512 *t = work_buffer(1, sizeof(__m512) * (size_t)P * kb_size * X_TILES);
+    __m512 *cbuf = work_buffer(2, sizeof(__m512) * (size_t)(rows_max > 0 ? rows_max : 1) * X_TILES);
+    if (!padded || !t || !cbuf)
         return -1;
-    }
     for (int p = 0; p < P; ++p)
         for (int e = 0; e < vecs * 16; ++e)
             padded[(int64_t)p * vecs * 16 + e] = e < P ? lut[(int64_t)p * P + e] : 0.0f;
@@ -328,9 +370,6 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             }
         }
     }
-    free(cbuf);
-    free(padded);
-    free(t);
     return 0;
 }
 
@@ -350,7 +389,7 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
 {
     const int P = 1 << m;
     const int vecs = P < 32 ? 2 : P / 16;
-    float *padded = aligned_alloc(64, sizeof(float) * (size_t)P * vecs * 16);
+    float *padded = work_buffer(3, sizeof(float) * (size_t)P * vecs * 16);
     if (!padded)
         return -1;
     for (int p = 0; p < P; ++p)
@@ -389,7 +428,6 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                 _mm512_mask_storeu_ps(c + i * ldc + jc + 16 * v, mask[v], acc[v]);
         }
     }
-    free(padded);
     return 0;
 }
 
@@ -429,7 +467,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
 {
     /* Same interface and layout as the AVX-512 kernel (X split in AMSIM_KB-column blocks). */
     const int P = 1 << m;
-    float *t = aligned_alloc(64, sizeof(float) * (size_t)AMSIM_KB * P * AMSIM_NB);
+    float *t = work_buffer(1, sizeof(float) * (size_t)AMSIM_KB * P * AMSIM_NB);
     if (!t)
         return -1;
     for (int64_t jt = j0; jt < j1; jt += AMSIM_NB) {
@@ -457,7 +495,6 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             }
         }
     }
-    free(t);
     return 0;
 }
 
