@@ -29,10 +29,8 @@ uint64_t mitchell(uint64_t a, uint64_t b)
     b &= amsim_low_mask(AMSIM_BITS);
     if (a == 0 || b == 0)
         return 0;
-    k1 = amsim_msb64(a);
-    k2 = amsim_msb64(b);
-    x1 = (a - (1ull << k1)) << (F - k1);
-    x2 = (b - (1ull << k2)) << (F - k2);
+    k1 = amsim_log_fixed(a, F, &x1);
+    k2 = amsim_log_fixed(b, F, &x2);
 
     s = x1 + x2;
     e = k1 + k2;

@@ -192,6 +192,17 @@ static inline uint64_t amsim_low_mask(int n)
     return n >= 64 ? ~0ull : (1ull << n) - 1;
 }
 
+/**
+ * The binary logarithm of log multipliers: v = 2^k (1 + x) for v >= 1, with
+ * the fraction x held exactly as F-bit fixed point in *x; returns k (<= F).
+ */
+static inline int amsim_log_fixed(uint64_t v, int F, uint64_t *x)
+{
+    const int k = amsim_msb64(v);
+    *x = (v - (1ull << k)) << (F - k);
+    return k;
+}
+
 /** floor(m * 2^d) for |d| < 64: the exponent scaling of log multipliers. */
 static inline uint64_t amsim_scale_floor(uint64_t m, int d)
 {
