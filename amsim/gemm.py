@@ -11,8 +11,8 @@ is a float32 sum in increasing k. Backends:
     CUDA kernels, compiled once per machine with ``-O3 -march=native`` and
     cached. Same accumulation order as the reference, so results are
     bit-identical to it, deterministic for any thread count, and safe to call
-    from several threads at once (each call owns its buffers; the output is
-    split between threads by columns).
+    from several threads at once (each thread owns its work buffers; the
+    output is split between threads by columns, or by rows when it is narrow).
 ``cuda``
     The bundled CUDA kernels (:mod:`amsim.cuda`), when a GPU is present.
 
@@ -26,6 +26,10 @@ Kernels of the CPU backend (``method``):
     It expands B (vectorising over columns) when A has at least as many rows as
     B has columns, and A otherwise (computing C^T = B^T A^T with the LUT
     transposed, so LUT rows still belong to A's mantissa).
+``lookup`` (M <= 8)
+    The same exact products without the expansion, for GEMMs with too few rows
+    to share it (fewer than 2^M / 2): each product looks its LUT entry up in a
+    LUT row held in registers. Same exactness window.
 ``direct`` (any M <= 12)
     One ``amsim_mul_split`` per product, every rule of numerics.md applied.
 ``model`` (any M, no LUT)
