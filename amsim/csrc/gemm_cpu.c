@@ -151,6 +151,10 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
         r0 = r;  /* the last rows (fewer than 16) go through the general loop below */
     }
 #endif
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+    /* Exponent range kept in vectors across the rows, reduced once at the end. */
+    __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+#endif
     for (int64_t r = r0; r < r1; ++r) {
         for (int64_t c0 = 0; c0 < cols; c0 += kb) {
             const int64_t w = (cols - c0 < kb) ? cols - c0 : kb;
@@ -159,7 +163,6 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
             uint16_t *ir = idx + c0 * rows + r * w;
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
             if (cs == 1) {  /* contiguous rows: 16 lanes at a time */
-                __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
                 for (int64_t c = 0; c < w; c += 16) {
                     const __mmask16 lanes = (__mmask16)(w - c >= 16 ? 0xFFFFu : ((1u << (w - c)) - 1u));
                     __m512i i16;
@@ -173,14 +176,17 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                     _mm512_mask_storeu_ps(sr + c, lanes, sc);
                     _mm256_mask_storeu_epi16(ir + c, lanes, _mm512_cvtepi32_epi16(i16));
                 }
-                lo = _mm512_reduce_min_epi32(vlo);
-                hi = _mm512_reduce_max_epi32(vhi);
                 continue;
             }
 #endif
             split_row(xr, cs, w, m, rounding == AMSIM_RNE, sr, ir, &lo, &hi);
         }
     }
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+    const int32_t vl = _mm512_reduce_min_epi32(vlo), vh = _mm512_reduce_max_epi32(vhi);
+    lo = vl < lo ? vl : lo;
+    hi = vh > hi ? vh : hi;
+#endif
     range[0] = lo;
     range[1] = hi;
 }
