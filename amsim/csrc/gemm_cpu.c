@@ -504,24 +504,16 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     return 0;
 }
 
+int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                      const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
+                      int64_t ldc, int64_t j0, int64_t j1);
+
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
 {
-    /* Portable form of the lookup kernel: the same exact products, scalar lookups. */
-    const int64_t P = (int64_t)1 << m;
-    for (int64_t i = 0; i < M; ++i) {
-        float *crow = c + i * ldc;
-        for (int64_t j = j0; j < j1; ++j)
-            crow[j] = 0.0f;
-        for (int64_t k = 0; k < K; ++k) {
-            const float sa = sx[i * K + k];
-            const float *lrow = lut + (int64_t)px[i * K + k] * P;
-            for (int64_t j = j0; j < j1; ++j)
-                crow[j] += sa * (sy[k * N + j] * lrow[qy[k * N + j]]);
-        }
-    }
-    return 0;
+    /* Portable form: inside the exactness window the direct kernel gives the same products. */
+    return amsim_gemm_direct(M, N, K, sx, px, sy, qy, lut, m, AMSIM_MODE_IEEE, c, ldc, j0, j1);
 }
 
 #endif /* __AVX512F__ */
