@@ -453,14 +453,6 @@ def _check_operand(name, x):
     return x
 
 
-def _cuda_available() -> bool:
-    try:
-        from . import cuda
-    except ImportError:  # pragma: no cover
-        return False
-    return cuda.available()
-
-
 def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=False, rounding="truncate",
            mode="ieee", backend="auto", method="auto", threads=None) -> np.ndarray:
     """Approximate matrix product ``a @ b`` with every product replaced by the LUT multiplier.
@@ -480,6 +472,7 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     mode : {"ieee", "approxtrain"}
         ``approxtrain`` reproduces ApproxTrain's simulator in the normal range.
     backend : {"auto", "reference", "cpu", "cuda"}
+        ``auto`` is ``cpu`` for these host arrays.
     method : {"auto", "expand", "direct", "model"}
         CPU kernel (see the module docstring); ``auto`` picks the fastest exact one.
     threads : int, optional
@@ -515,7 +508,9 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     mult = resolve(lut, bits, params=params)
     mult.check(mode)
     if backend == "auto":
-        backend = "cuda" if _cuda_available() and mult.table is not None else "cpu"
+        # numpy arrays live in host memory: a GPU would first need them copied there and back, so
+        # "auto" computes on the CPU; backend="cuda" (or the C ABI on device arrays) uses the GPU.
+        backend = "cpu"
     if not batch:
         return _matmul_2d(a, b, mult, rounding, mode, backend, method, threads)
     out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.float32)
