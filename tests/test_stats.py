@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 import amsim
 from amsim import generate, reference, stats, sweep
 
+import reference_designs as ref
+
 
 @pytest.fixture(scope="module")
 def models():
@@ -227,3 +229,8 @@ def test_statistics_are_identical_for_any_thread_count(samples):
 def test_monte_carlo_depends_on_the_seed():
     cm = amsim.find_model("mbm").compile(16)
     assert stats.int_stats(cm, samples=50_000, seed=1) != stats.int_stats(cm, samples=50_000, seed=2)
+
+
+@pytest.mark.parametrize("m", [1, 3, 5, 7, 8])
+def test_lifted_integer_mitchell_is_the_float_form_of_mitchell(m):
+    np.testing.assert_array_equal(lifted_table("mitchell", m).astype(np.float64), ref.mitchell_float_table(m))
