@@ -256,16 +256,20 @@ static inline __attribute__((always_inline)) void build_tile(int vecs, int P, in
                                                           const float *padded, const __m512i *q,
                                                           const __m512 *s, __m512 *t)
 {
+    /* The index bits that steer the blend tree depend on kk only: test them once, not per p. */
+    __mmask16 b5[X_KB_MAX], b6[X_KB_MAX], b7[X_KB_MAX];
+    for (int kk = 0; kk < kn; ++kk) {
+        b5[kk] = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(32));
+        b6[kk] = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(64));
+        b7[kk] = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(128));
+    }
     for (int p = 0; p < P; ++p) {
         __m512 row[16];
         for (int v = 0; v < vecs; ++v)
             row[v] = _mm512_load_ps(padded + ((int64_t)p * vecs + v) * 16);
-        for (int kk = 0; kk < kn; ++kk) {
-            const __mmask16 b5 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(32));
-            const __mmask16 b6 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(64));
-            const __mmask16 b7 = _mm512_test_epi32_mask(q[kk], _mm512_set1_epi32(128));
-            t[((int64_t)p * kb_size + kk) * X_TILES + tile] = _mm512_mul_ps(s[kk], lookup_row(row, vecs, q[kk], b5, b6, b7));
-        }
+        for (int kk = 0; kk < kn; ++kk)
+            t[((int64_t)p * kb_size + kk) * X_TILES + tile] =
+                _mm512_mul_ps(s[kk], lookup_row(row, vecs, q[kk], b5[kk], b6[kk], b7[kk]));
     }
 }
 
