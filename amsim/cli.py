@@ -290,9 +290,8 @@ def cmd_generate(args) -> int:
             model.check_bits(bits)
         else:
             generate.mantissa_width(model, bits)
-    cpus = len(os.sched_getaffinity(0))
-    jobs_n = args.jobs or min(2, cpus, len(selected))
-    threads = max(1, cpus // jobs_n)
+    jobs_n = _jobs(args, len(selected))
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs_n)
     show_progress = "" if sys.stderr.isatty() else None
     jobs = []
     for model, params in selected:
@@ -331,19 +330,9 @@ def cmd_generate(args) -> int:
         print(json.dumps({"luts": rows, "failed": {n: str(e) for n, e in failures}}, indent=1))
     else:
         if rows:
-            print(format_table(rows, _generate_columns(fmt)))
+            print(format_table(rows, width_label="n" if fmt == "tfapprox" else "M"))
             print(f"\nwrote {len(written)} file(s) to {args.out}/")
-    for name, exc in failures:
-        print(f"amsim: error: {name}: {exc}", file=sys.stderr)
-    return 1 if failures else 0
-
-
-def _generate_columns(fmt):
-    columns = [("model", "model", "{}"), ("M" if fmt != "tfapprox" else "n", "bits", "{}"),
-               ("ref", "reference", "{}"), ("mean|RE| %", "mean_abs_re", "{:.4f}"), ("bias %", "mean_re", "{:+.4f}"),
-               ("peak|RE| %", "max_abs_re", "{:.4f}"), ("std RE %", "std_re", "{:.4f}"),
-               ("err rate %", "error_rate", "{:.2f}"), ("pairs", "pairs", "{}")]
-    return columns
+    return _report_failures(failures)
 
 
 def cmd_stats(args) -> int:
@@ -370,7 +359,7 @@ def cmd_stats(args) -> int:
         print(json.dumps(result, indent=1))
         return 0
     label = result["model"] + "".join(f" {k}={v}" for k, v in params.items())
-    print(format_table([{**result, "model": label}]))
+    print(format_table([{**result, "model": label}], width_label="n" if result["reference"] == "integer" else "M"))
     if not result["exhaustive"]:
         print(f"\nMonte Carlo: {result['samples']} pairs, seed {result['seed']}")
     extra = {k: result[k] for k in ("mean_error", "mae", "wce", "mse", "nmed", "nmed_denominator")}

@@ -127,9 +127,12 @@ def mantissa_stats(m: int, *, table=None, cm=None, reference="truncated", roundi
     return _sampling(result, samples, seed)
 
 
-def format_table(rows: list[dict], columns=None) -> str:
-    """A plain-text table for people: ratios shown in %, one row per model configuration."""
-    columns = columns or [("model", "model", "{}"), ("M", "bits", "{}"), ("ref", "reference", "{}"),
+def format_table(rows: list[dict], columns=None, *, width_label="M") -> str:
+    """A plain-text table for people: ratios shown in %, one row per model configuration.
+
+    ``width_label`` heads the width column: ``M`` for mantissa multipliers, ``n`` for integer ones.
+    """
+    columns = columns or [("model", "model", "{}"), (width_label, "bits", "{}"), ("ref", "reference", "{}"),
                           ("mean|RE| %", "mean_abs_re", "{:.4f}"), ("bias %", "mean_re", "{:+.4f}"),
                           ("peak|RE| %", "max_abs_re", "{:.4f}"), ("std RE %", "std_re", "{:.4f}"),
                           ("err rate %", "error_rate", "{:.2f}"), ("pairs", "pairs", "{}")]
