@@ -54,7 +54,7 @@ def _widths(bits):
     return format_widths(bits)
 
 
-def _describe(model, params) -> dict:
+def _describe(model) -> dict:
     return {"description": model.description, "citation": model.citation, "kind": model.kind,
             "source": str(model.path)}
 
@@ -88,7 +88,7 @@ def mantissa_lut(model, m: int, params=None, *, rounding="truncate", samples=Non
         "full": stats.mantissa_stats(m, reference="full", rounding=rounding, samples=samples, seed=seed,
                                      **common),
     }
-    meta = _describe(model, params)
+    meta = _describe(model)
     if model.kind == "int":
         meta.update(lifted=True, int_bits=m + 1)
     meta["zeros_as_exact"] = bool(zeros_as_exact)
@@ -107,7 +107,7 @@ def integer_lut(model, n: int, params=None, *, zeros_as_exact=False, threads=Non
     label = None if progress is None else f"{model.name} {n}-bit"
     table = sweep.integer_table(cm, threads=threads, progress=label)
     result = {"integer": stats.int_stats(cm, zeros_as_exact=zeros_as_exact, threads=threads, progress=label)}
-    meta = _describe(model, params)
+    meta = _describe(model)
     meta["signed"] = model.signed
     return LUT(table=table, bits=n, kind="integer", model=model.name, params=params,
                source_sha256=model.source_sha256, stats=result, meta=meta)
@@ -123,7 +123,7 @@ def characterise(model, bits: int, params=None, *, as_float=False, reference="tr
     model otherwise gets integer statistics at operand width ``bits``.
     """
     params = model.resolve_params(params)
-    label = None if progress is None else f"{model.name}"
+    label = None if progress is None else model.name
     if model.kind == "int" and not as_float:
         cm = model.compile(bits, params)
         result = stats.int_stats(cm, samples=samples, seed=seed, zeros_as_exact=zeros_as_exact,
@@ -131,12 +131,10 @@ def characterise(model, bits: int, params=None, *, as_float=False, reference="tr
         reference = "integer"
     else:
         cm = compile_for_mantissa(model, bits, params)
-        table = None
-        if reference == "truncated" and samples is None or bits <= 8:
-            if bits > MAX_LUT_BITS:
-                samples = samples or stats.DEFAULT_SAMPLES
-            else:
-                table = sweep.significand_table(cm, bits, threads=threads, progress=label)
+        # A LUT serves the exhaustive truncated reference, and is the cheap way to sample small M;
+        # without one (M > 12) mantissa_stats calls the model on seeded samples.
+        wants_table = bits <= MAX_LUT_BITS and ((reference == "truncated" and samples is None) or bits <= 8)
+        table = sweep.significand_table(cm, bits, threads=threads, progress=label) if wants_table else None
         result = stats.mantissa_stats(bits, table=table, cm=cm, reference=reference, rounding=rounding,
                                       samples=samples, seed=seed, zeros_as_exact=zeros_as_exact,
                                       threads=threads, progress=label)
