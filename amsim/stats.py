@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 from . import sweep
-from .sweep import (MAX_RE, MIN_RE, N, N_ERR, N_NONZERO, SUM_ABS_E, SUM_ABS_RE, SUM_E, SUM_E2, SUM_RE,
+from .sweep import (DEFAULT_SAMPLES, MAX_RE, MIN_RE, N, N_ERR, N_NONZERO, SUM_ABS_E, SUM_ABS_RE, SUM_E, SUM_E2, SUM_RE,
                     SUM_RE2, WCE)
 
 __all__ = ["METRIC_KEYS", "metrics_from_moments", "int_stats", "mantissa_stats", "DEFAULT_SAMPLES"]
@@ -33,8 +33,6 @@ __all__ = ["METRIC_KEYS", "metrics_from_moments", "int_stats", "mantissa_stats",
 METRIC_KEYS = ("pairs", "exhaustive", "mean_re", "mean_abs_re", "max_abs_re", "min_re", "max_re", "std_re",
                "error_rate", "mean_error", "mae", "wce", "mse", "nmed", "nmed_denominator")
 
-#: Monte Carlo sample count when none is given.
-DEFAULT_SAMPLES = 1 << 22
 
 
 def metrics_from_moments(acc, *, exhaustive: bool, nmed_denominator: float, zeros_as_exact=False) -> dict:

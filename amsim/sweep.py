@@ -27,7 +27,7 @@ from numba.extending import intrinsic
 
 __all__ = [
     "default_threads", "run_chunks", "int_grid", "float_grid", "significand_table", "integer_table",
-    "int_stats_moments", "mantissa_stats_moments", "NACC",
+    "int_stats_moments", "mantissa_stats_moments", "NACC", "DEFAULT_SAMPLES",
 ]
 
 
@@ -177,11 +177,8 @@ def significand_table(cm, m: int, *, threads=None, progress=None) -> np.ndarray:
         raise ValueError(f"lifting to M={m} needs an unsigned integer model compiled at {m + 1} bits")
     base = 1 << m
     ints = int_grid(cm, range(base, 2 * base), range(base, 2 * base), threads=threads, progress=progress)
-    if cm.bits == 32:  # pragma: no cover - M <= 23 keeps the width at 24 bits
-        ints = ints.view(np.uint64)
+    # M <= 23: operands of at most 24 bits, products below 2^48, exact in float64.
     table = np.ldexp(ints.astype(np.float64), -2 * m)
-    if not np.array_equal(ints.astype(np.float64), ints):  # beyond 2^53: float64 itself rounded
-        raise ValueError("lifted model returned integers too large to represent exactly")
     as32 = table.astype(np.float32)
     return as32 if np.array_equal(as32, table) else table
 
@@ -205,6 +202,9 @@ def integer_table(cm, *, threads=None, progress=None) -> np.ndarray:
 # Error moments (turned into metrics by amsim.stats)
 # ----------------------------------------------------------------------------------------------
 
+#: Monte Carlo sample count when none is given.
+DEFAULT_SAMPLES = 1 << 22
+
 #: Accumulator layout, one float64 slot each.
 N, N_NONZERO, SUM_RE, SUM_ABS_RE, SUM_RE2, MIN_RE, MAX_RE, N_ERR, SUM_E, SUM_ABS_E, SUM_E2, WCE, MAX_P = range(13)
 NACC = 13
@@ -217,17 +217,17 @@ def new_moments(n_chunks: int) -> np.ndarray:
     return acc
 
 
+_SUMS = [N, N_NONZERO, SUM_RE, SUM_ABS_RE, SUM_RE2, N_ERR, SUM_E, SUM_ABS_E, SUM_E2]
+_MAXIMA = [MAX_RE, WCE, MAX_P]
+
+
 def combine_moments(acc: np.ndarray) -> np.ndarray:
-    """Reduce per-chunk moments in chunk order (deterministic for any thread count)."""
-    total = np.zeros(NACC)
-    total[MIN_RE], total[MAX_RE] = np.inf, -np.inf
-    for row in acc:
-        for k in (MIN_RE,):
-            total[k] = min(total[k], row[k])
-        for k in (MAX_RE, WCE, MAX_P):
-            total[k] = max(total[k], row[k])
-        for k in (N, N_NONZERO, SUM_RE, SUM_ABS_RE, SUM_RE2, N_ERR, SUM_E, SUM_ABS_E, SUM_E2):
-            total[k] += row[k]
+    """Reduce per-chunk moments, rows in chunk order (deterministic for any thread count)."""
+    total = new_moments(1)[0]
+    if len(acc):
+        total[_SUMS] = acc[:, _SUMS].sum(axis=0)
+        total[_MAXIMA] = acc[:, _MAXIMA].max(axis=0)
+        total[MIN_RE] = acc[:, MIN_RE].min()
     return total
 
 
@@ -432,7 +432,7 @@ def mantissa_stats_moments(m: int, *, table=None, cm=None, reference="truncated"
         raise ValueError(f"rounding must be 'truncate' or 'rne', not {rounding!r}")
     full = reference == "full"
     span = 1 << (23 if full else m)
-    sizes = _sample_chunks(samples if samples is not None else 1 << 22)
+    sizes = _sample_chunks(samples if samples is not None else DEFAULT_SAMPLES)
     acc = new_moments(len(sizes))
 
     def work(c):
