@@ -19,6 +19,7 @@ from multiprocessing.connection import wait
 from . import errors, stats, sweep
 from .errors import AmsimError, ModelCrashed, RangeError
 from .lut import LUT
+from .models import format_widths
 
 __all__ = ["MAX_LUT_BITS", "mantissa_width", "compile_for_mantissa", "mantissa_lut", "integer_lut", "characterise",
            "run_isolated", "run_batch"]
@@ -39,19 +40,13 @@ def mantissa_width(model, m: int) -> int:
                          "unsigned integer model")
     if m + 1 not in model.bits:
         raise RangeError(f"integer model {model.name!r} lifted to M={m} needs operand width {m + 1}, "
-                         f"but it supports widths {_widths(model.bits)}")
+                         f"but it supports widths {format_widths(model.bits)}")
     return m + 1
 
 
 def compile_for_mantissa(model, m: int, params=None):
     """Compile ``model`` as an M-bit mantissa multiplier: float models at M, integer models lifted."""
     return model.compile(mantissa_width(model, m), params)
-
-
-def _widths(bits):
-    from .models import format_widths
-
-    return format_widths(bits)
 
 
 def _describe(model) -> dict:
