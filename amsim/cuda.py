@@ -144,9 +144,10 @@ def library():
         raise CudaError(f"this nvcc cannot compile for the GPU's sm_{arch}")
     lib = ctypes.CDLL(str(build([arch if arch in candidates else max(candidates)])))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.amsim_cuda_split.argtypes = [ptr, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr]
-    lib.amsim_cuda_gemm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ctypes.c_int, ctypes.c_int,
-                                    ctypes.c_int, ptr, i64, ptr]
+    c_int = ctypes.c_int
+    lib.amsim_cuda_split.argtypes = [ptr, i64, i64, i64, i64, c_int, c_int, ptr, ptr, ptr, ptr]
+    lib.amsim_cuda_gemm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int, c_int, c_int, c_int,
+                                    c_int, ptr, i64, ptr]
     lib.amsim_cuda_malloc.argtypes = [ctypes.POINTER(ptr), ctypes.c_size_t]
     lib.amsim_cuda_free.argtypes = [ptr]
     lib.amsim_cuda_to_device.argtypes = [ptr, ptr, ctypes.c_size_t]
@@ -181,9 +182,12 @@ def _upload(lib, array, buffers):
 
 
 def matmul_2d(a, b, mult, *, rounding="truncate", mode="ieee") -> np.ndarray:
-    """C = a (x) b on the GPU for numpy float32 operands; equals the CPU backend bit for bit."""
-    from .gemm import _expand_is_exact
+    """C = a (x) b on the GPU for numpy float32 operands; equals the CPU backend bit for bit.
 
+    The split kernels reduce each operand's exponent range on the device and
+    the GEMM kernel tests the exactness window there, so nothing but the
+    result comes back to the host.
+    """
     if mult.table is None:
         raise CudaError("the CUDA backend needs a LUT (M <= 12); model mode runs on the CPU only")
     lib = library()
@@ -197,29 +201,21 @@ def matmul_2d(a, b, mult, *, rounding="truncate", mode="ieee") -> np.ndarray:
         da, db, dlut = (_upload(lib, x, buffers) for x in (a, b, mult.table))
         split = []
         for dx, (rows, cols) in ((da, a.shape), (db, b.shape)):
-            scale = _DeviceBuffer(lib, rows * cols * 4)
-            idx = _DeviceBuffer(lib, rows * cols * 2)
-            buffers += [scale, idx]
+            scale, idx, exponents = (_DeviceBuffer(lib, size) for size in (rows * cols * 4, rows * cols * 2, 8))
+            buffers += [scale, idx, exponents]
             _check(lib, lib.amsim_cuda_split(dx.ptr, rows, cols, cols, 1, mult.bits, int(rounding == "rne"),
-                                             scale.ptr, idx.ptr, None))
-            split.append((scale, idx))
-        fast = mult.expandable and _expand_is_exact(mult, _host_exponents(a, mult.bits, rounding),
-                                                    _host_exponents(b, mult.bits, rounding), mode)
+                                             scale.ptr, idx.ptr, exponents.ptr, None))
+            split.append((scale, idx, exponents))
+        (sa, pa, ra), (sb, pb, rb) = split
+        v_lo, v_hi = mult.table_exponents if mult.expandable else (1, 0)
         dc = _DeviceBuffer(lib, out.nbytes)
         buffers.append(dc)
-        _check(lib, lib.amsim_cuda_gemm(m_rows, n, k, split[0][0].ptr, split[0][1].ptr, split[1][0].ptr,
-                                        split[1][1].ptr, dlut.ptr, mult.bits, int(mode == "approxtrain"),
-                                        int(fast), dc.ptr, n, None))
+        _check(lib, lib.amsim_cuda_gemm(m_rows, n, k, sa.ptr, pa.ptr, ra.ptr, sb.ptr, pb.ptr, rb.ptr, dlut.ptr,
+                                        mult.bits, v_lo, v_hi, int(mode == "approxtrain"), int(mult.expandable),
+                                        dc.ptr, n, None))
         _check(lib, lib.amsim_cuda_synchronize())
         _check(lib, lib.amsim_cuda_to_host(out.ctypes.data, dc.ptr, out.nbytes))
     finally:
         for buf in buffers:
             buf.free()
     return out
-
-
-def _host_exponents(x, m, rounding):
-    from .gemm import _cpu_lib, _split
-
-    ffi, lib = _cpu_lib()
-    return _split(ffi, lib, x, m, rounding).exponents

@@ -22,18 +22,22 @@ Kernels of the CPU backend (``method``):
     The LUT is expanded into one operand so the inner loop is a contiguous,
     vectorised multiply-add. Used when it is exact: LUT entries positive and
     finite, and the operands' exponents inside a window where every expanded
-    entry and every product is a normal float32 (:func:`_expand_is_exact`).
-    It expands B (vectorising over columns) when A has at least as many rows as
-    B has columns, and A otherwise (computing C^T = B^T A^T with the LUT
-    transposed, so LUT rows still belong to A's mantissa).
+    entry and every product is a normal float32 (``amsim_window_exact`` in
+    amsim_product.h).
 ``lookup`` (M <= 8)
-    The same exact products without the expansion, for GEMMs with too few rows
-    to share it (fewer than 2^M / 2): each product looks its LUT entry up in a
-    LUT row held in registers. Same exactness window.
+    The same exact products without the expansion: each product looks its LUT
+    entry up in a LUT row held in registers. For GEMMs with too few rows to
+    share an expansion. Same exactness window.
 ``direct`` (any M <= 12)
     One ``amsim_mul_split`` per product, every rule of numerics.md applied.
 ``model`` (any M, no LUT)
     Each product calls the compiled C model (M > 12, where no LUT fits).
+
+With ``method="auto"`` a cost model (:func:`_fast_plan`, fitted by
+``scripts/bench_gemm.py --calibrate``) picks the fast kernel, its orientation
+(along B's columns, or along A's rows by computing C^T = B^T A^T with the LUT
+transposed) and whether to use several threads; operands outside the window
+fall back to ``direct``. Small GEMMs run in one C call on the calling thread.
 """
 
 from __future__ import annotations
@@ -115,6 +119,25 @@ class Multiplier:
         """The LUT transposed (row = B's mantissa), for kernels that swap the operands."""
         return np.ascontiguousarray(self.table.T)
 
+    def padded(self, transposed: bool = False) -> np.ndarray:
+        """The LUT (or its transpose) as the fast kernels read it, built once per multiplier.
+
+        Rows ``amsim_lut_stride(M)`` entries apart (at least 32, zeros past 2^M),
+        64-byte aligned (the kernels load whole rows into vector registers).
+        """
+        key = "_padded_t" if transposed else "_padded"
+        out = self.__dict__.get(key)
+        if out is None:
+            table = self.table_t if transposed else self.table
+            n = 1 << self.bits
+            stride = _cpu_lib()[1].amsim_lut_stride(self.bits)
+            raw = np.zeros(n * stride + 16, np.float32)
+            start = (-raw.ctypes.data % 64) // 4
+            out = raw[start:start + n * stride].reshape(n, stride)
+            out[:, :n] = table
+            self.__dict__[key] = out
+        return out
+
     @functools.cached_property
     def expandable(self) -> bool:
         """True when every entry is positive and finite: the expand kernel is exact for it."""
@@ -189,11 +212,17 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range);
 int amsim_expand_kb(int m);
+int amsim_lut_stride(int m);
+int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode);
+int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
+                     const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
+                     int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
+                     int transpose_c);
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t j0, int64_t j1);
 int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
@@ -260,34 +289,39 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-#: Below this many products a GEMM runs in the calling thread.
+#: Below this much work (products, or elements to split) the direct and model kernels and the
+#: operand split run in the calling thread; the fast kernels decide by their cost model.
 _PARALLEL_MIN_WORK = 1 << 20
 
 
 def _run_parts(fn, parts):
-    """Call fn(*part) for every part, in parallel when there are several (each part owns its output)."""
-    if len(parts) <= 1:
+    """Call fn(*part) for every part, in parallel when there are several (each part owns its output).
+
+    The calling thread takes the first part itself while the pool wakes up for the others.
+    """
+    if len(parts) <= 1 or threading.current_thread().name.startswith("amsim-gemm"):  # never wait on our own pool
         for part in parts:
             fn(*part)
         return
-    if threading.current_thread().name.startswith("amsim-gemm"):  # never wait on our own pool
-        for part in parts:
-            fn(*part)
-        return
-    for fut in [_pool().submit(fn, *part) for part in parts]:
-        fut.result()
+    futures = [_pool().submit(fn, *part) for part in parts[1:]]
+    try:
+        fn(*parts[0])
+    finally:
+        for fut in futures:
+            fut.result()
 
 
-def _partition(rows, cols, work, threads, col_align):
-    """Split the output between threads: by columns (aligned) when there are enough, else by rows.
+def _partition(rows, cols, threads, col_align, rows_first=False):
+    """Split the output between threads: by columns (aligned) when there are enough, else by rows
+    (``rows_first``: by rows when there are enough, else by columns).
 
     Every output element is still summed by one thread in increasing k, so the
     result does not depend on the partition.
     """
-    if threads <= 1 or work < _PARALLEL_MIN_WORK:
+    if threads <= 1:
         return [(0, rows, 0, cols)]
     tiles = -(-cols // col_align)
-    if tiles >= threads:
+    if tiles >= threads and not (rows_first and rows >= threads):
         per = -(-tiles // threads)
         return [(0, rows, t * col_align, min(cols, (t + per) * col_align)) for t in range(0, tiles, per)]
     per = -(-rows // threads)
@@ -326,58 +360,116 @@ def _split(ffi, lib, x, m, rounding, kb=0, role="x", threads=1) -> _Split:
     arrays live in this thread's workspace for ``role`` until the next call.
     Large operands are split by several threads, each taking a range of rows.
     """
-    rs, cs = x.strides
-    if rs % 4 or cs % 4 or rs < 0 or cs < 0:
-        x = np.ascontiguousarray(x)
-        rs, cs = x.strides
     rows, cols = x.shape
+    x, ptr, rs, cs = _strided(ffi, x)
     scale = _workspace(role + ".scale", rows * cols, np.float32)
     idx = _workspace(role + ".idx", rows * cols, np.uint16)
-    parts = _partition(rows, 1, x.size, threads, 1) if x.size else []
-    ranges = np.empty((max(len(parts), 1), 2), np.int32)
-    ranges[:] = (255, 0)
+    parts = _partition(rows, 1, threads if x.size >= _PARALLEL_MIN_WORK else 1, 1) if x.size else []
+    ranges = ffi.new("int32_t[]", 2 * max(len(parts), 1))
+    ranges[0], ranges[1] = 255, 0
     if parts:
-        # __array_interface__ rather than .ctypes: the latter builds a ctypes object (microseconds)
-        args = (ffi.cast("float *", x.__array_interface__["data"][0]), rows, cols, rs // 4, cs // 4, m, 1 if rounding == "rne" else 0,
-                kb, ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx))
-        out_ranges = ffi.from_buffer("int32_t[]", ranges)
-
-        def part(p, r0, r1):
-            lib.amsim_split_f32(*args, r0, r1, out_ranges + 2 * p)
-
-        _run_parts(part, [(p, r0, r1) for p, (r0, r1, _j0, _j1) in enumerate(parts)])
+        args = (ptr, rows, cols, rs, cs, m,
+                1 if rounding == "rne" else 0, kb, ffi.from_buffer("float[]", scale),
+                ffi.from_buffer("uint16_t[]", idx))
+        if len(parts) == 1:
+            lib.amsim_split_f32(*args, 0, rows, ranges)
+        else:
+            _run_parts(lambda p, r0, r1: lib.amsim_split_f32(*args, r0, r1, ranges + 2 * p),
+                       [(p, r0, r1) for p, (r0, r1, _j0, _j1) in enumerate(parts)])
     if kb <= 0:
         scale, idx = scale.reshape(rows, cols), idx.reshape(rows, cols)
-    lo, hi = int(ranges[:, 0].min()), int(ranges[:, 1].max())
+    found = list(ranges)
+    lo, hi = min(found[0::2]), max(found[1::2])
     return _Split(scale, idx, None if lo > hi else (lo, hi))
 
 
 def _expand_is_exact(mult, rx, ry, mode) -> bool:
-    """True when T = s_y * LUT and s_x * T are normal float32 for every operand pair.
+    """True when the fast kernels give amsim_mul_split's products bit for bit (amsim_window_exact).
 
-    ``rx``, ``ry``: (min, max) biased exponents of the two operands' normal
-    scales (None when an operand has none). Then both multiplications of the
-    expand kernel are exact, and its result equals amsim_mul_split's bit for
-    bit (0, inf and NaN operands included, since the LUT is positive and finite).
+    ``rx``, ``ry``: (min, max) biased exponents of the normal scales of X and
+    Y, the operand the LUT is expanded into (None when an operand has none).
     """
-    if rx is None or ry is None:
-        return True
-    lo_v, hi_v = mult.table_exponents
-    # Unbiased: e_x + e_y + e_v in [-126, 127] for the products, e_y + e_v likewise for T.
-    ok = (ry[0] + lo_v - 254 >= -126 and ry[1] + hi_v - 254 <= 127
-          and rx[0] + ry[0] + lo_v - 381 >= -126 and rx[1] + ry[1] + hi_v - 381 <= 127)
-    if mode == "approxtrain":  # its +0 rule bites where Ea + Eb <= 127
-        ok = ok and rx[0] + ry[0] > 127
-    return ok
+    none = (255, 0)
+    return bool(_cpu_lib()[1].amsim_window_exact_c(rx or none, ry or none, *mult.table_exponents,
+                                                   1 if mode == "approxtrain" else 0))
+
+
+# Cost model of the fast kernels: nanoseconds on one core of a Zen 4, fitted by
+# `scripts/bench_gemm.py --calibrate` (only their ratios matter). Looking 16 entries up in a LUT row
+# held in registers takes one vpermt2ps per 32 entries plus a blend tree: _select_ops(2^M) operations.
+_COST = {"build": 0.57, "build_op": 0.19, "fma": 0.59, "row_k": 0.23, "row_vec": 0.22, "lookup": 1.13,
+         "lookup_op": 0.21, "split": 0.59,
+         "threads": 50_000.0}  # handing work to the pool and waiting for it
+
+
+def _select_ops(p: int) -> int:
+    return max(1, p // 16 - 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int = 1) -> tuple[str, bool, bool]:
+    """The fast kernel ("expand" or "lookup", or ``method`` when forced), orientation and threading.
+
+    Returns (method, swap, parallel): swap computes C^T = B^T A^T, vectorising
+    over A's rows instead of B's columns; parallel runs on ``threads`` threads.
+    Expanding costs 2^M lookups per element of Y and one multiply-add per
+    product; looking up costs one LUT row load per element of X and one lookup
+    per 16 products. Threads split what they do not share (see
+    _cpu_matmul_2d's partition) and cost a start-up. The plan with the least
+    estimated time wins; the result is the same bits whichever it is.
+    """
+    p = 1 << bits
+    c = _COST
+    sel = _select_ops(p)
+    split = (m_rows * k + k * n) * c["split"]
+    best = None
+    for swap in (False, True):
+        rows, cols = (n, m_rows) if swap else (m_rows, n)
+        vec = -(-cols // 16)
+        build = k * vec * p * (c["build"] + sel * c["build_op"])
+        sweep = rows * k * (vec * c["fma"] + c["row_k"])
+        loads = rows * k * max(2, p // 16) * c["row_vec"]
+        looks = rows * k * vec * (c["lookup"] + sel * c["lookup_op"])
+        for name, shared, divided in (("expand", build, sweep), ("lookup", loads, looks)):
+            if method not in ("auto", name):
+                continue
+            plans = [(split + shared + divided, False)]
+            if threads > 1:
+                # each thread takes whole column tiles (expand) or rows (lookup) when there are enough
+                # of them, sharing nothing; otherwise it repeats the build or the LUT row loads
+                enough = vec >= threads if name == "expand" else rows >= threads
+                wall = (shared + divided) / threads if enough else shared + divided / threads
+                plans.append((split / threads + wall + c["threads"], True))
+            for cost, parallel in plans:
+                if best is None or cost < best[0]:
+                    best = (cost, name, swap, parallel)
+    return best[1:]
+
+
+_METHOD_CODES = {"direct": 0, "expand": 1, "lookup": 2}
+
+
+def _strided(ffi, x):
+    """(array, pointer, row stride, column stride) of a 2-D float32 array, strides in elements.
+
+    Strides the kernels cannot take (negative, or not whole elements) get a
+    contiguous copy: the returned array, which must outlive the pointer.
+    """
+    rs, cs = x.strides
+    if rs % 4 or cs % 4 or rs < 0 or cs < 0:
+        x = np.ascontiguousarray(x)
+        rs, cs = x.strides
+    # __array_interface__ rather than .ctypes: the latter builds a ctypes object (microseconds)
+    return x, ffi.cast("float *", x.__array_interface__["data"][0]), rs // 4, cs // 4
 
 
 def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     ffi, lib = _cpu_lib()
     m_rows, k = a.shape
     n = b.shape[1]
-    out = np.zeros((m_rows, n), np.float32)
     if m_rows == 0 or n == 0 or k == 0:
-        return out
+        return np.zeros((m_rows, n), np.float32)
+    out = np.empty((m_rows, n), np.float32)  # every kernel writes every output
     threads = _threads(threads)
     work = m_rows * n * k
     mode_i = 1 if mode == "approxtrain" else 0
@@ -395,23 +487,40 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
             lib.amsim_gemm_model(r1 - r0, n, k, f32(a, r0 * k), k, 1, f32(b), n, 1, mult.bits, rne, mode_i,
                                  cm.address, int(cm.kind == "float"), f32(out, r0 * n), n, j0, j1)
 
-        _run_parts(model_part, _partition(m_rows, n, work * 64, threads, 1))
+        _run_parts(model_part, _partition(m_rows, n, threads if work * 64 >= _PARALLEL_MIN_WORK else 1, 1))
         return out
 
     if method in ("expand", "lookup") and not mult.expandable:
         raise RangeError(f"method={method!r} needs M <= 8 and a LUT of positive finite entries")
-    if method in ("auto", "expand", "lookup") and mult.expandable:
-        # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner
-        # loop runs over: B when A has at least as many rows as B has columns, else A, computing
-        # C^T = B^T A^T with the LUT transposed (its rows stay A's mantissas).
-        if m_rows >= n:
-            xv, yv, table, target = a, b, mult.table, out
-        else:
-            xv, yv, table, target = b.T, a.T, mult.table_t, np.zeros((n, m_rows), np.float32)
-        rows, cols = target.shape
-        forced = method != "auto"
-        if method == "auto":  # expanding costs 2^M lookups per element of Y: it needs rows to share them
-            method = "expand" if rows >= (1 << mult.bits) // 2 else "lookup"
+    forced = method != "auto"
+    if method != "direct" and mult.expandable:
+        # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner loop
+        # runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T with the
+        # LUT transposed (its rows stay X's mantissas).
+        method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads)
+    else:
+        # the direct kernel takes about 16 times as long per product as the fast ones
+        method, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK
+    threads = threads if parallel else 1
+    xv, yv = (b.T, a.T) if swap else (a, b)
+    rows, cols = (n, m_rows) if swap else (m_rows, n)
+    table = mult.table_t if swap else mult.table
+
+    if _partition(rows, cols, threads, 16) == [(0, rows, 0, cols)]:  # one thread: all of it in C
+        xv, x, xrs, xcs = _strided(ffi, xv)
+        yv, y, yrs, ycs = _strided(ffi, yv)
+        fast = method != "direct"
+        rc = lib.amsim_gemm_small(rows, cols, k, x, xrs, xcs, y, yrs, ycs, f32(table),
+                                  f32(mult.padded(swap)) if fast else ffi.NULL, mult.bits,
+                                  *(mult.table_exponents if fast else (0, 0)), rne, mode_i,
+                                  _METHOD_CODES[method], int(forced), f32(out), n, int(swap))
+        if rc != 0:
+            raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
+        return out
+
+    if method != "direct":
+        target = np.empty((rows, cols), np.float32) if swap else out
+        plut = mult.padded(swap)
         kb = lib.amsim_expand_kb(mult.bits) if method == "expand" else 0
         x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x", threads=threads)
         y = _split(ffi, lib, yv, mult.bits, rounding, role="y", threads=threads)
@@ -420,16 +529,18 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
 
             def fast_part(r0, r1, j0, j1):
                 if method == "expand":
-                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), f32(y.scale), u16(y.idx), f32(table),
+                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), f32(y.scale), u16(y.idx), f32(plut),
                             mult.bits, f32(target), cols, r0, r1, j0, j1)
                 else:
                     rc = fn(r1 - r0, cols, k, f32(x.scale, r0 * k), u16(x.idx, r0 * k), f32(y.scale), u16(y.idx),
-                            f32(table), mult.bits, f32(target, r0 * cols), cols, j0, j1)
+                            f32(plut), mult.bits, f32(target, r0 * cols), cols, j0, j1)
                 if rc != 0:
                     raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
 
-            _run_parts(fast_part, _partition(rows, cols, work, threads, 16))
-            if target is not out:
+            # expand builds T once per column panel and lookup loads a LUT row once per row and k:
+            # threads share neither, so each splits the work the way that repeats less of it
+            _run_parts(fast_part, _partition(rows, cols, threads, 16, rows_first=method == "lookup"))
+            if swap:
                 out[...] = target.T
             return out
 
@@ -441,7 +552,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         lib.amsim_gemm_direct(r1 - r0, n, k, f32(sa.scale, r0 * k), u16(sa.idx, r0 * k), f32(sb.scale),
                               u16(sb.idx), f32(mult.table), mult.bits, mode_i, f32(out, r0 * n), n, j0, j1)
 
-    _run_parts(direct_part, _partition(m_rows, n, work * 16, threads, 16))
+    _run_parts(direct_part, _partition(m_rows, n, threads, 16))
     return out
 
 
@@ -503,7 +614,7 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
         raise ShapeError(f"matmul: inner dimensions differ: a {a.shape} and b {b.shape} "
                          f"(K = {a.shape[-1]} vs {b.shape[-2]})")
     try:
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if a.ndim > 2 or b.ndim > 2 else ()
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions do not broadcast: a {a.shape} and b {b.shape}") from None
     mult = resolve(lut, bits, params=params)

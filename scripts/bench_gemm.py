@@ -10,6 +10,7 @@ CPU, threads, the BLAS library and kernel numpy ran, and OPENBLAS_CORETYPE.
 
     .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N]
     .venv/bin/python scripts/bench_gemm.py --backend cuda     # needs a GPU and CuPy
+    .venv/bin/python scripts/bench_gemm.py --calibrate        # refit gemm._COST on this CPU
 
 With ``--backend cuda`` the device kernels (amsim_cuda_gemm, called through its
 C ABI on CuPy device arrays) are timed with CUDA events against cuBLAS SGEMM
@@ -21,11 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import numpy as np
 
 from amsim import gemm
-from benchenv import best_of, environment
+from benchenv import best_of, best_of_pair, environment
 
 BATCH = 64
 
@@ -89,12 +91,18 @@ def main():
     parser.add_argument("--model", default="mitchell")
     parser.add_argument("--bits", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="at least this many timings of each")
+    parser.add_argument("--budget", type=float, default=0.5,
+                        help="repeat small shapes until this many seconds are spent on each")
     parser.add_argument("--quick", action="store_true", help="skip the AlexNet shapes")
     parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="time both fast kernels in both orientations and fit the planner's cost model")
     args = parser.parse_args()
     if args.backend == "cuda":
         return bench_cuda(args)
+    if args.calibrate:
+        return calibrate()
 
     mult = gemm.resolve(args.model, args.bits)
     rng = np.random.default_rng(0)
@@ -103,10 +111,10 @@ def main():
         a, b = operands(m, k, n, ta, tb, rng)
         a_np = a.T if ta else a
         b_np = b.T if tb else b
-        repeat = args.repeat if m * k * n < 5e9 else 1
-        t_np = best_of(lambda: np.matmul(a_np, b_np), repeat)
-        t_am = best_of(lambda: gemm.matmul(a, b, mult, transpose_a=ta, transpose_b=tb, backend="cpu",
-                                           threads=args.threads), repeat)
+        t_np, t_am = best_of_pair(lambda: np.matmul(a_np, b_np),
+                                  lambda: gemm.matmul(a, b, mult, transpose_a=ta, transpose_b=tb, backend="cpu",
+                                                      threads=args.threads),
+                                  min_repeat=args.repeat, budget_s=args.budget)
         results.append({"shape": label, "M": m, "K": k, "N": n, "transpose_a": ta, "transpose_b": tb,
                         "numpy_s": t_np, "approx_s": t_am, "ratio": t_am / t_np,
                         "approx_gmac_per_s": m * k * n / t_am / 1e9})
@@ -119,6 +127,65 @@ def main():
     print(json.dumps({"benchmark": "gemm", "environment": env, "goal": "ratio <= 3 on every shape",
                       "max_ratio": max(ratios), "geomean_ratio": float(np.exp(np.mean(np.log(ratios)))),
                       "results": results}, indent=1))
+
+
+CALIBRATION_SHAPES = [(1024, 256, 256), (256, 1024, 64), (64, 256, 1024), (25, 20000, 6), (6, 20000, 25),
+                      (20000, 25, 6), (6, 25, 20000), (150, 4000, 16), (16, 4000, 150), (512, 64, 512),
+                      (64, 400, 120), (120, 400, 64), (300, 300, 300), (40, 2000, 40), (2000, 40, 40),
+                      (40, 40, 2000), (128, 128, 128), (4000, 150, 16)]
+
+
+def calibrate():
+    """Fit gemm._COST: time every (kernel, orientation) on one thread and solve for the constants.
+
+    The model is linear in the constants (see gemm._fast_plan), plus a per-element split cost and
+    a fixed per-call cost shared by all plans; the fit weights relative errors. "threads" is the
+    median time to hand work to the pool and wait for it. Prints the constants and how much slower
+    the model's choice is than the best measured plan.
+    """
+    rng = np.random.default_rng(0)
+    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "split", "call"]
+    features, times, groups = [], [], []
+    real_plan = gemm._fast_plan
+    try:
+        for bits in (4, 6, 7, 8):
+            mult = gemm.resolve("mitchell", bits)
+            p, sel = 1 << bits, gemm._select_ops(1 << bits)
+            for m, k, n in CALIBRATION_SHAPES:
+                a = rng.standard_normal((m, k)).astype(np.float32)
+                b = rng.standard_normal((k, n)).astype(np.float32)
+                for method in ("expand", "lookup"):
+                    for swap in (False, True):
+                        gemm._fast_plan = lambda *_args, _p=(method, swap, False): _p
+                        t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 3)
+                        rows, cols = (n, m) if swap else (m, n)
+                        vec = -(-cols // 16)
+                        f = ([k * vec * p, k * vec * p * sel, rows * k * vec, rows * k, 0, 0, 0]
+                             if method == "expand" else
+                             [0, 0, 0, 0, rows * k * max(2, p // 16), rows * k * vec, rows * k * vec * sel])
+                        features.append(f + [m * k + k * n, 1])
+                        times.append(t * 1e9)
+                        groups.append((bits, m, k, n))
+    finally:
+        gemm._fast_plan = real_plan
+    round_trips = []
+    for _ in range(200):  # the pool's start-up cost: two parts that do nothing
+        start = time.perf_counter()
+        gemm._run_parts(lambda _part: None, [(0,), (1,)])
+        round_trips.append(time.perf_counter() - start)
+    x, y = np.array(features, float), np.array(times)
+    coef = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)[0]
+    predicted = x @ coef
+    losses = []
+    for group in sorted(set(groups)):
+        sel = [i for i, g in enumerate(groups) if g == group]
+        chosen = min(sel, key=lambda i: predicted[i])
+        losses.append(times[chosen] / min(times[i] for i in sel))
+    print(json.dumps({"benchmark": "gemm-calibration", "environment": environment(),
+                      "cost_ns": {**{n: round(float(c), 3) for n, c in zip(names, coef)},
+                                  "threads": round(float(np.median(round_trips)) * 1e9)},
+                      "choice_slowdown_max": max(losses),
+                      "choice_slowdown_geomean": float(np.exp(np.mean(np.log(losses))))}, indent=1))
 
 
 def bench_cuda(args):
@@ -137,16 +204,18 @@ def bench_cuda(args):
     for label, m, k, n, _ta, _tb in [("4096^3", 4096, 4096, 4096, False, False)] + shapes(args.quick):
         a = cp.random.standard_normal((m, k), dtype=cp.float32)
         b = cp.random.standard_normal((k, n), dtype=cp.float32)
-        sa, pa = cp.empty((m, k), cp.float32), cp.empty((m, k), cp.uint16)
-        sb, pb = cp.empty((k, n), cp.float32), cp.empty((k, n), cp.uint16)
+        sa, pa, ra = cp.empty((m, k), cp.float32), cp.empty((m, k), cp.uint16), cp.empty(2, cp.int32)
+        sb, pb, rb = cp.empty((k, n), cp.float32), cp.empty((k, n), cp.uint16), cp.empty(2, cp.int32)
         c = cp.empty((m, n), cp.float32)
         ptr = lambda x: ctypes.c_void_p(x.data.ptr)  # noqa: E731
+        v_lo, v_hi = mult.table_exponents
 
         def approx():
-            lib.amsim_cuda_split(ptr(a), m, k, k, 1, mult.bits, 0, ptr(sa), ptr(pa), ctypes.c_void_p(stream.ptr))
-            lib.amsim_cuda_split(ptr(b), k, n, n, 1, mult.bits, 0, ptr(sb), ptr(pb), ctypes.c_void_p(stream.ptr))
-            lib.amsim_cuda_gemm(m, n, k, ptr(sa), ptr(pa), ptr(sb), ptr(pb), ptr(lut), mult.bits, 0, 1, ptr(c), n,
-                                ctypes.c_void_p(stream.ptr))
+            s = ctypes.c_void_p(stream.ptr)
+            lib.amsim_cuda_split(ptr(a), m, k, k, 1, mult.bits, 0, ptr(sa), ptr(pa), ptr(ra), s)
+            lib.amsim_cuda_split(ptr(b), k, n, n, 1, mult.bits, 0, ptr(sb), ptr(pb), ptr(rb), s)
+            lib.amsim_cuda_gemm(m, n, k, ptr(sa), ptr(pa), ptr(ra), ptr(sb), ptr(pb), ptr(rb), ptr(lut), mult.bits,
+                                v_lo, v_hi, 0, 1, ptr(c), n, s)
 
         def timed(fn):
             fn()

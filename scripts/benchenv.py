@@ -38,6 +38,28 @@ def best_of(fn, repeat: int, *, warm_up: bool = True) -> float:
     return min(times)
 
 
+def best_of_pair(baseline, candidate, *, budget_s: float = 0.5, min_repeat: int = 3, max_repeat: int = 200):
+    """Smallest wall times of two functions timed alternately, after a warm-up call of each.
+
+    Alternating keeps both exposed to the same machine load (shared virtual
+    machines drift by tens of per cent within seconds), and small calls are
+    repeated until about ``budget_s`` has passed so their minimum is a stable one.
+    """
+    baseline()
+    candidate()
+    best = [float("inf"), float("inf")]
+    spent, repeat = 0.0, 0
+    while repeat < min_repeat or (spent < budget_s and repeat < max_repeat):
+        for i, fn in enumerate((baseline, candidate)):
+            t0 = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - t0
+            best[i] = min(best[i], elapsed)
+            spent += elapsed
+        repeat += 1
+    return best[0], best[1]
+
+
 def environment() -> dict:
     """CPU, CPUs available, Python, compiler and the BLAS environment variables."""
     return {

@@ -62,9 +62,69 @@ def test_cpu_backend_equals_reference_bit_for_bit(name, method, ab, rounding):
     assert bits_equal(got, expected)
 
 
+PLANS = [(method, swap, parallel) for method in ("expand", "lookup") for swap in (False, True)
+         for parallel in (False, True)]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-parallel' if p[2] else ''}")
+@settings(max_examples=25, deadline=None)
+@given(ab=operands(max_dim=70), rounding=st.sampled_from(["truncate", "rne"]))
+def test_every_plan_of_the_planner_gives_the_reference_bits(plan, ab, rounding):
+    """Whichever kernel, orientation and threading the cost model picks, the bits are the same."""
+    a, b = ab
+    expected = reference.approx_matmul(a, b, TABLES["mitchell"], 7, rounding=rounding)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        got = gemm.matmul(a, b, TABLES["mitchell"], rounding=rounding, threads=2)
+    assert bits_equal(got, expected)
+
+
+@pytest.mark.parametrize("m_rows,k,n,expected", [
+    (1024, 1024, 1024, ("expand", False, True)),   # many rows share each expanded entry
+    (6, 50176, 25, ("lookup", False, True)),      # LeNet conv1 filter gradient, C^T: few rows, huge K
+    (25, 50176, 6, ("lookup", True, True)),       # the same GEMM as the user writes it: swapped
+    (64, 84, 10, ("lookup", True, False)),        # a small dense layer: one thread
+])
+def test_planner_picks_the_kernel_the_shape_needs(m_rows, k, n, expected):
+    assert gemm._fast_plan(m_rows, k, n, 7, "auto", 2) == expected
+
+
+def test_planner_keeps_a_forced_method():
+    assert gemm._fast_plan(1024, 1024, 1024, 7, "lookup", 2)[0] == "lookup"
+    assert gemm._fast_plan(6, 50176, 25, 7, "expand", 2)[0] == "expand"
+
+
 def _exponents(a, b, rounding):
     ffi, lib = gemm._cpu_lib()
     return gemm._split(ffi, lib, a, 7, rounding).exponents, gemm._split(ffi, lib, b, 7, rounding).exponents
+
+
+def _unblock(flat, rows, cols, kb):
+    """The (rows, cols) array from amsim_split_f32's layout in kb-column blocks."""
+    out = np.empty((rows, cols), flat.dtype)
+    for b0 in range(0, cols, kb or max(cols, 1)):
+        w = min(kb or cols, cols - b0)
+        out[:, b0:b0 + w] = flat[b0 * rows:(b0 + w) * rows].reshape(rows, w)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(ab=operands(max_dim=50), transposed=st.booleans(), kb=st.sampled_from([0, 4, 8, 16]),
+       rounding=st.sampled_from(["truncate", "rne"]), m=st.sampled_from([4, 7, 8]))
+def test_operand_split_matches_reference_in_every_layout(ab, transposed, kb, rounding, m):
+    x = ab[0].T if transposed else ab[0]  # a transposed view takes the tile-transposing path
+    ffi, lib = gemm._cpu_lib()
+    got = gemm._split(ffi, lib, x, m, rounding, kb)
+    sign, exponent, index, kind = reference.split_float32(x, m, rounding)
+    rows, cols = x.shape
+    scale = _unblock(np.asarray(got.scale).ravel(), rows, cols, kb)
+    expected = ((sign << 31) | (np.where(kind == reference.KIND_ZERO, 0, exponent) << 23)).astype(np.uint32)
+    is_nan = kind == reference.KIND_NAN
+    assert np.array_equal(np.isnan(scale), is_nan)
+    assert np.array_equal(scale.view(np.uint32)[~is_nan], expected[~is_nan])
+    assert np.array_equal(_unblock(np.asarray(got.idx).ravel(), rows, cols, kb), index)
+    normal = exponent[kind == reference.KIND_NORMAL]
+    assert got.exponents == ((int(normal.min()), int(normal.max())) if normal.size else None)
 
 
 @pytest.mark.parametrize("m", [1, 3, 5, 10, 12])

@@ -36,7 +36,7 @@
  * owns its buffers, so concurrent calls share nothing; they are freed when the
  * thread exits.
  */
-#define WORK_SLOTS 4
+enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, WORK_SLOTS };
 struct work_buffers {
     void *ptr[WORK_SLOTS];
     size_t size[WORK_SLOTS];
@@ -105,6 +105,34 @@ static inline __attribute__((always_inline)) void split_row(const float *restric
     *hi = h;
 }
 
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+/* Transpose a 16 x 16 tile held as 16 row vectors, in place. */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {   /* per 128-bit lane: a0 b0 a1 b1 | a2 b2 a3 b3 */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {   /* u[i + j], lane L: column 4L + j of rows i..i+3 */
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; ++j) {       /* gather lane L of u[j], u[4 + j], u[8 + j], u[12 + j] */
+        const __m512 w1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+        const __m512 w2 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+        const __m512 w3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        const __m512 w4 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(w1, w3, 0xDD);
+        r[4 + j] = _mm512_shuffle_f32x4(w2, w4, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(w2, w4, 0xDD);
+    }
+}
+#endif
+
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range)
@@ -117,38 +145,53 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
     if (rs == 1 && cs != 1) {
         /* A transposed view (rows contiguous in memory): split 16 rows of one column at a time,
-         * reading memory in order, and write each 16 x 16 tile out row by row. */
-        int64_t r = r0;
+         * reading memory in order, transpose each 16 x 16 tile in registers and store it by rows
+         * (a row's columns in one store per k-block they fall in). */
         __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
-        for (; r + 16 <= r1; r += 16) {
+        const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        for (int64_t r = r0; r < r1; r += 16) {
+            const int64_t nr = (r1 - r < 16) ? r1 - r : 16;
+            const __mmask16 lanes = (__mmask16)(nr == 16 ? 0xFFFFu : ((1u << nr) - 1u));
             for (int64_t c0 = 0; c0 < cols; c0 += 16) {
                 const int64_t wc = (cols - c0 < 16) ? cols - c0 : 16;
-                float ts[16][16];
-                uint16_t ti[16][16];
-                for (int64_t c = 0; c < wc; ++c) {
+                __m512 ts[16], ti[16];
+                for (int64_t c = 0; c < 16; ++c) {
+                    if (c >= wc) {
+                        ts[c] = ti[c] = _mm512_setzero_ps();
+                        continue;
+                    }
                     __m512i i16;
                     __mmask16 normal;
-                    const __m512 sc = amsim_split16(_mm512_loadu_ps(x + (c0 + c) * cs + r), m,
-                                                    rounding == AMSIM_RNE, &i16, &normal);
-                    const __m512i ex = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(sc), 23),
+                    ts[c] = amsim_split16(_mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r), m,
+                                          rounding == AMSIM_RNE, &i16, &normal);
+                    ti[c] = _mm512_castsi512_ps(i16);
+                    const __m512i ex = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(ts[c]), 23),
                                                         _mm512_set1_epi32(0xFF));
-                    vlo = _mm512_mask_min_epi32(vlo, normal, vlo, ex);
-                    vhi = _mm512_mask_max_epi32(vhi, normal, vhi, ex);
-                    _mm512_storeu_ps(ts[c], sc);
-                    _mm256_storeu_si256((__m256i *)ti[c], _mm512_cvtepi32_epi16(i16));
+                    vlo = _mm512_mask_min_epi32(vlo, normal & lanes, vlo, ex);
+                    vhi = _mm512_mask_max_epi32(vhi, normal & lanes, vhi, ex);
                 }
-                for (int64_t i = 0; i < 16; ++i)
-                    for (int64_t c = 0; c < wc; ++c) {
-                        const int64_t col = c0 + c, b0 = col - col % kb;
-                        const int64_t w = (cols - b0 < kb) ? cols - b0 : kb;
-                        scale[b0 * rows + (r + i) * w + (col - b0)] = ts[c][i];
-                        idx[b0 * rows + (r + i) * w + (col - b0)] = ti[c][i];
+                transpose16(ts);
+                transpose16(ti);
+                for (int64_t seg = 0; seg < wc;) {
+                    /* columns [col, col + n) lie in the block starting at b0, which is w wide */
+                    const int64_t col = c0 + seg, b0 = col - col % kb;
+                    const int64_t w = (cols - b0 < kb) ? cols - b0 : kb;
+                    const int64_t n = (wc - seg < b0 + w - col) ? wc - seg : b0 + w - col;
+                    const __mmask16 keep = (__mmask16)((1u << n) - 1u);
+                    const __m512i down = _mm512_add_epi32(iota, _mm512_set1_epi32((int)seg));
+                    for (int64_t i = 0; i < nr; ++i) {
+                        const int64_t off = b0 * rows + (r + i) * w + (col - b0);
+                        _mm512_mask_storeu_ps(scale + off, keep, _mm512_permutexvar_ps(down, ts[i]));
+                        _mm256_mask_storeu_epi16(idx + off, keep, _mm512_cvtepi32_epi16(
+                            _mm512_permutexvar_epi32(down, _mm512_castps_si512(ti[i]))));
                     }
+                    seg += n;
+                }
             }
         }
         lo = _mm512_reduce_min_epi32(vlo);
         hi = _mm512_reduce_max_epi32(vhi);
-        r0 = r;  /* the last rows (fewer than 16) go through the general loop below */
+        r0 = r1;
     }
 #endif
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
@@ -189,6 +232,17 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 #endif
     range[0] = lo;
     range[1] = hi;
+}
+
+/*
+ * The fast kernels read the LUT padded: row p at plut + p * amsim_lut_stride(m),
+ * at least 32 entries long (two vectors for vpermt2ps; zeros past 2^M), 64-byte
+ * aligned. The caller builds it once per multiplier (gemm.Multiplier.padded)
+ * rather than once per call: at M = 7 it is 64 KiB, as much work as a small GEMM.
+ */
+int amsim_lut_stride(int m)
+{
+    return m < 5 ? 32 : 1 << m;
 }
 
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
@@ -319,22 +373,18 @@ static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t 
  * split row-major (K x N); c: row-major with leading dimension ldc.
  */
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int P = 1 << m;
-    const int vecs = P < 32 ? 2 : P / 16;            /* LUT row in vectors, padded to >= 32 entries */
+    const int vecs = amsim_lut_stride(m) / 16;       /* a LUT row in vectors */
     const int kb_size = amsim_expand_kb(m);
     const int64_t rows_max = (i1 - i0 < X_ROWS) ? i1 - i0 : X_ROWS;
     /* Buffers sized to the call: small GEMMs stay clear of fresh pages, which cost a fault each. */
-    float *padded = work_buffer(0, sizeof(float) * (size_t)P * vecs * 16);
-    __m512 *t = work_buffer(1, sizeof(__m512) * (size_t)P * kb_size * X_TILES);
-    __m512 *cbuf = work_buffer(2, sizeof(__m512) * (size_t)(rows_max > 0 ? rows_max : 1) * X_TILES);
-    if (!padded || !t || !cbuf)
+    __m512 *t = work_buffer(SLOT_T, sizeof(__m512) * (size_t)P * kb_size * X_TILES);
+    __m512 *cbuf = work_buffer(SLOT_CBUF, sizeof(__m512) * (size_t)(rows_max > 0 ? rows_max : 1) * X_TILES);
+    if (!t || !cbuf)
         return -1;
-    for (int p = 0; p < P; ++p)
-        for (int e = 0; e < vecs * 16; ++e)
-            padded[(int64_t)p * vecs * 16 + e] = e < P ? lut[(int64_t)p * P + e] : 0.0f;
 
     for (int64_t jp = j0; jp < j1; jp += 16 * X_TILES) {
         const int64_t pcols = (j1 - jp < 16 * X_TILES) ? j1 - jp : 16 * X_TILES;
@@ -356,10 +406,10 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                         s[kk] = _mm512_maskz_loadu_ps(cols, sy + off);  /* columns past nb: T = 0 */
                     }
                     switch (vecs) {  /* a constant row length keeps the LUT row in registers */
-                    case 2: build_tile(2, P, kn, kb_size, tile, padded, q, s, t); break;
-                    case 4: build_tile(4, P, kn, kb_size, tile, padded, q, s, t); break;
-                    case 8: build_tile(8, P, kn, kb_size, tile, padded, q, s, t); break;
-                    default: build_tile(16, P, kn, kb_size, tile, padded, q, s, t); break;
+                    case 2: build_tile(2, P, kn, kb_size, tile, plut, q, s, t); break;
+                    case 4: build_tile(4, P, kn, kb_size, tile, plut, q, s, t); break;
+                    case 8: build_tile(8, P, kn, kb_size, tile, plut, q, s, t); break;
+                    default: build_tile(16, P, kn, kb_size, tile, plut, q, s, t); break;
                     }
                 }
                 const float *as = sx + kb * M;   /* this k-block, rows x kn, row-major */
@@ -385,26 +435,68 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
 
 /*
  * AVX-512 lookup kernel, for shapes where expanding the LUT does not pay
- * (fewer rows than about 2^M / 2 to share each expanded entry): for every
- * (i, k), LUT row px(i, k) is loaded into registers and each 16-column vector
- * of B looks up its entries in it directly; C[i, cols] += sx(i, k) *
- * (sy(k, cols) * LUT[px][qy(k, cols)]). Same exactness window, same products,
- * same order as the expand kernel.
+ * (few rows to share each expanded entry): for every (i, k), LUT row px(i, k)
+ * is loaded into registers and each 16-column vector of Y looks up its entries
+ * in it directly; C[i, cols] += sx(i, k) * (sy(k, cols) * LUT[px][qy(k, cols)]).
+ * Same exactness window, same products, same order as the expand kernel.
+ *
+ * L_ROWS rows share each load of Y's indices and scales (and the masks that
+ * steer the blend tree), and k is blocked so that Y's block stays in cache
+ * while the rows sweep it: with K in the tens of thousands (filter gradients)
+ * Y would otherwise stream from memory once per row.
  */
-#define L_COLS 256              /* columns accumulated in registers: 16 vectors */
+#define L_COLS 64               /* columns per chunk: 4 vectors */
+#define L_ROWS 4
+#define L_KB 512                /* k per block: at most 192 KiB of Y */
+
+static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t K, const float *sx,
+                                                            const uint16_t *px, const float *sy,
+                                                            const uint16_t *qy, int64_t N, const float *plut,
+                                                            float *c, int64_t ldc, int64_t i0, int nrows,
+                                                            int64_t jc, int nv, const __mmask16 *mask)
+{
+    for (int64_t kb = 0; kb < K; kb += L_KB) {
+        const int64_t ke = (K - kb < L_KB) ? K : kb + L_KB;
+        __m512 acc[L_ROWS][L_COLS / 16];
+        for (int r = 0; r < nrows; ++r)
+            for (int v = 0; v < nv; ++v)
+                acc[r][v] = kb ? _mm512_maskz_loadu_ps(mask[v], c + (i0 + r) * ldc + jc + 16 * v)
+                               : _mm512_setzero_ps();
+        for (int64_t k = kb; k < ke; ++k) {
+            __m512i q[L_COLS / 16];
+            __m512 sb[L_COLS / 16];
+            __mmask16 b5[L_COLS / 16], b6[L_COLS / 16], b7[L_COLS / 16];
+            for (int v = 0; v < nv; ++v) {
+                const int64_t off = k * N + jc + 16 * v;
+                q[v] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask[v], qy + off));
+                sb[v] = _mm512_maskz_loadu_ps(mask[v], sy + off);
+                b5[v] = _mm512_test_epi32_mask(q[v], _mm512_set1_epi32(32));
+                b6[v] = _mm512_test_epi32_mask(q[v], _mm512_set1_epi32(64));
+                b7[v] = _mm512_test_epi32_mask(q[v], _mm512_set1_epi32(128));
+            }
+            for (int r = 0; r < nrows; ++r) {
+                const int64_t e = (i0 + r) * K + k;
+                const float *lrow = plut + (int64_t)px[e] * vecs * 16;
+                __m512 row[16];
+                for (int w = 0; w < vecs; ++w)
+                    row[w] = _mm512_load_ps(lrow + 16 * w);
+                const __m512 sa = _mm512_set1_ps(sx[e]);
+                for (int v = 0; v < nv; ++v)
+                    acc[r][v] = _mm512_fmadd_ps(sa, _mm512_mul_ps(sb[v], lookup_row(row, vecs, q[v], b5[v], b6[v],
+                                                                                   b7[v])), acc[r][v]);
+            }
+        }
+        for (int r = 0; r < nrows; ++r)
+            for (int v = 0; v < nv; ++v)
+                _mm512_mask_storeu_ps(c + (i0 + r) * ldc + jc + 16 * v, mask[v], acc[r][v]);
+    }
+}
 
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
 {
-    const int P = 1 << m;
-    const int vecs = P < 32 ? 2 : P / 16;
-    float *padded = work_buffer(3, sizeof(float) * (size_t)P * vecs * 16);
-    if (!padded)
-        return -1;
-    for (int p = 0; p < P; ++p)
-        for (int e = 0; e < vecs * 16; ++e)
-            padded[(int64_t)p * vecs * 16 + e] = e < P ? lut[(int64_t)p * P + e] : 0.0f;
+    const int vecs = amsim_lut_stride(m) / 16;
     for (int64_t jc = j0; jc < j1; jc += L_COLS) {
         const int64_t ncols = (j1 - jc < L_COLS) ? j1 - jc : L_COLS;
         const int nv = (int)((ncols + 15) / 16);
@@ -413,29 +505,14 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             const int64_t left = ncols - 16 * v;
             mask[v] = (__mmask16)(left >= 16 ? 0xFFFFu : ((1u << left) - 1u));
         }
-        for (int64_t i = 0; i < M; ++i) {
-            __m512 acc[L_COLS / 16];
-            for (int v = 0; v < nv; ++v)
-                acc[v] = _mm512_setzero_ps();
-            for (int64_t k = 0; k < K; ++k) {
-                __m512 row[16];
-                const float *lrow = padded + (int64_t)px[i * K + k] * vecs * 16;
-                for (int v = 0; v < vecs; ++v)
-                    row[v] = _mm512_load_ps(lrow + 16 * v);
-                const __m512 sa = _mm512_set1_ps(sx[i * K + k]);
-                const int64_t off = k * N + jc;
-                for (int v = 0; v < nv; ++v) {
-                    const __m512i q = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask[v], qy + off + 16 * v));
-                    const __m512 sb = _mm512_maskz_loadu_ps(mask[v], sy + off + 16 * v);
-                    const __mmask16 b5 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(32));
-                    const __mmask16 b6 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(64));
-                    const __mmask16 b7 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(128));
-                    const __m512 t = _mm512_mul_ps(sb, lookup_row(row, vecs, q, b5, b6, b7));
-                    acc[v] = _mm512_fmadd_ps(sa, t, acc[v]);
-                }
+        for (int64_t i = 0; i < M; i += L_ROWS) {
+            const int nrows = (int)((M - i < L_ROWS) ? M - i : L_ROWS);
+            switch (vecs) {  /* a constant row length keeps the LUT row in registers */
+            case 2: lookup_chunk(2, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
+            case 4: lookup_chunk(4, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
+            case 8: lookup_chunk(8, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
+            default: lookup_chunk(16, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
             }
-            for (int v = 0; v < nv; ++v)
-                _mm512_mask_storeu_ps(c + i * ldc + jc + 16 * v, mask[v], acc[v]);
         }
     }
     return 0;
@@ -453,9 +530,11 @@ typedef float v16f_u __attribute__((vector_size(64), aligned(4)));
 static void build_t(float *restrict t, const float *restrict sy, const uint16_t *restrict qy,
                     const float *restrict lut, int p_count, int64_t nb)
 {
-    /* t[p][jj] = sy[jj] * lut[p][qy[jj]]; columns past nb are zero so full vectors can be used. */
+    /* t[p][jj] = sy[jj] * lut[p][qy[jj]]; columns past nb are zero so full vectors can be used.
+     * lut: padded, rows amsim_lut_stride(m) apart. */
+    const int64_t stride = p_count < 32 ? 32 : p_count;
     for (int p = 0; p < p_count; ++p) {
-        const float *restrict row = lut + (int64_t)p * p_count;
+        const float *restrict row = lut + (int64_t)p * stride;
         float *restrict out = t + (int64_t)p * AMSIM_NB;
         for (int64_t jj = 0; jj < nb; ++jj)
             out[jj] = sy[jj] * row[qy[jj]];
@@ -472,12 +551,12 @@ int amsim_expand_kb(int m)
 }
 
 int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     /* Same interface and layout as the AVX-512 kernel (X split in AMSIM_KB-column blocks). */
     const int P = 1 << m;
-    float *t = work_buffer(1, sizeof(float) * (size_t)AMSIM_KB * P * AMSIM_NB);
+    float *t = work_buffer(SLOT_T, sizeof(float) * (size_t)AMSIM_KB * P * AMSIM_NB);
     if (!t)
         return -1;
     for (int64_t jt = j0; jt < j1; jt += AMSIM_NB) {
@@ -485,7 +564,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
         for (int64_t kb = 0; kb < K; kb += AMSIM_KB) {
             const int64_t kn = (K - kb < AMSIM_KB) ? K - kb : AMSIM_KB;
             for (int64_t kk = 0; kk < kn; ++kk)
-                build_t(t + kk * P * AMSIM_NB, sy + (kb + kk) * N + jt, qy + (kb + kk) * N + jt, lut, P, nb);
+                build_t(t + kk * P * AMSIM_NB, sy + (kb + kk) * N + jt, qy + (kb + kk) * N + jt, plut, P, nb);
             const float *as = sx + kb * M;
             const uint16_t *ap = px + kb * M;
             for (int64_t i = i0; i < i1; ++i) {
@@ -508,39 +587,98 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     return 0;
 }
 
-int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1);
+static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                        const float *sy, const uint16_t *qy, const float *lut, int64_t lds, int mode,
+                        float *c, int64_t ldc, int64_t j0, int64_t j1);
 
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
 {
     /* Portable form: inside the exactness window the direct kernel gives the same products. */
-    return amsim_gemm_direct(M, N, K, sx, px, sy, qy, lut, m, AMSIM_MODE_IEEE, c, ldc, j0, j1);
+    direct_rows(M, N, K, sx, px, sy, qy, plut, amsim_lut_stride(m), AMSIM_MODE_IEEE, c, ldc, j0, j1);
+    return 0;
 }
 
 #endif /* __AVX512F__ */
 
-int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1)
+/* The direct kernel on a LUT whose rows are lds entries apart. */
+static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                        const float *sy, const uint16_t *qy, const float *lut, int64_t lds, int mode,
+                        float *c, int64_t ldc, int64_t j0, int64_t j1)
 {
-    const int64_t P = (int64_t)1 << m;
     for (int64_t i = 0; i < M; ++i) {
         float *crow = c + i * ldc;
         for (int64_t j = j0; j < j1; ++j)
             crow[j] = 0.0f;
         for (int64_t k = 0; k < K; ++k) {
             const float sa = sx[i * K + k];
-            const float *lrow = lut + (int64_t)px[i * K + k] * P;
+            const float *lrow = lut + (int64_t)px[i * K + k] * lds;
             const float *syk = sy + k * N;
             const uint16_t *qyk = qy + k * N;
             for (int64_t j = j0; j < j1; ++j)
                 crow[j] += amsim_mul_split(sa, syk[j], lrow[qyk[j]], mode);
         }
     }
+}
+
+int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+                      const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
+                      int64_t ldc, int64_t j0, int64_t j1)
+{
+    direct_rows(M, N, K, sx, px, sy, qy, lut, (int64_t)1 << m, mode, c, ldc, j0, j1);
     return 0;
+}
+
+int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode)
+{
+    return amsim_window_exact(x_range[0], x_range[1], y_range[0], y_range[1], v_lo, v_hi, mode);
+}
+
+/*
+ * A whole GEMM on the calling thread, target = X (x) Y (rows x cols): split,
+ * window test, kernel. Small problems take this path, where orchestrating the
+ * steps from Python would cost more than the arithmetic.
+ *
+ * x, y: strided operands (element strides). method: 0 direct, 1 expand,
+ * 2 lookup; forced: run the fast method without the window test. lut: the
+ * table in this orientation (row = X's mantissa), rows 2^M apart; plut: the
+ * same padded (amsim_lut_stride), for the fast methods. v_lo, v_hi: the LUT
+ * entries' exponent range. The result goes to c (leading dimension ldc), or
+ * transposed (c[j * ldc + i]) when transpose_c is set. Returns 0, or -1 when
+ * out of memory.
+ */
+int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
+                     const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
+                     int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
+                     int transpose_c)
+{
+    const int64_t kb = method == 1 ? amsim_expand_kb(m) : 0;
+    float *xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
+    uint16_t *xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
+    float *ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
+    uint16_t *yi = work_buffer(SLOT_YI, sizeof(uint16_t) * (size_t)(K * cols));
+    float *target = transpose_c ? work_buffer(SLOT_OUT, sizeof(float) * (size_t)(rows * cols)) : c;
+    const int64_t ldt = transpose_c ? cols : ldc;
+    if (!xs || !xi || !ys || !yi || !target)
+        return -1;
+    int32_t rx[2], ry[2];
+    amsim_split_f32(x, rows, K, xrs, xcs, m, rounding, kb, xs, xi, 0, rows, rx);
+    amsim_split_f32(y, K, cols, yrs, ycs, m, rounding, 0, ys, yi, 0, K, ry);
+    int rc = 0;
+    if (method != 0 && (forced || amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode))) {
+        rc = method == 1 ? amsim_gemm_expand(rows, cols, K, xs, xi, ys, yi, plut, m, target, ldt, 0, rows, 0, cols)
+                         : amsim_gemm_lookup(rows, cols, K, xs, xi, ys, yi, plut, m, target, ldt, 0, cols);
+    } else {
+        if (kb)  /* the direct kernel reads X row-major */
+            amsim_split_f32(x, rows, K, xrs, xcs, m, rounding, 0, xs, xi, 0, rows, rx);
+        direct_rows(rows, cols, K, xs, xi, ys, yi, lut, (int64_t)1 << m, mode, target, ldt, 0, cols);
+    }
+    if (rc == 0 && transpose_c)
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < cols; ++j)
+                c[j * ldc + i] = target[i * cols + j];
+    return rc;
 }
 
 typedef float (*amsim_float_model)(float, float);

@@ -9,7 +9,8 @@
  * TensorFlow custom ops, CuPy (RawModule/ctypes) and numba-cuda can call them
  * directly; all return a cudaError_t (0 = success).
  *
- *   amsim_cuda_split      float32 operand (any strides) -> scales + mantissa indices
+ *   amsim_cuda_split      float32 operand (any strides) -> scales + mantissa indices, and the
+ *                         exponent range of its normal scales (device memory, 2 x int32)
  *   amsim_cuda_gemm       C = A (x) B on split operands (row-major, ldc)
  *   amsim_cuda_im2col     NHWC patches for conv2d (rows N*OH*OW, columns KH*KW*C)
  *
@@ -17,9 +18,10 @@
  * steps of 16 through shared memory; the LUT lives in shared memory for
  * M <= 7 (64 KiB; a 256 x 256 table for M = 8 would exceed the 227 KiB a
  * block may have) and is read through the read-only cache otherwise.
- * `fast` selects the exact shortcut sa * (sb * v) that the host may use when
- * every operand's exponent lies in the window where both multiplications are
- * exact (see amsim/gemm.py, _expand_is_exact).
+ * Each block takes the exact shortcut sa * (sb * v) when the operands'
+ * exponent ranges, which the split kernels reduced on the device, lie in the
+ * window where both multiplications are exact (amsim_window_exact, the test
+ * the CPU kernels use): no round trip to the host decides it.
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -34,36 +36,62 @@
 #define THREADS 256
 #define SHARED_LUT_MAX_BITS 7
 
+__global__ void range_init_kernel(int32_t *range)
+{
+    range[0] = 255;  /* empty: lo > hi */
+    range[1] = 0;
+}
+
+/* Splits x and, when range is given, folds the biased exponents of the normal scales into
+ * range[0..1] (min, max): per thread, then per warp, then one atomic per warp. */
 __global__ void split_kernel(const float *__restrict__ x, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
-                             int m, int rounding, float *__restrict__ scale, uint16_t *__restrict__ idx)
+                             int m, int rounding, float *__restrict__ scale, uint16_t *__restrict__ idx,
+                             int32_t *__restrict__ range)
 {
     const int64_t n = rows * cols;
+    int lo = 255, hi = 0;
     for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n; t += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = t / cols, c = t % cols;
         uint32_t i;
-        scale[t] = amsim_split(x[r * rs + c * cs], m, rounding, &i);
+        const float sc = amsim_split(x[r * rs + c * cs], m, rounding, &i);
+        scale[t] = sc;
         idx[t] = (uint16_t)i;
+        if (amsim_scale_is_normal(sc)) {
+            const int e = (int)((amsim_f2u(sc) >> 23) & 0xFFu);
+            lo = min(lo, e);
+            hi = max(hi, e);
+        }
+    }
+    if (range == nullptr)
+        return;
+    for (int offset = 16; offset > 0; offset /= 2) {
+        lo = min(lo, __shfl_down_sync(0xFFFFFFFFu, lo, offset));
+        hi = max(hi, __shfl_down_sync(0xFFFFFFFFu, hi, offset));
+    }
+    if ((threadIdx.x & 31) == 0 && lo <= hi) {
+        atomicMin(range, lo);
+        atomicMax(range + 1, hi);
     }
 }
 
-template <bool SHARED_LUT, bool FAST>
-__global__ void __launch_bounds__(THREADS)
-gemm_kernel(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa, const uint16_t *__restrict__ pa,
-            const float *__restrict__ sb, const uint16_t *__restrict__ pb, const float *__restrict__ lut, int m,
-            int mode, float *__restrict__ c, int64_t ldc)
-{
-    extern __shared__ float shared_lut[];
-    __shared__ float as[BK][BM];
-    __shared__ uint16_t ap[BK][BM];
-    __shared__ float bs[BK][BN];
-    __shared__ uint16_t bp[BK][BN];
+struct tiles {
+    float as[BK][BM];
+    uint16_t ap[BK][BM];
+    float bs[BK][BN];
+    uint16_t bp[BK][BN];
+};
 
+template <bool SHARED_LUT, bool FAST>
+__device__ __forceinline__ void gemm_tile(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa,
+                                          const uint16_t *__restrict__ pa, const float *__restrict__ sb,
+                                          const uint16_t *__restrict__ pb, const float *__restrict__ table, int m,
+                                          int mode, float *__restrict__ c, int64_t ldc, tiles &sh)
+{
+    float (&as)[BK][BM] = sh.as;
+    uint16_t (&ap)[BK][BM] = sh.ap;
+    float (&bs)[BK][BN] = sh.bs;
+    uint16_t (&bp)[BK][BN] = sh.bp;
     const int P = 1 << m;
-    if (SHARED_LUT) {
-        for (int t = threadIdx.x; t < P * P; t += THREADS)
-            shared_lut[t] = lut[t];
-    }
-    const float *table = SHARED_LUT ? shared_lut : lut;
 
     const int64_t row0 = (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
     const int tr = threadIdx.x / (BN / TN), tc = threadIdx.x % (BN / TN);
@@ -110,7 +138,7 @@ gemm_kernel(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa, const
 #pragma unroll
                 for (int j = 0; j < TN; ++j) {
                     const float v = SHARED_LUT ? table[a_p[i] * P + b_p[j]] : __ldg(table + a_p[i] * P + b_p[j]);
-                    /* Both branches give the exact product; FAST only where the host proved it. */
+                    /* Both branches give the exact product; FAST only inside the window. */
                     const float prod = FAST ? __fmul_rn(a_s[i], __fmul_rn(b_s[j], v)) : amsim_mul_split(a_s[i], b_s[j], v, mode);
                     acc[i][j] = __fadd_rn(acc[i][j], prod);
                 }
@@ -125,6 +153,32 @@ gemm_kernel(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa, const
             if (r < M && cc < N)
                 c[r * ldc + cc] = acc[i][j];
         }
+}
+
+/* range_a, range_b: the operands' exponent ranges from amsim_cuda_split; null, or fast_allowed = 0
+ * (a LUT with zero or non-finite entries), always applies every rule of amsim_mul_split. */
+template <bool SHARED_LUT>
+__global__ void __launch_bounds__(THREADS)
+gemm_kernel(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa, const uint16_t *__restrict__ pa,
+            const int32_t *__restrict__ range_a, const float *__restrict__ sb, const uint16_t *__restrict__ pb,
+            const int32_t *__restrict__ range_b, const float *__restrict__ lut, int m, int v_lo, int v_hi, int mode,
+            int fast_allowed, float *__restrict__ c, int64_t ldc)
+{
+    extern __shared__ float shared_lut[];
+    __shared__ tiles sh;
+    const int P = 1 << m;
+    if (SHARED_LUT) {
+        for (int t = threadIdx.x; t < P * P; t += THREADS)
+            shared_lut[t] = lut[t];
+    }
+    const float *table = SHARED_LUT ? shared_lut : lut;
+    /* the same answer in every thread: the branch is uniform */
+    const bool fast = fast_allowed && range_a && range_b &&
+                      amsim_window_exact(range_a[0], range_a[1], range_b[0], range_b[1], v_lo, v_hi, mode);
+    if (fast)
+        gemm_tile<SHARED_LUT, true>(M, N, K, sa, pa, sb, pb, table, m, mode, c, ldc, sh);
+    else
+        gemm_tile<SHARED_LUT, false>(M, N, K, sa, pa, sb, pb, table, m, mode, c, ldc, sh);
 }
 
 __global__ void im2col_kernel(const float *__restrict__ x, int n, int h, int w, int ch, int kh, int kw, int sh,
@@ -155,17 +209,19 @@ int amsim_cuda_device_count(void)
 }
 
 int amsim_cuda_split(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m, int rounding,
-                     float *scale, uint16_t *idx, void *stream)
+                     float *scale, uint16_t *idx, int32_t *range, void *stream)
 {
-    if (rows * cols == 0)
-        return 0;
-    split_kernel<<<grid_for(rows * cols), 256, 0, (cudaStream_t)stream>>>(x, rows, cols, rs, cs, m, rounding, scale, idx);
+    const cudaStream_t s = (cudaStream_t)stream;
+    if (range)
+        range_init_kernel<<<1, 1, 0, s>>>(range);
+    if (rows * cols > 0)
+        split_kernel<<<grid_for(rows * cols), 256, 0, s>>>(x, rows, cols, rs, cs, m, rounding, scale, idx, range);
     return (int)cudaGetLastError();
 }
 
-int amsim_cuda_gemm(int64_t M, int64_t N, int64_t K, const float *sa, const uint16_t *pa, const float *sb,
-                    const uint16_t *pb, const float *lut, int m, int mode, int fast, float *c, int64_t ldc,
-                    void *stream)
+int amsim_cuda_gemm(int64_t M, int64_t N, int64_t K, const float *sa, const uint16_t *pa, const int32_t *range_a,
+                    const float *sb, const uint16_t *pb, const int32_t *range_b, const float *lut, int m, int v_lo,
+                    int v_hi, int mode, int fast_allowed, float *c, int64_t ldc, void *stream)
 {
     if (M == 0 || N == 0)
         return 0;
@@ -173,17 +229,12 @@ int amsim_cuda_gemm(int64_t M, int64_t N, int64_t K, const float *sa, const uint
     const cudaStream_t s = (cudaStream_t)stream;
     if (m <= SHARED_LUT_MAX_BITS) {
         const size_t bytes = sizeof(float) << (2 * m);
-        if (fast) {
-            cudaFuncSetAttribute(gemm_kernel<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-            gemm_kernel<true, true><<<grid, THREADS, bytes, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
-        } else {
-            cudaFuncSetAttribute(gemm_kernel<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-            gemm_kernel<true, false><<<grid, THREADS, bytes, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
-        }
-    } else if (fast) {
-        gemm_kernel<false, true><<<grid, THREADS, 0, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
+        cudaFuncSetAttribute(gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+        gemm_kernel<true><<<grid, THREADS, bytes, s>>>(M, N, K, sa, pa, range_a, sb, pb, range_b, lut, m, v_lo, v_hi,
+                                                       mode, fast_allowed, c, ldc);
     } else {
-        gemm_kernel<false, false><<<grid, THREADS, 0, s>>>(M, N, K, sa, pa, sb, pb, lut, m, mode, c, ldc);
+        gemm_kernel<false><<<grid, THREADS, 0, s>>>(M, N, K, sa, pa, range_a, sb, pb, range_b, lut, m, v_lo, v_hi,
+                                                    mode, fast_allowed, c, ldc);
     }
     return (int)cudaGetLastError();
 }

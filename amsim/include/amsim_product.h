@@ -192,4 +192,27 @@ AMSIM_HD float amsim_mul_split(float sa, float sb, float v, int mode)
     return amsim_u2f(amsim_f2u(r) ^ sign);
 }
 
+/*
+ * The fast kernels' exactness window. They compute a product as s_x * T with
+ * T = s_y * LUT[i][j] (two float32 multiplications, with fused adds): that
+ * equals amsim_mul_split bit for bit when T and every product are normal
+ * float32 numbers, which holds for all operand pairs when
+ *     e_y + e_v         in [-126, 127]   (T)
+ *     e_x + e_y + e_v   in [-126, 127]   (the product)
+ * for the unbiased exponents of every normal operand scale (e_x, e_y) and LUT
+ * entry (e_v; entries positive and finite). Zero, inf and NaN scales then
+ * propagate through the two multiplications as section 2.2 says. Arguments
+ * are biased exponent ranges [lo, hi] (lo > hi: the operand has no normal
+ * scale). ApproxTrain's mode also needs E_x + E_y > 127, where its +0 rule
+ * never bites.
+ */
+AMSIM_HD int amsim_window_exact(int x_lo, int x_hi, int y_lo, int y_hi, int v_lo, int v_hi, int mode)
+{
+    if (x_lo > x_hi || y_lo > y_hi)
+        return 1;
+    const int ok = y_lo + v_lo - 254 >= -126 && y_hi + v_hi - 254 <= 127 &&
+                   x_lo + y_lo + v_lo - 381 >= -126 && x_hi + y_hi + v_hi - 381 <= 127;
+    return ok && (mode != AMSIM_MODE_APPROXTRAIN || x_lo + y_lo > 127);
+}
+
 #endif /* AMSIM_PRODUCT_H */
