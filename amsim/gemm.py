@@ -119,22 +119,22 @@ class Multiplier:
         """The LUT transposed (row = B's mantissa), for kernels that swap the operands."""
         return np.ascontiguousarray(self.table.T)
 
-    def padded(self, transposed: bool = False) -> np.ndarray:
+    def prepared(self, transposed: bool = False) -> np.ndarray:
         """The LUT (or its transpose) as the fast kernels read it, built once per multiplier.
 
-        Rows ``amsim_lut_stride(M)`` entries apart (at least 32, zeros past 2^M),
-        64-byte aligned (the kernels load whole rows into vector registers).
+        ``amsim_prepare_lut``'s layout (padded float rows, and byte planes for
+        AVX512-VBMI lookups), 64-byte aligned.
         """
-        key = "_padded_t" if transposed else "_padded"
+        ffi, lib = _cpu_lib()
+        size = lib.amsim_prepared_bytes(self.bits)  # the layout depends on the build (byte planes or not)
+        key = ("_prepared", transposed, size)
         out = self.__dict__.get(key)
         if out is None:
+            raw = np.empty(size + 64, np.uint8)
+            start = -raw.ctypes.data % 64
+            out = raw[start:start + size]
             table = self.table_t if transposed else self.table
-            n = 1 << self.bits
-            stride = _cpu_lib()[1].amsim_lut_stride(self.bits)
-            raw = np.zeros(n * stride + 16, np.float32)
-            start = (-raw.ctypes.data % 64) // 4
-            out = raw[start:start + n * stride].reshape(n, stride)
-            out[:, :n] = table
+            lib.amsim_prepare_lut(ffi.from_buffer("float[]", table), self.bits, ffi.from_buffer(out))
             self.__dict__[key] = out
         return out
 
@@ -212,7 +212,8 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range);
 int amsim_expand_kb(int m);
-int amsim_lut_stride(int m);
+size_t amsim_prepared_bytes(int m);
+void amsim_prepare_lut(const float *lut, int m, void *out);
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode);
 int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
                      const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
@@ -248,13 +249,19 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-@functools.lru_cache(maxsize=2)
-def _cpu_lib(portable: bool | None = None):
-    """The CPU kernels; ``portable`` (or AMSIM_GEMM_PORTABLE=1) skips the AVX-512 expand kernel."""
-    if portable is None:
-        portable = bool(os.environ.get("AMSIM_GEMM_PORTABLE"))
+#: Builds of the CPU kernels: "native" (-march=native: AVX-512 with VBMI byte-plane lookups where
+#: the CPU has them), "no-vbmi" (the AVX-512 float lookups only) and "portable" (no intrinsics).
+_CPU_VARIANTS = {"native": [], "no-vbmi": ["-mno-avx512vbmi"], "portable": ["-DAMSIM_PORTABLE"]}
+
+
+@functools.lru_cache(maxsize=3)
+def _cpu_lib(variant: str | None = None):
+    """The CPU kernels, built for ``variant`` (default: AMSIM_GEMM_VARIANT, else "native")."""
+    variant = variant or os.environ.get("AMSIM_GEMM_VARIANT") or "native"
+    if variant not in _CPU_VARIANTS:
+        raise ValueError(f"AMSIM_GEMM_VARIANT must be one of {sorted(_CPU_VARIANTS)}, not {variant!r}")
     source = (_CSRC / "gemm_cpu.c").read_text()
-    flags = ["-O3", "-march=native", "-std=gnu11"] + (["-DAMSIM_PORTABLE"] if portable else [])
+    flags = ["-O3", "-march=native", "-std=gnu11"] + _CPU_VARIANTS[variant]
     try:
         module = cbuild.load_cached("_amsim_gemm_cpu", _CDEF, source, flags, key_parts=[_cpu_flags()])
     except cbuild.BuildFailed as exc:  # pragma: no cover - our own source; a toolchain problem
@@ -397,9 +404,10 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # Cost model of the fast kernels: nanoseconds on one core of a Zen 4, fitted by
 # `scripts/bench_gemm.py --calibrate` (only their ratios matter). Looking 16 entries up in a LUT row
 # held in registers takes one vpermt2ps per 32 entries plus a blend tree: _select_ops(2^M) operations.
-_COST = {"build": 0.57, "build_op": 0.19, "fma": 0.59, "row_k": 0.23, "row_vec": 0.22, "lookup": 1.13,
-         "lookup_op": 0.21, "split": 0.59,
-         "threads": 50_000.0}  # handing work to the pool and waiting for it
+_COST = {"build": 1.2, "build_op": 0.043, "fma": 0.61, "row_k": 0.12, "row_vec": 0.19, "lookup": 1.6,
+         "lookup_op": 0.054, "split": 0.6,
+         "threads": 80_000.0}  # handing work to the pool and waiting for it, and the Python steps
+_PANEL = 64  # columns the fast kernels look up at once (X_TILES and L_COLS in gemm_cpu.c)
 
 
 def _select_ops(p: int) -> int:
@@ -435,9 +443,9 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
                 continue
             plans = [(split + shared + divided, False)]
             if threads > 1:
-                # each thread takes whole column tiles (expand) or rows (lookup) when there are enough
-                # of them, sharing nothing; otherwise it repeats the build or the LUT row loads
-                enough = vec >= threads if name == "expand" else rows >= threads
+                # each thread takes whole 64-column panels (expand) or rows (lookup) when there are
+                # enough of them, sharing nothing; otherwise it repeats the build or the LUT row loads
+                enough = -(-cols // _PANEL) >= threads if name == "expand" else rows >= threads
                 wall = (shared + divided) / threads if enough else shared + divided / threads
                 plans.append((split / threads + wall + c["threads"], True))
             for cost, parallel in plans:
@@ -511,7 +519,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         yv, y, yrs, ycs = _strided(ffi, yv)
         fast = method != "direct"
         rc = lib.amsim_gemm_small(rows, cols, k, x, xrs, xcs, y, yrs, ycs, f32(table),
-                                  f32(mult.padded(swap)) if fast else ffi.NULL, mult.bits,
+                                  ffi.from_buffer("float[]", mult.prepared(swap)) if fast else ffi.NULL, mult.bits,
                                   *(mult.table_exponents if fast else (0, 0)), rne, mode_i,
                                   _METHOD_CODES[method], int(forced), f32(out), n, int(swap))
         if rc != 0:
@@ -520,7 +528,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
 
     if method != "direct":
         target = np.empty((rows, cols), np.float32) if swap else out
-        plut = mult.padded(swap)
+        plut = ffi.from_buffer("float[]", mult.prepared(swap))
         kb = lib.amsim_expand_kb(mult.bits) if method == "expand" else 0
         x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x", threads=threads)
         y = _split(ffi, lib, yv, mult.bits, rounding, role="y", threads=threads)
@@ -529,17 +537,18 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
 
             def fast_part(r0, r1, j0, j1):
                 if method == "expand":
-                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), f32(y.scale), u16(y.idx), f32(plut),
+                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), f32(y.scale), u16(y.idx), plut,
                             mult.bits, f32(target), cols, r0, r1, j0, j1)
                 else:
                     rc = fn(r1 - r0, cols, k, f32(x.scale, r0 * k), u16(x.idx, r0 * k), f32(y.scale), u16(y.idx),
-                            f32(plut), mult.bits, f32(target, r0 * cols), cols, j0, j1)
+                            plut, mult.bits, f32(target, r0 * cols), cols, j0, j1)
                 if rc != 0:
                     raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
 
             # expand builds T once per column panel and lookup loads a LUT row once per row and k:
-            # threads share neither, so each splits the work the way that repeats less of it
-            _run_parts(fast_part, _partition(rows, cols, threads, 16, rows_first=method == "lookup"))
+            # threads share neither, so each splits the work the way that repeats less of it (whole
+            # panels: 64 columns, one byte-plane lookup, see gemm_cpu.c)
+            _run_parts(fast_part, _partition(rows, cols, threads, _PANEL, rows_first=method == "lookup"))
             if swap:
                 out[...] = target.T
             return out

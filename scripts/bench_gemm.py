@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -86,6 +87,16 @@ def blas_info():
         return "threadpoolctl not installed"
 
 
+def kernel_build() -> str:
+    """Which instructions the CPU kernels were built with (gemm._CPU_VARIANTS, -march=native)."""
+    variant = os.environ.get("AMSIM_GEMM_VARIANT") or "native"
+    flags = gemm._cpu_flags().split()
+    if variant == "portable" or "avx512f" not in flags:
+        return f"{variant}: portable C"
+    vbmi = "avx512vbmi" in flags and variant == "native"
+    return f"{variant}: AVX-512" + (" with VBMI byte-plane lookups" if vbmi else " float lookups")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mitchell")
@@ -123,7 +134,7 @@ def main():
     ratios = [r["ratio"] for r in results]
     env = {**environment(), "threads": args.threads or gemm._threads(None), "blas": blas_info(),
            "numpy": np.__version__, "multiplier": f"{args.model} M={args.bits}",
-           "kernel": "AVX-512 expand" if "avx512f" in gemm._cpu_flags() else "portable expand"}
+           "kernel": kernel_build()}
     print(json.dumps({"benchmark": "gemm", "environment": env, "goal": "ratio <= 3 on every shape",
                       "max_ratio": max(ratios), "geomean_ratio": float(np.exp(np.mean(np.log(ratios)))),
                       "results": results}, indent=1))

@@ -79,6 +79,20 @@ def test_every_plan_of_the_planner_gives_the_reference_bits(plan, ab, rounding):
     assert bits_equal(got, expected)
 
 
+@pytest.mark.parametrize("m", [2, 5, 6, 8])
+@pytest.mark.parametrize("plan", [p for p in PLANS if not p[2]], ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}")
+def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
+    """Row lengths 4..256 take different lookup code (blend trees, 64-entry byte-plane lookups)."""
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((37, 50)).astype(np.float32)
+    b = rng.standard_normal((50, 70)).astype(np.float32)  # 70 columns: partial 16- and 64-wide blocks
+    table = lut_table("mitchell", m)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        got = gemm.matmul(a, b, table)
+    assert bits_equal(got, reference.approx_matmul(a, b, table, m))
+
+
 @pytest.mark.parametrize("m_rows,k,n,expected", [
     (1024, 1024, 1024, ("expand", False, True)),   # many rows share each expanded entry
     (6, 50176, 25, ("lookup", False, True)),      # LeNet conv1 filter gradient, C^T: few rows, huge K
@@ -305,10 +319,11 @@ def test_lut_with_zero_entries_uses_the_exact_direct_kernel():
     assert np.isinf(gemm.matmul(a, b, table)[0, 0])
 
 
-def test_portable_expand_kernel_equals_reference(monkeypatch):
-    """The kernel for CPUs without AVX-512 (forced here) gives the same bits."""
+@pytest.mark.parametrize("variant", ["portable", "no-vbmi"])
+def test_kernels_built_for_other_cpus_equal_reference(monkeypatch, variant):
+    """The builds for CPUs without AVX-512, or without VBMI (forced here), give the same bits."""
     build = gemm._cpu_lib
-    monkeypatch.setattr(gemm, "_cpu_lib", lambda: build(True))
+    monkeypatch.setattr(gemm, "_cpu_lib", lambda: build(variant))
     rng = np.random.default_rng(10)
     for shape in [(40, 33, 300), (300, 20, 17)]:
         a = rng.standard_normal(shape[:2]).astype(np.float32)

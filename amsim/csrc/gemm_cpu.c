@@ -235,14 +235,57 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 }
 
 /*
- * The fast kernels read the LUT padded: row p at plut + p * amsim_lut_stride(m),
- * at least 32 entries long (two vectors for vpermt2ps; zeros past 2^M), 64-byte
- * aligned. The caller builds it once per multiplier (gemm.Multiplier.padded)
- * rather than once per call: at M = 7 it is 64 KiB, as much work as a small GEMM.
+ * The fast kernels' LUT, prepared once per multiplier (gemm.Multiplier.prepared)
+ * rather than once per call (at M = 7 it is 64 KiB, as much work as a small
+ * GEMM), 64-byte aligned:
+ *   - the rows as floats, row p at plut + p * amsim_lut_stride(m): at least 32
+ *     entries (two vectors for vpermt2ps), zeros past 2^M;
+ *   - then, where the kernels use AVX512-VBMI, the rows again as four byte
+ *     planes (plane b holds byte b of every entry) of plane_width(m) bytes, so
+ *     that vpermi2b looks up 64 entries at once (vbmi_lookup64).
  */
+#if defined(__AVX512VBMI__) && defined(__AVX512BW__) && !defined(AMSIM_PORTABLE)
+#define AMSIM_VBMI 1
+#else
+#define AMSIM_VBMI 0
+#endif
+
 int amsim_lut_stride(int m)
 {
     return m < 5 ? 32 : 1 << m;
+}
+
+static int plane_width(int m)
+{
+    return m <= 7 ? 128 : 256;
+}
+
+static size_t float_rows_bytes(int m)
+{
+    return sizeof(float) * ((size_t)1 << m) * (size_t)amsim_lut_stride(m);
+}
+
+size_t amsim_prepared_bytes(int m)
+{
+    const size_t planes = (AMSIM_VBMI && m <= 8) ? ((size_t)1 << m) * 4 * (size_t)plane_width(m) : 0;
+    return float_rows_bytes(m) + planes;
+}
+
+void amsim_prepare_lut(const float *lut, int m, void *out)
+{
+    const int64_t P = (int64_t)1 << m, stride = amsim_lut_stride(m);
+    float *rows = out;
+    for (int64_t p = 0; p < P; ++p)
+        for (int64_t e = 0; e < stride; ++e)
+            rows[p * stride + e] = e < P ? lut[p * P + e] : 0.0f;
+    if (amsim_prepared_bytes(m) == float_rows_bytes(m))
+        return;
+    uint8_t *planes = (uint8_t *)out + float_rows_bytes(m);
+    const int64_t w = plane_width(m);
+    for (int64_t p = 0; p < P; ++p)
+        for (int b = 0; b < 4; ++b)
+            for (int64_t e = 0; e < w; ++e)
+                planes[(p * 4 + b) * w + e] = e < P ? (uint8_t)(amsim_f2u(lut[p * P + e]) >> (8 * b)) : 0;
 }
 
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
@@ -304,6 +347,74 @@ static inline __m512 lookup_row(const __m512 *row, int vecs, __m512i q, __mmask1
     __m512 h0 = _mm512_mask_blend_ps(b6, _mm512_mask_blend_ps(b5, c4, c5), _mm512_mask_blend_ps(b5, c6, c7));
     return _mm512_mask_blend_ps(b7, lo, h0);
 }
+
+#if AMSIM_VBMI
+/*
+ * 64 lookups in one LUT row held as byte planes (AVX512-VBMI): one vpermi2b
+ * per plane picks byte b of 64 entries (two, and a blend on index bit 7, for
+ * 256-entry rows), and byte and word unpacks reassemble the floats: about
+ * half the operations of four vpermt2ps blend trees. The unpacks work within
+ * 128-bit lanes, so the indices come permuted (vbmi_indices): output vector g
+ * then holds entries 16g .. 16g + 15 in order.
+ */
+static const uint8_t vbmi_order_bytes[64] = {
+    0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51,
+    4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+    8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59,
+    12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63,
+};
+
+/* Up to 64 uint16 indices (n of them; zeros past n) as bytes, in vbmi_lookup64's order. */
+static inline __m512i vbmi_indices(const uint16_t *q, int64_t n)
+{
+    const __mmask32 m0 = (__mmask32)(n >= 32 ? 0xFFFFFFFFu : (uint32_t)((1ull << n) - 1u));
+    const __mmask32 m1 = (__mmask32)(n >= 64 ? 0xFFFFFFFFu : n > 32 ? (uint32_t)((1ull << (n - 32)) - 1u) : 0u);
+    const __m256i lo = _mm512_cvtepi16_epi8(_mm512_maskz_loadu_epi16(m0, q));
+    const __m256i hi = _mm512_cvtepi16_epi8(_mm512_maskz_loadu_epi16(m1, q + 32));
+    const __m512i bytes = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    return _mm512_permutexvar_epi8(_mm512_loadu_si512(vbmi_order_bytes), bytes);
+}
+
+/* pl: the row's planes, 4 x (2 or, when wide, 4) vectors; q: from vbmi_indices. */
+static inline __attribute__((always_inline)) void vbmi_lookup64(int wide, const __m512i *pl, __m512i q,
+                                                             __m512 out[4])
+{
+    __m512i b[4];
+    const __mmask64 hi = wide ? _mm512_movepi8_mask(q) : 0;
+    for (int k = 0; k < 4; ++k) {
+        if (wide)
+            b[k] = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(pl[4 * k], q, pl[4 * k + 1]),
+                                          _mm512_permutex2var_epi8(pl[4 * k + 2], q, pl[4 * k + 3]));
+        else
+            b[k] = _mm512_permutex2var_epi8(pl[2 * k], q, pl[2 * k + 1]);
+    }
+    const __m512i l01 = _mm512_unpacklo_epi8(b[0], b[1]), h01 = _mm512_unpackhi_epi8(b[0], b[1]);
+    const __m512i l23 = _mm512_unpacklo_epi8(b[2], b[3]), h23 = _mm512_unpackhi_epi8(b[2], b[3]);
+    out[0] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(l01, l23));
+    out[1] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(l01, l23));
+    out[2] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(h01, h23));
+    out[3] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(h01, h23));
+}
+
+/* T[p][kk][0..tiles) for a whole panel, 64 columns per lookup (WIDE a constant after inlining). */
+static inline __attribute__((always_inline)) void build_panel_vbmi(int wide, int P, int kn, int kb_size, int tiles,
+                                                                const uint8_t *planes, const __m512i *q,
+                                                                __m512 (*s)[X_TILES], __m512 *t)
+{
+    const int nvec = wide ? 16 : 8;
+    for (int p = 0; p < P; ++p) {
+        __m512i pl[16];
+        for (int v = 0; v < nvec; ++v)
+            pl[v] = _mm512_load_si512(planes + ((int64_t)p * nvec + v) * 64);
+        for (int kk = 0; kk < kn; ++kk) {
+            __m512 val[4];
+            vbmi_lookup64(wide, pl, q[kk], val);
+            for (int tile = 0; tile < tiles; ++tile)
+                t[((int64_t)p * kb_size + kk) * X_TILES + tile] = _mm512_mul_ps(s[kk][tile], val[tile]);
+        }
+    }
+}
+#endif
 
 /* T[p][kk][tile] = s[kk] * LUT[p][q[kk]] for every mantissa p (VECS a constant after inlining). */
 static inline __attribute__((always_inline)) void build_tile(int vecs, int P, int kn, int kb_size, int tile,
@@ -385,6 +496,9 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     __m512 *cbuf = work_buffer(SLOT_CBUF, sizeof(__m512) * (size_t)(rows_max > 0 ? rows_max : 1) * X_TILES);
     if (!t || !cbuf)
         return -1;
+#if AMSIM_VBMI
+    const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
+#endif
 
     for (int64_t jp = j0; jp < j1; jp += 16 * X_TILES) {
         const int64_t pcols = (j1 - jp < 16 * X_TILES) ? j1 - jp : 16 * X_TILES;
@@ -394,6 +508,25 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             memset(cbuf, 0, sizeof(__m512) * (size_t)(re - rb) * X_TILES);
             for (int64_t kb = 0; kb < K; kb += kb_size) {
                 const int kn = (int)((K - kb < kb_size) ? K - kb : kb_size);
+#if AMSIM_VBMI
+                if (tiles >= 2) {  /* one 64-entry lookup serves the whole panel */
+                    __m512i q[X_KB_MAX];
+                    __m512 s[X_KB_MAX][X_TILES];
+                    for (int kk = 0; kk < kn; ++kk) {
+                        const int64_t off = (kb + kk) * N + jp;
+                        q[kk] = vbmi_indices(qy + off, pcols);
+                        for (int tile = 0; tile < tiles; ++tile) {
+                            const int64_t left = pcols - 16 * tile;
+                            const __mmask16 cols = (__mmask16)(left >= 16 ? 0xFFFFu : ((1u << left) - 1u));
+                            s[kk][tile] = _mm512_maskz_loadu_ps(cols, sy + off + 16 * tile);
+                        }
+                    }
+                    if (m == 8)
+                        build_panel_vbmi(1, P, kn, kb_size, tiles, planes, q, s, t);
+                    else
+                        build_panel_vbmi(0, P, kn, kb_size, tiles, planes, q, s, t);
+                } else
+#endif
                 for (int tile = 0; tile < tiles; ++tile) {
                     const int64_t jt = jp + 16 * tile;
                     const int nb = (int)((jp + pcols - jt < 16) ? jp + pcols - jt : 16);
@@ -492,6 +625,48 @@ static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t
     }
 }
 
+#if AMSIM_VBMI
+/* lookup_chunk with 64-entry byte-plane lookups (vbmi_lookup64); WIDE a constant after inlining. */
+static inline __attribute__((always_inline)) void lookup_chunk_vbmi(int wide, int64_t K, const float *sx,
+                                                                 const uint16_t *px, const float *sy,
+                                                                 const uint16_t *qy, int64_t N,
+                                                                 const uint8_t *planes, float *c, int64_t ldc,
+                                                                 int64_t i0, int nrows, int64_t jc, int64_t ncols,
+                                                                 int nv, const __mmask16 *mask)
+{
+    const int nvec = wide ? 16 : 8;
+    for (int64_t kb = 0; kb < K; kb += L_KB) {
+        const int64_t ke = (K - kb < L_KB) ? K : kb + L_KB;
+        __m512 acc[L_ROWS][L_COLS / 16];
+        for (int r = 0; r < nrows; ++r)
+            for (int v = 0; v < nv; ++v)
+                acc[r][v] = kb ? _mm512_maskz_loadu_ps(mask[v], c + (i0 + r) * ldc + jc + 16 * v)
+                               : _mm512_setzero_ps();
+        for (int64_t k = kb; k < ke; ++k) {
+            const __m512i q = vbmi_indices(qy + k * N + jc, ncols);
+            __m512 sb[L_COLS / 16];
+            for (int v = 0; v < nv; ++v)
+                sb[v] = _mm512_maskz_loadu_ps(mask[v], sy + k * N + jc + 16 * v);
+            for (int r = 0; r < nrows; ++r) {
+                const int64_t e = (i0 + r) * K + k;
+                const uint8_t *row = planes + (int64_t)px[e] * nvec * 64;
+                __m512i pl[16];
+                for (int w = 0; w < nvec; ++w)
+                    pl[w] = _mm512_load_si512(row + 64 * w);
+                __m512 val[4];
+                vbmi_lookup64(wide, pl, q, val);
+                const __m512 sa = _mm512_set1_ps(sx[e]);
+                for (int v = 0; v < nv; ++v)
+                    acc[r][v] = _mm512_fmadd_ps(sa, _mm512_mul_ps(sb[v], val[v]), acc[r][v]);
+            }
+        }
+        for (int r = 0; r < nrows; ++r)
+            for (int v = 0; v < nv; ++v)
+                _mm512_mask_storeu_ps(c + (i0 + r) * ldc + jc + 16 * v, mask[v], acc[r][v]);
+    }
+}
+#endif
+
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
                       const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
@@ -507,6 +682,16 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
         }
         for (int64_t i = 0; i < M; i += L_ROWS) {
             const int nrows = (int)((M - i < L_ROWS) ? M - i : L_ROWS);
+#if AMSIM_VBMI
+            if (nv >= 2) {  /* a 64-entry lookup pays from two vectors on */
+                const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
+                if (m == 8)
+                    lookup_chunk_vbmi(1, K, sx, px, sy, qy, N, planes, c, ldc, i, nrows, jc, ncols, nv, mask);
+                else
+                    lookup_chunk_vbmi(0, K, sx, px, sy, qy, N, planes, c, ldc, i, nrows, jc, ncols, nv, mask);
+                continue;
+            }
+#endif
             switch (vecs) {  /* a constant row length keeps the LUT row in registers */
             case 2: lookup_chunk(2, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
             case 4: lookup_chunk(4, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
