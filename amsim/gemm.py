@@ -211,7 +211,7 @@ _CDEF = """
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range);
-int amsim_expand_kb(int m);
+int amsim_expand_x_blocks(int m, int64_t K);
 size_t amsim_prepared_bytes(int m);
 void amsim_prepare_lut(const float *lut, int m, void *out);
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode);
@@ -219,7 +219,7 @@ int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int6
                      const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
                      int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
                      int transpose_c);
-int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xkb,
                       const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
@@ -404,8 +404,8 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # Cost model of the fast kernels: nanoseconds on one core of a Zen 4, fitted by
 # `scripts/bench_gemm.py --calibrate` (only their ratios matter). Looking 16 entries up in a LUT row
 # held in registers takes one vpermt2ps per 32 entries plus a blend tree: _select_ops(2^M) operations.
-_COST = {"build": 1.2, "build_op": 0.043, "fma": 0.61, "row_k": 0.12, "row_vec": 0.19, "lookup": 1.6,
-         "lookup_op": 0.054, "split": 0.6,
+_COST = {"build": 1.3, "build_op": 0.055, "fma": 0.62, "row_k": 0.01, "row_vec": 0.19, "lookup": 1.64,
+         "lookup_op": 0.053, "split": 0.71,
          "threads": 80_000.0}  # handing work to the pool and waiting for it, and the Python steps
 _PANEL = 64  # columns the fast kernels look up at once (X_TILES and L_COLS in gemm_cpu.c)
 
@@ -529,7 +529,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     if method != "direct":
         target = np.empty((rows, cols), np.float32) if swap else out
         plut = ffi.from_buffer("float[]", mult.prepared(swap))
-        kb = lib.amsim_expand_kb(mult.bits) if method == "expand" else 0
+        kb = lib.amsim_expand_x_blocks(mult.bits, k) if method == "expand" else 0
         x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x", threads=threads)
         y = _split(ffi, lib, yv, mult.bits, rounding, role="y", threads=threads)
         if forced or _expand_is_exact(mult, x.exponents, y.exponents, mode):
@@ -537,7 +537,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
 
             def fast_part(r0, r1, j0, j1):
                 if method == "expand":
-                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), f32(y.scale), u16(y.idx), plut,
+                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), kb, f32(y.scale), u16(y.idx), plut,
                             mult.bits, f32(target), cols, r0, r1, j0, j1)
                 else:
                     rc = fn(r1 - r0, cols, k, f32(x.scale, r0 * k), u16(x.idx, r0 * k), f32(y.scale), u16(y.idx),

@@ -133,6 +133,46 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
 }
 #endif
 
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+/* Fold the biased exponents of the scales in the lanes of `normal` into [vlo, vhi]. */
+static inline __attribute__((always_inline)) void widen_range(__m512 sc, __mmask16 normal, __m512i *vlo,
+                                                           __m512i *vhi)
+{
+    const __m512i ex = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(sc), 23), _mm512_set1_epi32(0xFF));
+    *vlo = _mm512_mask_min_epi32(*vlo, normal, *vlo, ex);
+    *vhi = _mm512_mask_max_epi32(*vhi, normal, *vhi, ex);
+}
+
+/*
+ * Store columns [c0, c0 + wc) of row r (scales sc, indices i32 as 32-bit lanes
+ * 0..wc-1) in amsim_split_f32's layout: one masked store per k-block they fall
+ * in, the lanes shifted down to the block's first column.
+ */
+static inline __attribute__((always_inline)) void store_row_segments(float *scale, uint16_t *idx, int64_t rows,
+                                                                  int64_t cols, int64_t kb, int64_t r, int64_t c0,
+                                                                  int64_t wc, __m512 sc, __m512i i32)
+{
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int64_t seg = 0; seg < wc;) {
+        /* columns [col, col + n) lie in the block starting at b0, which is w wide */
+        const int64_t col = c0 + seg, b0 = col - col % kb;
+        const int64_t w = (cols - b0 < kb) ? cols - b0 : kb;
+        const int64_t n = (wc - seg < b0 + w - col) ? wc - seg : b0 + w - col;
+        const __mmask16 keep = (__mmask16)((1u << n) - 1u);
+        const int64_t off = b0 * rows + r * w + (col - b0);
+        if (seg == 0) {
+            _mm512_mask_storeu_ps(scale + off, keep, sc);
+            _mm256_mask_storeu_epi16(idx + off, keep, _mm512_cvtepi32_epi16(i32));
+        } else {
+            const __m512i down = _mm512_add_epi32(iota, _mm512_set1_epi32((int)seg));
+            _mm512_mask_storeu_ps(scale + off, keep, _mm512_permutexvar_ps(down, sc));
+            _mm256_mask_storeu_epi16(idx + off, keep, _mm512_cvtepi32_epi16(_mm512_permutexvar_epi32(down, i32)));
+        }
+        seg += n;
+    }
+}
+#endif
+
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range)
@@ -148,7 +188,6 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
          * reading memory in order, transpose each 16 x 16 tile in registers and store it by rows
          * (a row's columns in one store per k-block they fall in). */
         __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
-        const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         for (int64_t r = r0; r < r1; r += 16) {
             const int64_t nr = (r1 - r < 16) ? r1 - r : 16;
             const __mmask16 lanes = (__mmask16)(nr == 16 ? 0xFFFFu : ((1u << nr) - 1u));
@@ -165,28 +204,12 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                     ts[c] = amsim_split16(_mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r), m,
                                           rounding == AMSIM_RNE, &i16, &normal);
                     ti[c] = _mm512_castsi512_ps(i16);
-                    const __m512i ex = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(ts[c]), 23),
-                                                        _mm512_set1_epi32(0xFF));
-                    vlo = _mm512_mask_min_epi32(vlo, normal & lanes, vlo, ex);
-                    vhi = _mm512_mask_max_epi32(vhi, normal & lanes, vhi, ex);
+                    widen_range(ts[c], normal & lanes, &vlo, &vhi);
                 }
                 transpose16(ts);
                 transpose16(ti);
-                for (int64_t seg = 0; seg < wc;) {
-                    /* columns [col, col + n) lie in the block starting at b0, which is w wide */
-                    const int64_t col = c0 + seg, b0 = col - col % kb;
-                    const int64_t w = (cols - b0 < kb) ? cols - b0 : kb;
-                    const int64_t n = (wc - seg < b0 + w - col) ? wc - seg : b0 + w - col;
-                    const __mmask16 keep = (__mmask16)((1u << n) - 1u);
-                    const __m512i down = _mm512_add_epi32(iota, _mm512_set1_epi32((int)seg));
-                    for (int64_t i = 0; i < nr; ++i) {
-                        const int64_t off = b0 * rows + (r + i) * w + (col - b0);
-                        _mm512_mask_storeu_ps(scale + off, keep, _mm512_permutexvar_ps(down, ts[i]));
-                        _mm256_mask_storeu_epi16(idx + off, keep, _mm512_cvtepi32_epi16(
-                            _mm512_permutexvar_epi32(down, _mm512_castps_si512(ti[i]))));
-                    }
-                    seg += n;
-                }
+                for (int64_t i = 0; i < nr; ++i)
+                    store_row_segments(scale, idx, rows, cols, kb, r + i, c0, wc, ts[i], _mm512_castps_si512(ti[i]));
             }
         }
         lo = _mm512_reduce_min_epi32(vlo);
@@ -197,32 +220,27 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
     /* Exponent range kept in vectors across the rows, reduced once at the end. */
     __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+    if (cs == 1) {  /* contiguous rows: 16 columns at a time, stored block by block */
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+                const int64_t wc = (cols - c0 < 16) ? cols - c0 : 16;
+                const __mmask16 lanes = (__mmask16)((1u << wc) - 1u);
+                __m512i i16;
+                __mmask16 normal;
+                const __m512 sc = amsim_split16(_mm512_maskz_loadu_ps(lanes, x + r * rs + c0), m,
+                                                rounding == AMSIM_RNE, &i16, &normal);
+                widen_range(sc, normal & lanes, &vlo, &vhi);
+                store_row_segments(scale, idx, rows, cols, kb, r, c0, wc, sc, i16);
+            }
+        r0 = r1;
+    }
 #endif
     for (int64_t r = r0; r < r1; ++r) {
         for (int64_t c0 = 0; c0 < cols; c0 += kb) {
             const int64_t w = (cols - c0 < kb) ? cols - c0 : kb;
             const float *xr = x + r * rs + c0 * cs;
-            float *sr = scale + c0 * rows + r * w;
-            uint16_t *ir = idx + c0 * rows + r * w;
-#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
-            if (cs == 1) {  /* contiguous rows: 16 lanes at a time */
-                for (int64_t c = 0; c < w; c += 16) {
-                    const __mmask16 lanes = (__mmask16)(w - c >= 16 ? 0xFFFFu : ((1u << (w - c)) - 1u));
-                    __m512i i16;
-                    __mmask16 normal;
-                    const __m512 sc = amsim_split16(_mm512_maskz_loadu_ps(lanes, xr + c), m,
-                                                    rounding == AMSIM_RNE, &i16, &normal);
-                    const __m512i ex = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(sc), 23),
-                                                        _mm512_set1_epi32(0xFF));
-                    vlo = _mm512_mask_min_epi32(vlo, normal & lanes, vlo, ex);
-                    vhi = _mm512_mask_max_epi32(vhi, normal & lanes, vhi, ex);
-                    _mm512_mask_storeu_ps(sr + c, lanes, sc);
-                    _mm256_mask_storeu_epi16(ir + c, lanes, _mm512_cvtepi32_epi16(i16));
-                }
-                continue;
-            }
-#endif
-            split_row(xr, cs, w, m, rounding == AMSIM_RNE, sr, ir, &lo, &hi);
+            split_row(xr, cs, w, m, rounding == AMSIM_RNE, scale + c0 * rows + r * w, idx + c0 * rows + r * w,
+                      &lo, &hi);
         }
     }
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
@@ -410,15 +428,16 @@ static inline __attribute__((always_inline)) void build_panel_vbmi(int wide, int
             __m512 val[4];
             vbmi_lookup64(wide, pl, q[kk], val);
             for (int tile = 0; tile < tiles; ++tile)
-                t[((int64_t)p * kb_size + kk) * X_TILES + tile] = _mm512_mul_ps(s[kk][tile], val[tile]);
+                t[((int64_t)p * kb_size + kk) * tiles + tile] = _mm512_mul_ps(s[kk][tile], val[tile]);
         }
     }
 }
 #endif
 
-/* T[p][kk][tile] = s[kk] * LUT[p][q[kk]] for every mantissa p (VECS a constant after inlining). */
-static inline __attribute__((always_inline)) void build_tile(int vecs, int P, int kn, int kb_size, int tile,
-                                                          const float *padded, const __m512i *q,
+/* T[p][kk][tile] = s[kk] * LUT[p][q[kk]] for every mantissa p (VECS a constant after inlining);
+ * T holds the panel's `tiles` tiles side by side. */
+static inline __attribute__((always_inline)) void build_tile(int vecs, int P, int kn, int kb_size, int tiles,
+                                                          int tile, const float *padded, const __m512i *q,
                                                           const __m512 *s, __m512 *t)
 {
     /* The index bits that steer the blend tree depend on kk only: test them once, not per p. */
@@ -433,15 +452,15 @@ static inline __attribute__((always_inline)) void build_tile(int vecs, int P, in
         for (int v = 0; v < vecs; ++v)
             row[v] = _mm512_load_ps(padded + ((int64_t)p * vecs + v) * 16);
         for (int kk = 0; kk < kn; ++kk)
-            t[((int64_t)p * kb_size + kk) * X_TILES + tile] =
+            t[((int64_t)p * kb_size + kk) * tiles + tile] =
                 _mm512_mul_ps(s[kk], lookup_row(row, vecs, q[kk], b5[kk], b6[kk], b7[kk]));
     }
 }
 
 /* Sweep rows [r0, r1) of one k-block for a panel of TILES tiles (a constant after inlining).
- * as, ap: the block's scales and indices, row-major rows x kn; cbuf: accumulators of row r0 first. */
+ * as, ap: the block's scales and indices, row r at as + r * ldx; cbuf: accumulators of row r0 first. */
 static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t r0, int64_t r1, int kn, int kb_size,
-                                                          const float *as, const uint16_t *ap,
+                                                          const float *as, const uint16_t *ap, int64_t ldx,
                                                           const __m512 *t, __m512 *cbuf)
 {
     int64_t r = r0;
@@ -449,41 +468,42 @@ static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t 
         __m512 acc[4][X_TILES];
         for (int u = 0; u < 4; ++u)
             for (int v = 0; v < tiles; ++v)
-                acc[u][v] = cbuf[(r - r0 + u) * X_TILES + v];
+                acc[u][v] = cbuf[(r - r0 + u) * tiles + v];
         for (int kk = 0; kk < kn; ++kk)
             for (int u = 0; u < 4; ++u) {
-                const int64_t e = (r + u) * kn + kk;
+                const int64_t e = (r + u) * ldx + kk;
                 const __m512 s = _mm512_set1_ps(as[e]);
-                const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * X_TILES;
+                const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * tiles;
                 for (int v = 0; v < tiles; ++v)
                     acc[u][v] = _mm512_fmadd_ps(s, row[v], acc[u][v]);
             }
         for (int u = 0; u < 4; ++u)
             for (int v = 0; v < tiles; ++v)
-                cbuf[(r - r0 + u) * X_TILES + v] = acc[u][v];
+                cbuf[(r - r0 + u) * tiles + v] = acc[u][v];
     }
     for (; r < r1; ++r) {
         __m512 acc[X_TILES];
         for (int v = 0; v < tiles; ++v)
-            acc[v] = cbuf[(r - r0) * X_TILES + v];
+            acc[v] = cbuf[(r - r0) * tiles + v];
         for (int kk = 0; kk < kn; ++kk) {
-            const int64_t e = r * kn + kk;
+            const int64_t e = r * ldx + kk;
             const __m512 s = _mm512_set1_ps(as[e]);
-            const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * X_TILES;
+            const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * tiles;
             for (int v = 0; v < tiles; ++v)
                 acc[v] = _mm512_fmadd_ps(s, row[v], acc[v]);
         }
         for (int v = 0; v < tiles; ++v)
-            cbuf[(r - r0) * X_TILES + v] = acc[v];
+            cbuf[(r - r0) * tiles + v] = acc[v];
     }
 }
 
 /*
  * C[i, j] for rows [i0, i1) and columns [j0, j1) of the M x N product.
- * sx, px: X split in amsim_expand_kb(m)-column blocks (M x K); sy, qy: Y
- * split row-major (K x N); c: row-major with leading dimension ldc.
+ * sx, px: X (M x K) split in xkb-column blocks, xkb = amsim_expand_kb(m), or
+ * row-major for xkb = 0 (see amsim_expand_x_blocks); sy, qy: Y split
+ * row-major (K x N); c: row-major with leading dimension ldc.
  */
-int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xkb,
                       const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
@@ -505,7 +525,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
         const int tiles = (int)((pcols + 15) / 16);
         for (int64_t rb = i0; rb < i1; rb += X_ROWS) {
             const int64_t re = (i1 - rb < X_ROWS) ? i1 : rb + X_ROWS;
-            memset(cbuf, 0, sizeof(__m512) * (size_t)(re - rb) * X_TILES);
+            memset(cbuf, 0, sizeof(__m512) * (size_t)(re - rb) * tiles);
             for (int64_t kb = 0; kb < K; kb += kb_size) {
                 const int kn = (int)((K - kb < kb_size) ? K - kb : kb_size);
 #if AMSIM_VBMI
@@ -539,19 +559,21 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                         s[kk] = _mm512_maskz_loadu_ps(cols, sy + off);  /* columns past nb: T = 0 */
                     }
                     switch (vecs) {  /* a constant row length keeps the LUT row in registers */
-                    case 2: build_tile(2, P, kn, kb_size, tile, plut, q, s, t); break;
-                    case 4: build_tile(4, P, kn, kb_size, tile, plut, q, s, t); break;
-                    case 8: build_tile(8, P, kn, kb_size, tile, plut, q, s, t); break;
-                    default: build_tile(16, P, kn, kb_size, tile, plut, q, s, t); break;
+                    case 2: build_tile(2, P, kn, kb_size, tiles, tile, plut, q, s, t); break;
+                    case 4: build_tile(4, P, kn, kb_size, tiles, tile, plut, q, s, t); break;
+                    case 8: build_tile(8, P, kn, kb_size, tiles, tile, plut, q, s, t); break;
+                    default: build_tile(16, P, kn, kb_size, tiles, tile, plut, q, s, t); break;
                     }
                 }
-                const float *as = sx + kb * M;   /* this k-block, rows x kn, row-major */
-                const uint16_t *ap = px + kb * M;
+                /* this k-block of X: its own rows x kn array, or columns of the row-major M x K */
+                const float *as = sx + (xkb ? kb * M : kb);
+                const uint16_t *ap = px + (xkb ? kb * M : kb);
+                const int64_t ldx = xkb ? kn : K;
                 switch (tiles) {  /* a constant tile count lets the compiler keep acc in registers */
-                case 1: sweep_rows(1, rb, re, kn, kb_size, as, ap, t, cbuf); break;
-                case 2: sweep_rows(2, rb, re, kn, kb_size, as, ap, t, cbuf); break;
-                case 3: sweep_rows(3, rb, re, kn, kb_size, as, ap, t, cbuf); break;
-                default: sweep_rows(4, rb, re, kn, kb_size, as, ap, t, cbuf); break;
+                case 1: sweep_rows(1, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
+                case 2: sweep_rows(2, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
+                case 3: sweep_rows(3, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
+                default: sweep_rows(4, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
                 }
             }
             for (int tile = 0; tile < tiles; ++tile) {
@@ -559,7 +581,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                 const int nb = (int)((jp + pcols - jt < 16) ? jp + pcols - jt : 16);
                 const __mmask16 cols = (__mmask16)((1u << nb) - 1u);
                 for (int64_t r = rb; r < re; ++r)
-                    _mm512_mask_storeu_ps(c + r * ldc + jt, cols, cbuf[(r - rb) * X_TILES + tile]);
+                    _mm512_mask_storeu_ps(c + r * ldc + jt, cols, cbuf[(r - rb) * tiles + tile]);
             }
         }
     }
@@ -735,11 +757,11 @@ int amsim_expand_kb(int m)
     return AMSIM_KB;
 }
 
-int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
+int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xkb,
                       const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
                       int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
-    /* Same interface and layout as the AVX-512 kernel (X split in AMSIM_KB-column blocks). */
+    /* Same interface and layouts as the AVX-512 kernel (X in AMSIM_KB-column blocks or row-major). */
     const int P = 1 << m;
     float *t = work_buffer(SLOT_T, sizeof(float) * (size_t)AMSIM_KB * P * AMSIM_NB);
     if (!t)
@@ -750,8 +772,9 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             const int64_t kn = (K - kb < AMSIM_KB) ? K - kb : AMSIM_KB;
             for (int64_t kk = 0; kk < kn; ++kk)
                 build_t(t + kk * P * AMSIM_NB, sy + (kb + kk) * N + jt, qy + (kb + kk) * N + jt, plut, P, nb);
-            const float *as = sx + kb * M;
-            const uint16_t *ap = px + kb * M;
+            const float *as = sx + (xkb ? kb * M : kb);
+            const uint16_t *ap = px + (xkb ? kb * M : kb);
+            const int64_t ldx = xkb ? kn : K;
             for (int64_t i = i0; i < i1; ++i) {
                 float *crow = c + i * ldc + jt;
                 v16f acc[AMSIM_NB / AMSIM_VL];
@@ -760,8 +783,8 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                     memcpy(tmp, crow, sizeof(float) * (size_t)nb);
                 memcpy(acc, tmp, sizeof tmp);
                 for (int64_t kk = 0; kk < kn; ++kk) {
-                    const float s = as[i * kn + kk];
-                    const v16f *trow = (const v16f *)(t + (kk * P + ap[i * kn + kk]) * AMSIM_NB);
+                    const float s = as[i * ldx + kk];
+                    const v16f *trow = (const v16f *)(t + (kk * P + ap[i * ldx + kk]) * AMSIM_NB);
                     for (int v = 0; v < AMSIM_NB / AMSIM_VL; ++v)
                         acc[v] += s * trow[v];
                 }
@@ -815,6 +838,21 @@ int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const ui
     return 0;
 }
 
+/*
+ * The layout the expand kernel wants X split in: blocks of amsim_expand_kb(m)
+ * columns, so that sweeping a k-block reads memory in order, except for short
+ * rows (K <= AMSIM_X_ROW_MAJOR_K), which stay row-major: a row then spans at most two cache
+ * lines, and splitting into blocks of a few columns costs more than it saves.
+ */
+#ifndef AMSIM_X_ROW_MAJOR_K
+#define AMSIM_X_ROW_MAJOR_K 256
+#endif
+
+int amsim_expand_x_blocks(int m, int64_t K)
+{
+    return K <= AMSIM_X_ROW_MAJOR_K ? 0 : amsim_expand_kb(m);
+}
+
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode)
 {
     return amsim_window_exact(x_range[0], x_range[1], y_range[0], y_range[1], v_lo, v_hi, mode);
@@ -838,7 +876,7 @@ int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int6
                      int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
                      int transpose_c)
 {
-    const int64_t kb = method == 1 ? amsim_expand_kb(m) : 0;
+    const int64_t kb = method == 1 ? amsim_expand_x_blocks(m, K) : 0;
     float *xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
     uint16_t *xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
     float *ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
@@ -852,7 +890,7 @@ int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int6
     amsim_split_f32(y, K, cols, yrs, ycs, m, rounding, 0, ys, yi, 0, K, ry);
     int rc = 0;
     if (method != 0 && (forced || amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode))) {
-        rc = method == 1 ? amsim_gemm_expand(rows, cols, K, xs, xi, ys, yi, plut, m, target, ldt, 0, rows, 0, cols)
+        rc = method == 1 ? amsim_gemm_expand(rows, cols, K, xs, xi, kb, ys, yi, plut, m, target, ldt, 0, rows, 0, cols)
                          : amsim_gemm_lookup(rows, cols, K, xs, xi, ys, yi, plut, m, target, ldt, 0, cols);
     } else {
         if (kb)  /* the direct kernel reads X row-major */
