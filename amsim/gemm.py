@@ -407,7 +407,6 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 _COST = {"build": 1.3, "build_op": 0.055, "fma": 0.62, "row_k": 0.01, "row_vec": 0.19, "lookup": 1.64,
          "lookup_op": 0.053, "split": 0.71,
          "threads": 80_000.0}  # handing work to the pool and waiting for it, and the Python steps
-_PANEL = 64  # columns the fast kernels look up at once (X_TILES and L_COLS in gemm_cpu.c)
 
 
 def _select_ops(p: int) -> int:
@@ -443,9 +442,9 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
                 continue
             plans = [(split + shared + divided, False)]
             if threads > 1:
-                # each thread takes whole 64-column panels (expand) or rows (lookup) when there are
+                # each thread takes whole 16-column tiles (expand) or rows (lookup) when there are
                 # enough of them, sharing nothing; otherwise it repeats the build or the LUT row loads
-                enough = -(-cols // _PANEL) >= threads if name == "expand" else rows >= threads
+                enough = vec >= threads if name == "expand" else rows >= threads
                 wall = (shared + divided) / threads if enough else shared + divided / threads
                 plans.append((split / threads + wall + c["threads"], True))
             for cost, parallel in plans:
@@ -546,9 +545,10 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
                     raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
 
             # expand builds T once per column panel and lookup loads a LUT row once per row and k:
-            # threads share neither, so each splits the work the way that repeats less of it (whole
-            # panels: 64 columns, one byte-plane lookup, see gemm_cpu.c)
-            _run_parts(fast_part, _partition(rows, cols, threads, _PANEL, rows_first=method == "lookup"))
+            # threads share neither, so each splits the work the way that repeats less of it. Even
+            # shares of 16-column tiles beat whole 64-column panels (one byte-plane lookup each):
+            # a thread's panels cost the same to build either way, and its sweep is shorter.
+            _run_parts(fast_part, _partition(rows, cols, threads, 16, rows_first=method == "lookup"))
             if swap:
                 out[...] = target.T
             return out
