@@ -102,8 +102,8 @@ def main():
     parser.add_argument("--model", default="mitchell")
     parser.add_argument("--bits", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=3, help="at least this many timings of each")
-    parser.add_argument("--budget", type=float, default=0.5,
+    parser.add_argument("--repeat", type=int, default=1, help="at least this many timings per block")
+    parser.add_argument("--budget", type=float, default=0.6,
                         help="repeat small shapes until this many seconds are spent on each")
     parser.add_argument("--quick", action="store_true", help="skip the AlexNet shapes")
     parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
@@ -232,7 +232,7 @@ def bench_cuda(args):
             fn()
             start, stop = cp.cuda.Event(), cp.cuda.Event()
             best = float("inf")
-            for _ in range(args.repeat):
+            for _ in range(max(args.repeat, 5)):
                 start.record(stream)
                 fn()
                 stop.record(stream)

@@ -38,25 +38,40 @@ def best_of(fn, repeat: int, *, warm_up: bool = True) -> float:
     return min(times)
 
 
-def best_of_pair(baseline, candidate, *, budget_s: float = 0.5, min_repeat: int = 3, max_repeat: int = 200):
-    """Smallest wall times of two functions timed alternately, after a warm-up call of each.
+def best_of_pair(baseline, candidate, *, budget_s: float = 0.6, rounds: int = 3, min_repeat: int = 1,
+                 max_repeat: int = 200, warm_up_s: float = 0.3, settle_s: float = 0.25):
+    """Smallest wall times of two functions, timed in alternating blocks after a warm-up.
 
-    Alternating keeps both exposed to the same machine load (shared virtual
-    machines drift by tens of per cent within seconds), and small calls are
-    repeated until about ``budget_s`` has passed so their minimum is a stable one.
+    Alternating blocks keep both exposed to the same machine load (shared
+    virtual machines drift by tens of per cent within seconds); within a block
+    a small call is repeated until its share of ``budget_s`` is spent, so its
+    minimum is a stable one. Before each candidate block the machine settles
+    for ``settle_s``: OpenBLAS's threads busy-wait after every call
+    (OPENBLAS_THREAD_TIMEOUT, about 0.1 s by default), and on two cores a
+    spinning thread takes the core the candidate's second thread needs.
+    Warming up runs the candidate for ``warm_up_s``: an idle virtual CPU takes
+    a moment to come back, and the first calls that fan out over threads ran
+    at single-thread speed here.
     """
     baseline()
+    time.sleep(settle_s)
+    warm_until = time.perf_counter() + warm_up_s
     candidate()
+    while time.perf_counter() < warm_until:
+        candidate()
     best = [float("inf"), float("inf")]
-    spent, repeat = 0.0, 0
-    while repeat < min_repeat or (spent < budget_s and repeat < max_repeat):
+    for _ in range(rounds):
         for i, fn in enumerate((baseline, candidate)):
-            t0 = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - t0
-            best[i] = min(best[i], elapsed)
-            spent += elapsed
-        repeat += 1
+            if i == 1:
+                time.sleep(settle_s)
+            spent, repeat = 0.0, 0
+            while repeat < min_repeat or (spent < budget_s / rounds and repeat < max_repeat):
+                t0 = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - t0
+                best[i] = min(best[i], elapsed)
+                spent += elapsed
+                repeat += 1
     return best[0], best[1]
 
 

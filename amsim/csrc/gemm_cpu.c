@@ -839,18 +839,18 @@ int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const ui
 }
 
 /*
- * The layout the expand kernel wants X split in: blocks of amsim_expand_kb(m)
- * columns, so that sweeping a k-block reads memory in order, except for short
- * rows (K <= AMSIM_X_ROW_MAJOR_K), which stay row-major: a row then spans at most two cache
- * lines, and splitting into blocks of a few columns costs more than it saves.
+ * The layout the expand kernel wants X (M x K, for N columns of output) split
+ * in: blocks of amsim_expand_kb(m) columns, so that each panel's sweep of a
+ * k-block reads memory in order, or row-major. Row-major saves splitting into
+ * blocks of a few columns, which costs more than strided reads save when rows
+ * are short (K <= 32: one or two cache lines) or when one or two panels read
+ * X at all (N <= 128; measured at K = 150..363). With more panels the blocks
+ * win: a third faster at K = 256, N = 2400.
  */
-#ifndef AMSIM_X_ROW_MAJOR_K
-#define AMSIM_X_ROW_MAJOR_K 256
-#endif
-
-int amsim_expand_x_blocks(int m, int64_t K)
+int amsim_expand_x_blocks(int m, int64_t K, int64_t N)
 {
-    return K <= AMSIM_X_ROW_MAJOR_K ? 0 : amsim_expand_kb(m);
+    const int64_t panels = (N + 63) / 64;  /* of the AVX-512 kernel (X_TILES x 16 columns) */
+    return (K <= 32 || (panels <= 2 && K <= 512)) ? 0 : amsim_expand_kb(m);
 }
 
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode)
@@ -876,7 +876,7 @@ int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int6
                      int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
                      int transpose_c)
 {
-    const int64_t kb = method == 1 ? amsim_expand_x_blocks(m, K) : 0;
+    const int64_t kb = method == 1 ? amsim_expand_x_blocks(m, K, cols) : 0;
     float *xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
     uint16_t *xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
     float *ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
