@@ -211,7 +211,7 @@ _CDEF = """
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range);
-int amsim_expand_x_blocks(int m, int64_t K, int64_t N);
+int amsim_expand_x_blocks(int m, int64_t K);
 size_t amsim_prepared_bytes(int m);
 void amsim_prepare_lut(const float *lut, int m, void *out);
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode);
@@ -528,7 +528,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     if method != "direct":
         target = np.empty((rows, cols), np.float32) if swap else out
         plut = ffi.from_buffer("float[]", mult.prepared(swap))
-        kb = lib.amsim_expand_x_blocks(mult.bits, k, cols) if method == "expand" else 0
+        kb = lib.amsim_expand_x_blocks(mult.bits, k) if method == "expand" else 0
         x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x", threads=threads)
         y = _split(ffi, lib, yv, mult.bits, rounding, role="y", threads=threads)
         if forced or _expand_is_exact(mult, x.exponents, y.exponents, mode):
