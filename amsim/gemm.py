@@ -401,9 +401,10 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
                                                    1 if mode == "approxtrain" else 0))
 
 
-# Cost model of the fast kernels: nanoseconds on one core of a Zen 4, fitted by
-# `scripts/bench_gemm.py --calibrate` (only their ratios matter). Looking 16 entries up in a LUT row
-# held in registers takes one vpermt2ps per 32 entries plus a blend tree: _select_ops(2^M) operations.
+# Cost model of the fast kernels: nanoseconds on one core of a Zen 4 with the VBMI build, fitted by
+# `scripts/bench_gemm.py --calibrate` (only their ratios matter). A lookup's cost grows with the row
+# length: vpermt2ps needs one instruction per 32 entries plus a blend tree, _select_ops(2^M) in all
+# (byte-plane lookups grow more slowly: the fitted "_op" constants are small).
 _COST = {"build": 1.3, "build_op": 0.055, "fma": 0.62, "row_k": 0.01, "row_vec": 0.19, "lookup": 1.64,
          "lookup_op": 0.053, "split": 0.71,
          "threads": 80_000.0}  # handing work to the pool and waiting for it, and the Python steps
