@@ -189,9 +189,9 @@ def calibrate():
     predicted = x @ coef
     losses = []
     for group in sorted(set(groups)):
-        sel = [i for i, g in enumerate(groups) if g == group]
-        chosen = min(sel, key=lambda i: predicted[i])
-        losses.append(times[chosen] / min(times[i] for i in sel))
+        members = [i for i, g in enumerate(groups) if g == group]
+        chosen = min(members, key=lambda i: predicted[i])
+        losses.append(times[chosen] / min(times[i] for i in members))
     print(json.dumps({"benchmark": "gemm-calibration", "environment": environment(),
                       "cost_ns": {**{n: round(float(c), 3) for n, c in zip(names, coef)},
                                   "threads": round(float(np.median(round_trips)) * 1e9)},
