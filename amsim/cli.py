@@ -66,9 +66,20 @@ def _add_model_options(p, *, multiple: bool):
                    help="extra folder of C models (repeatable)")
 
 
-def _add_sampling_options(p):
-    p.add_argument("--samples", type=_positive, metavar="N", help="Monte Carlo pairs (default 4194304)")
+def _add_sampling_options(p, samples_help="Monte Carlo pairs (default 4194304)"):
+    p.add_argument("--samples", type=_positive, metavar="N", help=samples_help)
     p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+
+
+def _add_reference_options(p, *, reference_help=None, samples_help="Monte Carlo pairs of the full reference"):
+    """--reference, --rounding and the Monte Carlo options of the full reference."""
+    p.add_argument("--reference", choices=("truncated", "full"), default="truncated", help=reference_help)
+    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
+                   help="operand conversion for the full reference")
+    _add_sampling_options(p, samples_help)
+
+
+def _add_zeros_option(p):
     p.add_argument("--zeros-as-exact", action="store_true",
                    help="average relative metrics over all pairs, zero products counting as zero error")
 
@@ -96,12 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p, multiple=False)
     p.add_argument("--bits", type=_positive, required=True, metavar="N",
                    help="M for float models (and with --float); operand width for integer models")
-    p.add_argument("--reference", choices=("truncated", "full"), default="truncated")
-    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
-                   help="operand conversion for the full reference")
+    _add_reference_options(p, samples_help="Monte Carlo pairs (default 4194304)")
     p.add_argument("--float", action="store_true", dest="as_float",
                    help="characterise an integer model lifted to an M-bit mantissa multiplier (M = --bits)")
-    _add_sampling_options(p)
+    _add_zeros_option(p)
     p.add_argument("--operands", type=Path, metavar="FILE",
                    help="weight the statistics by the joint mantissa distribution of operand samples in a .npz "
                         "(arrays a and b: paired; activations and weights: independent)")
@@ -131,13 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integer models on their own n-bit operand grid (n = --bits <= 8) instead of lifted")
     p.add_argument("--widths", type=_int_list, default="1..12", metavar="LO..HI",
                    help="mantissa widths of the width plot (default 1..12)")
-    p.add_argument("--reference", choices=("truncated", "full"), default="truncated",
-                   help="distribution and width plots: statistics reference (full: seeded float32 operands)")
-    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
-                   help="operand conversion for the full reference")
-    p.add_argument("--samples", type=_positive, metavar="N",
-                   help="Monte Carlo pairs for the full reference (default 262144 per model in plots)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+    _add_reference_options(p, reference_help="distribution and width plots: statistics reference (full: seeded "
+                                             "float32 operands)",
+                           samples_help="Monte Carlo pairs for the full reference (default 262144 per model in "
+                                        "plots)")
     p.add_argument("--operands", type=Path, metavar="FILE",
                    help="distribution plot: weight each mantissa pair by operand samples (.npz, see stats)")
     p.add_argument("--out", type=Path, default=Path("plots"), metavar="DIR", help="output folder (default plots/)")
@@ -151,12 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", default="power,mean_abs_re", metavar="A,B[,...]",
                    help="objectives, all minimised (default power,mean_abs_re): power, area, delay, power_mw, "
                         "area_um2, delay_ns, any metrics.md key, abs_mean_re")
-    p.add_argument("--reference", choices=("truncated", "full"), default="truncated",
-                   help="reference of the statistics (default truncated)")
-    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
-                   help="operand conversion for the full reference")
-    p.add_argument("--samples", type=_positive, metavar="N", help="Monte Carlo pairs of the full reference")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+    _add_reference_options(p, reference_help="reference of the statistics (default truncated)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON")
     out.add_argument("--csv", action="store_true", help="print CSV")
@@ -169,12 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report folder (an earlier report there is replaced atomically)")
     p.add_argument("--objectives", default="power,mean_abs_re", metavar="A,B[,...]",
                    help="objectives of the Pareto front (default power,mean_abs_re)")
-    p.add_argument("--reference", choices=("truncated", "full"), default="truncated",
-                   help="reference of the Pareto front's statistics (the table shows both)")
-    p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
-                   help="operand conversion for the full reference")
-    p.add_argument("--samples", type=_positive, metavar="N", help="Monte Carlo pairs of the full reference")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+    _add_reference_options(p, reference_help="reference of the Pareto front's statistics (the table shows both)")
     return parser
 
 
@@ -202,6 +198,7 @@ def _add_generate_arguments(p):
     p.add_argument("--rounding", choices=("truncate", "rne"), default="truncate",
                    help="operand conversion the LUT is meant for (recorded; used by the full statistics)")
     _add_sampling_options(p)
+    _add_zeros_option(p)
     p.add_argument("--jobs", type=_positive, metavar="N", help="models swept at once (default: CPUs, max 2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
