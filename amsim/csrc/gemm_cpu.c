@@ -741,11 +741,12 @@ typedef float v16f __attribute__((vector_size(64)));
 typedef float v16f_u __attribute__((vector_size(64), aligned(4)));
 
 static void build_t(float *restrict t, const float *restrict sy, const uint16_t *restrict qy,
-                    const float *restrict lut, int p_count, int64_t nb)
+                    const float *restrict lut, int m, int64_t nb)
 {
     /* t[p][jj] = sy[jj] * lut[p][qy[jj]]; columns past nb are zero so full vectors can be used.
      * lut: padded, rows amsim_lut_stride(m) apart. */
-    const int64_t stride = p_count < 32 ? 32 : p_count;
+    const int p_count = 1 << m;
+    const int64_t stride = amsim_lut_stride(m);
     for (int p = 0; p < p_count; ++p) {
         const float *restrict row = lut + (int64_t)p * stride;
         float *restrict out = t + (int64_t)p * AMSIM_NB;
@@ -777,7 +778,7 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
         for (int64_t kb = 0; kb < K; kb += AMSIM_KB) {
             const int64_t kn = (K - kb < AMSIM_KB) ? K - kb : AMSIM_KB;
             for (int64_t kk = 0; kk < kn; ++kk)
-                build_t(t + kk * P * AMSIM_NB, sy + (kb + kk) * N + jt, qy + (kb + kk) * N + jt, plut, P, nb);
+                build_t(t + kk * P * AMSIM_NB, sy + (kb + kk) * N + jt, qy + (kb + kk) * N + jt, plut, m, nb);
             const float *as = sx + (xkb ? kb * M : kb);
             const uint16_t *ap = px + (xkb ? kb * M : kb);
             const int64_t ldx = xkb ? kn : K;
