@@ -127,6 +127,26 @@ def _unblock(flat, rows, cols, kb):
        rounding=st.sampled_from(["truncate", "rne"]), m=st.sampled_from([4, 7, 8]))
 def test_operand_split_matches_reference_in_every_layout(ab, transposed, kb, rounding, m):
     x = ab[0].T if transposed else ab[0]  # a transposed view takes the tile-transposing path
+    _assert_split_matches_reference(x, m, rounding, kb)
+
+
+@pytest.mark.parametrize("rounding", ["truncate", "rne"])
+@pytest.mark.parametrize("layout", ["contiguous", "row view", "transposed"])
+@pytest.mark.parametrize("kb", [0, 4, 5, 8, 16])
+def test_operand_split_matches_reference_on_large_operands(layout, kb, rounding):
+    # thousands of rows: several row groups of the blocked split; specials and values that round to
+    # inf are scattered so that some 16-lane vectors take the all-normal shortcut and some do not
+    rng = np.random.default_rng(kb)
+    base = (rng.standard_normal((3001, 77)) * np.exp2(rng.integers(-20, 20, (3001, 77)))).astype(np.float32)
+    spots = rng.integers(0, base.size, 300)
+    base.flat[spots] = rng.choice(np.append(SPECIALS, np.float32(3.4028235e38)), spots.size)
+    x = {"contiguous": base[:, :70], "row view": base[:, 3:73], "transposed": base[:70, :].T}[layout]
+    if layout == "contiguous":
+        x = np.ascontiguousarray(x)
+    _assert_split_matches_reference(x, 7, rounding, kb)
+
+
+def _assert_split_matches_reference(x, m, rounding, kb):
     ffi, lib = gemm._cpu_lib()
     got = gemm._split(ffi, lib, x, m, rounding, kb)
     sign, exponent, index, kind = reference.split_float32(x, m, rounding)

@@ -143,19 +143,95 @@ static inline __attribute__((always_inline)) void widen_range(__m512 sc, __mmask
     *vhi = _mm512_mask_max_epi32(*vhi, normal, *vhi, ex);
 }
 
+/* Split n consecutive elements to consecutive outputs (rne a constant after inlining). */
+static inline __attribute__((always_inline)) void split_flat(const float *x, int64_t n, int m, int rne,
+                                                          float *scale, uint16_t *idx, __m512i *vlo, __m512i *vhi)
+{
+    __m512i i16;
+    __mmask16 normal;
+    int64_t e = 0;
+    for (; e + 16 <= n; e += 16) {
+        const __m512 sc = amsim_split16(_mm512_loadu_ps(x + e), m, rne, &i16, &normal);
+        widen_range(sc, normal, vlo, vhi);
+        _mm512_storeu_ps(scale + e, sc);
+        _mm256_storeu_si256((__m256i *)(idx + e), _mm512_cvtepi32_epi16(i16));
+    }
+    if (e < n) {
+        const __mmask16 lanes = (__mmask16)((1u << (n - e)) - 1u);
+        const __m512 sc = amsim_split16(_mm512_maskz_loadu_ps(lanes, x + e), m, rne, &i16, &normal);
+        widen_range(sc, normal & lanes, vlo, vhi);
+        _mm512_mask_storeu_ps(scale + e, lanes, sc);
+        _mm256_mask_storeu_epi16(idx + e, lanes, _mm512_cvtepi32_epi16(i16));
+    }
+}
+
+/*
+ * Rows [g, ge) of columns [b0, b0 + w) of a row-major operand (row stride rs), split to the
+ * block's row-major w-wide layout at scale, idx (row r at r * w): 16 // w rows to a vector when
+ * w is 4, 8 or 16, else one row at a time.
+ */
+static inline __attribute__((always_inline)) void split_block(const float *x, int64_t rs, int64_t g, int64_t ge,
+                                                           int64_t b0, int64_t w, int m, int rne, float *scale,
+                                                           uint16_t *idx, __m512i *vlo, __m512i *vhi)
+{
+    __m512i i16;
+    __mmask16 normal;
+    const int per = (w == 16) ? 1 : (w == 8) ? 2 : (w == 4) ? 4 : 0;
+    int64_t r = g;
+    if (per)
+        for (; r + per <= ge; r += per) {
+            const float *xr = x + r * rs + b0;
+            __m512 v;
+            if (per == 1)
+                v = _mm512_loadu_ps(xr);
+            else if (per == 2)
+                v = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(xr)), _mm256_loadu_ps(xr + rs), 1);
+            else
+                v = _mm512_insertf32x4(
+                    _mm512_insertf32x4(_mm512_insertf32x4(_mm512_castps128_ps512(_mm_loadu_ps(xr)),
+                                                          _mm_loadu_ps(xr + rs), 1),
+                                       _mm_loadu_ps(xr + 2 * rs), 2),
+                    _mm_loadu_ps(xr + 3 * rs), 3);
+            const __m512 sc = amsim_split16(v, m, rne, &i16, &normal);
+            widen_range(sc, normal, vlo, vhi);
+            _mm512_storeu_ps(scale + r * w, sc);
+            _mm256_storeu_si256((__m256i *)(idx + r * w), _mm512_cvtepi32_epi16(i16));
+        }
+    for (; r < ge; ++r)
+        for (int64_t c = 0; c < w; c += 16) {
+            const __mmask16 lanes = (__mmask16)(w - c >= 16 ? 0xFFFFu : ((1u << (w - c)) - 1u));
+            const __m512 sc = amsim_split16(_mm512_maskz_loadu_ps(lanes, x + r * rs + b0 + c), m, rne, &i16,
+                                            &normal);
+            widen_range(sc, normal & lanes, vlo, vhi);
+            _mm512_mask_storeu_ps(scale + r * w + c, lanes, sc);
+            _mm256_mask_storeu_epi16(idx + r * w + c, lanes, _mm512_cvtepi32_epi16(i16));
+        }
+}
+
+/* The first column of the k-block that column c lies in, from that of an earlier column's block
+ * (no division: a 64-bit one would cost more than splitting the 16 columns). */
+static inline int64_t block_start(int64_t b0, int64_t kb, int64_t c)
+{
+    while (b0 + kb <= c)
+        b0 += kb;
+    return b0;
+}
+
 /*
  * Store columns [c0, c0 + wc) of row r (scales sc, indices i32 as 32-bit lanes
  * 0..wc-1) in amsim_split_f32's layout: one masked store per k-block they fall
- * in, the lanes shifted down to the block's first column.
+ * in, the lanes shifted down to the block's first column. b0: the first column
+ * of c0's block.
  */
 static inline __attribute__((always_inline)) void store_row_segments(float *scale, uint16_t *idx, int64_t rows,
                                                                   int64_t cols, int64_t kb, int64_t r, int64_t c0,
-                                                                  int64_t wc, __m512 sc, __m512i i32)
+                                                                  int64_t b0, int64_t wc, __m512 sc, __m512i i32)
 {
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (int64_t seg = 0; seg < wc;) {
         /* columns [col, col + n) lie in the block starting at b0, which is w wide */
-        const int64_t col = c0 + seg, b0 = col - col % kb;
+        const int64_t col = c0 + seg;
+        b0 = block_start(b0, kb, col);
         const int64_t w = (cols - b0 < kb) ? cols - b0 : kb;
         const int64_t n = (wc - seg < b0 + w - col) ? wc - seg : b0 + w - col;
         const __mmask16 keep = (__mmask16)((1u << n) - 1u);
@@ -191,25 +267,21 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
         for (int64_t r = r0; r < r1; r += 16) {
             const int64_t nr = (r1 - r < 16) ? r1 - r : 16;
             const __mmask16 lanes = (__mmask16)(nr == 16 ? 0xFFFFu : ((1u << nr) - 1u));
+            int64_t b0 = 0;
             for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+                b0 = block_start(b0, kb, c0);
                 const int64_t wc = (cols - c0 < 16) ? cols - c0 : 16;
-                __m512 ts[16], ti[16];
-                for (int64_t c = 0; c < 16; ++c) {
-                    if (c >= wc) {
-                        ts[c] = ti[c] = _mm512_setzero_ps();
-                        continue;
-                    }
+                __m512 t[16];
+                for (int64_t c = 0; c < 16; ++c)
+                    t[c] = c < wc ? _mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r) : _mm512_setzero_ps();
+                transpose16(t);  /* t[i]: columns c0.. of row r + i (zeros past wc: not normal) */
+                for (int64_t i = 0; i < nr; ++i) {
                     __m512i i16;
                     __mmask16 normal;
-                    ts[c] = amsim_split16(_mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r), m,
-                                          rounding == AMSIM_RNE, &i16, &normal);
-                    ti[c] = _mm512_castsi512_ps(i16);
-                    widen_range(ts[c], normal & lanes, &vlo, &vhi);
+                    const __m512 sc = amsim_split16(t[i], m, rounding == AMSIM_RNE, &i16, &normal);
+                    widen_range(sc, normal, &vlo, &vhi);
+                    store_row_segments(scale, idx, rows, cols, kb, r + i, c0, b0, wc, sc, i16);
                 }
-                transpose16(ts);
-                transpose16(ti);
-                for (int64_t i = 0; i < nr; ++i)
-                    store_row_segments(scale, idx, rows, cols, kb, r + i, c0, wc, ts[i], _mm512_castps_si512(ti[i]));
             }
         }
         lo = _mm512_reduce_min_epi32(vlo);
@@ -220,18 +292,32 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
     /* Exponent range kept in vectors across the rows, reduced once at the end. */
     __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
-    if (cs == 1) {  /* contiguous rows: 16 columns at a time, stored block by block */
-        for (int64_t r = r0; r < r1; ++r)
-            for (int64_t c0 = 0; c0 < cols; c0 += 16) {
-                const int64_t wc = (cols - c0 < 16) ? cols - c0 : 16;
-                const __mmask16 lanes = (__mmask16)((1u << wc) - 1u);
-                __m512i i16;
-                __mmask16 normal;
-                const __m512 sc = amsim_split16(_mm512_maskz_loadu_ps(lanes, x + r * rs + c0), m,
-                                                rounding == AMSIM_RNE, &i16, &normal);
-                widen_range(sc, normal & lanes, &vlo, &vhi);
-                store_row_segments(scale, idx, rows, cols, kb, r, c0, wc, sc, i16);
+    if (cs == 1 && rs == cols && kb == cols) {
+        /* rows that follow each other, to a row-major result: one flat run, 16 lanes at a time
+         * whatever the row length */
+        const int64_t base = r0 * cols;
+        if (rounding == AMSIM_RNE)
+            split_flat(x + base, (r1 - r0) * cols, m, 1, scale + base, idx + base, &vlo, &vhi);
+        else
+            split_flat(x + base, (r1 - r0) * cols, m, 0, scale + base, idx + base, &vlo, &vhi);
+        r0 = r1;
+    } else if (cs == 1) {
+        /* contiguous rows to k-blocks. Row by row, every row's pieces would go to a block of their
+         * own, rows * kb elements apart: a power-of-two stride that maps them all to the same few
+         * cache sets. So a group of rows (small enough to stay in cache) is split block by
+         * block instead, writing each block's part in order, with whole blocks of 4, 8 or 16
+         * columns packed 4, 2 or 1 rows to a vector. */
+        const int64_t group = 65536 / (cols > 16 ? cols : 16) / 4 * 4 + 4;
+        for (int64_t g = r0; g < r1; g += group) {
+            const int64_t ge = (r1 - g < group) ? r1 : g + group;
+            for (int64_t b0 = 0; b0 < cols; b0 += kb) {
+                const int64_t w = (cols - b0 < kb) ? cols - b0 : kb;
+                if (rounding == AMSIM_RNE)
+                    split_block(x, rs, g, ge, b0, w, m, 1, scale + b0 * rows, idx + b0 * rows, &vlo, &vhi);
+                else
+                    split_block(x, rs, g, ge, b0, w, m, 0, scale + b0 * rows, idx + b0 * rows, &vlo, &vhi);
             }
+        }
         r0 = r1;
     }
 #endif

@@ -100,6 +100,28 @@ AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
 static inline __m512 amsim_split16(__m512 x, int m, int rne, __m512i *idx, __mmask16 *normal)
 {
     const __m512i u = _mm512_castps_si512(x);
+    {
+        /* Shortcut, same results: when every lane is normal before and after rounding, rounding is
+         * an integer add of (half - 1 + the kept lsb) whose carry runs into the exponent, and the
+         * scale and index are bit fields of the sum. */
+        const int s = 23 - m;
+        __m512i v = u;
+        if (rne && s > 0) {
+            const __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(u, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(1));
+            v = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32((int)((1u << (s - 1)) - 1u))));
+        }
+        const __m512i one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xFF), top = _mm512_set1_epi32(254);
+        const __m512i e0 = _mm512_and_si512(_mm512_srli_epi32(u, 23), ff);
+        const __m512i e1 = _mm512_and_si512(_mm512_srli_epi32(v, 23), ff);
+        const __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(e0, one), top) &
+                             _mm512_cmplt_epu32_mask(_mm512_sub_epi32(e1, one), top);
+        if (ok == 0xFFFF) {
+            *idx = _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(s)),
+                                    _mm512_set1_epi32((int)((1u << m) - 1u)));
+            *normal = 0xFFFF;
+            return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFF800000u)));
+        }
+    }
     const __m512i sign = _mm512_and_si512(u, _mm512_set1_epi32((int)0x80000000u));
     const __m512i e = _mm512_and_si512(_mm512_srli_epi32(u, 23), _mm512_set1_epi32(0xFF));
     const __m512i frac = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFF));
