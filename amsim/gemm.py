@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -211,26 +209,18 @@ _CDEF = """
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range);
-int amsim_expand_x_blocks(int m, int64_t K);
 size_t amsim_prepared_bytes(int m);
 void amsim_prepare_lut(const float *lut, int m, void *out);
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode);
-int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
-                     const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
-                     int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
-                     int transpose_c);
-int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xkb,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
-                      int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
-int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1);
-int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1);
+int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
+               const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
+               int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
+               int transpose_c, int threads);
+double amsim_pool_overhead_ns(int threads, double work_ns);
+int amsim_pool_awake(void);
 int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
                      const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
-                     uintptr_t fn, int is_float, float *c, int64_t ldc, int64_t j0, int64_t j1);
+                     uintptr_t fn, int is_float, float *c, int64_t ldc, int threads);
 """
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
@@ -283,56 +273,9 @@ def _cpus() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """One pool for every call (starting threads per call would cost more than small GEMMs)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max(2, len(os.sched_getaffinity(0))), thread_name_prefix="amsim-gemm")
-        return _POOL
-
-
 #: Below this much work (products, or elements to split) the direct and model kernels and the
 #: operand split run in the calling thread; the fast kernels decide by their cost model.
 _PARALLEL_MIN_WORK = 1 << 20
-
-
-def _run_parts(fn, parts):
-    """Call fn(*part) for every part, in parallel when there are several (each part owns its output).
-
-    The calling thread takes the first part itself while the pool wakes up for the others.
-    """
-    if len(parts) <= 1 or threading.current_thread().name.startswith("amsim-gemm"):  # never wait on our own pool
-        for part in parts:
-            fn(*part)
-        return
-    futures = [_pool().submit(fn, *part) for part in parts[1:]]
-    try:
-        fn(*parts[0])
-    finally:
-        for fut in futures:
-            fut.result()
-
-
-def _partition(rows, cols, threads, col_align, rows_first=False):
-    """Split the output between threads: by columns (aligned) when there are enough, else by rows
-    (``rows_first``: by rows when there are enough, else by columns).
-
-    Every output element is still summed by one thread in increasing k, so the
-    result does not depend on the partition.
-    """
-    if threads <= 1:
-        return [(0, rows, 0, cols)]
-    tiles = -(-cols // col_align)
-    if tiles >= threads and not (rows_first and rows >= threads):
-        per = -(-tiles // threads)
-        return [(0, rows, t * col_align, min(cols, (t + per) * col_align)) for t in range(0, tiles, per)]
-    per = -(-rows // threads)
-    return [(r, min(rows, r + per), 0, cols) for r in range(0, rows, per)]
 
 
 class _Split:
@@ -344,49 +287,23 @@ class _Split:
         self.scale, self.idx, self.exponents = scale, idx, exponents
 
 
-_WORKSPACE = threading.local()
-
-
-def _workspace(role: str, size: int, dtype) -> np.ndarray:
-    """A buffer of this thread's, reused across calls: fresh pages cost a fault each (zeroing by
-    the kernel took a third of the time of large GEMMs). One buffer per role, so the operands of
-    one call never share."""
-    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
-    key = (role, dtype)
-    buf = buffers.get(key)
-    if buf is None or buf.size < size:
-        buf = buffers[key] = np.empty(max(size, 1), dtype)
-    return buf[:size]
-
-
-def _split(ffi, lib, x, m, rounding, kb=0, role="x", threads=1) -> _Split:
-    """Split a 2-D float32 operand (any strides) with amsim_split, in C.
+def _split(ffi, lib, x, m, rounding, kb=0) -> _Split:
+    """Split a 2-D float32 operand (any strides) with amsim_split_f32, as amsim_gemm does.
 
     ``kb`` > 0 lays the result out in column blocks of that width, as the
-    expand kernel reads it (amsim_split_f32); 0 gives row-major arrays. The
-    arrays live in this thread's workspace for ``role`` until the next call.
-    Large operands are split by several threads, each taking a range of rows.
+    expand kernel reads it; 0 gives row-major arrays. For tests and tools:
+    the GEMMs split inside their one C call.
     """
     rows, cols = x.shape
     x, ptr, rs, cs = _strided(ffi, x)
-    scale = _workspace(role + ".scale", rows * cols, np.float32)
-    idx = _workspace(role + ".idx", rows * cols, np.uint16)
-    parts = _partition(rows, 1, threads if x.size >= _PARALLEL_MIN_WORK else 1, 1) if x.size else []
-    ranges = ffi.new("int32_t[]", 2 * max(len(parts), 1))
-    ranges[0], ranges[1] = 255, 0
-    if parts:
-        args = (ptr, rows, cols, rs, cs, m,
-                1 if rounding == "rne" else 0, kb, ffi.from_buffer("float[]", scale),
-                ffi.from_buffer("uint16_t[]", idx))
-        if len(parts) == 1:
-            lib.amsim_split_f32(*args, 0, rows, ranges)
-        else:
-            _run_parts(lambda p, r0, r1: lib.amsim_split_f32(*args, r0, r1, ranges + 2 * p),
-                       [(p, r0, r1) for p, (r0, r1, _j0, _j1) in enumerate(parts)])
+    scale, idx = np.empty(rows * cols, np.float32), np.empty(rows * cols, np.uint16)
+    ranges = ffi.new("int32_t[2]", [255, 0])
+    if x.size:
+        lib.amsim_split_f32(ptr, rows, cols, rs, cs, m, 1 if rounding == "rne" else 0, kb,
+                            ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx), 0, rows, ranges)
     if kb <= 0:
         scale, idx = scale.reshape(rows, cols), idx.reshape(rows, cols)
-    found = list(ranges)
-    lo, hi = min(found[0::2]), max(found[1::2])
+    lo, hi = ranges
     return _Split(scale, idx, None if lo > hi else (lo, hi))
 
 
@@ -405,9 +322,11 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # `scripts/bench_gemm.py --calibrate` (only their ratios matter). A lookup's cost grows with the row
 # length: vpermt2ps needs one instruction per 32 entries plus a blend tree, _select_ops(2^M) in all
 # (byte-plane lookups grow more slowly: the fitted "_op" constants are small).
+# "threads" and "threads_awake": handing work to the C pool and waiting for it, when its workers
+# sleep (a wake-up, slow in a VM) and when one is still polling after a recent job.
 _COST = {"build": 1.3, "build_op": 0.055, "fma": 0.62, "row_k": 0.01, "row_vec": 0.19, "lookup": 1.64,
          "lookup_op": 0.053, "split": 0.71,
-         "threads": 80_000.0}  # handing work to the pool and waiting for it, and the Python steps
+         "threads": 54_000.0, "threads_awake": 1_100.0}
 
 
 def _select_ops(p: int) -> int:
@@ -415,7 +334,8 @@ def _select_ops(p: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int = 1) -> tuple[str, bool, bool]:
+def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int = 1,
+               awake: bool = False) -> tuple[str, bool, bool]:
     """The fast kernel ("expand" or "lookup", or ``method`` when forced), orientation and threading.
 
     Returns (method, swap, parallel): swap computes C^T = B^T A^T, vectorising
@@ -423,8 +343,9 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
     Expanding costs 2^M lookups per element of Y and one multiply-add per
     product; looking up costs one LUT row load per element of X and one lookup
     per 16 products. Threads split what they do not share (see
-    _cpu_matmul_2d's partition) and cost a start-up. The plan with the least
-    estimated time wins; the result is the same bits whichever it is.
+    amsim_gemm's partition) and cost a start-up, less when a worker is
+    ``awake``. The plan with the least estimated time wins; the result is the
+    same bits whichever it is.
     """
     p = 1 << bits
     c = _COST
@@ -447,7 +368,7 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
                 # enough of them, sharing nothing; otherwise it repeats the build or the LUT row loads
                 enough = vec >= threads if name == "expand" else rows >= threads
                 wall = (shared + divided) / threads if enough else shared + divided / threads
-                plans.append((split / threads + wall + c["threads"], True))
+                plans.append((split / threads + wall + c["threads_awake" if awake else "threads"], True))
             for cost, parallel in plans:
                 if best is None or cost < best[0]:
                     best = (cost, name, swap, parallel)
@@ -482,20 +403,16 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     work = m_rows * n * k
     mode_i = 1 if mode == "approxtrain" else 0
     rne = 1 if rounding == "rne" else 0
-    f32 = lambda x, offset=0: ffi.from_buffer("float[]", x) + offset  # noqa: E731
-    u16 = lambda x, offset=0: ffi.from_buffer("uint16_t[]", x) + offset  # noqa: E731
+    f32 = lambda x: ffi.from_buffer("float[]", x)  # noqa: E731
 
     if mult.table is None or method == "model":
         if mult.model is None:
             raise RangeError("method='model' needs a multiplier built from a model")
         cm = mult.model
-        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-
-        def model_part(r0, r1, j0, j1):
-            lib.amsim_gemm_model(r1 - r0, n, k, f32(a, r0 * k), k, 1, f32(b), n, 1, mult.bits, rne, mode_i,
-                                 cm.address, int(cm.kind == "float"), f32(out, r0 * n), n, j0, j1)
-
-        _run_parts(model_part, _partition(m_rows, n, threads if work * 64 >= _PARALLEL_MIN_WORK else 1, 1))
+        a, pa, ars, acs = _strided(ffi, a)
+        b, pb, brs, bcs = _strided(ffi, b)
+        lib.amsim_gemm_model(m_rows, n, k, pa, ars, acs, pb, brs, bcs, mult.bits, rne, mode_i, cm.address,
+                             int(cm.kind == "float"), f32(out), n, threads if work * 64 >= _PARALLEL_MIN_WORK else 1)
         return out
 
     if method in ("expand", "lookup") and not mult.expandable:
@@ -505,64 +422,24 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner loop
         # runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T with the
         # LUT transposed (its rows stay X's mantissas).
-        method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads)
+        method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads,
+                                            threads > 1 and bool(lib.amsim_pool_awake()))
     else:
         # the direct kernel takes about 16 times as long per product as the fast ones
         method, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK
-    threads = threads if parallel else 1
     xv, yv = (b.T, a.T) if swap else (a, b)
     rows, cols = (n, m_rows) if swap else (m_rows, n)
-    table = mult.table_t if swap else mult.table
-
-    if _partition(rows, cols, threads, 16) == [(0, rows, 0, cols)]:  # one thread: all of it in C
-        xv, x, xrs, xcs = _strided(ffi, xv)
-        yv, y, yrs, ycs = _strided(ffi, yv)
-        fast = method != "direct"
-        rc = lib.amsim_gemm_small(rows, cols, k, x, xrs, xcs, y, yrs, ycs, f32(table),
-                                  ffi.from_buffer("float[]", mult.prepared(swap)) if fast else ffi.NULL, mult.bits,
-                                  *(mult.table_exponents if fast else (0, 0)), rne, mode_i,
-                                  _METHOD_CODES[method], int(forced), f32(out), n, int(swap))
-        if rc != 0:
-            raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
-        return out
-
-    if method != "direct":
-        target = np.empty((rows, cols), np.float32) if swap else out
-        plut = ffi.from_buffer("float[]", mult.prepared(swap))
-        kb = lib.amsim_expand_x_blocks(mult.bits, k) if method == "expand" else 0
-        x = _split(ffi, lib, xv, mult.bits, rounding, kb, role="x", threads=threads)
-        y = _split(ffi, lib, yv, mult.bits, rounding, role="y", threads=threads)
-        if forced or _expand_is_exact(mult, x.exponents, y.exponents, mode):
-            fn = lib.amsim_gemm_expand if method == "expand" else lib.amsim_gemm_lookup
-
-            def fast_part(r0, r1, j0, j1):
-                if method == "expand":
-                    rc = fn(rows, cols, k, f32(x.scale), u16(x.idx), kb, f32(y.scale), u16(y.idx), plut,
-                            mult.bits, f32(target), cols, r0, r1, j0, j1)
-                else:
-                    rc = fn(r1 - r0, cols, k, f32(x.scale, r0 * k), u16(x.idx, r0 * k), f32(y.scale), u16(y.idx),
-                            plut, mult.bits, f32(target, r0 * cols), cols, j0, j1)
-                if rc != 0:
-                    raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
-
-            # expand builds T once per column panel and lookup loads a LUT row once per row and k:
-            # threads share neither, so each splits the work the way that repeats less of it. Even
-            # shares of 16-column tiles beat whole 64-column panels (one byte-plane lookup each):
-            # a thread's panels cost the same to build either way, and its sweep is shorter.
-            _run_parts(fast_part, _partition(rows, cols, threads, 16, rows_first=method == "lookup"))
-            if swap:
-                out[...] = target.T
-            return out
-
-    # Everything else, every rule applied per product.
-    sa = _split(ffi, lib, a, mult.bits, rounding, role="x", threads=threads)
-    sb = _split(ffi, lib, b, mult.bits, rounding, role="y", threads=threads)
-
-    def direct_part(r0, r1, j0, j1):
-        lib.amsim_gemm_direct(r1 - r0, n, k, f32(sa.scale, r0 * k), u16(sa.idx, r0 * k), f32(sb.scale),
-                              u16(sb.idx), f32(mult.table), mult.bits, mode_i, f32(out, r0 * n), n, j0, j1)
-
-    _run_parts(direct_part, _partition(m_rows, n, threads, 16))
+    xv, x, xrs, xcs = _strided(ffi, xv)
+    yv, y, yrs, ycs = _strided(ffi, yv)
+    fast = method != "direct"
+    # one C call does it all (split, window test, kernel or the direct fallback) on the C pool's
+    # threads: orchestrating the steps from Python would cost more than a small GEMM
+    rc = lib.amsim_gemm(rows, cols, k, x, xrs, xcs, y, yrs, ycs, f32(mult.table_t if swap else mult.table),
+                        f32(mult.prepared(swap)) if fast else ffi.NULL, mult.bits,
+                        *(mult.table_exponents if fast else (0, 0)), rne, mode_i, _METHOD_CODES[method],
+                        int(forced), f32(out), n, int(swap), threads if parallel else 1)
+    if rc != 0:
+        raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
     return out
 
 

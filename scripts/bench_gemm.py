@@ -180,10 +180,13 @@ def calibrate():
     finally:
         gemm._fast_plan = real_plan
     round_trips = []
-    for _ in range(200):  # the pool's start-up cost: two parts that do nothing
-        start = time.perf_counter()
-        gemm._run_parts(lambda _part: None, [(0,), (1,)])
-        round_trips.append(time.perf_counter() - start)
+    lib = gemm._cpu_lib()[1]
+    asleep = []
+    for _ in range(200):  # the pool's cost: two parts of 50 us each, less 50 us, back to back
+        round_trips.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
+    for _ in range(50):  # and after its workers went to sleep
+        time.sleep(0.005)
+        asleep.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
     x, y = np.array(features, float), np.array(times)
     coef = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)[0]
     predicted = x @ coef
@@ -194,7 +197,8 @@ def calibrate():
         losses.append(times[chosen] / min(times[i] for i in members))
     print(json.dumps({"benchmark": "gemm-calibration", "environment": environment(),
                       "cost_ns": {**{n: round(float(c), 3) for n, c in zip(names, coef)},
-                                  "threads": round(float(np.median(round_trips)) * 1e9)},
+                                  "threads": round(float(np.median(asleep))),
+                                  "threads_awake": round(float(np.median(round_trips)))},
                       "choice_slowdown_max": max(losses),
                       "choice_slowdown_geomean": float(np.exp(np.mean(np.log(losses))))}, indent=1))
 

@@ -217,18 +217,32 @@ def test_results_are_identical_for_any_thread_count(mitchell7):
     one = gemm.matmul(a, b, mitchell7, threads=1)
     for threads in (2, 3, 8):
         assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
+        for plan in PARALLEL_PLANS:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(gemm, "_fast_plan", lambda *args, plan=plan: plan)
+                assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
 
 
-def test_concurrent_calls_from_several_threads_agree(mitchell7):
+# parallel plans of every kind, so that the calls below use the C pool whatever the cost model says
+PARALLEL_PLANS = [("expand", False, True), ("expand", True, True), ("lookup", False, True), ("lookup", True, True)]
+
+
+def test_concurrent_calls_from_several_threads_agree(mitchell7, monkeypatch):
     rng = np.random.default_rng(5)
     pairs = [(rng.standard_normal((150, 130)).astype(np.float32), rng.standard_normal((130, 170)).astype(np.float32))
-             for _ in range(4)]
-    expected = [gemm.matmul(a, b, mitchell7, threads=1) for a, b in pairs]
+             for _ in range(3)]
+    big = pairs[0][0].copy()
+    big[0, 0] = 3e38  # outside the fast kernels' window: the direct fallback, on the pool too
+    pairs.append((big, pairs[0][1]))
+    expected = [reference.approx_matmul(a, b, mitchell7.table, 7) for a, b in pairs]
     results = [None] * 8
+    local = threading.local()
+    monkeypatch.setattr(gemm, "_fast_plan", lambda *args: PARALLEL_PLANS[local.plan])
 
     def work(t):
+        local.plan = t // 2
         a, b = pairs[t % 4]
-        results[t] = gemm.matmul(a, b, mitchell7, threads=2)
+        results[t] = gemm.matmul(a, b, mitchell7, threads=3)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
     for t in threads:
@@ -237,6 +251,31 @@ def test_concurrent_calls_from_several_threads_agree(mitchell7):
         t.join()
     for t, r in enumerate(results):
         assert bits_equal(r, expected[t % 4])
+
+
+def _parallel_matmul_in_child(queue):
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((64, 40)).astype(np.float32), rng.standard_normal((40, 80)).astype(np.float32)
+    gemm._fast_plan = lambda *args: PARALLEL_PLANS[0]
+    queue.put(gemm.matmul(a, b, "mitchell", bits=7, threads=2))
+
+
+def test_a_forked_child_can_run_parallel_gemms(mitchell7, monkeypatch):
+    # the child has none of the parent's pool threads: its GEMMs must start their own
+    import multiprocessing
+
+    monkeypatch.setattr(gemm, "_fast_plan", lambda *args: PARALLEL_PLANS[0])
+    gemm.matmul(np.ones((64, 40), np.float32), np.ones((40, 80), np.float32), mitchell7, threads=2)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_parallel_matmul_in_child, args=(queue,))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((64, 40)).astype(np.float32), rng.standard_normal((40, 80)).astype(np.float32)
+    assert child.exitcode == 0
+    assert bits_equal(got, reference.approx_matmul(a, b, mitchell7.table, 7))
 
 
 def test_batched_matmul_broadcasts_leading_dimensions(mitchell7):

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <amsim_product.h>
 #include <pthread.h>
@@ -73,6 +74,194 @@ static void *work_buffer(int slot, size_t bytes)
         w->size[slot] = w->ptr[slot] ? bytes : 0;
     }
     return w->ptr[slot];
+}
+
+/*
+ * A pool of worker threads for the GEMMs' parts, started on first use.
+ *
+ * A caller posts a job (a function and its number of parts), takes parts
+ * itself until none are left unclaimed, then waits for the parts workers took.
+ * So a job never waits for a busy pool: with workers taken by another caller's
+ * job (TensorFlow runs the two backward GEMMs at once), a caller does its own
+ * parts. Parts write disjoint outputs, so who runs which part changes nothing
+ * in the result. Workers sleep on a condition variable between jobs: spinning
+ * would take the cores from the framework around us.
+ */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#ifndef POOL_SPIN_NS
+#define POOL_SPIN_NS 200000.0   /* how long an idle worker polls for the next job */
+#endif
+
+static double now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+typedef void (*part_fn)(void *ctx, int part);
+struct pool_job {
+    part_fn fn;
+    void *ctx;
+    int nparts, claimed, unfinished;
+    struct pool_job *next;
+};
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;   /* a job was posted */
+static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;   /* a job's last part finished */
+static struct pool_job *pool_jobs;                             /* jobs with unclaimed parts */
+static int pool_workers;
+static int pool_polling;                                       /* workers polling, not asleep */
+
+/* Whether a worker is awake to take a job at once (the planner counts a sleeping pool's wake-up). */
+int amsim_pool_awake(void)
+{
+    return __atomic_load_n(&pool_polling, __ATOMIC_RELAXED) > 0;
+}
+
+/* Claim a part of the first job that has one (pool_mu held); -1 when there is none. A job
+ * leaves the list with its last claim, so it is reachable only while it has parts to give. */
+static int pool_claim(struct pool_job **job)
+{
+    struct pool_job *j = pool_jobs;
+    if (!j)
+        return -1;
+    const int part = j->claimed++;
+    if (j->claimed == j->nparts)
+        pool_jobs = j->next;
+    *job = j;
+    return part;
+}
+
+static void pool_finish(struct pool_job *job)
+{
+    pthread_mutex_lock(&pool_mu);
+    if (--job->unfinished == 0)
+        pthread_cond_broadcast(&pool_done);
+    pthread_mutex_unlock(&pool_mu);   /* the job may be gone from here on: its caller returns */
+}
+
+static void *pool_worker(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool_mu);
+    for (;;) {
+        struct pool_job *job;
+        const int part = pool_claim(&job);
+        if (part < 0) {
+            /* Poll a little before sleeping: waking a sleeping thread takes tens of microseconds
+             * (more in a VM), as much as a small GEMM, and GEMMs come in runs (a network's layers). */
+            pthread_mutex_unlock(&pool_mu);
+            __atomic_add_fetch(&pool_polling, 1, __ATOMIC_RELAXED);
+            const double until = now_ns() + POOL_SPIN_NS;
+            while (!__atomic_load_n(&pool_jobs, __ATOMIC_RELAXED) && now_ns() < until)
+                cpu_relax();
+            __atomic_sub_fetch(&pool_polling, 1, __ATOMIC_RELAXED);
+            pthread_mutex_lock(&pool_mu);
+            if (!pool_jobs)
+                pthread_cond_wait(&pool_work, &pool_mu);
+            continue;
+        }
+        pthread_mutex_unlock(&pool_mu);
+        job->fn(job->ctx, part);
+        pool_finish(job);
+        pthread_mutex_lock(&pool_mu);
+    }
+    return NULL;
+}
+
+/* After fork() the child has none of the parent's workers (and maybe a lock a worker held). */
+static void pool_after_fork(void)
+{
+    pthread_mutex_init(&pool_mu, NULL);
+    pthread_cond_init(&pool_work, NULL);
+    pthread_cond_init(&pool_done, NULL);
+    pool_jobs = NULL;
+    pool_workers = pool_polling = 0;
+}
+
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+/* Start workers until there are `want` (pool_mu held); fewer when the system refuses threads. */
+static void pool_grow(int want)
+{
+    while (pool_workers < want) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        const int rc = pthread_create(&th, &attr, pool_worker, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc != 0)
+            break;
+        ++pool_workers;
+    }
+}
+
+/* fn(ctx, p) for p in [0, nparts), on up to `threads` threads (the caller's included). */
+static void run_parts(part_fn fn, void *ctx, int nparts, int threads)
+{
+    if (nparts <= 1 || threads <= 1) {
+        for (int p = 0; p < nparts; ++p)
+            fn(ctx, p);
+        return;
+    }
+    pthread_once(&pool_once, pool_init);
+    struct pool_job job = {fn, ctx, nparts, 0, nparts, NULL};
+    pthread_mutex_lock(&pool_mu);
+    pool_grow(threads - 1);
+    struct pool_job **tail = &pool_jobs;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = &job;
+    for (int w = 1; w < nparts && w < threads; ++w)
+        pthread_cond_signal(&pool_work);
+    /* take parts of our own job; others' are left to the workers */
+    while (job.claimed < job.nparts) {
+        const int part = job.claimed++;
+        if (job.claimed == job.nparts) {
+            struct pool_job **at = &pool_jobs;
+            while (*at != &job)
+                at = &(*at)->next;
+            *at = job.next;
+        }
+        pthread_mutex_unlock(&pool_mu);
+        fn(ctx, part);
+        pthread_mutex_lock(&pool_mu);
+        --job.unfinished;
+    }
+    while (job.unfinished > 0)
+        pthread_cond_wait(&pool_done, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+}
+
+static void busy_part(void *ctx, int part)
+{
+    (void)part;
+    const double until = now_ns() + *(const double *)ctx;
+    while (now_ns() < until)
+        ;
+}
+
+/*
+ * What handing work to the pool costs: the time, less `work_ns`, of a job of
+ * `threads` parts that each take work_ns (parts that take no time would all be
+ * done by the caller before a worker woke up).
+ */
+double amsim_pool_overhead_ns(int threads, double work_ns)
+{
+    const double start = now_ns();
+    run_parts(busy_part, &work_ns, threads, threads);
+    return now_ns() - start - work_ns;
 }
 
 /*
@@ -954,9 +1143,103 @@ int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_l
 }
 
 /*
- * A whole GEMM on the calling thread, target = X (x) Y (rows x cols): split,
- * window test, kernel. Small problems take this path, where orchestrating the
- * steps from Python would cost more than the arithmetic.
+ * Split the output between parts: by 16-column tiles when there are enough for
+ * every thread (rows_first: unless there are enough rows), else by rows. Every
+ * output is still summed by one part in increasing k, so the partition does not
+ * change the result. Returns the number of parts, their (r0, r1, j0, j1) in out.
+ */
+static int partition(int64_t rows, int64_t cols, int threads, int rows_first, int64_t (*out)[4])
+{
+    const int64_t tiles = (cols + 15) / 16;
+    int n = 0;
+    if (threads <= 1) {
+        out[n][0] = 0, out[n][1] = rows, out[n][2] = 0, out[n][3] = cols, ++n;
+    } else if (tiles >= threads && !(rows_first && rows >= threads)) {
+        const int64_t per = (tiles + threads - 1) / threads;
+        for (int64_t t = 0; t < tiles; t += per)
+            out[n][0] = 0, out[n][1] = rows, out[n][2] = 16 * t,
+            out[n][3] = (16 * (t + per) < cols) ? 16 * (t + per) : cols, ++n;
+    } else {
+        const int64_t per = (rows + threads - 1) / threads;
+        for (int64_t r = 0; r < rows; r += per)
+            out[n][0] = r, out[n][1] = (r + per < rows) ? r + per : rows, out[n][2] = 0, out[n][3] = cols, ++n;
+    }
+    return n;
+}
+
+#define MAX_THREADS 256
+#define SPLIT_PART_MIN 65536    /* elements: a smaller operand is split by one thread */
+
+struct gemm_job {
+    int64_t rows, cols, K;
+    const float *x, *y;
+    int64_t xrs, xcs, yrs, ycs;
+    const float *lut, *plut;
+    int m, rounding, mode, method;
+    float *c, *target;
+    int64_t ldc, ldt, kb;
+    int transpose_c;
+    float *xs, *ys;
+    uint16_t *xi, *yi;
+    int xparts, yparts;                  /* split phase: X's row ranges, then Y's */
+    int32_t range[2 * 2 * MAX_THREADS];
+    int nparts;                          /* kernel phase */
+    int64_t part[MAX_THREADS][4];
+    int failed;                          /* a part ran out of memory */
+};
+
+static void split_part(void *ctx, int p)
+{
+    struct gemm_job *g = ctx;
+    const int is_x = p < g->xparts;
+    const int q = is_x ? p : p - g->xparts, n = is_x ? g->xparts : g->yparts;
+    const int64_t rows = is_x ? g->rows : g->K, per = (rows + n - 1) / n;
+    const int64_t r0 = q * per, r1 = (r0 + per < rows) ? r0 + per : rows;
+    int32_t *range = g->range + 2 * p;
+    range[0] = 255, range[1] = 0;
+    if (r0 >= r1)
+        return;
+    if (is_x)
+        amsim_split_f32(g->x, g->rows, g->K, g->xrs, g->xcs, g->m, g->rounding, g->kb, g->xs, g->xi, r0, r1, range);
+    else
+        amsim_split_f32(g->y, g->K, g->cols, g->yrs, g->ycs, g->m, g->rounding, 0, g->ys, g->yi, r0, r1, range);
+}
+
+static void kernel_part(void *ctx, int p)
+{
+    struct gemm_job *g = ctx;
+    const int64_t r0 = g->part[p][0], r1 = g->part[p][1], j0 = g->part[p][2], j1 = g->part[p][3];
+    const int64_t K = g->K;
+    int rc = 0;
+    if (g->method == 1)
+        rc = amsim_gemm_expand(g->rows, g->cols, K, g->xs, g->xi, g->kb, g->ys, g->yi, g->plut, g->m, g->target,
+                               g->ldt, r0, r1, j0, j1);
+    else if (g->method == 2)
+        rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->plut, g->m,
+                               g->target + r0 * g->ldt, g->ldt, j0, j1);
+    else
+        direct_rows(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->lut,
+                    (int64_t)1 << g->m, g->mode, g->target + r0 * g->ldt, g->ldt, j0, j1);
+    if (rc != 0) {
+        __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (g->transpose_c)  /* this part's block of the result, to its place in c */
+        for (int64_t i = r0; i < r1; ++i)
+            for (int64_t j = j0; j < j1; ++j)
+                g->c[j * g->ldc + i] = g->target[i * g->ldt + j];
+}
+
+static int split_parts(int64_t elements, int threads)
+{
+    const int64_t n = elements / SPLIT_PART_MIN;
+    return n < 1 ? 1 : (n < threads ? (int)n : threads);
+}
+
+/*
+ * A whole GEMM, target = X (x) Y (rows x cols), on up to `threads` threads:
+ * split, window test, kernel, in one call (orchestrating the steps from Python
+ * would cost more than small GEMMs' arithmetic).
  *
  * x, y: strided operands (element strides). method: 0 direct, 1 expand,
  * 2 lookup; forced: run the fast method without the window test. lut: the
@@ -966,37 +1249,49 @@ int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_l
  * transposed (c[j * ldc + i]) when transpose_c is set. Returns 0, or -1 when
  * out of memory.
  */
-int amsim_gemm_small(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
-                     const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
-                     int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
-                     int transpose_c)
+int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
+               const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
+               int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
+               int transpose_c, int threads)
 {
-    const int64_t kb = method == 1 ? amsim_expand_x_blocks(m, K) : 0;
-    float *xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
-    uint16_t *xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
-    float *ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
-    uint16_t *yi = work_buffer(SLOT_YI, sizeof(uint16_t) * (size_t)(K * cols));
-    float *target = transpose_c ? work_buffer(SLOT_OUT, sizeof(float) * (size_t)(rows * cols)) : c;
-    const int64_t ldt = transpose_c ? cols : ldc;
-    if (!xs || !xi || !ys || !yi || !target)
+    threads = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
+    struct gemm_job job, *g = &job;
+    *g = (struct gemm_job){.rows = rows, .cols = cols, .K = K, .x = x, .y = y, .xrs = xrs, .xcs = xcs,
+                           .yrs = yrs, .ycs = ycs, .lut = lut, .plut = plut, .m = m, .rounding = rounding,
+                           .mode = mode, .method = method, .c = c, .ldc = ldc, .transpose_c = transpose_c,
+                           .kb = method == 1 ? amsim_expand_x_blocks(m, K) : 0};
+    /* the caller's buffers: workers write the splits into them and read them */
+    g->xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
+    g->xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
+    g->ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
+    g->yi = work_buffer(SLOT_YI, sizeof(uint16_t) * (size_t)(K * cols));
+    g->target = transpose_c ? work_buffer(SLOT_OUT, sizeof(float) * (size_t)(rows * cols)) : c;
+    g->ldt = transpose_c ? cols : ldc;
+    if (!g->xs || !g->xi || !g->ys || !g->yi || !g->target)
         return -1;
-    int32_t rx[2], ry[2];
-    amsim_split_f32(x, rows, K, xrs, xcs, m, rounding, kb, xs, xi, 0, rows, rx);
-    amsim_split_f32(y, K, cols, yrs, ycs, m, rounding, 0, ys, yi, 0, K, ry);
-    int rc = 0;
-    if (method != 0 && (forced || amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode))) {
-        rc = method == 1 ? amsim_gemm_expand(rows, cols, K, xs, xi, kb, ys, yi, plut, m, target, ldt, 0, rows, 0, cols)
-                         : amsim_gemm_lookup(rows, cols, K, xs, xi, ys, yi, plut, m, target, ldt, 0, cols);
-    } else {
-        if (kb)  /* the direct kernel reads X row-major */
-            amsim_split_f32(x, rows, K, xrs, xcs, m, rounding, 0, xs, xi, 0, rows, rx);
-        direct_rows(rows, cols, K, xs, xi, ys, yi, lut, (int64_t)1 << m, mode, target, ldt, 0, cols);
+    for (int pass = 0; pass < 2; ++pass) {
+        g->xparts = split_parts(rows * K, threads);
+        g->yparts = split_parts(K * cols, threads);
+        run_parts(split_part, g, g->xparts + g->yparts, threads);
+        int32_t rx[2] = {255, 0}, ry[2] = {255, 0};
+        for (int p = 0; p < g->xparts + g->yparts; ++p) {
+            int32_t *r = p < g->xparts ? rx : ry;
+            r[0] = g->range[2 * p] < r[0] ? g->range[2 * p] : r[0];
+            r[1] = g->range[2 * p + 1] > r[1] ? g->range[2 * p + 1] : r[1];
+        }
+        if (g->method != 0 && !forced && !amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode)) {
+            /* the fast kernels would not give every product's bits: every rule applied per product */
+            g->method = 0;
+            if (g->kb) {  /* the direct kernel reads X row-major: split again */
+                g->kb = 0;
+                continue;
+            }
+        }
+        break;
     }
-    if (rc == 0 && transpose_c)
-        for (int64_t i = 0; i < rows; ++i)
-            for (int64_t j = 0; j < cols; ++j)
-                c[j * ldc + i] = target[i * cols + j];
-    return rc;
+    g->nparts = partition(rows, cols, threads, g->method == 2, g->part);
+    run_parts(kernel_part, g, g->nparts, threads);
+    return g->failed ? -1 : 0;
 }
 
 typedef float (*amsim_float_model)(float, float);
@@ -1009,17 +1304,32 @@ typedef int64_t (*amsim_int_model)(int64_t, int64_t);
  * width M + 1, result scaled by 2^-2M after one rounding to nearest float32).
  * Operands are split on the fly; the order of accumulation is the usual one.
  */
-int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
-                     const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
-                     uintptr_t fn, int is_float, float *c, int64_t ldc, int64_t j0, int64_t j1)
+struct model_job {
+    int64_t M, N, K;
+    const float *a, *b;
+    int64_t ars, acs, brs, bcs;
+    int m, rounding, mode, is_float, nparts;
+    uintptr_t fn;
+    float *c;
+    int64_t ldc;
+};
+
+static void model_part(void *ctx, int part)
 {
-    (void)N;  /* the column range [j0, j1) is what matters here */
-    const amsim_float_model ffn = (amsim_float_model)fn;
-    const amsim_int_model ifn = (amsim_int_model)fn;
+    const struct model_job *g = ctx;
+    const int64_t per = (g->M + g->nparts - 1) / g->nparts, i0 = part * per;
+    const int64_t i1 = (i0 + per < g->M) ? i0 + per : g->M;
+    const int64_t K = g->K, N = g->N, ars = g->ars, acs = g->acs, brs = g->brs, bcs = g->bcs;
+    const int m = g->m, rounding = g->rounding, mode = g->mode, is_float = g->is_float;
+    const float *a = g->a, *b = g->b;
+    float *c = g->c;
+    const int64_t ldc = g->ldc;
+    const amsim_float_model ffn = (amsim_float_model)g->fn;
+    const amsim_int_model ifn = (amsim_int_model)g->fn;
     const int64_t base = (int64_t)1 << m;
-    for (int64_t i = 0; i < M; ++i) {
+    for (int64_t i = i0; i < i1; ++i) {
         float *crow = c + i * ldc;
-        for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t j = 0; j < N; ++j) {
             float acc = 0.0f;
             for (int64_t k = 0; k < K; ++k) {
                 uint32_t ia, ib;
@@ -1037,5 +1347,15 @@ int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ar
             crow[j] = acc;
         }
     }
+}
+
+int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
+                     const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
+                     uintptr_t fn, int is_float, float *c, int64_t ldc, int threads)
+{
+    threads = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
+    const struct model_job job = {M, N, K, a, b, ars, acs, brs, bcs, m, rounding, mode, is_float,
+                                  (int)(M < threads ? (M > 0 ? M : 1) : threads), fn, c, ldc};
+    run_parts(model_part, (void *)&job, job.nparts, threads);
     return 0;
 }
