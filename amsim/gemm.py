@@ -324,8 +324,8 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # (byte-plane lookups grow more slowly: the fitted "_op" constants are small).
 # "threads" and "threads_awake": handing work to the C pool and waiting for it, when its workers
 # sleep (a wake-up, slow in a VM) and when one is still polling after a recent job.
-_COST = {"build": 1.3, "build_op": 0.055, "fma": 0.62, "row_k": 0.01, "row_vec": 0.19, "lookup": 1.64,
-         "lookup_op": 0.053, "split": 0.71,
+_COST = {"build": 1.2, "build_op": 0.045, "fma": 0.6, "row_k": 0.0, "row_vec": 0.18, "lookup": 1.54,
+         "lookup_op": 0.052, "split": 0.42,
          "threads": 54_000.0, "threads_awake": 1_100.0}
 
 
