@@ -11,8 +11,10 @@ is a float32 sum in increasing k. Backends:
     CUDA kernels, compiled once per machine with ``-O3 -march=native`` and
     cached. Same accumulation order as the reference, so results are
     bit-identical to it, deterministic for any thread count, and safe to call
-    from several threads at once (each thread owns its work buffers; the
-    output is split between threads by columns, or by rows when it is narrow).
+    from several threads at once. Each GEMM is one C call (``amsim_gemm``):
+    split, window test and kernel run on a pool of C worker threads, the
+    output split between them by columns, or by rows when it is narrow; a
+    caller whose workers are busy with another caller's GEMM does its own parts.
 ``cuda``
     The bundled CUDA kernels (:mod:`amsim.cuda`), when a GPU is present.
 
@@ -37,7 +39,7 @@ With ``method="auto"`` a cost model (:func:`_fast_plan`, fitted by
 ``scripts/bench_gemm.py --calibrate``) picks the fast kernel, its orientation
 (along B's columns, or along A's rows by computing C^T = B^T A^T with the LUT
 transposed) and whether to use several threads; operands outside the window
-fall back to ``direct``. Small GEMMs run in one C call on the calling thread.
+fall back to ``direct``.
 """
 
 from __future__ import annotations
@@ -273,8 +275,8 @@ def _cpus() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-#: Below this much work (products, or elements to split) the direct and model kernels and the
-#: operand split run in the calling thread; the fast kernels decide by their cost model.
+#: Below this much work (products) the direct and model kernels run in the calling thread; the
+#: fast kernels decide by their cost model.
 _PARALLEL_MIN_WORK = 1 << 20
 
 

@@ -6,7 +6,7 @@
  * are bit-identical to the reference and to themselves for any thread count.
  * The product (x) is amsim_product.h's, shared with the CUDA kernels.
  *
- * Two kernels:
+ * Kernels:
  *   expand  (M <= 8, operands in the "safe window", LUT entries positive and
  *           finite): for every k the LUT is expanded into the second operand,
  *           T[p][j] = scale_b(k, j) * LUT[p][idx_b(k, j)] for all 2^M
@@ -18,10 +18,14 @@
  *           harmless (the product is exact). Special operands work too: 0, inf
  *           and NaN scales propagate through the two exact multiplications as
  *           section 2.2 says, given LUT entries that are positive and finite.
+ *   lookup  (same conditions): the same products without the expansion, each
+ *           looked up in the LUT row of X's mantissa held in registers, for
+ *           GEMMs with too few rows to share an expansion.
  *   direct  (anything else): amsim_mul_split per product, all rules applied.
+ *   model   (M > 12, no LUT): the compiled C model per product.
  *
- * Both take a column range [j0, j1) so that the caller can split the output
- * between threads; they share nothing but read-only inputs.
+ * The kernels take a range of the output so that amsim_gemm can split it
+ * between the worker pool's threads; they share nothing but read-only inputs.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -332,6 +336,8 @@ static inline __attribute__((always_inline)) void widen_range(__m512 sc, __mmask
     *vhi = _mm512_mask_max_epi32(*vhi, normal, *vhi, ex);
 }
 
+#define SPLIT_T_COLS 256        /* columns of a transposed view split per sweep over its rows */
+
 /* Split n consecutive elements to consecutive outputs (rne a constant after inlining). */
 static inline __attribute__((always_inline)) void split_flat(const float *x, int64_t n, int m, int rne,
                                                           float *scale, uint16_t *idx, __m512i *vlo, __m512i *vhi)
@@ -453,13 +459,18 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
          * reading memory in order, transpose each 16 x 16 tile in registers and store it by rows
          * (a row's columns in one store per k-block they fall in). */
         __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+        /* Columns in blocks of SPLIT_T_COLS, each swept over all rows: a column is a line of
+         * memory, and sweeping every column per 16 rows would touch a page per column each time
+         * (the TLB misses cost 2.5 ns an element on a 363 x 193600 operand). */
+        for (int64_t cb = 0; cb < cols; cb += SPLIT_T_COLS)
         for (int64_t r = r0; r < r1; r += 16) {
             const int64_t nr = (r1 - r < 16) ? r1 - r : 16;
             const __mmask16 lanes = (__mmask16)(nr == 16 ? 0xFFFFu : ((1u << nr) - 1u));
-            int64_t b0 = 0;
-            for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+            const int64_t ce = (cols - cb < SPLIT_T_COLS) ? cols : cb + SPLIT_T_COLS;
+            int64_t b0 = cb - cb % kb;
+            for (int64_t c0 = cb; c0 < ce; c0 += 16) {
                 b0 = block_start(b0, kb, c0);
-                const int64_t wc = (cols - c0 < 16) ? cols - c0 : 16;
+                const int64_t wc = (ce - c0 < 16) ? ce - c0 : 16;
                 __m512 t[16];
                 for (int64_t c = 0; c < 16; ++c)
                     t[c] = c < wc ? _mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r) : _mm512_setzero_ps();
