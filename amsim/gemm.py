@@ -213,6 +213,8 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                      int32_t *range);
 size_t amsim_prepared_bytes(int m);
 void amsim_prepare_lut(const float *lut, int m, void *out);
+void amsim_range_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m, int rounding,
+                     int64_t r0, int64_t r1, int32_t *range);
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode);
 int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
                const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,

@@ -41,7 +41,7 @@
  * owns its buffers, so concurrent calls share nothing; they are freed when the
  * thread exits.
  */
-enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, WORK_SLOTS };
+enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, WORK_SLOTS };
 struct work_buffers {
     void *ptr[WORK_SLOTS];
     size_t size[WORK_SLOTS];
@@ -539,6 +539,102 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 }
 
 /*
+ * The exponent range amsim_split_f32 would report for rows [r0, r1), without
+ * storing the split: the window test of a GEMM whose kernel splits X as it goes.
+ */
+void amsim_range_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m, int rounding,
+                     int64_t r0, int64_t r1, int32_t *range)
+{
+    (void)rows;
+    int32_t lo = 255, hi = 0;
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+    if (cs == 1 || rs == 1) {  /* runs contiguous in memory: a row, or a column of a transposed view */
+        const int64_t runs = cs == 1 ? r1 - r0 : cols, len = cs == 1 ? cols : r1 - r0;
+        const int64_t step = cs == 1 ? rs : cs;
+        const float *first = x + r0 * rs;
+        __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi), i16;
+        __mmask16 normal;
+        for (int64_t run = 0; run < runs; ++run) {
+            const float *xr = first + run * step;
+            for (int64_t e = 0; e < len; e += 16) {
+                const __mmask16 lanes = (__mmask16)(len - e >= 16 ? 0xFFFFu : ((1u << (len - e)) - 1u));
+                const __m512 sc = amsim_split16(_mm512_maskz_loadu_ps(lanes, xr + e), m, rounding == AMSIM_RNE,
+                                                &i16, &normal);
+                widen_range(sc, normal & lanes, &vlo, &vhi);
+            }
+        }
+        range[0] = _mm512_reduce_min_epi32(vlo);
+        range[1] = _mm512_reduce_max_epi32(vhi);
+        return;
+    }
+#endif
+    for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+            uint32_t i;
+            const int32_t e = (int32_t)((amsim_f2u(amsim_split(x[r * rs + c * cs], m, rounding, &i)) >> 23) & 0xFFu);
+            if (e != 0 && e != 255) {
+                lo = e < lo ? e : lo;
+                hi = e > hi ? e : hi;
+            }
+        }
+    range[0] = lo;
+    range[1] = hi;
+}
+
+/*
+ * The expand kernel's X: split beforehand (sx, px: in xkb-column blocks,
+ * amsim_split_f32's layout, or row-major for xkb = 0), or raw (x != NULL,
+ * strides rs, cs): then each block is split when the kernel reaches it, into
+ * this thread's buffer. Splitting as it goes spares the memory a large
+ * operand's split would take and the time to write and read it back; the
+ * price is a split per column panel.
+ */
+struct x_operand {
+    const float *sx;
+    const uint16_t *px;
+    int64_t xkb;
+    const float *x;
+    int64_t rs, cs;
+    int rounding;
+};
+
+/* Scales and indices of X's rows [rb, re), columns [kb, kb + kn): from row rb, element
+ * (rb + r, kb + kk) at r * ldr + kk * ldk. Returns -1 when out of memory. */
+static int x_block(const struct x_operand *xo, int64_t M, int64_t K, int m, int64_t rb, int64_t re, int64_t kb,
+                   int kn, const float **as, const uint16_t **ap, int64_t *ldr, int64_t *ldk)
+{
+    if (!xo->x) {
+        const int64_t base = xo->xkb ? kb * M + rb * kn : rb * K + kb;
+        *as = xo->sx + base;
+        *ap = xo->px + base;
+        *ldr = xo->xkb ? kn : K;
+        *ldk = 1;
+        return 0;
+    }
+    const int64_t n = re - rb;
+    float *bs = work_buffer(SLOT_XBS, sizeof(float) * (size_t)(n * kn));
+    uint16_t *bi = work_buffer(SLOT_XBI, sizeof(uint16_t) * (size_t)(n * kn));
+    if (!bs || !bi)
+        return -1;
+    int32_t unused[2];
+    const float *at = xo->x + rb * xo->rs + kb * xo->cs;
+    if (xo->cs == 1) {  /* rows contiguous: the block row by row */
+        amsim_split_f32(at, n, kn, xo->rs, 1, m, xo->rounding, 0, bs, bi, 0, n, unused);
+        *ldr = kn, *ldk = 1;
+    } else {            /* columns contiguous (a transposed view), or neither: column by column */
+        amsim_split_f32(at, kn, n, xo->cs, xo->rs, m, xo->rounding, 0, bs, bi, 0, kn, unused);
+        *ldr = 1, *ldk = n;
+    }
+    *as = bs;
+    *ap = bi;
+    return 0;
+}
+
+static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *xo, const float *sy,
+                       const uint16_t *qy, const float *plut, int m, float *c, int64_t ldc, int64_t i0,
+                       int64_t i1, int64_t j0, int64_t j1);
+
+/*
  * The fast kernels' LUT, prepared once per multiplier (gemm.Multiplier.prepared)
  * rather than once per call (at M = 7 it is 64 KiB, as much work as a small
  * GEMM), 64-byte aligned:
@@ -611,6 +707,7 @@ void amsim_prepare_lut(const float *lut, int m, void *out)
  * Each output still sums its products in increasing k.
  */
 #define X_TILES 4               /* tiles of 16 columns per panel */
+#define EXPAND_PANEL_COLS (16 * X_TILES)
 #ifndef X_KB_MAX
 #define X_KB_MAX 16
 #endif
@@ -744,10 +841,11 @@ static inline __attribute__((always_inline)) void build_tile(int vecs, int P, in
 }
 
 /* Sweep rows [r0, r1) of one k-block for a panel of TILES tiles (a constant after inlining).
- * as, ap: the block's scales and indices, row r at as + r * ldx; cbuf: accumulators of row r0 first. */
+ * as, ap: the block's scales and indices, from row r0, (r0 + r, kk) at r * ldr + kk * ldk; cbuf:
+ * accumulators of row r0 first. */
 static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t r0, int64_t r1, int kn, int kb_size,
-                                                          const float *as, const uint16_t *ap, int64_t ldx,
-                                                          const __m512 *t, __m512 *cbuf)
+                                                          const float *as, const uint16_t *ap, int64_t ldr,
+                                                          int64_t ldk, const __m512 *t, __m512 *cbuf)
 {
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
@@ -757,7 +855,7 @@ static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t 
                 acc[u][v] = cbuf[(r - r0 + u) * tiles + v];
         for (int kk = 0; kk < kn; ++kk)
             for (int u = 0; u < 4; ++u) {
-                const int64_t e = (r + u) * ldx + kk;
+                const int64_t e = (r - r0 + u) * ldr + kk * ldk;
                 const __m512 s = _mm512_set1_ps(as[e]);
                 const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * tiles;
                 for (int v = 0; v < tiles; ++v)
@@ -772,7 +870,7 @@ static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t 
         for (int v = 0; v < tiles; ++v)
             acc[v] = cbuf[(r - r0) * tiles + v];
         for (int kk = 0; kk < kn; ++kk) {
-            const int64_t e = r * ldx + kk;
+            const int64_t e = (r - r0) * ldr + kk * ldk;
             const __m512 s = _mm512_set1_ps(as[e]);
             const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * tiles;
             for (int v = 0; v < tiles; ++v)
@@ -789,9 +887,9 @@ static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t 
  * row-major for xkb = 0 (see amsim_expand_x_blocks); sy, qy: Y split
  * row-major (K x N); c: row-major with leading dimension ldc.
  */
-int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xkb,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
-                      int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
+static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *xo, const float *sy,
+                       const uint16_t *qy, const float *plut, int m, float *c, int64_t ldc, int64_t i0,
+                       int64_t i1, int64_t j0, int64_t j1)
 {
     const int P = 1 << m;
     const int vecs = amsim_lut_stride(m) / 16;       /* a LUT row in vectors */
@@ -851,15 +949,16 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                     default: build_tile(16, P, kn, kb_size, tiles, tile, plut, q, s, t); break;
                     }
                 }
-                /* this k-block of X: its own rows x kn array, or columns of the row-major M x K */
-                const float *as = sx + (xkb ? kb * M : kb);
-                const uint16_t *ap = px + (xkb ? kb * M : kb);
-                const int64_t ldx = xkb ? kn : K;
+                const float *as;
+                const uint16_t *ap;
+                int64_t ldr, ldk;
+                if (x_block(xo, M, K, m, rb, re, kb, kn, &as, &ap, &ldr, &ldk) != 0)
+                    return -1;
                 switch (tiles) {  /* a constant tile count lets the compiler keep acc in registers */
-                case 1: sweep_rows(1, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
-                case 2: sweep_rows(2, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
-                case 3: sweep_rows(3, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
-                default: sweep_rows(4, rb, re, kn, kb_size, as, ap, ldx, t, cbuf); break;
+                case 1: sweep_rows(1, rb, re, kn, kb_size, as, ap, ldr, ldk, t, cbuf); break;
+                case 2: sweep_rows(2, rb, re, kn, kb_size, as, ap, ldr, ldk, t, cbuf); break;
+                case 3: sweep_rows(3, rb, re, kn, kb_size, as, ap, ldr, ldk, t, cbuf); break;
+                default: sweep_rows(4, rb, re, kn, kb_size, as, ap, ldr, ldk, t, cbuf); break;
                 }
             }
             for (int tile = 0; tile < tiles; ++tile) {
@@ -1020,6 +1119,7 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
 #else /* portable version: GCC vector extensions, gathered T */
 
 #define AMSIM_NB 128            /* columns per tile: 8 vectors of 16 floats */
+#define EXPAND_PANEL_COLS AMSIM_NB
 #define AMSIM_KB 8              /* k per block: T is KB * 2^M * NB floats (512 KiB at M = 7) */
 #define AMSIM_VL 16
 
@@ -1050,11 +1150,11 @@ int amsim_expand_kb(int m)
     return AMSIM_KB;
 }
 
-int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xkb,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
-                      int64_t ldc, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
+static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *xo, const float *sy,
+                       const uint16_t *qy, const float *plut, int m, float *c, int64_t ldc, int64_t i0,
+                       int64_t i1, int64_t j0, int64_t j1)
 {
-    /* Same interface and layouts as the AVX-512 kernel (X in AMSIM_KB-column blocks or row-major). */
+    /* Same interface as the AVX-512 kernel. */
     const int P = 1 << m;
     float *t = work_buffer(SLOT_T, sizeof(float) * (size_t)AMSIM_KB * P * AMSIM_NB);
     if (!t)
@@ -1065,9 +1165,11 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             const int64_t kn = (K - kb < AMSIM_KB) ? K - kb : AMSIM_KB;
             for (int64_t kk = 0; kk < kn; ++kk)
                 build_t(t + kk * P * AMSIM_NB, sy + (kb + kk) * N + jt, qy + (kb + kk) * N + jt, plut, m, nb);
-            const float *as = sx + (xkb ? kb * M : kb);
-            const uint16_t *ap = px + (xkb ? kb * M : kb);
-            const int64_t ldx = xkb ? kn : K;
+            const float *as;
+            const uint16_t *ap;
+            int64_t ldr, ldk;
+            if (x_block(xo, M, K, m, i0, i1, kb, (int)kn, &as, &ap, &ldr, &ldk) != 0)
+                return -1;
             for (int64_t i = i0; i < i1; ++i) {
                 float *crow = c + i * ldc + jt;
                 v16f acc[AMSIM_NB / AMSIM_VL];
@@ -1076,8 +1178,9 @@ int amsim_gemm_expand(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                     memcpy(tmp, crow, sizeof(float) * (size_t)nb);
                 memcpy(acc, tmp, sizeof tmp);
                 for (int64_t kk = 0; kk < kn; ++kk) {
-                    const float s = as[i * ldx + kk];
-                    const v16f *trow = (const v16f *)(t + (kk * P + ap[i * ldx + kk]) * AMSIM_NB);
+                    const int64_t e = (i - i0) * ldr + kk * ldk;
+                    const float s = as[e];
+                    const v16f *trow = (const v16f *)(t + (kk * P + ap[e]) * AMSIM_NB);
                     for (int v = 0; v < AMSIM_NB / AMSIM_VL; ++v)
                         acc[v] += s * trow[v];
                 }
@@ -1192,6 +1295,7 @@ struct gemm_job {
     int transpose_c;
     float *xs, *ys;
     uint16_t *xi, *yi;
+    int fused;                           /* the expand kernel splits X as it goes */
     int xparts, yparts;                  /* split phase: X's row ranges, then Y's */
     int32_t range[2 * 2 * MAX_THREADS];
     int nparts;                          /* kernel phase */
@@ -1210,7 +1314,9 @@ static void split_part(void *ctx, int p)
     range[0] = 255, range[1] = 0;
     if (r0 >= r1)
         return;
-    if (is_x)
+    if (is_x && g->fused)
+        amsim_range_f32(g->x, g->rows, g->K, g->xrs, g->xcs, g->m, g->rounding, r0, r1, range);
+    else if (is_x)
         amsim_split_f32(g->x, g->rows, g->K, g->xrs, g->xcs, g->m, g->rounding, g->kb, g->xs, g->xi, r0, r1, range);
     else
         amsim_split_f32(g->y, g->K, g->cols, g->yrs, g->ycs, g->m, g->rounding, 0, g->ys, g->yi, r0, r1, range);
@@ -1222,10 +1328,10 @@ static void kernel_part(void *ctx, int p)
     const int64_t r0 = g->part[p][0], r1 = g->part[p][1], j0 = g->part[p][2], j1 = g->part[p][3];
     const int64_t K = g->K;
     int rc = 0;
-    if (g->method == 1)
-        rc = amsim_gemm_expand(g->rows, g->cols, K, g->xs, g->xi, g->kb, g->ys, g->yi, g->plut, g->m, g->target,
-                               g->ldt, r0, r1, j0, j1);
-    else if (g->method == 2)
+    if (g->method == 1) {
+        const struct x_operand xo = {g->xs, g->xi, g->kb, g->fused ? g->x : NULL, g->xrs, g->xcs, g->rounding};
+        rc = gemm_expand(g->rows, g->cols, K, &xo, g->ys, g->yi, g->plut, g->m, g->target, g->ldt, r0, r1, j0, j1);
+    } else if (g->method == 2)
         rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->plut, g->m,
                                g->target + r0 * g->ldt, g->ldt, j0, j1);
     else
@@ -1239,6 +1345,27 @@ static void kernel_part(void *ctx, int p)
         for (int64_t i = r0; i < r1; ++i)
             for (int64_t j = j0; j < j1; ++j)
                 g->c[j * g->ldc + i] = g->target[i * g->ldt + j];
+}
+
+/*
+ * Whether the expand kernel should split X as it goes: it then splits X once
+ * per column panel a thread sweeps, against once in all beforehand, but never
+ * writes the split to memory and reads it back. That pays for a transposed
+ * view (a filter gradient's patches), whose split beforehand also transposes,
+ * several times slower than splitting its contiguous columns block by block;
+ * for contiguous rows it did not (LeNet-5's convolutions ran 5-40 % slower).
+ */
+#ifndef FUSE_PANELS
+#define FUSE_PANELS 4
+#endif
+static int expand_splits_as_it_goes(int64_t cols, int threads, int64_t xrs, int64_t xcs)
+{
+    if (!(xrs == 1 && xcs != 1))  /* rows contiguous: the split beforehand is as fast, and done once */
+        return 0;
+    const int64_t tiles = (cols + 15) / 16;
+    const int64_t tiles_per_part = (threads > 1 && tiles >= threads) ? (tiles + threads - 1) / threads : tiles;
+    const int64_t panels = (16 * tiles_per_part + EXPAND_PANEL_COLS - 1) / EXPAND_PANEL_COLS;
+    return panels <= FUSE_PANELS;
 }
 
 static int split_parts(int64_t elements, int threads)
@@ -1270,17 +1397,22 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
     *g = (struct gemm_job){.rows = rows, .cols = cols, .K = K, .x = x, .y = y, .xrs = xrs, .xcs = xcs,
                            .yrs = yrs, .ycs = ycs, .lut = lut, .plut = plut, .m = m, .rounding = rounding,
                            .mode = mode, .method = method, .c = c, .ldc = ldc, .transpose_c = transpose_c,
-                           .kb = method == 1 ? amsim_expand_x_blocks(m, K) : 0};
+                           .kb = method == 1 ? amsim_expand_x_blocks(m, K) : 0,
+                           .fused = method == 1 && expand_splits_as_it_goes(cols, threads, xrs, xcs)};
     /* the caller's buffers: workers write the splits into them and read them */
-    g->xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
-    g->xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
     g->ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
     g->yi = work_buffer(SLOT_YI, sizeof(uint16_t) * (size_t)(K * cols));
     g->target = transpose_c ? work_buffer(SLOT_OUT, sizeof(float) * (size_t)(rows * cols)) : c;
     g->ldt = transpose_c ? cols : ldc;
-    if (!g->xs || !g->xi || !g->ys || !g->yi || !g->target)
+    if (!g->ys || !g->yi || !g->target)
         return -1;
     for (int pass = 0; pass < 2; ++pass) {
+        if (!g->fused) {
+            g->xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
+            g->xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
+            if (!g->xs || !g->xi)
+                return -1;
+        }
         g->xparts = split_parts(rows * K, threads);
         g->yparts = split_parts(K * cols, threads);
         run_parts(split_part, g, g->xparts + g->yparts, threads);
@@ -1293,8 +1425,9 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
         if (g->method != 0 && !forced && !amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode)) {
             /* the fast kernels would not give every product's bits: every rule applied per product */
             g->method = 0;
-            if (g->kb) {  /* the direct kernel reads X row-major: split again */
+            if (g->kb || g->fused) {  /* the direct kernel reads X split, row-major: split again */
                 g->kb = 0;
+                g->fused = 0;
                 continue;
             }
         }
