@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <amsim_product.h>
 #include <pthread.h>
@@ -222,7 +223,9 @@ static void run_parts(part_fn fn, void *ctx, int nparts, int threads)
     pthread_once(&pool_once, pool_init);
     struct pool_job job = {fn, ctx, nparts, 0, nparts, NULL};
     pthread_mutex_lock(&pool_mu);
-    pool_grow(threads - 1);
+    /* more workers than cores would only take turns (and poll while they wait) */
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    pool_grow(cores > 0 && cores < threads ? (int)cores - 1 : threads - 1);
     struct pool_job **tail = &pool_jobs;
     while (*tail)
         tail = &(*tail)->next;
