@@ -140,7 +140,8 @@ def test_operand_split_matches_reference_on_large_operands(layout, kb, rounding)
     base = (rng.standard_normal((3001, 77)) * np.exp2(rng.integers(-20, 20, (3001, 77)))).astype(np.float32)
     spots = rng.integers(0, base.size, 300)
     base.flat[spots] = rng.choice(np.append(SPECIALS, np.float32(3.4028235e38)), spots.size)
-    x = {"contiguous": base[:, :70], "row view": base[:, 3:73], "transposed": base[:70, :].T}[layout]
+    # the transposed view has 3001 columns: several of the column blocks that its split sweeps
+    x = {"contiguous": base[:, :70], "row view": base[:, 3:73], "transposed": base[:, :70].T}[layout]
     if layout == "contiguous":
         x = np.ascontiguousarray(x)
     _assert_split_matches_reference(x, 7, rounding, kb)
