@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <amsim_product.h>
@@ -93,13 +94,11 @@ static void *work_buffer(int slot, size_t bytes)
  * condition variable: polling longer would take the cores from the framework
  * around us (OpenBLAS's ~0.1 s of spinning slowed amsim's next GEMM 2x).
  */
-static inline void cpu_relax(void)
+/* One round of polling: give the CPU to any thread waiting for it (a worker may share its CPU
+ * with the caller it waits for, and Linux may take tens of milliseconds to move one of them). */
+static inline void poll_pause(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
+    sched_yield();
 }
 
 #ifndef POOL_SPIN_NS
@@ -147,10 +146,11 @@ static int pool_claim(struct pool_job **job)
     return part;
 }
 
+/* One part of the job done (its outputs published with the count, for a caller that polls it). */
 static void pool_finish(struct pool_job *job)
 {
     pthread_mutex_lock(&pool_mu);
-    if (--job->unfinished == 0)
+    if (__atomic_sub_fetch(&job->unfinished, 1, __ATOMIC_RELEASE) == 0)
         pthread_cond_broadcast(&pool_done);
     pthread_mutex_unlock(&pool_mu);   /* the job may be gone from here on: its caller returns */
 }
@@ -170,7 +170,7 @@ static void *pool_worker(void *arg)
             const double until = now_ns() + POOL_SPIN_NS;
             /* an unlocked peek, only a hint: the claim below is made under the lock */
             while (!__atomic_load_n(&pool_jobs, __ATOMIC_RELAXED) && now_ns() < until)
-                cpu_relax();
+                poll_pause();
             __atomic_sub_fetch(&pool_polling, 1, __ATOMIC_RELAXED);
             pthread_mutex_lock(&pool_mu);
             if (!pool_jobs)
@@ -196,7 +196,13 @@ static void pool_after_fork(void)
 }
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+static long pool_cores;   /* sysconf reads a file: once, not per job */
+
+static void pool_init(void)
+{
+    pool_cores = sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_atfork(NULL, NULL, pool_after_fork);
+}
 
 /* Start workers until there are `want` (pool_mu held); fewer when the system refuses threads. */
 static void pool_grow(int want)
@@ -226,8 +232,7 @@ static void run_parts(part_fn fn, void *ctx, int nparts, int threads)
     struct pool_job job = {fn, ctx, nparts, 0, nparts, NULL};
     pthread_mutex_lock(&pool_mu);
     /* more workers than cores would only take turns (and poll while they wait) */
-    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    pool_grow(cores > 0 && cores < threads ? (int)cores - 1 : threads - 1);
+    pool_grow(pool_cores > 0 && pool_cores < threads ? (int)pool_cores - 1 : threads - 1);
     struct pool_job **tail = &pool_jobs;
     while (*tail)
         tail = &(*tail)->next;
@@ -246,11 +251,20 @@ static void run_parts(part_fn fn, void *ctx, int nparts, int threads)
         pthread_mutex_unlock(&pool_mu);
         fn(ctx, part);
         pthread_mutex_lock(&pool_mu);
-        --job.unfinished;
+        __atomic_sub_fetch(&job.unfinished, 1, __ATOMIC_RELAXED);
     }
-    while (job.unfinished > 0)
-        pthread_cond_wait(&pool_done, &pool_mu);
     pthread_mutex_unlock(&pool_mu);
+    /* The workers' parts are under way: poll for them before sleeping, since a woken caller
+     * would come back tens of microseconds late (the same wake-up the workers avoid). */
+    const double until = now_ns() + POOL_SPIN_NS;
+    while (__atomic_load_n(&job.unfinished, __ATOMIC_ACQUIRE) > 0 && now_ns() < until)
+        poll_pause();
+    if (__atomic_load_n(&job.unfinished, __ATOMIC_ACQUIRE) > 0) {
+        pthread_mutex_lock(&pool_mu);
+        while (__atomic_load_n(&job.unfinished, __ATOMIC_ACQUIRE) > 0)
+            pthread_cond_wait(&pool_done, &pool_mu);
+        pthread_mutex_unlock(&pool_mu);
+    }
 }
 
 static void busy_part(void *ctx, int part)
