@@ -328,13 +328,30 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # (byte-plane lookups grow more slowly: the fitted "_op" constants are small).
 # "threads" and "threads_awake": handing work to the C pool and waiting for it, when its workers
 # sleep (a wake-up, slow in a VM) and when one is still polling after a recent job.
-_COST = {"build": 1.2, "build_op": 0.045, "fma": 0.6, "row_k": 0.0, "row_vec": 0.18, "lookup": 1.54,
-         "lookup_op": 0.052, "split": 0.42,
-         "threads": 54_000.0, "threads_awake": 1_100.0}
+_COST = {"build": 1.23, "build_op": 0.04, "fma": 0.62, "row_k": 0.1, "row_vec": 0.3, "lookup": 1.5,
+         "lookup_op": 0.0, "split": 0.34,  # lookup_op: fitted -0.005, the byte planes' cost is in row_vec
+         "threads": 53_000.0, "threads_awake": 700.0}
 
 
 def _select_ops(p: int) -> int:
     return max(1, p // 16 - 1)
+
+
+def _plan_features(method: str, rows: int, k: int, cols: int, bits: int) -> tuple[dict, dict]:
+    """What one plan does, as counts of the _COST items: (shared, divided) between threads.
+
+    ``shared``: what every thread repeats when the threads split the other way
+    (expand: building T per column tile; lookup: loading a LUT row per row, k
+    and 64-column chunk). ``divided``: what threads split (the sweep; the
+    lookups). ``scripts/bench_gemm.py --calibrate`` fits _COST to these counts.
+    """
+    p = 1 << bits
+    vec = -(-cols // 16)
+    if method == "expand":
+        return ({"build": k * vec * p, "build_op": k * vec * p * _select_ops(p)},
+                {"fma": rows * k * vec, "row_k": rows * k})
+    return ({"row_vec": rows * k * -(-cols // 64) * max(2, p // 16)},
+            {"lookup": rows * k * vec, "lookup_op": rows * k * vec * _select_ops(p)})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -345,27 +362,23 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
     Returns (method, swap, parallel): swap computes C^T = B^T A^T, vectorising
     over A's rows instead of B's columns; parallel runs on ``threads`` threads.
     Expanding costs 2^M lookups per element of Y and one multiply-add per
-    product; looking up costs one LUT row load per element of X and one lookup
-    per 16 products. Threads split what they do not share (see
-    amsim_gemm's partition) and cost a start-up, less when a worker is
-    ``awake``. The plan with the least estimated time wins; the result is the
-    same bits whichever it is.
+    product; looking up costs one LUT row load per element of X and 64-column
+    chunk, and one lookup per 16 products (_plan_features). Threads split what
+    they do not share (see amsim_gemm's partition) and cost a start-up, less
+    when a worker is ``awake``. The plan with the least estimated time wins;
+    the result is the same bits whichever it is.
     """
-    p = 1 << bits
     c = _COST
-    sel = _select_ops(p)
     split = (m_rows * k + k * n) * c["split"]
     best = None
     for swap in (False, True):
         rows, cols = (n, m_rows) if swap else (m_rows, n)
         vec = -(-cols // 16)
-        build = k * vec * p * (c["build"] + sel * c["build_op"])
-        sweep = rows * k * (vec * c["fma"] + c["row_k"])
-        loads = rows * k * max(2, p // 16) * c["row_vec"]
-        looks = rows * k * vec * (c["lookup"] + sel * c["lookup_op"])
-        for name, shared, divided in (("expand", build, sweep), ("lookup", loads, looks)):
+        for name in ("expand", "lookup"):
             if method not in ("auto", name):
                 continue
+            shared, divided = (sum(c[f] * count for f, count in part.items())
+                               for part in _plan_features(name, rows, k, cols, bits))
             plans = [(split + shared + divided, False)]
             if threads > 1:
                 # each thread takes whole 16-column tiles (expand) or rows (lookup) when there are

@@ -149,10 +149,11 @@ CALIBRATION_SHAPES = [(1024, 256, 256), (256, 1024, 64), (64, 256, 1024), (25, 2
 def calibrate():
     """Fit gemm._COST: time every (kernel, orientation) on one thread and solve for the constants.
 
-    The model is linear in the constants (see gemm._fast_plan), plus a per-element split cost and
-    a fixed per-call cost shared by all plans; the fit weights relative errors. "threads" is the
-    median time to hand work to the pool and wait for it. Prints the constants and how much slower
-    the model's choice is than the best measured plan.
+    The model is linear in the constants (gemm._plan_features counts what each plan does), plus a
+    per-element split cost and a fixed per-call cost shared by all plans; the fit weights relative
+    errors. "threads" and "threads_awake" are the median times to hand work to the pool and wait
+    for it, with its workers asleep and polling. Prints the constants and how much slower the
+    model's choice is than the best measured plan.
     """
     rng = np.random.default_rng(0)
     names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "split", "call"]
@@ -161,7 +162,6 @@ def calibrate():
     try:
         for bits in (4, 6, 7, 8):
             mult = gemm.resolve("mitchell", bits)
-            p, sel = 1 << bits, gemm._select_ops(1 << bits)
             for m, k, n in CALIBRATION_SHAPES:
                 a = rng.standard_normal((m, k)).astype(np.float32)
                 b = rng.standard_normal((k, n)).astype(np.float32)
@@ -170,11 +170,9 @@ def calibrate():
                         gemm._fast_plan = lambda *_args, _p=(method, swap, False): _p
                         t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 3)
                         rows, cols = (n, m) if swap else (m, n)
-                        vec = -(-cols // 16)
-                        f = ([k * vec * p, k * vec * p * sel, rows * k * vec, rows * k, 0, 0, 0]
-                             if method == "expand" else
-                             [0, 0, 0, 0, rows * k * max(2, p // 16), rows * k * vec, rows * k * vec * sel])
-                        features.append(f + [m * k + k * n, 1])
+                        shared, divided = gemm._plan_features(method, rows, k, cols, bits)
+                        counts = {**shared, **divided, "split": m * k + k * n, "call": 1}
+                        features.append([counts.get(name, 0) for name in names])
                         times.append(t * 1e9)
                         groups.append((bits, m, k, n))
     finally:
