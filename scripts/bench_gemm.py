@@ -8,7 +8,7 @@ GEMM engine"). For each shape it prints numpy's time, the approximate GEMM's
 time and their ratio (the figure we track; goal <= 3), plus the environment:
 CPU, threads, the BLAS library and kernel numpy ran, and OPENBLAS_CORETYPE.
 
-    .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N]
+    .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N] [--runs 3]
     .venv/bin/python scripts/bench_gemm.py --backend cuda     # needs a GPU and CuPy
     .venv/bin/python scripts/bench_gemm.py --calibrate        # refit gemm._COST on this CPU
 
@@ -106,6 +106,9 @@ def main():
     parser.add_argument("--budget", type=float, default=0.6,
                         help="repeat small shapes until this many seconds are spent on each")
     parser.add_argument("--quick", action="store_true", help="skip the AlexNet shapes")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="sweep all shapes this many times and report each shape's median ratio "
+                             "(a shared virtual machine has outliers)")
     parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--calibrate", action="store_true",
                         help="time both fast kernels in both orientations and fit the planner's cost model")
@@ -116,21 +119,27 @@ def main():
         return calibrate()
 
     mult = gemm.resolve(args.model, args.bits)
-    rng = np.random.default_rng(0)
+    timings = {}  # shape -> [(numpy, approx) per run]; runs sweep every shape in turn
+    for run in range(args.runs):
+        rng = np.random.default_rng(0)
+        for label, m, k, n, ta, tb in shapes(args.quick):
+            a, b = operands(m, k, n, ta, tb, rng)
+            a_np = a.T if ta else a
+            b_np = b.T if tb else b
+            t_np, t_am = best_of_pair(lambda: np.matmul(a_np, b_np),
+                                      lambda: gemm.matmul(a, b, mult, transpose_a=ta, transpose_b=tb, backend="cpu",
+                                                          threads=args.threads),
+                                      min_repeat=args.repeat, budget_s=args.budget)
+            timings.setdefault((label, m, k, n, ta, tb), []).append((t_np, t_am))
+            print(f"run {run + 1}: {label:28s} {m:>7}x{k:>6}x{n:>5}  numpy {t_np * 1e3:9.2f} ms  "
+                  f"approx {t_am * 1e3:9.2f} ms  ratio {t_am / t_np:6.2f}", file=sys.stderr)
     results = []
-    for label, m, k, n, ta, tb in shapes(args.quick):
-        a, b = operands(m, k, n, ta, tb, rng)
-        a_np = a.T if ta else a
-        b_np = b.T if tb else b
-        t_np, t_am = best_of_pair(lambda: np.matmul(a_np, b_np),
-                                  lambda: gemm.matmul(a, b, mult, transpose_a=ta, transpose_b=tb, backend="cpu",
-                                                      threads=args.threads),
-                                  min_repeat=args.repeat, budget_s=args.budget)
+    for (label, m, k, n, ta, tb), runs in timings.items():
+        ratios = sorted(t_am / t_np for t_np, t_am in runs)
+        t_np, t_am = (float(np.median([r[i] for r in runs])) for i in (0, 1))
         results.append({"shape": label, "M": m, "K": k, "N": n, "transpose_a": ta, "transpose_b": tb,
-                        "numpy_s": t_np, "approx_s": t_am, "ratio": t_am / t_np,
-                        "approx_gmac_per_s": m * k * n / t_am / 1e9})
-        print(f"{label:28s} {m:>7}x{k:>6}x{n:>5}  numpy {t_np * 1e3:9.2f} ms  approx {t_am * 1e3:9.2f} ms  "
-              f"ratio {t_am / t_np:6.2f}", file=sys.stderr)
+                        "numpy_s": t_np, "approx_s": t_am, "ratio": float(np.median(ratios)),
+                        "ratio_runs": ratios, "approx_gmac_per_s": m * k * n / t_am / 1e9})
     ratios = [r["ratio"] for r in results]
     env = {**environment(), "threads": args.threads or gemm._threads(None), "blas": blas_info(),
            "numpy": np.__version__, "multiplier": f"{args.model} M={args.bits}",
