@@ -93,9 +93,10 @@ static void *work_buffer(int slot, size_t bytes)
  * in the result. Between jobs a worker polls for POOL_SPIN_NS, then sleeps on a
  * condition variable: polling longer would take the cores from the framework
  * around us (OpenBLAS's ~0.1 s of spinning slowed amsim's next GEMM 2x).
+ * Polling yields the CPU each round: a worker may share its CPU with the
+ * caller it waits for (Linux sometimes took hundreds of milliseconds to move
+ * one of them in a 2-CPU virtual machine).
  */
-/* One round of polling: give the CPU to any thread waiting for it (a worker may share its CPU
- * with the caller it waits for, and Linux may take tens of milliseconds to move one of them). */
 static inline void poll_pause(void)
 {
     sched_yield();
