@@ -216,6 +216,10 @@ def test_exact_lut_equals_numpy_matmul_of_truncated_operands():
     assert bits_equal(got, in_order)
 
 
+# parallel plans of every kind, so that the calls below use the C pool whatever the cost model says
+PARALLEL_PLANS = [("expand", False, True), ("expand", True, True), ("lookup", False, True), ("lookup", True, True)]
+
+
 def test_results_are_identical_for_any_thread_count(mitchell7):
     rng = np.random.default_rng(4)
     a = rng.standard_normal((200, 300)).astype(np.float32)
@@ -227,10 +231,6 @@ def test_results_are_identical_for_any_thread_count(mitchell7):
             with pytest.MonkeyPatch.context() as mp:
                 mp.setattr(gemm, "_fast_plan", lambda *args, plan=plan: plan)
                 assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
-
-
-# parallel plans of every kind, so that the calls below use the C pool whatever the cost model says
-PARALLEL_PLANS = [("expand", False, True), ("expand", True, True), ("lookup", False, True), ("lookup", True, True)]
 
 
 def test_concurrent_calls_from_several_threads_agree(mitchell7, monkeypatch):
@@ -259,11 +259,12 @@ def test_concurrent_calls_from_several_threads_agree(mitchell7, monkeypatch):
         assert bits_equal(r, expected[t % 4])
 
 
+FORK_OPERANDS = (np.random.default_rng(7).standard_normal((64, 40)).astype(np.float32),
+                 np.random.default_rng(8).standard_normal((40, 80)).astype(np.float32))
+
+
 def _parallel_matmul_in_child(queue):
-    rng = np.random.default_rng(7)
-    a, b = rng.standard_normal((64, 40)).astype(np.float32), rng.standard_normal((40, 80)).astype(np.float32)
-    gemm._fast_plan = lambda *args: PARALLEL_PLANS[0]
-    queue.put(gemm.matmul(a, b, "mitchell", bits=7, threads=2))
+    queue.put(gemm.matmul(*FORK_OPERANDS, "mitchell", bits=7, threads=2))  # the parent's plan, forked
 
 
 def test_a_forked_child_can_run_parallel_gemms(mitchell7, monkeypatch):
@@ -271,17 +272,15 @@ def test_a_forked_child_can_run_parallel_gemms(mitchell7, monkeypatch):
     import multiprocessing
 
     monkeypatch.setattr(gemm, "_fast_plan", lambda *args: PARALLEL_PLANS[0])
-    gemm.matmul(np.ones((64, 40), np.float32), np.ones((40, 80), np.float32), mitchell7, threads=2)
+    gemm.matmul(*FORK_OPERANDS, mitchell7, threads=2)  # the parent's pool is up
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_parallel_matmul_in_child, args=(queue,))
     child.start()
     got = queue.get(timeout=60)
     child.join(timeout=60)
-    rng = np.random.default_rng(7)
-    a, b = rng.standard_normal((64, 40)).astype(np.float32), rng.standard_normal((40, 80)).astype(np.float32)
     assert child.exitcode == 0
-    assert bits_equal(got, reference.approx_matmul(a, b, mitchell7.table, 7))
+    assert bits_equal(got, reference.approx_matmul(*FORK_OPERANDS, mitchell7.table, 7))
 
 
 def test_batched_matmul_broadcasts_leading_dimensions(mitchell7):
