@@ -1,5 +1,6 @@
 """The approximate GEMM: every backend and kernel against the numpy reference, bit for bit."""
 
+import functools
 import threading
 
 import numpy as np
@@ -91,6 +92,28 @@ def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
         mp.setattr(gemm, "_fast_plan", lambda *args: plan)
         got = gemm.matmul(a, b, table)
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
+
+
+@pytest.mark.parametrize("m", [7, 8])
+@pytest.mark.parametrize("n", [10, 150])
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-parallel' if p[2] else ''}")
+def test_fast_kernels_equal_the_reference_across_blocks_of_k_and_rows(plan, n, m):
+    """K = 1100: several of the kernels' k-blocks; 19 rows: groups of rows and a partial one;
+    150 columns: full and partial 64-column chunks; 10 columns: one partial vector."""
+    a, b, table, expected = _blocks_case(n, m)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        got = gemm.matmul(a, b, table, threads=2)
+    assert bits_equal(got, expected)
+
+
+@functools.lru_cache(maxsize=None)
+def _blocks_case(n, m):
+    rng = np.random.default_rng(n + m)
+    a = rng.standard_normal((19, 1100)).astype(np.float32)
+    b = rng.standard_normal((1100, n)).astype(np.float32)
+    table = lut_table("mitchell", m)
+    return a, b, table, reference.approx_matmul(a, b, table, m)
 
 
 @pytest.mark.parametrize("m_rows,k,n,expected", [

@@ -43,7 +43,7 @@
  * owns its buffers, so concurrent calls share nothing; they are freed when the
  * thread exits.
  */
-enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, WORK_SLOTS };
+enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, SLOT_QB, WORK_SLOTS };
 struct work_buffers {
     void *ptr[WORK_SLOTS];
     size_t size[WORK_SLOTS];
@@ -1003,11 +1003,17 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
  * L_ROWS rows share each load of Y's indices and scales (and the masks that
  * steer the blend tree), and k is blocked so that Y's block stays in cache
  * while the rows sweep it: with K in the tens of thousands (filter gradients)
- * Y would otherwise stream from memory once per row.
+ * Y would otherwise stream from memory once per row. With byte planes, Y's
+ * indices are put in vbmi_indices' order once per block for all rows (15 %
+ * faster than once per group of rows).
  */
 #define L_COLS 64               /* columns per chunk: 4 vectors */
-#define L_ROWS 4
+#ifndef L_ROWS
+#define L_ROWS 8                /* rows sharing each load of Y's scales (4: 10-20 % slower) */
+#endif
+#ifndef L_KB
 #define L_KB 512                /* k per block: at most 192 KiB of Y */
+#endif
 
 /* The chunk's accumulators: stored to C (store), loaded from it (carry: after the first k-block),
  * or zeroed. Each k-block ends with C holding the partial sums, so blocks need no other buffer. */
@@ -1064,39 +1070,38 @@ static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t
 }
 
 #if AMSIM_VBMI
-/* lookup_chunk with 64-entry byte-plane lookups (vbmi_lookup64); WIDE a constant after inlining. */
-static inline __attribute__((always_inline)) void lookup_chunk_vbmi(int wide, int64_t K, const float *sx,
-                                                                 const uint16_t *px, const float *sy,
-                                                                 const uint16_t *qy, int64_t N,
+/* Rows [i0, i0 + nrows) of one chunk and k-block [kb, ke) with 64-entry byte-plane lookups
+ * (vbmi_lookup64; WIDE a constant after inlining). qb: the block's Y indices as vbmi_indices
+ * gives them, one vector per k, prepared once for all rows. */
+static inline __attribute__((always_inline)) void lookup_block_vbmi(int wide, int64_t K, int64_t kb, int64_t ke,
+                                                                 const float *sx, const uint16_t *px,
+                                                                 const float *sy, const __m512i *qb, int64_t N,
                                                                  const uint8_t *planes, float *c, int64_t ldc,
-                                                                 int64_t i0, int nrows, int64_t jc, int64_t ncols,
-                                                                 int nv, const __mmask16 *mask)
+                                                                 int64_t i0, int nrows, int64_t jc, int nv,
+                                                                 const __mmask16 *mask)
 {
     const int nvec = wide ? 16 : 8;
-    for (int64_t kb = 0; kb < K; kb += L_KB) {
-        const int64_t ke = (K - kb < L_KB) ? K : kb + L_KB;
-        __m512 acc[L_ROWS][L_COLS / 16];
-        chunk_acc(acc, 0, kb > 0, nrows, nv, mask, c, ldc, i0, jc);
-        for (int64_t k = kb; k < ke; ++k) {
-            const __m512i q = vbmi_indices(qy + k * N + jc, ncols);
-            __m512 sb[L_COLS / 16];
+    __m512 acc[L_ROWS][L_COLS / 16];
+    chunk_acc(acc, 0, kb > 0, nrows, nv, mask, c, ldc, i0, jc);
+    for (int64_t k = kb; k < ke; ++k) {
+        const __m512i q = _mm512_load_si512(qb + (k - kb));
+        __m512 sb[L_COLS / 16];
+        for (int v = 0; v < nv; ++v)
+            sb[v] = _mm512_maskz_loadu_ps(mask[v], sy + k * N + jc + 16 * v);
+        for (int r = 0; r < nrows; ++r) {
+            const int64_t e = (i0 + r) * K + k;
+            const uint8_t *row = planes + (int64_t)px[e] * nvec * 64;
+            __m512i pl[16];
+            for (int w = 0; w < nvec; ++w)
+                pl[w] = _mm512_load_si512(row + 64 * w);
+            __m512 val[4];
+            vbmi_lookup64(wide, pl, q, val);
+            const __m512 sa = _mm512_set1_ps(sx[e]);
             for (int v = 0; v < nv; ++v)
-                sb[v] = _mm512_maskz_loadu_ps(mask[v], sy + k * N + jc + 16 * v);
-            for (int r = 0; r < nrows; ++r) {
-                const int64_t e = (i0 + r) * K + k;
-                const uint8_t *row = planes + (int64_t)px[e] * nvec * 64;
-                __m512i pl[16];
-                for (int w = 0; w < nvec; ++w)
-                    pl[w] = _mm512_load_si512(row + 64 * w);
-                __m512 val[4];
-                vbmi_lookup64(wide, pl, q, val);
-                const __m512 sa = _mm512_set1_ps(sx[e]);
-                for (int v = 0; v < nv; ++v)
-                    acc[r][v] = _mm512_fmadd_ps(sa, _mm512_mul_ps(sb[v], val[v]), acc[r][v]);
-            }
+                acc[r][v] = _mm512_fmadd_ps(sa, _mm512_mul_ps(sb[v], val[v]), acc[r][v]);
         }
-        chunk_acc(acc, 1, 0, nrows, nv, mask, c, ldc, i0, jc);
     }
+    chunk_acc(acc, 1, 0, nrows, nv, mask, c, ldc, i0, jc);
 }
 #endif
 
@@ -1105,6 +1110,12 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
                       int64_t ldc, int64_t j0, int64_t j1)
 {
     const int vecs = amsim_lut_stride(m) / 16;
+#if AMSIM_VBMI
+    __m512i *qb = work_buffer(SLOT_QB, sizeof(__m512i) * L_KB);
+    if (!qb)
+        return -1;
+    const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
+#endif
     for (int64_t jc = j0; jc < j1; jc += L_COLS) {
         const int64_t ncols = (j1 - jc < L_COLS) ? j1 - jc : L_COLS;
         const int nv = (int)((ncols + 15) / 16);
@@ -1113,18 +1124,25 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
             const int64_t left = ncols - 16 * v;
             mask[v] = (__mmask16)(left >= 16 ? 0xFFFFu : ((1u << left) - 1u));
         }
+#if AMSIM_VBMI
+        if (nv >= 2) {  /* a 64-entry lookup pays from two vectors on */
+            for (int64_t kb = 0; kb < K; kb += L_KB) {
+                const int64_t ke = (K - kb < L_KB) ? K : kb + L_KB;
+                for (int64_t k = kb; k < ke; ++k)  /* Y's indices of this chunk and block, once for all rows */
+                    qb[k - kb] = vbmi_indices(qy + k * N + jc, ncols);
+                for (int64_t i = 0; i < M; i += L_ROWS) {
+                    const int nrows = (int)((M - i < L_ROWS) ? M - i : L_ROWS);
+                    if (m == 8)
+                        lookup_block_vbmi(1, K, kb, ke, sx, px, sy, qb, N, planes, c, ldc, i, nrows, jc, nv, mask);
+                    else
+                        lookup_block_vbmi(0, K, kb, ke, sx, px, sy, qb, N, planes, c, ldc, i, nrows, jc, nv, mask);
+                }
+            }
+            continue;
+        }
+#endif
         for (int64_t i = 0; i < M; i += L_ROWS) {
             const int nrows = (int)((M - i < L_ROWS) ? M - i : L_ROWS);
-#if AMSIM_VBMI
-            if (nv >= 2) {  /* a 64-entry lookup pays from two vectors on */
-                const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
-                if (m == 8)
-                    lookup_chunk_vbmi(1, K, sx, px, sy, qy, N, planes, c, ldc, i, nrows, jc, ncols, nv, mask);
-                else
-                    lookup_chunk_vbmi(0, K, sx, px, sy, qy, N, planes, c, ldc, i, nrows, jc, ncols, nv, mask);
-                continue;
-            }
-#endif
             switch (vecs) {  /* a constant row length keeps the LUT row in registers */
             case 2: lookup_chunk(2, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
             case 4: lookup_chunk(4, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
