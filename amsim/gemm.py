@@ -327,9 +327,9 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # (byte-plane lookups grow more slowly: the fitted "_op" constants are small).
 # "threads" and "threads_awake": handing work to the C pool and waiting for it, when its workers
 # sleep (a wake-up, slow in a VM) and when one is still polling after a recent job.
-_COST = {"build": 1.23, "build_op": 0.04, "fma": 0.62, "row_k": 0.1, "row_vec": 0.3, "lookup": 1.5,
-         "lookup_op": 0.0, "split": 0.34,  # lookup_op: fitted -0.005, the byte planes' cost is in row_vec
-         "threads": 53_000.0, "threads_awake": 700.0}
+_COST = {"build": 1.29, "build_op": 0.044, "fma": 0.64, "row_k": 0.1, "row_vec": 0.34, "lookup": 1.07,
+         "lookup_op": 0.001, "split": 0.37,
+         "threads": 57_000.0, "threads_awake": 700.0}
 
 
 def _select_ops(p: int) -> int:
