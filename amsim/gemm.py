@@ -321,77 +321,93 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
                                                    1 if mode == "approxtrain" else 0))
 
 
-# Cost model of the fast kernels: nanoseconds on one core of a Zen 4 with the VBMI build, fitted by
-# `scripts/bench_gemm.py --calibrate` (only their ratios matter). A lookup's cost grows with the row
-# length: vpermt2ps needs one instruction per 32 entries plus a blend tree, _select_ops(2^M) in all
-# (byte-plane lookups grow more slowly: the fitted "_op" constants are small).
-# "threads" and "threads_awake": handing work to the C pool and waiting for it, when its workers
-# sleep (a wake-up, slow in a VM) and when one is still polling after a recent job.
-_COST = {"build": 1.29, "build_op": 0.044, "fma": 0.64, "row_k": 0.1, "row_vec": 0.34, "lookup": 1.07,
-         "lookup_op": 0.001, "split": 0.37,
-         "threads": 57_000.0, "threads_awake": 700.0}
+# Cost model of the fast kernels: nanoseconds per count of _plan_features on one core of a Zen 4
+# with the VBMI build, fitted by `scripts/bench_gemm.py --calibrate` (only their ratios matter).
+# "build_op", "lookup_op": per instruction of a vpermt2ps blend tree, _select_ops(2^M) of them (the
+# byte-plane lookups of this build hardly grow with the row length: fitted near 0). "split_t": an
+# element of a transposed view, which is transposed as it is split. "threads", "threads_awake":
+# handing work to the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM)
+# and when one is still polling after a recent job.
+_COST = {"build": 1.23, "build_op": 0.055, "fma": 0.65, "row_k": 0.25, "row_vec": 0.33, "lookup": 1.07,
+         "lookup_op": 0.0, "split": 0.27, "split_t": 0.79,
+         "threads": 56_000.0, "threads_awake": 700.0}
 
 
 def _select_ops(p: int) -> int:
     return max(1, p // 16 - 1)
 
 
-def _plan_features(method: str, rows: int, k: int, cols: int, bits: int) -> tuple[dict, dict]:
-    """What one plan does, as counts of the _COST items: (shared, divided) between threads.
+def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads: int = 1,
+                   x_t: bool = False, y_t: bool = False) -> dict:
+    """What one plan does on its busiest thread, as counts of the _COST items.
 
-    ``shared``: what every thread repeats when the threads split the other way
-    (expand: building T per column tile; lookup: loading a LUT row per row, k
-    and 64-column chunk). ``divided``: what threads split (the sweep; the
-    lookups). ``scripts/bench_gemm.py --calibrate`` fits _COST to these counts.
+    The output is split between ``threads`` as amsim_gemm's partition does:
+    expand by 16-column tiles when there are enough, else by rows (each thread
+    then builds all of T); lookup by rows when there are enough, else by
+    tiles. Expanding builds T (2^M entries per element of Y) and sweeps one
+    multiply-add per product; looking up loads a LUT row per row, k and
+    64-column chunk and looks up 16 products at a time. Splitting the
+    operands costs more for a transposed view (``x_t``, ``y_t``: X or Y has
+    contiguous columns), which is transposed as it is split, except X for the
+    expand kernel, which splits it block by block as it goes.
+    ``scripts/bench_gemm.py --calibrate`` fits _COST to these counts.
     """
     p = 1 << bits
-    vec = -(-cols // 16)
+    tiles = -(-cols // 16)
+    per_tile, per_row = -(-tiles // threads), -(-rows // threads)
+    x_elems, y_elems = -(-rows * k // threads), -(-k * cols // threads)
+    split = {"split": 0, "split_t": 0}
+    split["split_t" if x_t and method == "lookup" else "split"] += x_elems
+    split["split_t" if y_t else "split"] += y_elems
     if method == "expand":
-        return ({"build": k * vec * p, "build_op": k * vec * p * _select_ops(p)},
-                {"fma": rows * k * vec, "row_k": rows * k})
-    return ({"row_vec": rows * k * -(-cols // 64) * max(2, p // 16)},
-            {"lookup": rows * k * vec, "lookup_op": rows * k * vec * _select_ops(p)})
+        by_tiles = threads > 1 and tiles >= threads
+        vec, r = (per_tile, rows) if by_tiles else (tiles, per_row)
+        return {**split, "build": k * vec * p, "build_op": k * vec * p * _select_ops(p), "fma": r * k * vec,
+                "row_k": r * k}
+    by_rows = threads == 1 or rows >= threads or tiles < threads
+    vec, r = (tiles, per_row) if by_rows else (per_tile, rows)
+    chunks = -(-vec // 4)
+    return {**split, "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec,
+            "lookup_op": r * k * vec * _select_ops(p)}
 
 
 @functools.lru_cache(maxsize=4096)
 def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int = 1,
-               awake: bool = False) -> tuple[str, bool, bool]:
+               awake: bool = False, a_t: bool = False, b_t: bool = False) -> tuple[str, bool, bool]:
     """The fast kernel ("expand" or "lookup", or ``method`` when forced), orientation and threading.
 
     Returns (method, swap, parallel): swap computes C^T = B^T A^T, vectorising
     over A's rows instead of B's columns; parallel runs on ``threads`` threads.
-    Expanding costs 2^M lookups per element of Y and one multiply-add per
-    product; looking up costs one LUT row load per element of X and 64-column
-    chunk, and one lookup per 16 products (_plan_features). Threads split what
-    they do not share (see amsim_gemm's partition) and cost a start-up, less
-    when a worker is ``awake``. The plan with the least estimated time wins;
-    the result is the same bits whichever it is.
+    Each plan's time is estimated from what its busiest thread does
+    (_plan_features), and for several threads the cost of handing work to the
+    pool (less when a worker is ``awake``). ``a_t``, ``b_t``: A or B is a
+    transposed view (contiguous columns); swapping the operands transposes
+    them. The plan with the least estimated time wins; the result is the same
+    bits whichever it is.
     """
     c = _COST
-    split = (m_rows * k + k * n) * c["split"]
     best = None
     for swap in (False, True):
         rows, cols = (n, m_rows) if swap else (m_rows, n)
-        vec = -(-cols // 16)
+        x_t, y_t = (not b_t, not a_t) if swap else (a_t, b_t)
         for name in ("expand", "lookup"):
             if method not in ("auto", name):
                 continue
-            shared, divided = (sum(c[f] * count for f, count in part.items())
-                               for part in _plan_features(name, rows, k, cols, bits))
-            plans = [(split + shared + divided, False)]
-            if threads > 1:
-                # each thread takes whole 16-column tiles (expand) or rows (lookup) when there are
-                # enough of them, sharing nothing; otherwise it repeats the build or the LUT row loads
-                enough = vec >= threads if name == "expand" else rows >= threads
-                wall = (shared + divided) / threads if enough else shared + divided / threads
-                plans.append((split / threads + wall + c["threads_awake" if awake else "threads"], True))
-            for cost, parallel in plans:
+            for t in ((1, threads) if threads > 1 else (1,)):
+                counts = _plan_features(name, rows, k, cols, bits, t, x_t, y_t)
+                cost = sum(c[f] * count for f, count in counts.items())
+                cost += 0.0 if t == 1 else c["threads_awake" if awake else "threads"]
                 if best is None or cost < best[0]:
-                    best = (cost, name, swap, parallel)
+                    best = (cost, name, swap, t > 1)
     return best[1:]
 
 
 _METHOD_CODES = {"direct": 0, "expand": 1, "lookup": 2}
+
+
+def _columns_contiguous(x) -> bool:
+    """Whether a 2-D operand is a transposed view: its columns, not its rows, contiguous."""
+    return x.strides[0] == x.itemsize and x.strides[1] != x.itemsize and x.shape[1] > 1
 
 
 def _strided(ffi, x):
@@ -448,7 +464,8 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         # runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T with the
         # LUT transposed (its rows stay X's mantissas).
         method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads,
-                                            threads > 1 and bool(lib.amsim_pool_awake()))
+                                            threads > 1 and bool(lib.amsim_pool_awake()),
+                                            _columns_contiguous(a), _columns_contiguous(b))
     else:
         # the direct kernel takes about 16 times as long per product as the fast ones
         method, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK

@@ -158,14 +158,14 @@ CALIBRATION_SHAPES = [(1024, 256, 256), (256, 1024, 64), (64, 256, 1024), (25, 2
 def calibrate():
     """Fit gemm._COST: time every (kernel, orientation) on one thread and solve for the constants.
 
-    The model is linear in the constants (gemm._plan_features counts what each plan does), plus a
-    per-element split cost and a fixed per-call cost shared by all plans; the fit weights relative
-    errors. "threads" and "threads_awake" are the median times to hand work to the pool and wait
+    The model is linear in the constants (gemm._plan_features counts what each plan does, the
+    operands' split included), plus a fixed per-call cost shared by all plans; the fit weights
+    relative errors and keeps the costs non-negative. "threads" and "threads_awake" are the median times to hand work to the pool and wait
     for it, with its workers asleep and polling. Prints the constants and how much slower the
     model's choice is than the best measured plan.
     """
     rng = np.random.default_rng(0)
-    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "split", "call"]
+    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "split", "split_t", "call"]
     features, times, groups = [], [], []
     real_plan = gemm._fast_plan
     try:
@@ -179,8 +179,8 @@ def calibrate():
                         gemm._fast_plan = lambda *_args, _p=(method, swap, False): _p
                         t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 3)
                         rows, cols = (n, m) if swap else (m, n)
-                        shared, divided = gemm._plan_features(method, rows, k, cols, bits)
-                        counts = {**shared, **divided, "split": m * k + k * n, "call": 1}
+                        # row-major operands: swapping makes both transposed views
+                        counts = {**gemm._plan_features(method, rows, k, cols, bits, 1, swap, swap), "call": 1}
                         features.append([counts.get(name, 0) for name in names])
                         times.append(t * 1e9)
                         groups.append((bits, m, k, n))
@@ -195,7 +195,16 @@ def calibrate():
         time.sleep(0.005)
         asleep.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
     x, y = np.array(features, float), np.array(times)
-    coef = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)[0]
+    # least squares with the costs kept non-negative (a negative cost would be an artefact of
+    # correlated counts): refit without the most negative one until none is left
+    active = list(range(len(names)))
+    while True:
+        coef = np.zeros(len(names))
+        coef[active] = np.linalg.lstsq(x[:, active] / y[:, None], np.ones_like(y), rcond=None)[0]
+        negative = [i for i in active if coef[i] < 0 and names[i] != "call"]
+        if not negative:
+            break
+        active.remove(min(negative, key=lambda i: coef[i]))
     predicted = x @ coef
     losses = []
     for group in sorted(set(groups)):

@@ -121,6 +121,8 @@ def _blocks_case(n, m):
     (6, 50176, 25, ("lookup", False, True)),      # LeNet conv1 filter gradient, C^T: few rows, huge K
     (25, 50176, 6, ("lookup", True, True)),       # the same GEMM as the user writes it: swapped
     (64, 84, 10, ("lookup", True, False)),        # a small dense layer: one thread
+    (50176, 25, 6, ("expand", False, True)),      # LeNet conv1 forward: swapping would transpose its
+                                                  # 1.25 M-element patches as it splits them
 ])
 def test_planner_picks_the_kernel_the_shape_needs(m_rows, k, n, expected):
     assert gemm._fast_plan(m_rows, k, n, 7, "auto", 2) == expected
