@@ -728,9 +728,6 @@ void amsim_prepare_lut(const float *lut, int m, void *out)
  */
 #define X_TILES 4               /* tiles of 16 columns per panel */
 #define EXPAND_PANEL_COLS (16 * X_TILES)
-#ifndef SWEEP_ROWS_NARROW
-#define SWEEP_ROWS_NARROW 4     /* rows a sweep interleaves for panels of one or two tiles */
-#endif
 #ifndef X_KB_MAX
 #define X_KB_MAX 16
 #endif
@@ -870,23 +867,21 @@ static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t 
                                                           const float *as, const uint16_t *ap, int64_t ldr,
                                                           int64_t ldk, const __m512 *t, __m512 *cbuf)
 {
-    /* rows interleaved: independent multiply-add chains, as many as the registers hold */
-    const int rows = tiles <= 2 ? SWEEP_ROWS_NARROW : 4;
     int64_t r = r0;
-    for (; r + rows <= r1; r += rows) {
-        __m512 acc[8][X_TILES];
-        for (int u = 0; u < rows; ++u)
+    for (; r + 4 <= r1; r += 4) {
+        __m512 acc[4][X_TILES];
+        for (int u = 0; u < 4; ++u)
             for (int v = 0; v < tiles; ++v)
                 acc[u][v] = cbuf[(r - r0 + u) * tiles + v];
         for (int kk = 0; kk < kn; ++kk)
-            for (int u = 0; u < rows; ++u) {
+            for (int u = 0; u < 4; ++u) {
                 const int64_t e = (r - r0 + u) * ldr + kk * ldk;
                 const __m512 s = _mm512_set1_ps(as[e]);
                 const __m512 *row = t + ((int64_t)ap[e] * kb_size + kk) * tiles;
                 for (int v = 0; v < tiles; ++v)
                     acc[u][v] = _mm512_fmadd_ps(s, row[v], acc[u][v]);
             }
-        for (int u = 0; u < rows; ++u)
+        for (int u = 0; u < 4; ++u)
             for (int v = 0; v < tiles; ++v)
                 cbuf[(r - r0 + u) * tiles + v] = acc[u][v];
     }
