@@ -107,6 +107,18 @@ def test_fast_kernels_equal_the_reference_across_blocks_of_k_and_rows(plan, n, m
     assert bits_equal(got, expected)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_expand_kernel_splitting_a_transposed_operand_as_it_goes_spans_row_blocks(mitchell7, parallel):
+    """4200 rows: two of the expand kernel's row blocks, each splitting its part of X^T anew."""
+    rng = np.random.default_rng(11)
+    patches = rng.standard_normal((20, 4200)).astype(np.float32)  # X = patches.T: a transposed view
+    b = rng.standard_normal((20, 40)).astype(np.float32)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: ("expand", False, parallel))
+        got = gemm.matmul(patches, b, mitchell7, transpose_a=True, threads=2)
+    assert bits_equal(got, reference.approx_matmul(patches.T, b, mitchell7.table, 7))
+
+
 @functools.lru_cache(maxsize=None)
 def _blocks_case(n, m):
     rng = np.random.default_rng(n + m)
