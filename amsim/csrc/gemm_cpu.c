@@ -1264,14 +1264,6 @@ static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const 
     }
 }
 
-int amsim_gemm_direct(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *lut, int m, int mode, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1)
-{
-    direct_rows(M, N, K, sx, px, sy, qy, lut, (int64_t)1 << m, mode, c, ldc, j0, j1);
-    return 0;
-}
-
 /*
  * The layout the expand kernel wants X (M x K) split in: blocks of
  * amsim_expand_kb(m) columns, so that each panel's sweep of a k-block reads
@@ -1452,7 +1444,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
                 return -1;
         }
         g->xparts = split_parts(rows * K, threads);
-        g->yparts = split_parts(K * cols, threads);
+        g->yparts = pass ? 0 : split_parts(K * cols, threads);  /* again: only X's layout changes */
         run_parts(split_part, g, g->xparts + g->yparts, threads);
         int32_t rx[2] = {255, 0}, ry[2] = {255, 0};
         for (int p = 0; p < g->xparts + g->yparts; ++p) {
