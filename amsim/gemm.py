@@ -139,6 +139,22 @@ class Multiplier:
             self.__dict__[key] = out
         return out
 
+    def kernel_tables(self, transposed: bool = False) -> tuple:
+        """(LUT, prepared LUT) in this orientation as pointers for amsim_gemm, made once.
+
+        A call's own conversions would cost a microsecond, a tenth of a small GEMM's time.
+        """
+        ffi, _lib = _cpu_lib()
+        key = ("_kernel_tables", transposed, ffi)  # ffi: one entry per build of the kernels
+        tables = self.__dict__.get(key)
+        if tables is None:
+            table = self.table_t if transposed else self.table
+            prepared = self.prepared(transposed) if self.expandable else None
+            tables = (ffi.from_buffer("float[]", table),
+                      ffi.from_buffer("float[]", prepared) if prepared is not None else ffi.NULL)
+            self.__dict__[key] = tables
+        return tables
+
     @functools.cached_property
     def expandable(self) -> bool:
         """True when every entry is positive and finite: the expand kernel is exact for it."""
@@ -221,6 +237,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
                int transpose_c, int threads);
 double amsim_pool_overhead_ns(int threads, double work_ns);
 int amsim_pool_awake(void);
+int amsim_lookup_chunk_vectors(void);
 int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
                      const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
                      uintptr_t fn, int is_float, float *c, int64_t ldc, int threads);
@@ -328,9 +345,9 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # element of a transposed view, which is transposed as it is split. "threads", "threads_awake":
 # handing work to the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM)
 # and when one is still polling after a recent job.
-_COST = {"build": 1.23, "build_op": 0.055, "fma": 0.65, "row_k": 0.25, "row_vec": 0.33, "lookup": 1.07,
-         "lookup_op": 0.0, "split": 0.27, "split_t": 0.79,
-         "threads": 56_000.0, "threads_awake": 700.0}
+_COST = {"build": 1.32, "build_op": 0.032, "fma": 0.63, "row_k": 0.26, "row_vec": 0.36, "lookup": 1.01,
+         "lookup_op": 0.006, "split": 0.24, "split_t": 0.81,
+         "threads": 58_000.0, "threads_awake": 740.0}
 
 
 def _select_ops(p: int) -> int:
@@ -346,7 +363,7 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     then builds all of T); lookup by rows when there are enough, else by
     tiles. Expanding builds T (2^M entries per element of Y) and sweeps one
     multiply-add per product; looking up loads a LUT row per row, k and
-    64-column chunk and looks up 16 products at a time. Splitting the
+    column chunk (_lookup_chunk_vectors) and looks up 16 products at a time. Splitting the
     operands costs more for a transposed view (``x_t``, ``y_t``: X or Y has
     contiguous columns), which is transposed as it is split, except X for the
     expand kernel, which splits it block by block as it goes.
@@ -366,9 +383,15 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
                 "row_k": r * k}
     by_rows = threads == 1 or rows >= threads or tiles < threads
     vec, r = (tiles, per_row) if by_rows else (per_tile, rows)
-    chunks = -(-vec // 4)
+    chunks = -(-vec // _lookup_chunk_vectors())
     return {**split, "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec,
             "lookup_op": r * k * vec * _select_ops(p)}
+
+
+@functools.lru_cache(maxsize=1)
+def _lookup_chunk_vectors() -> int:
+    """Vectors of 16 columns that share each load of a LUT row in this build's lookup kernel."""
+    return int(_cpu_lib()[1].amsim_lookup_chunk_vectors())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -444,7 +467,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     work = m_rows * n * k
     mode_i = 1 if mode == "approxtrain" else 0
     rne = 1 if rounding == "rne" else 0
-    f32 = lambda x: ffi.from_buffer("float[]", x)  # noqa: E731
+    c = ffi.from_buffer("float[]", out)
 
     if mult.table is None or method == "model":
         if mult.model is None:
@@ -453,7 +476,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         a, pa, ars, acs = _strided(ffi, a)
         b, pb, brs, bcs = _strided(ffi, b)
         lib.amsim_gemm_model(m_rows, n, k, pa, ars, acs, pb, brs, bcs, mult.bits, rne, mode_i, cm.address,
-                             int(cm.kind == "float"), f32(out), n, threads if work * 64 >= _PARALLEL_MIN_WORK else 1)
+                             int(cm.kind == "float"), c, n, threads if work * 64 >= _PARALLEL_MIN_WORK else 1)
         return out
 
     if method in ("expand", "lookup") and not mult.expandable:
@@ -476,10 +499,10 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     fast = method != "direct"
     # one C call does it all (split, window test, kernel or the direct fallback) on the C pool's
     # threads: orchestrating the steps from Python would cost more than a small GEMM
-    rc = lib.amsim_gemm(rows, cols, k, x, xrs, xcs, y, yrs, ycs, f32(mult.table_t if swap else mult.table),
-                        f32(mult.prepared(swap)) if fast else ffi.NULL, mult.bits,
+    table, prepared = mult.kernel_tables(swap)
+    rc = lib.amsim_gemm(rows, cols, k, x, xrs, xcs, y, yrs, ycs, table, prepared if fast else ffi.NULL, mult.bits,
                         *(mult.table_exponents if fast else (0, 0)), rne, mode_i, _METHOD_CODES[method],
-                        int(forced), f32(out), n, int(swap), threads if parallel else 1)
+                        int(forced), c, n, int(swap), threads if parallel else 1)
     if rc != 0:
         raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
     return out

@@ -206,17 +206,20 @@ def calibrate():
             break
         active.remove(min(negative, key=lambda i: coef[i]))
     predicted = x @ coef
-    losses = []
+    losses = {}
     for group in sorted(set(groups)):
         members = [i for i, g in enumerate(groups) if g == group]
         chosen = min(members, key=lambda i: predicted[i])
-        losses.append(times[chosen] / min(times[i] for i in members))
+        losses[group] = times[chosen] / min(times[i] for i in members)
+    worst = max(losses, key=losses.get)
     print(json.dumps({"benchmark": "gemm-calibration", "environment": environment(),
                       "cost_ns": {**{n: round(float(c), 3) for n, c in zip(names, coef)},
                                   "threads": round(float(np.median(asleep))),
                                   "threads_awake": round(float(np.median(round_trips)))},
-                      "choice_slowdown_max": max(losses),
-                      "choice_slowdown_geomean": float(np.exp(np.mean(np.log(losses))))}, indent=1))
+                      "choice_slowdown_max": losses[worst],
+                      "choice_slowdown_worst_case": dict(zip(("bits", "m", "k", "n"), worst)),
+                      "choice_slowdown_geomean": float(np.exp(np.mean(np.log(list(losses.values())))))},
+                     indent=1))
 
 
 def bench_cuda(args):
