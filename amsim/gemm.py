@@ -363,10 +363,11 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     then builds all of T); lookup by rows when there are enough, else by
     tiles. Expanding builds T (2^M entries per element of Y) and sweeps one
     multiply-add per product; looking up loads a LUT row per row, k and
-    column chunk (_lookup_chunk_vectors) and looks up 16 products at a time. Splitting the
-    operands costs more for a transposed view (``x_t``, ``y_t``: X or Y has
-    contiguous columns), which is transposed as it is split, except X for the
-    expand kernel, which splits it block by block as it goes.
+    column chunk (of _lookup_chunk_vectors() vectors) and looks up 16
+    products at a time. Splitting the operands costs more for a transposed
+    view (``x_t``, ``y_t``: X or Y has contiguous columns), which is
+    transposed as it is split, except X for the expand kernel, which splits
+    it block by block as it goes.
     ``scripts/bench_gemm.py --calibrate`` fits _COST to these counts.
     """
     p = 1 << bits

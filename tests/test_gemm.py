@@ -99,7 +99,8 @@ def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
 @pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-parallel' if p[2] else ''}")
 def test_fast_kernels_equal_the_reference_across_blocks_of_k_and_rows(plan, n, m):
     """K = 1100: several of the kernels' k-blocks; 19 rows: groups of rows and a partial one;
-    150 columns: full and partial 64-column chunks; 10 columns: one partial vector."""
+    150 columns: full and partial 64-column panels (the byte-plane lookup takes them as one
+    10-vector chunk); 10 columns: one partial vector."""
     a, b, table, expected = _blocks_case(n, m)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gemm, "_fast_plan", lambda *args: plan)
@@ -123,7 +124,8 @@ def test_expand_kernel_splitting_a_transposed_operand_as_it_goes_spans_row_block
 @pytest.mark.parametrize("n", [16 * v - 3 for v in range(2, 13)] + [400])
 def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, m):
     """The byte-plane lookup kernel has code for each chunk width (2 to 12 vectors of 16 columns,
-    the last one partial); 400 columns: three chunks. K = 300: several k-blocks at every width."""
+    the last one partial), for one row and for pairs (5 rows: two pairs and one row alone);
+    400 columns: three chunks. K = 300: several k-blocks at every width."""
     rng = np.random.default_rng(n)
     a = rng.standard_normal((5, 300)).astype(np.float32)
     b = rng.standard_normal((300, n)).astype(np.float32)
