@@ -1166,12 +1166,12 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
                 const int rows = pair && i + 1 < M ? 2 : 1;
 #define LW_ROWS(WIDE, NV, R) lookup_rows_vbmi(WIDE, NV, R, kb, ke, K, sx + i * K, px + i * K, sy + kb * N + jc, \
                                               N, qb, planes, c + i * ldc + jc, ldc, last, kb > 0)
-#define LW_CASE(NV) case NV:                                                          \
-                if (NV <= LW_PAIR_VECS && rows == 2) {                                        \
-                    if (m == 8) LW_ROWS(1, NV, 2); else LW_ROWS(0, NV, 2);                    \
-                } else {                                                                      \
-                    if (m == 8) LW_ROWS(1, NV, 1); else LW_ROWS(0, NV, 1);                    \
-                }                                                                             \
+#define LW_CASE(NV) case NV:                                               \
+                if (NV <= LW_PAIR_VECS && rows == 2) {                     \
+                    if (m == 8) LW_ROWS(1, NV, 2); else LW_ROWS(0, NV, 2); \
+                } else {                                                   \
+                    if (m == 8) LW_ROWS(1, NV, 1); else LW_ROWS(0, NV, 1); \
+                }                                                          \
                 break;
                 switch (nv) {  /* constant widths keep the accumulators in registers */
                 LW_CASE(2) LW_CASE(3) LW_CASE(4) LW_CASE(5) LW_CASE(6) LW_CASE(7)
