@@ -120,16 +120,17 @@ def test_expand_kernel_splitting_a_transposed_operand_as_it_goes_spans_row_block
     assert bits_equal(got, reference.approx_matmul(patches.T, b, mitchell7.table, 7))
 
 
-@pytest.mark.parametrize("m", [7, 8])
+@pytest.mark.parametrize("name,m", [("mitchell", 7), ("exact", 7), ("mitchell", 8)])
 @pytest.mark.parametrize("n", [16 * v - 3 for v in range(2, 13)] + [400])
-def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, m):
+def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, name, m):
     """The byte-plane lookup kernel has code for each chunk width (2 to 12 vectors of 16 columns,
-    the last one partial), for one row and for pairs (5 rows: two pairs and one row alone);
-    400 columns: three chunks. K = 300: several k-blocks at every width."""
+    the last one partial), for one row and for pairs (5 rows: two pairs and one row alone), and
+    for LUTs of bfloat16 entries (mitchell at M = 7: two byte planes) or not; 400 columns: three
+    chunks. K = 300: several k-blocks at every width."""
     rng = np.random.default_rng(n)
     a = rng.standard_normal((5, 300)).astype(np.float32)
     b = rng.standard_normal((300, n)).astype(np.float32)
-    table = lut_table("mitchell", m)
+    table = lut_table(name, m)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gemm, "_fast_plan", lambda *args: ("lookup", False, False))
         got = gemm.matmul(a, b, table)
