@@ -1105,8 +1105,8 @@ static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t
  * on 150 and 10.5 to 8.1 on 120, the same on 64 columns or fewer. Both forms
  * are bound by vector instructions: Zen 4 issues about one 512-bit shuffle,
  * multiply or fma per cycle, and 64 products take 20 (four vpermi2b, eight
- * unpacks, four multiplies, four fma). Y's block (scales and indices) stays
- * in L1 while the rows sweep it.
+ * unpacks, four multiplies, four fma), 16 for HI16 LUTs. Y's block (scales
+ * and indices) stays in L1 while the rows sweep it.
  */
 #define LW_VECS 12              /* vectors per chunk: 12 accumulators */
 #define LW_GROUPS ((LW_VECS + 3) / 4)
