@@ -698,10 +698,11 @@ size_t amsim_prepared_bytes(int m)
     return float_rows_bytes(m) + (planes_bytes(m) ? planes_bytes(m) + 64 : 0);
 }
 
-/* The prepared LUT's HI16 flag (byte planes only). */
+/* Whether the kernels look a prepared LUT up in two byte planes (its HI16 flag; byte planes
+ * only). Not at M = 8, where bfloat16 entries are rare: one form less to build. */
 static inline int lut_hi16(const void *plut, int m)
 {
-    return *(const int32_t *)((const uint8_t *)plut + float_rows_bytes(m) + planes_bytes(m));
+    return m < 8 && *(const int32_t *)((const uint8_t *)plut + float_rows_bytes(m) + planes_bytes(m));
 }
 
 void amsim_prepare_lut(const float *lut, int m, void *out)
@@ -817,7 +818,7 @@ static inline __m512i vbmi_indices(const uint16_t *q, int64_t n)
 
 /* pl: the row's planes, 4 x (2 or, when wide, 4) vectors; q: from vbmi_indices. HI16 (a
  * constant after inlining): planes 0 and 1 are zero; without their lookups, and with the
- * unpacks of zeros folded away, 64 entries take 8 shuffles instead of 12 (20-30 % faster). */
+ * unpacks of zeros folded away, 64 entries take 8 shuffles instead of 12. */
 static inline __attribute__((always_inline)) void vbmi_lookup64(int wide, int hi16, const __m512i *pl, __m512i q,
                                                              __m512 out[4])
 {
@@ -943,7 +944,7 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
         return -1;
 #if AMSIM_VBMI
     const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
-    const int hi16 = m < 8 && lut_hi16(plut, m);  /* (M = 8: rarely, and one form less to build) */
+    const int hi16 = lut_hi16(plut, m);
 #endif
 
     for (int64_t jp = j0; jp < j1; jp += 16 * X_TILES) {
@@ -1169,7 +1170,7 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
     if (!qb)
         return -1;
     const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
-    const int hi16 = m < 8 && lut_hi16(plut, m);  /* (M = 8: rarely, and one form less to build) */
+    const int hi16 = lut_hi16(plut, m);
     const int64_t vecs = (j1 - j0 + 15) / 16, chunks = (vecs + LW_VECS - 1) / LW_VECS;
     const int64_t per = (vecs + chunks - 1) / chunks;  /* even chunks: 10 + 9, not 12 + 7 */
     for (int64_t jc = j0; jc < j1; jc += 16 * per) {
