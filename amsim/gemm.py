@@ -124,7 +124,8 @@ class Multiplier:
         """The LUT (or its transpose) as the fast kernels read it, built once per multiplier.
 
         ``amsim_prepare_lut``'s layout (padded float rows, and byte planes for
-        AVX512-VBMI lookups), 64-byte aligned.
+        AVX512-VBMI lookups with a flag saying whether two planes suffice),
+        64-byte aligned.
         """
         ffi, lib = _cpu_lib()
         size = lib.amsim_prepared_bytes(self.bits)  # the layout depends on the build (byte planes or not)
