@@ -159,10 +159,13 @@ def calibrate():
     """Fit gemm._COST: time every (kernel, orientation) on one thread and solve for the constants.
 
     The model is linear in the constants (gemm._plan_features counts what each plan does, the
-    operands' split included), plus a fixed per-call cost shared by all plans; the fit weights
-    relative errors and keeps the costs non-negative. "threads" and "threads_awake" are the median times to hand work to the pool and wait
-    for it, with its workers asleep and polling. Prints the constants and how much slower the
-    model's choice is than the best measured plan.
+    operands' split included), plus a fixed per-call cost shared by all plans ("call": the
+    planner compares plans of one GEMM, so it does not use it; a negative fit only says that
+    the counts overstate the smallest shapes). The fit weights relative errors and keeps the
+    other costs non-negative. "threads" and "threads_awake" are the median times to hand work
+    to the pool and wait for it, with its workers asleep and polling. Prints the constants and
+    how much slower the model's choice is than the best measured plan, at worst (and where) and
+    on geometric mean.
     """
     rng = np.random.default_rng(0)
     names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "split", "split_t", "call"]
