@@ -1040,22 +1040,6 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
 #define L_KB 512                /* k per block: at most 192 KiB of Y */
 #endif
 
-/* The chunk's accumulators: stored to C (store), loaded from it (carry: after the first k-block),
- * or zeroed. Each k-block ends with C holding the partial sums, so blocks need no other buffer. */
-static inline __attribute__((always_inline)) void chunk_acc(__m512 (*acc)[L_COLS / 16], int store, int carry,
-                                                         int nrows, int nv, const __mmask16 *mask, float *c,
-                                                         int64_t ldc, int64_t i0, int64_t jc)
-{
-    for (int r = 0; r < nrows; ++r)
-        for (int v = 0; v < nv; ++v) {
-            float *at = c + (i0 + r) * ldc + jc + 16 * v;
-            if (store)
-                _mm512_mask_storeu_ps(at, mask[v], acc[r][v]);
-            else
-                acc[r][v] = carry ? _mm512_maskz_loadu_ps(mask[v], at) : _mm512_setzero_ps();
-        }
-}
-
 static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t K, const float *sx,
                                                             const uint16_t *px, const float *sy,
                                                             const uint16_t *qy, int64_t N, const float *plut,
@@ -1064,8 +1048,12 @@ static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t
 {
     for (int64_t kb = 0; kb < K; kb += L_KB) {
         const int64_t ke = (K - kb < L_KB) ? K : kb + L_KB;
+        /* each k-block ends with C holding the partial sums: the next one starts from them */
         __m512 acc[L_ROWS][L_COLS / 16];
-        chunk_acc(acc, 0, kb > 0, nrows, nv, mask, c, ldc, i0, jc);
+        for (int r = 0; r < nrows; ++r)
+            for (int v = 0; v < nv; ++v)
+                acc[r][v] = kb ? _mm512_maskz_loadu_ps(mask[v], c + (i0 + r) * ldc + jc + 16 * v)
+                               : _mm512_setzero_ps();
         for (int64_t k = kb; k < ke; ++k) {
             __m512i q[L_COLS / 16];
             __m512 sb[L_COLS / 16];
@@ -1090,7 +1078,9 @@ static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t
                                                                                    b7[v])), acc[r][v]);
             }
         }
-        chunk_acc(acc, 1, 0, nrows, nv, mask, c, ldc, i0, jc);
+        for (int r = 0; r < nrows; ++r)
+            for (int v = 0; v < nv; ++v)
+                _mm512_mask_storeu_ps(c + (i0 + r) * ldc + jc + 16 * v, mask[v], acc[r][v]);
     }
 }
 
