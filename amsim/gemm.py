@@ -29,7 +29,9 @@ Kernels of the CPU backend (``method``):
 ``lookup`` (M <= 8)
     The same exact products without the expansion: each product looks its LUT
     entry up in a LUT row held in registers. For GEMMs with too few rows to
-    share an expansion. Same exactness window.
+    share an expansion. Same exactness window. On CPUs with AVX512-BF16, LUTs
+    of bfloat16 entries take two products per instruction (vdpbf16ps) where
+    no partial sum can be subnormal (``amsim_window_dp`` in gemm_cpu.c).
 ``direct`` (any M <= 12)
     One ``amsim_mul_split`` per product, every rule of numerics.md applied.
 ``model`` (any M, no LUT)
@@ -260,9 +262,11 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-#: Builds of the CPU kernels: "native" (-march=native: AVX-512 with VBMI byte-plane lookups where
-#: the CPU has them), "no-vbmi" (the AVX-512 float lookups only) and "portable" (no intrinsics).
-_CPU_VARIANTS = {"native": [], "no-vbmi": ["-mno-avx512vbmi"], "portable": ["-DAMSIM_PORTABLE"]}
+#: Builds of the CPU kernels: "native" (-march=native: AVX-512 with VBMI byte-plane lookups and
+#: AVX512-BF16 dot products where the CPU has them), "no-bf16" (without the dot products),
+#: "no-vbmi" (the AVX-512 float lookups only) and "portable" (no intrinsics).
+_CPU_VARIANTS = {"native": [], "no-bf16": ["-mno-avx512bf16"], "no-vbmi": ["-mno-avx512vbmi"],
+                 "portable": ["-DAMSIM_PORTABLE"]}
 
 
 @functools.lru_cache(maxsize=3)

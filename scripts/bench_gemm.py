@@ -93,8 +93,10 @@ def kernel_build() -> str:
     flags = gemm._cpu_flags().split()
     if variant == "portable" or "avx512f" not in flags:
         return f"{variant}: portable C"
-    vbmi = "avx512vbmi" in flags and variant == "native"
-    return f"{variant}: AVX-512" + (" with VBMI byte-plane lookups" if vbmi else " float lookups")
+    vbmi = "avx512vbmi" in flags and variant in ("native", "no-bf16")
+    bf16 = vbmi and "avx512_bf16" in flags and variant == "native"
+    return (f"{variant}: AVX-512" + (" with VBMI byte-plane lookups" if vbmi else " float lookups")
+            + (" and bfloat16 dot products" if bf16 else ""))
 
 
 def main():

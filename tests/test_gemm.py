@@ -137,6 +137,55 @@ def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, name, m):
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
 
 
+def _lookup(a, b, table):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: ("lookup", False, False))
+        return gemm.matmul(a, b, table)
+
+
+@pytest.mark.parametrize("k", [1, 51, 301])
+def test_lookup_with_dot_products_takes_an_odd_k_alone(mitchell7, k):
+    """Bfloat16 dot products add k in pairs: an odd K (and a block of 50 plus one) ends with one."""
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((3, k)).astype(np.float32)
+    b = rng.standard_normal((k, 64)).astype(np.float32)
+    assert bits_equal(_lookup(a, b, mitchell7.table), reference.approx_matmul(a, b, mitchell7.table, 7))
+
+
+@pytest.mark.parametrize("column0", [1.0, 2.0])
+def test_lookup_with_dot_products_gives_special_operands_their_products(mitchell7, column0):
+    """Zeros in Y are masked to zero factors (column0: a LUT whose column 0, where a zero looks
+    up, holds entries of [2, 4), which no exponent arithmetic turns into zero); inf, NaN (any
+    payload) and zero scales of X go through the dot products; an inf or NaN in Y sends its
+    k-block (of 50 here) to the float32 lookups."""
+    table = mitchell7.table.copy()
+    table[:, 0] *= column0
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((5, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 64)).astype(np.float32)
+    b[rng.random(b.shape) < 0.3] = 0.0
+    b[10, 5], b[20, 7] = -0.0, 1e-40
+    b[:, 11] = 0.0                # sums of zero products only: exactly zero
+    a[0, 3], a[1, 40], a[2, 41], a[3, 200] = np.inf, np.nan, 0.0, -np.inf
+    a[4, 7] = np.array([0x7F800001], np.uint32).view(np.float32)[0]  # a NaN whose payload bfloat16 drops
+    b[3, 9] = 0.0                 # inf x 0: NaN in (0, 9)
+    b[120, 17], b[260, 30] = np.inf, np.nan
+    assert bits_equal(_lookup(a, b, table), reference.approx_matmul(a, b, table, 7))
+
+
+def test_lookup_keeps_subnormal_partial_sums_outside_the_dot_product_window(mitchell7):
+    """Products near 2^-121 are exact for the float32 kernels, but their sums can be subnormal,
+    which bfloat16 dot products flush to zero: such operands take the float32 lookups."""
+    rng = np.random.default_rng(6)
+    a = np.ldexp(1 + rng.integers(0, 128, (4, 2)) / 128, -60).astype(np.float32)
+    b = np.ldexp(1 + rng.integers(0, 128, (2, 64)) / 128, -61).astype(np.float32)
+    b[1] = -b[1]
+    expected = reference.approx_matmul(a, b, mitchell7.table, 7)
+    tiny = (expected != 0) & (np.abs(expected) < np.finfo(np.float32).tiny)
+    assert tiny.any()  # the case this test is about
+    assert bits_equal(_lookup(a, b, mitchell7.table), expected)
+
+
 @functools.lru_cache(maxsize=None)
 def _blocks_case(n, m):
     rng = np.random.default_rng(n + m)
@@ -438,9 +487,10 @@ def test_lut_with_zero_entries_uses_the_exact_direct_kernel():
     assert np.isinf(gemm.matmul(a, b, table)[0, 0])
 
 
-@pytest.mark.parametrize("variant", ["portable", "no-vbmi"])
+@pytest.mark.parametrize("variant", ["portable", "no-vbmi", "no-bf16"])
 def test_kernels_built_for_other_cpus_equal_reference(monkeypatch, variant):
-    """The builds for CPUs without AVX-512, or without VBMI (forced here), give the same bits."""
+    """The builds for CPUs without AVX-512, without VBMI, or without bfloat16 dot products
+    (forced here), give the same bits."""
     build = gemm._cpu_lib
     monkeypatch.setattr(gemm, "_cpu_lib", lambda: build(variant))
     rng = np.random.default_rng(10)

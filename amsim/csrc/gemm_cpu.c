@@ -20,7 +20,9 @@
  *           section 2.2 says, given LUT entries that are positive and finite.
  *   lookup  (same conditions): the same products without the expansion, each
  *           looked up in the LUT row of X's mantissa held in registers, for
- *           GEMMs with too few rows to share an expansion.
+ *           GEMMs with too few rows to share an expansion. LUTs of bfloat16
+ *           entries take bfloat16 dot products where they are exact too
+ *           (lookup_rows_dp, amsim_window_dp).
  *   direct  (anything else): amsim_mul_split per product, all rules applied.
  *   model   (M > 12, no LUT): the compiled C model per product.
  *
@@ -43,7 +45,7 @@
  * owns its buffers, so concurrent calls share nothing; they are freed when the
  * thread exits.
  */
-enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, SLOT_QB, WORK_SLOTS };
+enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, SLOT_QB, SLOT_DB, WORK_SLOTS };
 struct work_buffers {
     void *ptr[WORK_SLOTS];
     size_t size[WORK_SLOTS];
@@ -672,6 +674,12 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
 #else
 #define AMSIM_VBMI 0
 #endif
+/* bfloat16 dot products (vdpbf16ps) for the lookups of HI16 LUTs (lookup_rows_dp) */
+#if AMSIM_VBMI && defined(__AVX512BF16__)
+#define AMSIM_DPBF16 1
+#else
+#define AMSIM_DPBF16 0
+#endif
 
 int amsim_lut_stride(int m)
 {
@@ -1152,15 +1160,139 @@ static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int
             _mm512_mask_storeu_ps(crow + r * ldc + 16 * v, v == nv - 1 ? last : 0xFFFF, acc[r][v]);
 }
 
-/* Rows [0, M) of columns [j0, j1), 2 to LW_VECS vectors per chunk. */
+#if AMSIM_DPBF16
+/*
+ * Lookups with bfloat16 dot products, for HI16 LUTs inside the dot-product
+ * window (amsim_window_dp). A product is s_x * (s_y * LUT[i][j]), and for a
+ * HI16 LUT both factors are bfloat16 numbers: s_y * LUT[i][j] is the entry's
+ * bits plus s_y's sign and exponent (a 16-bit integer add, exact while the
+ * result is normal: the window's T condition), and s_x is a power of two, 0,
+ * inf or NaN. vdpbf16ps multiplies them exactly and adds two products, k then
+ * k + 1, to the float32 sum with one round-to-nearest add each (Intel's
+ * definition; tested bit for bit on Zen 4 against sequential adds): the order
+ * and roundings of the other kernels. It flushes subnormal inputs and results
+ * to zero, so the window also keeps every partial sum away from them: a
+ * product is a multiple of 2^(e_x + e_y + e_v - 7), and so is every sum of
+ * them, hence zero or normal when that exponent is at least -126. A zero s_y
+ * becomes a zero factor by masking (the sign of a zero product cannot show:
+ * sums start at +0 and round to nearest, so they are never -0); an inf or NaN
+ * s_y sends its k-block to lookup_rows_vbmi (same order, so the same bits).
+ * 128 products take 20 vector instructions (four vpermi2b, four byte and four
+ * word unpacks, four adds, four dot products) instead of 32.
+ */
+/* Word w of lane l in the unpacks' order holds column 4l + w (w < 4) or 12 + 4l + w (32 columns);
+ * index 2c + 1 picks the high half of column c's float32 scale from two vectors of 16. */
+static const uint16_t dp_scale_words[32] = {
+    1, 3, 5, 7, 33, 35, 37, 39, 9, 11, 13, 15, 41, 43, 45, 47,
+    17, 19, 21, 23, 49, 51, 53, 55, 25, 27, 29, 31, 57, 59, 61, 63,
+};
+
+/* One k's Y block for the dot-product lookups, 32 columns from sy (n of them; zeros past n): the
+ * scales' exponent-and-sign adds d (bfloat16 bits of the scale minus those of 1.0) and the mask of
+ * nonzero scales. Returns whether a scale is inf or NaN. */
+static inline int dp_scales32(const float *sy, int64_t n, __m512i *d, uint32_t *nonzero)
+{
+    const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFFu : n > 0 ? (1u << n) - 1u : 0u);
+    const __mmask16 m1 = (__mmask16)(n >= 32 ? 0xFFFFu : n > 16 ? (1u << (n - 16)) - 1u : 0u);
+    const __m512i lo = _mm512_castps_si512(_mm512_maskz_loadu_ps(m0, sy));
+    const __m512i hi = _mm512_castps_si512(_mm512_maskz_loadu_ps(m1, sy + 16));
+    const __m512i w = _mm512_permutex2var_epi16(lo, _mm512_loadu_si512(dp_scale_words), hi);
+    const __m512i exp = _mm512_set1_epi16(0x7F80);
+    *d = _mm512_sub_epi16(w, _mm512_set1_epi16(0x3F80));
+    *nonzero = (uint32_t)_mm512_test_epi16_mask(w, exp);
+    return _mm512_cmpeq_epi16_mask(_mm512_and_si512(w, exp), exp) != 0;
+}
+
+/* A scale as bfloat16 (exact for sign * 2^e, 0 and inf), NaNs kept NaN. */
+static inline uint32_t scale_bf16(float s)
+{
+    const uint32_t u = amsim_f2u(s);
+    return (u >> 16) | ((uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u) << 6);
+}
+
+/* lookup_rows_vbmi's sums with dot products (NV, ROWS constants after inlining); db, mb: the
+ * block's d and nonzero masks, 2 * ng per k (dp_scales32). */
+static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int rows, int64_t kb, int64_t ke,
+                                                              int64_t K, const float *sxr, const uint16_t *pxr,
+                                                              const __m512i *qb, const __m512i *db,
+                                                              const uint32_t *mb, const uint8_t *planes,
+                                                              float *crow, int64_t ldc, __mmask16 last, int carry)
+{
+    const int ng = (nv + 3) / 4;
+    __m512 acc[2][LW_VECS];
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < nv; ++v)
+            acc[r][v] = carry ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, crow + r * ldc + 16 * v)
+                              : _mm512_setzero_ps();
+    for (int64_t k = kb; k < ke; k += 2) {
+        const int two = k + 1 < ke;  /* else k alone: the pair's second product is 0 * a finite value */
+        const __m512i *q0 = qb + (k - kb) * ng, *d0 = db + (k - kb) * 2 * ng;
+        const uint32_t *m0 = mb + (k - kb) * 2 * ng;
+        for (int r = 0; r < rows; ++r) {
+            const int64_t e = r * K + k;
+            /* planes 2 and 3 (the bfloat16 bytes) of the rows of X's mantissas at k and k + 1 */
+            const uint8_t *row0 = planes + (int64_t)pxr[e] * 512 + 256;
+            const uint8_t *row1 = two ? planes + (int64_t)pxr[e + 1] * 512 + 256 : row0;
+            __m512i p0[4], p1[4];
+            for (int w = 0; w < 4; ++w) {
+                p0[w] = _mm512_load_si512(row0 + 64 * w);
+                p1[w] = _mm512_load_si512(row1 + 64 * w);
+            }
+            const uint32_t s0 = scale_bf16(sxr[e]), s1 = two ? scale_bf16(sxr[e + 1]) : 0;
+            const __m512bh sa = (__m512bh)_mm512_set1_epi32((int)(s0 << 16 | s1));
+            for (int g = 0; g < ng; ++g) {
+                const __m512i qa = _mm512_load_si512(q0 + g);
+                const __m512i a2 = _mm512_permutex2var_epi8(p0[0], qa, p0[1]);
+                const __m512i a3 = _mm512_permutex2var_epi8(p0[2], qa, p0[3]);
+                const __m512i la = _mm512_maskz_add_epi16(m0[2 * g], _mm512_unpacklo_epi8(a2, a3), d0[2 * g]);
+                const __m512i ha = _mm512_maskz_add_epi16(m0[2 * g + 1], _mm512_unpackhi_epi8(a2, a3),
+                                                          d0[2 * g + 1]);
+                __m512i lb = la, hb = ha;
+                if (two) {
+                    const __m512i qn = _mm512_load_si512(q0 + ng + g);
+                    const __m512i b2 = _mm512_permutex2var_epi8(p1[0], qn, p1[1]);
+                    const __m512i b3 = _mm512_permutex2var_epi8(p1[2], qn, p1[3]);
+                    lb = _mm512_maskz_add_epi16(m0[2 * ng + 2 * g], _mm512_unpacklo_epi8(b2, b3),
+                                                d0[2 * ng + 2 * g]);
+                    hb = _mm512_maskz_add_epi16(m0[2 * ng + 2 * g + 1], _mm512_unpackhi_epi8(b2, b3),
+                                                d0[2 * ng + 2 * g + 1]);
+                }
+                /* dwords (k + 1 low, k high): vdpbf16ps adds the high product first */
+                const __m512i pairs[4] = {_mm512_unpacklo_epi16(lb, la), _mm512_unpackhi_epi16(lb, la),
+                                          _mm512_unpacklo_epi16(hb, ha), _mm512_unpackhi_epi16(hb, ha)};
+                for (int t = 0; t < 4 && 4 * g + t < nv; ++t)
+                    acc[r][4 * g + t] = _mm512_dpbf16_ps(acc[r][4 * g + t], (__m512bh)pairs[t], sa);
+            }
+        }
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < nv; ++v)
+            _mm512_mask_storeu_ps(crow + r * ldc + 16 * v, v == nv - 1 ? last : 0xFFFF, acc[r][v]);
+}
+#endif
+
+/* Rows [0, M) of columns [j0, j1), 2 to LW_VECS vectors per chunk; dp: inside the dot-product
+ * window (amsim_window_dp), where HI16 LUTs take lookup_rows_dp. */
 static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, const float *sy,
-                       const uint16_t *qy, const float *plut, int m, float *c, int64_t ldc, int64_t j0, int64_t j1)
+                       const uint16_t *qy, const float *plut, int m, int dp, float *c, int64_t ldc, int64_t j0,
+                       int64_t j1)
 {
     __m512i *qb = work_buffer(SLOT_QB, sizeof(__m512i) * LW_KB_MAX * LW_GROUPS);
     if (!qb)
         return -1;
     const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
     const int hi16 = lut_hi16(plut, m);
+#if AMSIM_DPBF16
+    dp = dp && hi16;
+    /* per k and group of 64 columns: two vectors of adds d, then (after all of them) two masks */
+    __m512i *db = dp ? work_buffer(SLOT_DB, (2 * sizeof(__m512i) + 2 * sizeof(uint32_t)) * LW_KB_MAX * LW_GROUPS)
+                     : NULL;
+    if (dp && !db)
+        return -1;
+    uint32_t *mb = dp ? (uint32_t *)(db + 2 * LW_KB_MAX * LW_GROUPS) : NULL;
+#else
+    dp = 0;
+#endif
     const int64_t vecs = (j1 - j0 + 15) / 16, chunks = (vecs + LW_VECS - 1) / LW_VECS;
     const int64_t per = (vecs + chunks - 1) / chunks;  /* even chunks: 10 + 9, not 12 + 7 */
     for (int64_t jc = j0; jc < j1; jc += 16 * per) {
@@ -1168,25 +1300,40 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
         const int nv = (int)((ncols + 15) / 16), ng = (nv + 3) / 4;
         const __mmask16 last = (__mmask16)(0xFFFFu >> (16 * nv - ncols));
         int64_t kbs = LW_YBYTES / (64 * nv + 64 * ng);
-        kbs = kbs > LW_KB_MAX ? LW_KB_MAX : kbs;
+        kbs = kbs > LW_KB_MAX ? LW_KB_MAX : kbs & ~(int64_t)1;  /* even: the dot products take k in pairs */
         for (int64_t kb = 0; kb < K; kb += kbs) {
             const int64_t ke = (K - kb < kbs) ? K : kb + kbs;
+            int special = 0;  /* an inf or NaN scale of Y in this block (dot products only) */
             for (int64_t k = kb; k < ke; ++k)  /* Y's indices of this chunk and block, once for all rows */
                 for (int g = 0; g < ng; ++g) {
                     const int64_t left = ncols - 64 * g;
                     qb[(k - kb) * ng + g] = vbmi_indices(qy + k * N + jc + 64 * g, left < 64 ? left : 64);
+#if AMSIM_DPBF16
+                    for (int h = 0; dp && h < 2; ++h) {
+                        const int64_t at = ((k - kb) * ng + g) * 2 + h;
+                        special |= dp_scales32(sy + k * N + jc + 64 * g + 32 * h, left - 32 * h, db + at, mb + at);
+                    }
+#endif
                 }
             /* two rows at a time while their accumulators and planes fit the registers */
             const int pair = nv <= LW_PAIR_VECS;
             for (int64_t i = 0; i < M; i += 1 + pair) {
                 const int rows = pair && i + 1 < M ? 2 : 1;
+#define LW_ARGS kb, ke, K, sx + i * K, px + i * K
 #define LW_ROWS(WIDE, HI16, NV, R)                                                                         \
-    lookup_rows_vbmi(WIDE, HI16, NV, R, kb, ke, K, sx + i * K, px + i * K, sy + kb * N + jc, N, qb, planes, \
-                     c + i * ldc + jc, ldc, last, kb > 0)
+    lookup_rows_vbmi(WIDE, HI16, NV, R, LW_ARGS, sy + kb * N + jc, N, qb, planes, c + i * ldc + jc, ldc, last, \
+                     kb > 0)
+#if AMSIM_DPBF16
+#define LW_DP(NV, R) lookup_rows_dp(NV, R, LW_ARGS, qb, db, mb, planes, c + i * ldc + jc, ldc, last, kb > 0)
+#else
+#define LW_DP(NV, R) LW_ROWS(0, 1, NV, R)
+#endif
 #define LW_FORMS(NV, R)                                                                                    \
     do {                                                                                                   \
         if (m == 8)                                                                                        \
             LW_ROWS(1, 0, NV, R);                                                                          \
+        else if (dp && !special)                                                                           \
+            LW_DP(NV, R);                                                                                  \
         else if (hi16)                                                                                     \
             LW_ROWS(0, 1, NV, R);                                                                          \
         else                                                                                               \
@@ -1205,7 +1352,9 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
                 }
 #undef LW_CASE
 #undef LW_FORMS
+#undef LW_DP
 #undef LW_ROWS
+#undef LW_ARGS
             }
         }
     }
@@ -1224,13 +1373,13 @@ int amsim_lookup_chunk_vectors(void)
 }
 
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
 {
     const int vecs = amsim_lut_stride(m) / 16;
 #if AMSIM_VBMI
     if (j1 - j0 > 16)  /* a 64-entry lookup pays from two vectors on */
-        return lookup_vbmi(M, N, K, sx, px, sy, qy, plut, m, c, ldc, j0, j1);
+        return lookup_vbmi(M, N, K, sx, px, sy, qy, plut, m, dp, c, ldc, j0, j1);
 #endif
     for (int64_t jc = j0; jc < j1; jc += L_COLS) {
         const int64_t ncols = (j1 - jc < L_COLS) ? j1 - jc : L_COLS;
@@ -1335,7 +1484,7 @@ static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const 
 int amsim_lookup_chunk_vectors(void) { return 1; }
 
 int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
+                      const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
 {
     /* Portable form: inside the exactness window the direct kernel gives the same products. */
@@ -1382,6 +1531,16 @@ int amsim_expand_x_blocks(int m, int64_t K)
     return K <= X_ROW_MAJOR_K_MAX ? 0 : amsim_expand_kb(m);
 }
 
+/*
+ * The dot-product lookups' window (lookup_rows_dp), inside amsim_window_exact's: every product is
+ * a multiple of 2^(e_x + e_y + e_v - 7) (a bfloat16 entry has 8 significant bits), and so is every
+ * partial sum, which is therefore zero or normal when that exponent is at least -126.
+ */
+static int amsim_window_dp(int x_lo, int x_hi, int y_lo, int y_hi, int v_lo)
+{
+    return x_lo > x_hi || y_lo > y_hi || x_lo + y_lo + v_lo - 381 - 7 >= -126;
+}
+
 int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_lo, int v_hi, int mode)
 {
     return amsim_window_exact(x_range[0], x_range[1], y_range[0], y_range[1], v_lo, v_hi, mode);
@@ -1421,6 +1580,7 @@ struct gemm_job {
     int64_t xrs, xcs, yrs, ycs;
     const float *lut, *plut;
     int m, rounding, mode, method;
+    int dp;                              /* inside amsim_window_dp */
     float *c, *target;
     int64_t ldc, ldt, kb;
     int transpose_c;
@@ -1464,7 +1624,7 @@ static void kernel_part(void *ctx, int p)
         rc = gemm_expand(g->rows, g->cols, K, &xo, g->ys, g->yi, g->plut, g->m, g->target, g->ldt, r0, r1, j0, j1);
     } else if (g->method == 2)
         rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->plut, g->m,
-                               g->target + r0 * g->ldt, g->ldt, j0, j1);
+                               g->dp, g->target + r0 * g->ldt, g->ldt, j0, j1);
     else
         direct_rows(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->lut,
                     (int64_t)1 << g->m, g->mode, g->target + r0 * g->ldt, g->ldt, j0, j1);
@@ -1537,6 +1697,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
     g->ldt = transpose_c ? cols : ldc;
     if (!g->ys || !g->yi || !g->target)
         return -1;
+    int32_t rx[2], ry[2];  /* the operands' normal exponent ranges */
     for (int pass = 0; pass < 2; ++pass) {
         if (!g->fused) {
             g->xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
@@ -1547,7 +1708,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
         g->xparts = split_parts(rows * K, threads);
         g->yparts = pass ? 0 : split_parts(K * cols, threads);  /* again: only X's layout changes */
         run_parts(split_part, g, g->xparts + g->yparts, threads);
-        int32_t rx[2] = {255, 0}, ry[2] = {255, 0};
+        rx[0] = ry[0] = 255, rx[1] = ry[1] = 0;
         for (int p = 0; p < g->xparts + g->yparts; ++p) {
             int32_t *r = p < g->xparts ? rx : ry;
             r[0] = g->range[2 * p] < r[0] ? g->range[2 * p] : r[0];
@@ -1564,6 +1725,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
         }
         break;
     }
+    g->dp = g->method == 2 && amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo);
     g->nparts = partition(rows, cols, threads, g->method == 2, g->part);
     run_parts(kernel_part, g, g->nparts, threads);
     return g->failed ? -1 : 0;
