@@ -137,27 +137,31 @@ def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, name, m):
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
 
 
-def _lookup(a, b, table):
+def _forced(method, a, b, table):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: ("lookup", False, False))
+        mp.setattr(gemm, "_fast_plan", lambda *args: (method, False, False))
         return gemm.matmul(a, b, table)
 
 
-@pytest.mark.parametrize("k", [1, 51, 301])
-def test_lookup_with_dot_products_takes_an_odd_k_alone(mitchell7, k):
-    """Bfloat16 dot products add k in pairs: an odd K (and a block of 50 plus one) ends with one."""
+@pytest.mark.parametrize("method", ["expand", "lookup"])
+@pytest.mark.parametrize("k,n", [(1, 64), (51, 40), (301, 150)])
+def test_dot_products_take_an_odd_k_alone(mitchell7, method, k, n):
+    """Bfloat16 dot products add k in pairs: an odd K, or a k-block of odd length (the lookups'
+    50 plus one, the expansion's 8 and 5), ends with one. 40 columns: three tiles of the
+    expansion, T in two halves with the last tile missing; 150: full panels and one of 22."""
     rng = np.random.default_rng(k)
-    a = rng.standard_normal((3, k)).astype(np.float32)
-    b = rng.standard_normal((k, 64)).astype(np.float32)
-    assert bits_equal(_lookup(a, b, mitchell7.table), reference.approx_matmul(a, b, mitchell7.table, 7))
+    a = rng.standard_normal((9, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    assert bits_equal(_forced(method, a, b, mitchell7.table), reference.approx_matmul(a, b, mitchell7.table, 7))
 
 
+@pytest.mark.parametrize("method", ["expand", "lookup"])
 @pytest.mark.parametrize("column0", [1.0, 2.0])
-def test_lookup_with_dot_products_gives_special_operands_their_products(mitchell7, column0):
+def test_dot_products_give_special_operands_their_products(mitchell7, method, column0):
     """Zeros in Y are masked to zero factors (column0: a LUT whose column 0, where a zero looks
     up, holds entries of [2, 4), which no exponent arithmetic turns into zero); inf, NaN (any
     payload) and zero scales of X go through the dot products; an inf or NaN in Y sends its
-    k-block (of 50 here) to the float32 lookups."""
+    k-block (of 50 for the lookups, 8 for the expansion) to the float32 kernels."""
     table = mitchell7.table.copy()
     table[:, 0] *= column0
     rng = np.random.default_rng(5)
@@ -170,12 +174,13 @@ def test_lookup_with_dot_products_gives_special_operands_their_products(mitchell
     a[4, 7] = np.array([0x7F800001], np.uint32).view(np.float32)[0]  # a NaN whose payload bfloat16 drops
     b[3, 9] = 0.0                 # inf x 0: NaN in (0, 9)
     b[120, 17], b[260, 30] = np.inf, np.nan
-    assert bits_equal(_lookup(a, b, table), reference.approx_matmul(a, b, table, 7))
+    assert bits_equal(_forced(method, a, b, table), reference.approx_matmul(a, b, table, 7))
 
 
-def test_lookup_keeps_subnormal_partial_sums_outside_the_dot_product_window(mitchell7):
+@pytest.mark.parametrize("method", ["expand", "lookup"])
+def test_subnormal_partial_sums_stay_outside_the_dot_product_window(mitchell7, method):
     """Products near 2^-121 are exact for the float32 kernels, but their sums can be subnormal,
-    which bfloat16 dot products flush to zero: such operands take the float32 lookups."""
+    which bfloat16 dot products flush to zero: such operands take the float32 kernels."""
     rng = np.random.default_rng(6)
     a = np.ldexp(1 + rng.integers(0, 128, (4, 2)) / 128, -60).astype(np.float32)
     b = np.ldexp(1 + rng.integers(0, 128, (2, 64)) / 128, -61).astype(np.float32)
@@ -183,7 +188,7 @@ def test_lookup_keeps_subnormal_partial_sums_outside_the_dot_product_window(mitc
     expected = reference.approx_matmul(a, b, mitchell7.table, 7)
     tiny = (expected != 0) & (np.abs(expected) < np.finfo(np.float32).tiny)
     assert tiny.any()  # the case this test is about
-    assert bits_equal(_lookup(a, b, mitchell7.table), expected)
+    assert bits_equal(_forced(method, a, b, mitchell7.table), expected)
 
 
 @functools.lru_cache(maxsize=None)

@@ -653,7 +653,7 @@ static int x_block(const struct x_operand *xo, int64_t M, int64_t K, int m, int6
 }
 
 static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *xo, const float *sy,
-                       const uint16_t *qy, const float *plut, int m, float *c, int64_t ldc, int64_t i0,
+                       const uint16_t *qy, const float *plut, int m, int dp, float *c, int64_t ldc, int64_t i0,
                        int64_t i1, int64_t j0, int64_t j1);
 
 /*
@@ -867,6 +867,130 @@ static inline __attribute__((always_inline)) void build_panel_vbmi(int wide, int
 }
 #endif
 
+#if AMSIM_DPBF16
+/*
+ * bfloat16 dot products, for HI16 LUTs inside the dot-product window
+ * (amsim_window_dp), in the expand kernel (T in bfloat16: build_panel_dp,
+ * sweep_rows_dp) and the lookup kernel (lookup_rows_dp). A product is s_x * (s_y * LUT[i][j]), and for a
+ * HI16 LUT both factors are bfloat16 numbers: s_y * LUT[i][j] is the entry's
+ * bits plus s_y's sign and exponent (a 16-bit integer add, exact while the
+ * result is normal: the window's T condition), and s_x is a power of two, 0,
+ * inf or NaN. vdpbf16ps multiplies them exactly and adds two products, k then
+ * k + 1, to the float32 sum with one round-to-nearest add each (Intel's
+ * definition; tested bit for bit on Zen 4 against sequential adds): the order
+ * and roundings of the other kernels. It flushes subnormal inputs and results
+ * to zero, so the window also keeps every partial sum away from them: a
+ * product is a multiple of 2^(e_x + e_y + e_v - 7), and so is every sum of
+ * them, hence zero or normal when that exponent is at least -126. A zero s_y
+ * becomes a zero factor by masking (the sign of a zero product cannot show:
+ * sums start at +0 and round to nearest, so they are never -0); an inf or NaN
+ * s_y sends its k-block to the float32 forms (same order, so the same bits).
+ * A lookup of 128 products takes 20 vector instructions (four vpermi2b, four
+ * byte and four word unpacks, four adds, four dot products) instead of 32;
+ * T takes half the bytes and half the instructions to build.
+ */
+/* Word w of lane l in the unpacks' order holds column 4l + w (w < 4) or 12 + 4l + w (32 columns);
+ * index 2c + 1 picks the high half of column c's float32 scale from two vectors of 16. */
+static const uint16_t dp_scale_words[32] = {
+    1, 3, 5, 7, 33, 35, 37, 39, 9, 11, 13, 15, 41, 43, 45, 47,
+    17, 19, 21, 23, 49, 51, 53, 55, 25, 27, 29, 31, 57, 59, 61, 63,
+};
+
+/* One k's Y block for the dot-product lookups, 32 columns from sy (n of them; zeros past n): the
+ * scales' exponent-and-sign adds d (bfloat16 bits of the scale minus those of 1.0) and the mask of
+ * nonzero scales. Returns whether a scale is inf or NaN. */
+static inline int dp_scales32(const float *sy, int64_t n, __m512i *d, uint32_t *nonzero)
+{
+    const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFFu : n > 0 ? (1u << n) - 1u : 0u);
+    const __mmask16 m1 = (__mmask16)(n >= 32 ? 0xFFFFu : n > 16 ? (1u << (n - 16)) - 1u : 0u);
+    const __m512i lo = _mm512_castps_si512(_mm512_maskz_loadu_ps(m0, sy));
+    const __m512i hi = _mm512_castps_si512(_mm512_maskz_loadu_ps(m1, sy + 16));
+    const __m512i w = _mm512_permutex2var_epi16(lo, _mm512_loadu_si512(dp_scale_words), hi);
+    const __m512i exp = _mm512_set1_epi16(0x7F80);
+    *d = _mm512_sub_epi16(w, _mm512_set1_epi16(0x3F80));
+    *nonzero = (uint32_t)_mm512_test_epi16_mask(w, exp);
+    return _mm512_cmpeq_epi16_mask(_mm512_and_si512(w, exp), exp) != 0;
+}
+
+/* A scale as bfloat16 (exact for sign * 2^e, 0 and inf), NaNs kept NaN. */
+static inline uint32_t scale_bf16(float s)
+{
+    const uint32_t u = amsim_f2u(s);
+    return (u >> 16) | ((uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u) << 6);
+}
+
+/* The panel's T in bfloat16 (HALVES, 1 or 2, a constant after inlining): T[p][kk][h] holds the
+ * panel's columns 32h .. 32h + 31 in the byte unpacks' order, scaled and masked by d and nz
+ * (dp_scales32). Per 64 entries: two vpermi2b, two unpacks, two adds. */
+static inline __attribute__((always_inline)) void build_panel_dp(int halves, int P, int kn, int kb_size,
+                                                              const uint8_t *planes, const __m512i *q,
+                                                              const __m512i (*d)[2], const uint32_t (*nz)[2],
+                                                              __m512i *t)
+{
+    for (int p = 0; p < P; ++p) {
+        const uint8_t *row = planes + (int64_t)p * 512 + 256;  /* planes 2 and 3: the bfloat16 bytes */
+        const __m512i pl0 = _mm512_load_si512(row), pl1 = _mm512_load_si512(row + 64);
+        const __m512i pl2 = _mm512_load_si512(row + 128), pl3 = _mm512_load_si512(row + 192);
+        for (int kk = 0; kk < kn; ++kk) {
+            const __m512i b2 = _mm512_permutex2var_epi8(pl0, q[kk], pl1);
+            const __m512i b3 = _mm512_permutex2var_epi8(pl2, q[kk], pl3);
+            __m512i *out = t + ((int64_t)p * kb_size + kk) * halves;
+            out[0] = _mm512_maskz_add_epi16(nz[kk][0], _mm512_unpacklo_epi8(b2, b3), d[kk][0]);
+            if (halves == 2)
+                out[1] = _mm512_maskz_add_epi16(nz[kk][1], _mm512_unpackhi_epi8(b2, b3), d[kk][1]);
+        }
+    }
+}
+
+/* sweep_rows with T in bfloat16 (build_panel_dp): ROWS rows from r (1 or 4, TILES 2 to 4:
+ * constants after inlining), k in pairs, one dot product per tile and pair. */
+static inline __attribute__((always_inline)) void sweep_dp_rows(int rows, int tiles, int64_t r, int64_t r0, int kn,
+                                                             int kb_size, const float *as, const uint16_t *ap,
+                                                             int64_t ldr, int64_t ldk, const __m512i *t,
+                                                             __m512 *cbuf)
+{
+    const int halves = (tiles + 1) / 2;
+    __m512 acc[4][X_TILES];
+    for (int u = 0; u < rows; ++u)
+        for (int v = 0; v < tiles; ++v)
+            acc[u][v] = cbuf[(r - r0 + u) * tiles + v];
+    for (int kk = 0; kk < kn; kk += 2) {
+        const int two = kk + 1 < kn;  /* else kk alone: the pair's second product is 0 * a finite value */
+        for (int u = 0; u < rows; ++u) {
+            const int64_t e = (r - r0 + u) * ldr + kk * ldk;
+            const uint32_t s0 = scale_bf16(as[e]), s1 = two ? scale_bf16(as[e + ldk]) : 0;
+            const __m512bh sa = (__m512bh)_mm512_set1_epi32((int)(s0 << 16 | s1));
+            const __m512i *ta = t + ((int64_t)ap[e] * kb_size + kk) * halves;
+            const __m512i *tb = two ? t + ((int64_t)ap[e + ldk] * kb_size + kk + 1) * halves : ta;
+            for (int h = 0; h < halves; ++h) {
+                const __m512i a = _mm512_load_si512(ta + h), b = _mm512_load_si512(tb + h);
+                /* dwords (kk + 1 low, kk high): vdpbf16ps adds the high product first */
+                acc[u][2 * h] = _mm512_dpbf16_ps(acc[u][2 * h], (__m512bh)_mm512_unpacklo_epi16(b, a), sa);
+                if (2 * h + 1 < tiles)
+                    acc[u][2 * h + 1] = _mm512_dpbf16_ps(acc[u][2 * h + 1],
+                                                         (__m512bh)_mm512_unpackhi_epi16(b, a), sa);
+            }
+        }
+    }
+    for (int u = 0; u < rows; ++u)
+        for (int v = 0; v < tiles; ++v)
+            cbuf[(r - r0 + u) * tiles + v] = acc[u][v];
+}
+
+static inline __attribute__((always_inline)) void sweep_rows_dp(int tiles, int64_t r0, int64_t r1, int kn,
+                                                             int kb_size, const float *as, const uint16_t *ap,
+                                                             int64_t ldr, int64_t ldk, const __m512i *t,
+                                                             __m512 *cbuf)
+{
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4)
+        sweep_dp_rows(4, tiles, r, r0, kn, kb_size, as, ap, ldr, ldk, t, cbuf);
+    for (; r < r1; ++r)
+        sweep_dp_rows(1, tiles, r, r0, kn, kb_size, as, ap, ldr, ldk, t, cbuf);
+}
+
+#endif
+
 /* T[p][kk][tile] = s[kk] * LUT[p][q[kk]] for every mantissa p (VECS a constant after inlining);
  * T holds the panel's `tiles` tiles side by side. */
 static inline __attribute__((always_inline)) void build_tile(int vecs, int P, int kn, int kb_size, int tiles,
@@ -938,7 +1062,7 @@ static inline __attribute__((always_inline)) void sweep_rows(int tiles, int64_t 
  * row-major (K x N); c: row-major with leading dimension ldc.
  */
 static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *xo, const float *sy,
-                       const uint16_t *qy, const float *plut, int m, float *c, int64_t ldc, int64_t i0,
+                       const uint16_t *qy, const float *plut, int m, int dp, float *c, int64_t ldc, int64_t i0,
                        int64_t i1, int64_t j0, int64_t j1)
 {
     const int P = 1 << m;
@@ -954,6 +1078,7 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
     const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
     const int hi16 = lut_hi16(plut, m);
 #endif
+    dp = AMSIM_DPBF16 && dp && lut_hi16(plut, m);  /* T in bfloat16 */
 
     for (int64_t jp = j0; jp < j1; jp += 16 * X_TILES) {
         const int64_t pcols = (j1 - jp < 16 * X_TILES) ? j1 - jp : 16 * X_TILES;
@@ -963,20 +1088,37 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
             memset(cbuf, 0, sizeof(__m512) * (size_t)(re - rb) * tiles);
             for (int64_t kb = 0; kb < K; kb += kb_size) {
                 const int kn = (int)((K - kb < kb_size) ? K - kb : kb_size);
+                int bf16 = 0;  /* this block's T in bfloat16 */
 #if AMSIM_VBMI
                 if (tiles >= 2) {  /* one 64-entry lookup serves the whole panel */
                     __m512i q[X_KB_MAX];
+                    for (int kk = 0; kk < kn; ++kk)
+                        q[kk] = vbmi_indices(qy + (kb + kk) * N + jp, pcols);
+#if AMSIM_DPBF16
+                    __m512i d[X_KB_MAX][2];
+                    uint32_t nz[X_KB_MAX][2];
+                    bf16 = dp;
+                    for (int kk = 0; bf16 && kk < kn; ++kk)
+                        for (int h = 0; h < 2; ++h)  /* an inf or NaN scale: float32 T for the block */
+                            bf16 &= !dp_scales32(sy + (kb + kk) * N + jp + 32 * h, pcols - 32 * h, &d[kk][h],
+                                                 &nz[kk][h]);
+                    if (bf16 && tiles <= 2)
+                        build_panel_dp(1, P, kn, kb_size, planes, q, d, nz, (__m512i *)t);
+                    else if (bf16)
+                        build_panel_dp(2, P, kn, kb_size, planes, q, d, nz, (__m512i *)t);
+#endif
                     __m512 s[X_KB_MAX][X_TILES];
-                    for (int kk = 0; kk < kn; ++kk) {
+                    for (int kk = 0; !bf16 && kk < kn; ++kk) {
                         const int64_t off = (kb + kk) * N + jp;
-                        q[kk] = vbmi_indices(qy + off, pcols);
                         for (int tile = 0; tile < tiles; ++tile) {
                             const int64_t left = pcols - 16 * tile;
                             const __mmask16 cols = (__mmask16)(left >= 16 ? 0xFFFFu : ((1u << left) - 1u));
                             s[kk][tile] = _mm512_maskz_loadu_ps(cols, sy + off + 16 * tile);
                         }
                     }
-                    if (m == 8)
+                    if (bf16)
+                        ;
+                    else if (m == 8)
                         build_panel_vbmi(1, 0, P, kn, kb_size, tiles, planes, q, s, t);
                     else if (hi16)
                         build_panel_vbmi(0, 1, P, kn, kb_size, tiles, planes, q, s, t);
@@ -1007,6 +1149,16 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
                 int64_t ldr, ldk;
                 if (x_block(xo, M, K, m, rb, re, kb, kn, &as, &ap, &ldr, &ldk) != 0)
                     return -1;
+#if AMSIM_DPBF16
+                if (bf16) {
+                    const __m512i *tb = (const __m512i *)t;
+                    switch (tiles) {
+                    case 2: sweep_rows_dp(2, rb, re, kn, kb_size, as, ap, ldr, ldk, tb, cbuf); break;
+                    case 3: sweep_rows_dp(3, rb, re, kn, kb_size, as, ap, ldr, ldk, tb, cbuf); break;
+                    default: sweep_rows_dp(4, rb, re, kn, kb_size, as, ap, ldr, ldk, tb, cbuf); break;
+                    }
+                } else
+#endif
                 switch (tiles) {  /* a constant tile count lets the compiler keep acc in registers */
                 case 1: sweep_rows(1, rb, re, kn, kb_size, as, ap, ldr, ldk, t, cbuf); break;
                 case 2: sweep_rows(2, rb, re, kn, kb_size, as, ap, ldr, ldk, t, cbuf); break;
@@ -1161,55 +1313,6 @@ static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int
 }
 
 #if AMSIM_DPBF16
-/*
- * Lookups with bfloat16 dot products, for HI16 LUTs inside the dot-product
- * window (amsim_window_dp). A product is s_x * (s_y * LUT[i][j]), and for a
- * HI16 LUT both factors are bfloat16 numbers: s_y * LUT[i][j] is the entry's
- * bits plus s_y's sign and exponent (a 16-bit integer add, exact while the
- * result is normal: the window's T condition), and s_x is a power of two, 0,
- * inf or NaN. vdpbf16ps multiplies them exactly and adds two products, k then
- * k + 1, to the float32 sum with one round-to-nearest add each (Intel's
- * definition; tested bit for bit on Zen 4 against sequential adds): the order
- * and roundings of the other kernels. It flushes subnormal inputs and results
- * to zero, so the window also keeps every partial sum away from them: a
- * product is a multiple of 2^(e_x + e_y + e_v - 7), and so is every sum of
- * them, hence zero or normal when that exponent is at least -126. A zero s_y
- * becomes a zero factor by masking (the sign of a zero product cannot show:
- * sums start at +0 and round to nearest, so they are never -0); an inf or NaN
- * s_y sends its k-block to lookup_rows_vbmi (same order, so the same bits).
- * 128 products take 20 vector instructions (four vpermi2b, four byte and four
- * word unpacks, four adds, four dot products) instead of 32.
- */
-/* Word w of lane l in the unpacks' order holds column 4l + w (w < 4) or 12 + 4l + w (32 columns);
- * index 2c + 1 picks the high half of column c's float32 scale from two vectors of 16. */
-static const uint16_t dp_scale_words[32] = {
-    1, 3, 5, 7, 33, 35, 37, 39, 9, 11, 13, 15, 41, 43, 45, 47,
-    17, 19, 21, 23, 49, 51, 53, 55, 25, 27, 29, 31, 57, 59, 61, 63,
-};
-
-/* One k's Y block for the dot-product lookups, 32 columns from sy (n of them; zeros past n): the
- * scales' exponent-and-sign adds d (bfloat16 bits of the scale minus those of 1.0) and the mask of
- * nonzero scales. Returns whether a scale is inf or NaN. */
-static inline int dp_scales32(const float *sy, int64_t n, __m512i *d, uint32_t *nonzero)
-{
-    const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFFu : n > 0 ? (1u << n) - 1u : 0u);
-    const __mmask16 m1 = (__mmask16)(n >= 32 ? 0xFFFFu : n > 16 ? (1u << (n - 16)) - 1u : 0u);
-    const __m512i lo = _mm512_castps_si512(_mm512_maskz_loadu_ps(m0, sy));
-    const __m512i hi = _mm512_castps_si512(_mm512_maskz_loadu_ps(m1, sy + 16));
-    const __m512i w = _mm512_permutex2var_epi16(lo, _mm512_loadu_si512(dp_scale_words), hi);
-    const __m512i exp = _mm512_set1_epi16(0x7F80);
-    *d = _mm512_sub_epi16(w, _mm512_set1_epi16(0x3F80));
-    *nonzero = (uint32_t)_mm512_test_epi16_mask(w, exp);
-    return _mm512_cmpeq_epi16_mask(_mm512_and_si512(w, exp), exp) != 0;
-}
-
-/* A scale as bfloat16 (exact for sign * 2^e, 0 and inf), NaNs kept NaN. */
-static inline uint32_t scale_bf16(float s)
-{
-    const uint32_t u = amsim_f2u(s);
-    return (u >> 16) | ((uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u) << 6);
-}
-
 /* lookup_rows_vbmi's sums with dot products (NV, ROWS constants after inlining); db, mb: the
  * block's d and nonzero masks, 2 * ng per k (dp_scales32). */
 static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int rows, int64_t kb, int64_t ke,
@@ -1437,7 +1540,7 @@ int amsim_expand_kb(int m)
 }
 
 static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *xo, const float *sy,
-                       const uint16_t *qy, const float *plut, int m, float *c, int64_t ldc, int64_t i0,
+                       const uint16_t *qy, const float *plut, int m, int dp, float *c, int64_t ldc, int64_t i0,
                        int64_t i1, int64_t j0, int64_t j1)
 {
     /* Same interface as the AVX-512 kernel. */
@@ -1621,7 +1724,8 @@ static void kernel_part(void *ctx, int p)
     int rc = 0;
     if (g->method == 1) {
         const struct x_operand xo = {g->xs, g->xi, g->kb, g->fused ? g->x : NULL, g->xrs, g->xcs, g->rounding};
-        rc = gemm_expand(g->rows, g->cols, K, &xo, g->ys, g->yi, g->plut, g->m, g->target, g->ldt, r0, r1, j0, j1);
+        rc = gemm_expand(g->rows, g->cols, K, &xo, g->ys, g->yi, g->plut, g->m, g->dp, g->target, g->ldt, r0, r1,
+                         j0, j1);
     } else if (g->method == 2)
         rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->plut, g->m,
                                g->dp, g->target + r0 * g->ldt, g->ldt, j0, j1);
@@ -1725,7 +1829,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
         }
         break;
     }
-    g->dp = g->method == 2 && amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo);
+    g->dp = g->method != 0 && amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo);
     g->nparts = partition(rows, cols, threads, g->method == 2, g->part);
     run_parts(kernel_part, g, g->nparts, threads);
     return g->failed ? -1 : 0;
