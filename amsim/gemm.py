@@ -159,6 +159,13 @@ class Multiplier:
         return tables
 
     @functools.cached_property
+    def dot_products(self) -> bool:
+        """True when the fast kernels of this build take bfloat16 dot products for this LUT:
+        entries that are bfloat16 values (low 16 bits zero) and M < 8 (amsim_prepare_lut's HI16)."""
+        return (self.expandable and self.bits < 8 and bool(_cpu_lib()[1].amsim_dot_products())
+                and not np.any(self.table.view(np.uint32) & 0xFFFF))
+
+    @functools.cached_property
     def expandable(self) -> bool:
         """True when every entry is positive and finite: the expand kernel is exact for it."""
         t = self.table
@@ -241,6 +248,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
 double amsim_pool_overhead_ns(int threads, double work_ns);
 int amsim_pool_awake(void);
 int amsim_lookup_chunk_vectors(void);
+int amsim_dot_products(void);
 int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
                      const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
                      uintptr_t fn, int is_float, float *c, int64_t ldc, int threads);
@@ -344,15 +352,19 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 
 
 # Cost model of the fast kernels: nanoseconds per count of _plan_features on one core of a Zen 4
-# with the VBMI build, fitted by `scripts/bench_gemm.py --calibrate` (only their ratios matter).
+# with the VBMI build, fitted by `scripts/bench_gemm.py --calibrate` (only their ratios matter);
+# _COST_DP for LUTs the kernels take with bfloat16 dot products (Multiplier.dot_products).
 # "build_op", "lookup_op": per instruction of a vpermt2ps blend tree, _select_ops(2^M) of them (the
 # byte-plane lookups of this build hardly grow with the row length: fitted near 0). "split_t": an
 # element of a transposed view, which is transposed as it is split. "threads", "threads_awake":
 # handing work to the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM)
 # and when one is still polling after a recent job.
-_COST = {"build": 1.32, "build_op": 0.032, "fma": 0.63, "row_k": 0.26, "row_vec": 0.36, "lookup": 1.01,
-         "lookup_op": 0.006, "split": 0.24, "split_t": 0.81,
-         "threads": 58_000.0, "threads_awake": 740.0}
+_COST = {"build": 1.22, "build_op": 0.035, "fma": 0.618, "row_k": 0.253, "row_vec": 0.35, "lookup": 0.967,
+         "lookup_op": 0.008, "split": 0.224, "split_t": 0.643,
+         "threads": 54_000.0, "threads_awake": 21_000.0}
+_COST_DP = {"build": 0.475, "build_op": 0.01, "fma": 0.546, "row_k": 0.276, "row_vec": 0.258, "lookup": 0.538,
+            "lookup_op": 0.0, "split": 0.315, "split_t": 0.738,
+            "threads": 54_000.0, "threads_awake": 13_000.0}
 
 
 def _select_ops(p: int) -> int:
@@ -402,7 +414,8 @@ def _lookup_chunk_vectors() -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int = 1,
-               awake: bool = False, a_t: bool = False, b_t: bool = False) -> tuple[str, bool, bool]:
+               awake: bool = False, a_t: bool = False, b_t: bool = False,
+               dp: bool = False) -> tuple[str, bool, bool]:
     """The fast kernel ("expand" or "lookup", or ``method`` when forced), orientation and threading.
 
     Returns (method, swap, parallel): swap computes C^T = B^T A^T, vectorising
@@ -411,10 +424,10 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
     (_plan_features), and for several threads the cost of handing work to the
     pool (less when a worker is ``awake``). ``a_t``, ``b_t``: A or B is a
     transposed view (contiguous columns); swapping the operands transposes
-    them. The plan with the least estimated time wins; the result is the same
-    bits whichever it is.
+    them. ``dp``: the LUT takes bfloat16 dot products (_COST_DP). The plan with
+    the least estimated time wins; the result is the same bits whichever it is.
     """
-    c = _COST
+    c = _COST_DP if dp else _COST
     best = None
     for swap in (False, True):
         rows, cols = (n, m_rows) if swap else (m_rows, n)
@@ -494,7 +507,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         # LUT transposed (its rows stay X's mantissas).
         method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads,
                                             threads > 1 and bool(lib.amsim_pool_awake()),
-                                            _columns_contiguous(a), _columns_contiguous(b))
+                                            _columns_contiguous(a), _columns_contiguous(b), mult.dot_products)
     else:
         # the direct kernel takes about 16 times as long per product as the fast ones
         method, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK

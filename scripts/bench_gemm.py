@@ -10,7 +10,7 @@ CPU, threads, the BLAS library and kernel numpy ran, and OPENBLAS_CORETYPE.
 
     .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N] [--runs 3]
     .venv/bin/python scripts/bench_gemm.py --backend cuda     # needs a GPU and CuPy
-    .venv/bin/python scripts/bench_gemm.py --calibrate        # refit gemm._COST on this CPU
+    .venv/bin/python scripts/bench_gemm.py --calibrate        # refit gemm._COST, _COST_DP on this CPU
 
 With ``--backend cuda`` the device kernels (amsim_cuda_gemm, called through its
 C ABI on CuPy device arrays) are timed with CUDA events against cuBLAS SGEMM
@@ -157,25 +157,16 @@ CALIBRATION_SHAPES = [(1024, 256, 256), (256, 1024, 64), (64, 256, 1024), (25, 2
                       (40, 40, 2000), (128, 128, 128), (4000, 150, 16)]
 
 
-def calibrate():
-    """Fit gemm._COST: time every (kernel, orientation) on one thread and solve for the constants.
-
-    The model is linear in the constants (gemm._plan_features counts what each plan does, the
-    operands' split included), plus a fixed per-call cost shared by all plans ("call": the
-    planner compares plans of one GEMM, so it does not use it; a negative fit only says that
-    the counts overstate the smallest shapes). The fit weights relative errors and keeps the
-    other costs non-negative. "threads" and "threads_awake" are the median times to hand work
-    to the pool and wait for it, with its workers asleep and polling. Prints the constants and
-    how much slower the model's choice is than the best measured plan, at worst (and where) and
-    on geometric mean.
-    """
-    rng = np.random.default_rng(0)
+def fit_costs(mults, rng):
+    """Time every (kernel, orientation) of CALIBRATION_SHAPES on one thread for each multiplier
+    and fit the per-count costs. Returns (costs, slowdowns): slowdowns maps (bits, m, k, n) to
+    how much slower the fitted model's choice ran than the best plan."""
     names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "split", "split_t", "call"]
     features, times, groups = [], [], []
     real_plan = gemm._fast_plan
     try:
-        for bits in (4, 6, 7, 8):
-            mult = gemm.resolve("mitchell", bits)
+        for mult in mults:
+            bits = mult.bits
             for m, k, n in CALIBRATION_SHAPES:
                 a = rng.standard_normal((m, k)).astype(np.float32)
                 b = rng.standard_normal((k, n)).astype(np.float32)
@@ -191,14 +182,6 @@ def calibrate():
                         groups.append((bits, m, k, n))
     finally:
         gemm._fast_plan = real_plan
-    round_trips = []
-    lib = gemm._cpu_lib()[1]
-    asleep = []
-    for _ in range(200):  # the pool's cost: two parts of 50 us each, less 50 us, back to back
-        round_trips.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
-    for _ in range(50):  # and after its workers went to sleep
-        time.sleep(0.005)
-        asleep.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
     x, y = np.array(features, float), np.array(times)
     # least squares with the costs kept non-negative (a negative cost would be an artefact of
     # correlated counts): refit without the most negative one until none is left
@@ -211,20 +194,84 @@ def calibrate():
             break
         active.remove(min(negative, key=lambda i: coef[i]))
     predicted = x @ coef
-    losses = {}
+    slowdowns = {}
     for group in sorted(set(groups)):
         members = [i for i, g in enumerate(groups) if g == group]
         chosen = min(members, key=lambda i: predicted[i])
-        losses[group] = times[chosen] / min(times[i] for i in members)
-    worst = max(losses, key=losses.get)
-    print(json.dumps({"benchmark": "gemm-calibration", "environment": environment(),
-                      "cost_ns": {**{n: round(float(c), 3) for n, c in zip(names, coef)},
-                                  "threads": round(float(np.median(asleep))),
-                                  "threads_awake": round(float(np.median(round_trips)))},
-                      "choice_slowdown_max": losses[worst],
-                      "choice_slowdown_worst_case": dict(zip(("bits", "m", "k", "n"), worst)),
-                      "choice_slowdown_geomean": float(np.exp(np.mean(np.log(list(losses.values())))))},
-                     indent=1))
+        slowdowns[group] = times[chosen] / min(times[i] for i in members)
+    return {n: round(float(c), 3) for n, c in zip(names, coef)}, slowdowns
+
+
+#: Small GEMMs (LeNet-5's dense layers and the like), where handing half the work to the pool's
+#: awake worker costs about as much as it saves: the shapes "threads_awake" is fitted on.
+HANDOFF_SHAPES = [(64, 84, 10), (64, 10, 84), (64, 120, 84), (64, 84, 120), (120, 64, 84), (64, 256, 64),
+                  (128, 128, 128), (64, 400, 120), (64, 120, 400)]
+
+
+def fit_handoff(mult, costs, rng):
+    """What a parallel call costs beyond its busiest thread's share of the work, with the pool's
+    worker awake (back-to-back calls), in ns: the median over HANDOFF_SHAPES of the parallel
+    time less the single-threaded one plus the work the model says the second thread takes
+    over. It includes what an empty job's round trip does not: the worker reading operands
+    from the caller's cache, and a second thread slower than the first (two vCPUs may share a
+    core)."""
+    real_plan = gemm._fast_plan
+    overheads = []
+    try:
+        for m, k, n in HANDOFF_SHAPES:
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            method, swap, _ = real_plan(m, k, n, mult.bits, "auto", 1, False, False, False, mult.dot_products)
+            rows, cols = (n, m) if swap else (m, n)
+            model = [sum(costs[f] * c for f, c in gemm._plan_features(method, rows, k, cols, mult.bits, t,
+                                                                     swap, swap).items())
+                     for t in (1, 2)]
+            times = []
+            for parallel in (False, True):
+                gemm._fast_plan = lambda *_args, _p=(method, swap, parallel): _p
+                times.append(best_of(lambda: gemm.matmul(a, b, mult, threads=2), 200) * 1e9)
+            overheads.append(times[1] - times[0] + model[0] - model[1])
+    finally:
+        gemm._fast_plan = real_plan
+    return round(float(np.median(overheads)))
+
+
+def calibrate():
+    """Fit gemm._COST and gemm._COST_DP: time every (kernel, orientation) on one thread and solve
+    for the constants.
+
+    The model is linear in the constants (gemm._plan_features counts what each plan does, the
+    operands' split included), plus a fixed per-call cost shared by all plans ("call": the
+    planner compares plans of one GEMM, so it does not use it; a negative fit only says that
+    the counts overstate the smallest shapes). The fit weights relative errors and keeps the
+    other costs non-negative. _COST is fitted on `exact` (M = 4, 6, 7, 8), whose entries are
+    not bfloat16 values, _COST_DP on `mitchell` (M = 4, 6, 7), whose entries are and which the
+    kernels take with bfloat16 dot products (where the build has them). "threads" is the median
+    time to hand work to the pool and wait for it with its workers asleep; "threads_awake", with
+    a worker awake, is fitted on small GEMMs (fit_handoff). Prints the constants and how much slower the model's choice is
+    than the best measured plan, at worst (and where) and on geometric mean.
+    """
+    rng = np.random.default_rng(0)
+    families = {"cost_ns": [gemm.resolve("exact", bits) for bits in (4, 6, 7, 8)]}
+    dp = [gemm.resolve("mitchell", bits) for bits in (4, 6, 7)]
+    if all(mult.dot_products for mult in dp):
+        families["cost_ns_dp"] = dp
+    lib = gemm._cpu_lib()[1]
+    asleep = []
+    for _ in range(50):  # the pool's cost (two parts of 50 us each, less 50 us) after its workers slept
+        time.sleep(0.005)
+        asleep.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
+    report = {"benchmark": "gemm-calibration", "environment": environment()}
+    for key, mults in families.items():
+        costs, slowdowns = fit_costs(mults, rng)
+        costs = {**costs, "threads": round(float(np.median(asleep)))}
+        costs["threads_awake"] = fit_handoff(next(m for m in mults if m.bits == 7), costs, rng)
+        worst = max(slowdowns, key=slowdowns.get)
+        report[key] = costs
+        report[key + "_choice_slowdown"] = {
+            "max": slowdowns[worst], "worst_case": dict(zip(("bits", "m", "k", "n"), worst)),
+            "geomean": float(np.exp(np.mean(np.log(list(slowdowns.values())))))}
+    print(json.dumps(report, indent=1))
 
 
 def bench_cuda(args):

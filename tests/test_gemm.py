@@ -137,6 +137,15 @@ def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, name, m):
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
 
 
+def test_dot_products_apply_to_luts_of_bfloat16_entries_below_m_8():
+    """The planner's _COST_DP applies where the kernels take dot products: bfloat16 entries, M < 8."""
+    if not gemm._cpu_lib()[1].amsim_dot_products():
+        pytest.skip("this build has no bfloat16 dot products (no AVX512-BF16)")
+    assert gemm.resolve("mitchell", 7).dot_products
+    assert not gemm.resolve("exact", 7).dot_products
+    assert not gemm.resolve("mitchell", 8).dot_products
+
+
 def _forced(method, a, b, table):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gemm, "_fast_plan", lambda *args: (method, False, False))

@@ -736,6 +736,12 @@ void amsim_prepare_lut(const float *lut, int m, void *out)
     memcpy(trailer, &hi16, sizeof hi16);
 }
 
+/* Whether this build has the bfloat16 dot-product kernels (used for HI16 LUTs in their window). */
+int amsim_dot_products(void)
+{
+    return AMSIM_DPBF16;
+}
+
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
 #include <immintrin.h>
 
