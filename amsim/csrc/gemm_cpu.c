@@ -925,6 +925,15 @@ static inline uint32_t scale_bf16(float s)
     return (u >> 16) | ((uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u) << 6);
 }
 
+/* X's scales at k (s[0]) and k + 1 (s[next]) as a bfloat16 pair in every dword, k in the high
+ * half: vdpbf16ps adds the high product first. Without k + 1 (two = 0) the pair's second
+ * scale is zero, so its product adds nothing. */
+static inline __m512bh scale_pair(const float *s, int64_t next, int two)
+{
+    const uint32_t s0 = scale_bf16(s[0]), s1 = two ? scale_bf16(s[next]) : 0;
+    return (__m512bh)_mm512_set1_epi32((int)(s0 << 16 | s1));
+}
+
 /* The panel's T in bfloat16 (HALVES, 1 or 2, a constant after inlining): T[p][kk][h] holds the
  * panel's columns 32h .. 32h + 31 in the byte unpacks' order, scaled and masked by d and nz
  * (dp_scales32). Per 64 entries: two vpermi2b, two unpacks, two adds. */
@@ -961,16 +970,15 @@ static inline __attribute__((always_inline)) void sweep_dp_rows(int rows, int ti
         for (int v = 0; v < tiles; ++v)
             acc[u][v] = cbuf[(r - r0 + u) * tiles + v];
     for (int kk = 0; kk < kn; kk += 2) {
-        const int two = kk + 1 < kn;  /* else kk alone: the pair's second product is 0 * a finite value */
+        const int two = kk + 1 < kn;  /* else kk alone (scale_pair) */
         for (int u = 0; u < rows; ++u) {
             const int64_t e = (r - r0 + u) * ldr + kk * ldk;
-            const uint32_t s0 = scale_bf16(as[e]), s1 = two ? scale_bf16(as[e + ldk]) : 0;
-            const __m512bh sa = (__m512bh)_mm512_set1_epi32((int)(s0 << 16 | s1));
+            const __m512bh sa = scale_pair(as + e, ldk, two);
             const __m512i *ta = t + ((int64_t)ap[e] * kb_size + kk) * halves;
             const __m512i *tb = two ? t + ((int64_t)ap[e + ldk] * kb_size + kk + 1) * halves : ta;
             for (int h = 0; h < halves; ++h) {
                 const __m512i a = _mm512_load_si512(ta + h), b = _mm512_load_si512(tb + h);
-                /* dwords (kk + 1 low, kk high): vdpbf16ps adds the high product first */
+                /* dwords (kk + 1 low, kk high), as scale_pair's */
                 acc[u][2 * h] = _mm512_dpbf16_ps(acc[u][2 * h], (__m512bh)_mm512_unpacklo_epi16(b, a), sa);
                 if (2 * h + 1 < tiles)
                     acc[u][2 * h + 1] = _mm512_dpbf16_ps(acc[u][2 * h + 1],
@@ -1334,7 +1342,7 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
             acc[r][v] = carry ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, crow + r * ldc + 16 * v)
                               : _mm512_setzero_ps();
     for (int64_t k = kb; k < ke; k += 2) {
-        const int two = k + 1 < ke;  /* else k alone: the pair's second product is 0 * a finite value */
+        const int two = k + 1 < ke;  /* else k alone (scale_pair) */
         const __m512i *q0 = qb + (k - kb) * ng, *d0 = db + (k - kb) * 2 * ng;
         const uint32_t *m0 = mb + (k - kb) * 2 * ng;
         for (int r = 0; r < rows; ++r) {
@@ -1347,8 +1355,7 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
                 p0[w] = _mm512_load_si512(row0 + 64 * w);
                 p1[w] = _mm512_load_si512(row1 + 64 * w);
             }
-            const uint32_t s0 = scale_bf16(sxr[e]), s1 = two ? scale_bf16(sxr[e + 1]) : 0;
-            const __m512bh sa = (__m512bh)_mm512_set1_epi32((int)(s0 << 16 | s1));
+            const __m512bh sa = scale_pair(sxr + e, 1, two);
             for (int g = 0; g < ng; ++g) {
                 const __m512i qa = _mm512_load_si512(q0 + g);
                 const __m512i a2 = _mm512_permutex2var_epi8(p0[0], qa, p0[1]);
@@ -1366,7 +1373,7 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
                     hb = _mm512_maskz_add_epi16(m0[2 * ng + 2 * g + 1], _mm512_unpackhi_epi8(b2, b3),
                                                 d0[2 * ng + 2 * g + 1]);
                 }
-                /* dwords (k + 1 low, k high): vdpbf16ps adds the high product first */
+                /* dwords (k + 1 low, k high), as scale_pair's */
                 const __m512i pairs[4] = {_mm512_unpacklo_epi16(lb, la), _mm512_unpackhi_epi16(lb, la),
                                           _mm512_unpacklo_epi16(hb, ha), _mm512_unpackhi_epi16(hb, ha)};
                 for (int t = 0; t < 4 && 4 * g + t < nv; ++t)
@@ -1722,6 +1729,32 @@ static void split_part(void *ctx, int p)
         amsim_split_f32(g->y, g->K, g->cols, g->yrs, g->ycs, g->m, g->rounding, 0, g->ys, g->yi, r0, r1, range);
 }
 
+/* dst[j * ldd + i] = src[i * lds + j] for a rows x cols block: 16 x 16 tiles transposed in
+ * registers (element by element, a swapped plan's 1.25 M outputs took over a millisecond). */
+static void transpose_block(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows, int64_t cols)
+{
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+        const int64_t nr = (rows - i0 < 16) ? rows - i0 : 16;
+        const __mmask16 rmask = (__mmask16)(nr == 16 ? 0xFFFFu : (1u << nr) - 1u);
+        for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+            const int64_t nc = (cols - j0 < 16) ? cols - j0 : 16;
+            const __mmask16 cmask = (__mmask16)(nc == 16 ? 0xFFFFu : (1u << nc) - 1u);
+            __m512 t[16];
+            for (int64_t r = 0; r < 16; ++r)
+                t[r] = r < nr ? _mm512_maskz_loadu_ps(cmask, src + (i0 + r) * lds + j0) : _mm512_setzero_ps();
+            transpose16(t);
+            for (int64_t c = 0; c < nc; ++c)
+                _mm512_mask_storeu_ps(dst + (j0 + c) * ldd + i0, rmask, t[c]);
+        }
+    }
+#else
+    for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j)
+            dst[j * ldd + i] = src[i * lds + j];
+#endif
+}
+
 static void kernel_part(void *ctx, int p)
 {
     struct gemm_job *g = ctx;
@@ -1743,9 +1776,7 @@ static void kernel_part(void *ctx, int p)
         return;
     }
     if (g->transpose_c)  /* this part's block of the result, to its place in c */
-        for (int64_t i = r0; i < r1; ++i)
-            for (int64_t j = j0; j < j1; ++j)
-                g->c[j * g->ldc + i] = g->target[i * g->ldt + j];
+        transpose_block(g->target + r0 * g->ldt + j0, g->ldt, g->c + j0 * g->ldc + r0, g->ldc, r1 - r0, j1 - j0);
 }
 
 /*
