@@ -244,10 +244,11 @@ int amsim_window_exact_c(const int32_t *x_range, const int32_t *y_range, int v_l
 int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
                const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
                int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
-               int transpose_c, int threads);
+               int transpose_c, int threads, int by_rows);
 double amsim_pool_overhead_ns(int threads, double work_ns);
 int amsim_pool_awake(void);
 int amsim_lookup_chunk_vectors(void);
+int amsim_build_group_vectors(void);
 int amsim_dot_products(void);
 int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
                      const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
@@ -359,12 +360,12 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # element of a transposed view, which is transposed as it is split. "threads", "threads_awake":
 # handing work to the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM)
 # and when one is still polling after a recent job.
-_COST = {"build": 1.22, "build_op": 0.035, "fma": 0.618, "row_k": 0.253, "row_vec": 0.35, "lookup": 0.967,
-         "lookup_op": 0.008, "split": 0.224, "split_t": 0.643,
-         "threads": 54_000.0, "threads_awake": 21_000.0}
-_COST_DP = {"build": 0.475, "build_op": 0.01, "fma": 0.546, "row_k": 0.276, "row_vec": 0.258, "lookup": 0.538,
-            "lookup_op": 0.0, "split": 0.315, "split_t": 0.738,
-            "threads": 54_000.0, "threads_awake": 13_000.0}
+_COST = {"build": 1.267, "build_op": 0.099, "fma": 0.709, "row_k": 0.208, "row_vec": 0.27, "lookup": 1.103,
+         "lookup_op": 0.152, "prep": 1.926, "out": 2.513, "split": 0.128, "split_t": 0.579,
+         "threads": 55_000.0, "threads_awake": 12_000.0}
+_COST_DP = {"build": 0.379, "build_op": 0.207, "fma": 0.57, "row_k": 0.271, "row_vec": 0.061, "lookup": 0.64,
+            "lookup_op": 0.442, "prep": 1.709, "out": 3.61, "split": 0.128, "split_t": 0.579,
+            "threads": 55_000.0, "threads_awake": 12_000.0}
 
 
 def _select_ops(p: int) -> int:
@@ -372,16 +373,19 @@ def _select_ops(p: int) -> int:
 
 
 def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads: int = 1,
-                   x_t: bool = False, y_t: bool = False) -> dict:
+                   x_t: bool = False, y_t: bool = False, by_rows: bool | None = None) -> dict:
     """What one plan does on its busiest thread, as counts of the _COST items.
 
     The output is split between ``threads`` as amsim_gemm's partition does:
-    expand by 16-column tiles when there are enough, else by rows (each thread
-    then builds all of T); lookup by rows when there are enough, else by
-    tiles. Expanding builds T (2^M entries per element of Y) and sweeps one
-    multiply-add per product; looking up loads a LUT row per row, k and
-    column chunk (of _lookup_chunk_vectors() vectors) and looks up 16
-    products at a time. Splitting the operands costs more for a transposed
+    by rows (``by_rows``; each thread then builds all of T, or prepares all of
+    Y's columns for its lookups) or by 16-column tiles, when there are enough
+    of them; by default (None) tiles first for expand, rows first for lookup.
+    Expanding builds T (2^M entries per element of Y, a whole group of
+    _build_group_vectors() vectors at a time) and sweeps one
+    multiply-add per product; looking up prepares Y's indices (and scales) per
+    k and column vector, loads a LUT row per row, k and column chunk (of
+    _lookup_chunk_vectors() vectors) and looks up 16 products at a time. Both
+    write the output ("out": vectors of 16, transposed for a swapped plan). Splitting the operands costs more for a transposed
     view (``x_t``, ``y_t``: X or Y has contiguous columns), which is
     transposed as it is split, except X for the expand kernel, which splits
     it block by block as it goes.
@@ -394,16 +398,31 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     split = {"split": 0, "split_t": 0}
     split["split_t" if x_t and method == "lookup" else "split"] += x_elems
     split["split_t" if y_t else "split"] += y_elems
-    if method == "expand":
+    if by_rows is None:
+        by_rows = method == "lookup"
+    # amsim_gemm's partition: the preferred way when there are enough rows (tiles) for every thread
+    if by_rows:
+        by_tiles = threads > 1 and rows < threads and tiles >= threads
+    else:
         by_tiles = threads > 1 and tiles >= threads
-        vec, r = (per_tile, rows) if by_tiles else (tiles, per_row)
-        return {**split, "build": k * vec * p, "build_op": k * vec * p * _select_ops(p), "fma": r * k * vec,
-                "row_k": r * k}
-    by_rows = threads == 1 or rows >= threads or tiles < threads
-    vec, r = (tiles, per_row) if by_rows else (per_tile, rows)
+    vec, r = (per_tile, rows) if by_tiles else (tiles, per_row)
+    # byte-plane lookups (VBMI) serve parts of two vectors or more; a single one takes a blend tree
+    # of vpermt2ps, _select_ops(2^M) of them (the "_op" counts)
+    blend = _build_group_vectors() == 1 or vec == 1
+    if method == "expand":
+        group = 1 if blend else _build_group_vectors()
+        built = -(-vec // group) * group
+        return {**split, "build": k * built * p, "build_op": k * built * p * _select_ops(p) if blend else 0,
+                "fma": r * k * vec, "row_k": r * k, "out": r * vec}
     chunks = -(-vec // _lookup_chunk_vectors())
-    return {**split, "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec,
-            "lookup_op": r * k * vec * _select_ops(p)}
+    return {**split, "prep": k * vec, "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec,
+            "lookup_op": r * k * vec * _select_ops(p) if blend else 0, "out": r * vec}
+
+
+@functools.lru_cache(maxsize=1)
+def _build_group_vectors() -> int:
+    """Vectors of 16 columns that one step of this build's expansion serves (the panel's 64)."""
+    return int(_cpu_lib()[1].amsim_build_group_vectors())
 
 
 @functools.lru_cache(maxsize=1)
@@ -415,11 +434,13 @@ def _lookup_chunk_vectors() -> int:
 @functools.lru_cache(maxsize=4096)
 def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int = 1,
                awake: bool = False, a_t: bool = False, b_t: bool = False,
-               dp: bool = False) -> tuple[str, bool, bool]:
+               dp: bool = False) -> tuple[str, bool, bool | str]:
     """The fast kernel ("expand" or "lookup", or ``method`` when forced), orientation and threading.
 
     Returns (method, swap, parallel): swap computes C^T = B^T A^T, vectorising
-    over A's rows instead of B's columns; parallel runs on ``threads`` threads.
+    over A's rows instead of B's columns; parallel is False (one thread), or
+    how ``threads`` threads split the output: "rows" or "tiles" (True: as
+    amsim_gemm prefers).
     Each plan's time is estimated from what its busiest thread does
     (_plan_features), and for several threads the cost of handing work to the
     pool (less when a worker is ``awake``). ``a_t``, ``b_t``: A or B is a
@@ -435,16 +456,17 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
         for name in ("expand", "lookup"):
             if method not in ("auto", name):
                 continue
-            for t in ((1, threads) if threads > 1 else (1,)):
-                counts = _plan_features(name, rows, k, cols, bits, t, x_t, y_t)
+            for t, split in [(1, False)] + ([(threads, "rows"), (threads, "tiles")] if threads > 1 else []):
+                counts = _plan_features(name, rows, k, cols, bits, t, x_t, y_t, split == "rows")
                 cost = sum(c[f] * count for f, count in counts.items())
                 cost += 0.0 if t == 1 else c["threads_awake" if awake else "threads"]
                 if best is None or cost < best[0]:
-                    best = (cost, name, swap, t > 1)
+                    best = (cost, name, swap, split)
     return best[1:]
 
 
 _METHOD_CODES = {"direct": 0, "expand": 1, "lookup": 2}
+_SPLIT_CODES = {"rows": 1, "tiles": 0}  # amsim_gemm's by_rows; anything else: -1, its own preference
 
 
 def _columns_contiguous(x) -> bool:
@@ -521,7 +543,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     table, prepared = mult.kernel_tables(swap)
     rc = lib.amsim_gemm(rows, cols, k, x, xrs, xcs, y, yrs, ycs, table, prepared if fast else ffi.NULL, mult.bits,
                         *(mult.table_exponents if fast else (0, 0)), rne, mode_i, _METHOD_CODES[method],
-                        int(forced), c, n, int(swap), threads if parallel else 1)
+                        int(forced), c, n, int(swap), threads if parallel else 1, _SPLIT_CODES.get(parallel, -1))
     if rc != 0:
         raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
     return out

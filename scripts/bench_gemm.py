@@ -154,14 +154,34 @@ def main():
 CALIBRATION_SHAPES = [(1024, 256, 256), (256, 1024, 64), (64, 256, 1024), (25, 20000, 6), (6, 20000, 25),
                       (20000, 25, 6), (6, 25, 20000), (150, 4000, 16), (16, 4000, 150), (512, 64, 512),
                       (64, 400, 120), (120, 400, 64), (300, 300, 300), (40, 2000, 40), (2000, 40, 40),
-                      (40, 40, 2000), (128, 128, 128), (4000, 150, 16)]
+                      (40, 40, 2000), (128, 128, 128), (4000, 150, 16), (20000, 6, 25), (4000, 16, 150),
+                      (64, 120, 400), (512, 1024, 1024)]
 
 
-def fit_costs(mults, rng):
+def split_costs(rng):
+    """ns per element of amsim_split_f32 on one thread, for a contiguous operand ("split") and a
+    transposed view ("split_t"). Timed on their own: in a GEMM on one thread, splitting Y and
+    preparing its columns for the lookups both grow with its size, and cannot be told apart;
+    on several threads the split is shared and each thread prepares its own columns."""
+    ffi, lib = gemm._cpu_lib()
+    x = rng.standard_normal((1024, 1024)).astype(np.float32)
+    scale, idx = np.empty(x.size, np.float32), np.empty(x.size, np.uint16)
+    ps, pi, ranges = ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx), ffi.new("int32_t[2]")
+    costs = {}
+    for name, view in (("split", x), ("split_t", x.T)):
+        _, ptr, rs, cs = gemm._strided(ffi, view)
+        t = best_of(lambda: lib.amsim_split_f32(ptr, 1024, 1024, rs, cs, 7, 0, 0, ps, pi, 0, 1024, ranges), 7)
+        costs[name] = t * 1e9 / x.size
+    return costs
+
+
+def fit_costs(mults, rng, fixed):
     """Time every (kernel, orientation) of CALIBRATION_SHAPES on one thread for each multiplier
-    and fit the per-count costs. Returns (costs, slowdowns): slowdowns maps (bits, m, k, n) to
-    how much slower the fitted model's choice ran than the best plan."""
-    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "split", "split_t", "call"]
+    and fit the per-count costs, those in ``fixed`` (ns) held. Returns (costs, slowdowns):
+    slowdowns maps (bits, m, k, n) to how much slower the fitted model's choice ran than the
+    best plan."""
+    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_op", "prep", "out", "split",
+             "split_t", "call"]
     features, times, groups = [], [], []
     real_plan = gemm._fast_plan
     try:
@@ -173,7 +193,7 @@ def fit_costs(mults, rng):
                 for method in ("expand", "lookup"):
                     for swap in (False, True):
                         gemm._fast_plan = lambda *_args, _p=(method, swap, False): _p
-                        t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 3)
+                        t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 9)
                         rows, cols = (n, m) if swap else (m, n)
                         # row-major operands: swapping makes both transposed views
                         counts = {**gemm._plan_features(method, rows, k, cols, bits, 1, swap, swap), "call": 1}
@@ -183,12 +203,14 @@ def fit_costs(mults, rng):
     finally:
         gemm._fast_plan = real_plan
     x, y = np.array(features, float), np.array(times)
+    held = np.array([fixed.get(name, 0.0) for name in names])
+    rest = y - x @ held
     # least squares with the costs kept non-negative (a negative cost would be an artefact of
     # correlated counts): refit without the most negative one until none is left
-    active = list(range(len(names)))
+    active = [i for i, name in enumerate(names) if name not in fixed]
     while True:
-        coef = np.zeros(len(names))
-        coef[active] = np.linalg.lstsq(x[:, active] / y[:, None], np.ones_like(y), rcond=None)[0]
+        coef = held.copy()
+        coef[active] = np.linalg.lstsq(x[:, active] / y[:, None], rest / y, rcond=None)[0]
         negative = [i for i in active if coef[i] < 0 and names[i] != "call"]
         if not negative:
             break
@@ -244,7 +266,7 @@ def calibrate():
     operands' split included), plus a fixed per-call cost shared by all plans ("call": the
     planner compares plans of one GEMM, so it does not use it; a negative fit only says that
     the counts overstate the smallest shapes). The fit weights relative errors and keeps the
-    other costs non-negative. _COST is fitted on `exact` (M = 4, 6, 7, 8), whose entries are
+    other costs non-negative; the split's costs are timed on their own (split_costs). _COST is fitted on `exact` (M = 4, 6, 7, 8), whose entries are
     not bfloat16 values, _COST_DP on `mitchell` (M = 4, 6, 7), whose entries are and which the
     kernels take with bfloat16 dot products (where the build has them). "threads" is the median
     time to hand work to the pool and wait for it with its workers asleep; "threads_awake", with
@@ -252,6 +274,7 @@ def calibrate():
     than the best measured plan, at worst (and where) and on geometric mean.
     """
     rng = np.random.default_rng(0)
+    fixed = split_costs(rng)
     families = {"cost_ns": [gemm.resolve("exact", bits) for bits in (4, 6, 7, 8)]}
     dp = [gemm.resolve("mitchell", bits) for bits in (4, 6, 7)]
     if all(mult.dot_products for mult in dp):
@@ -263,7 +286,7 @@ def calibrate():
         asleep.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
     report = {"benchmark": "gemm-calibration", "environment": environment()}
     for key, mults in families.items():
-        costs, slowdowns = fit_costs(mults, rng)
+        costs, slowdowns = fit_costs(mults, rng, fixed)
         costs = {**costs, "threads": round(float(np.median(asleep)))}
         costs["threads_awake"] = fit_handoff(next(m for m in mults if m.bits == 7), costs, rng)
         worst = max(slowdowns, key=slowdowns.get)

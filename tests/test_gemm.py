@@ -63,11 +63,12 @@ def test_cpu_backend_equals_reference_bit_for_bit(name, method, ab, rounding):
     assert bits_equal(got, expected)
 
 
+# parallel: one thread, or the output split between threads by rows or by column tiles
 PLANS = [(method, swap, parallel) for method in ("expand", "lookup") for swap in (False, True)
-         for parallel in (False, True)]
+         for parallel in (False, "rows", "tiles")]
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-parallel' if p[2] else ''}")
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-by-' + p[2] if p[2] else ''}")
 @settings(max_examples=25, deadline=None)
 @given(ab=operands(max_dim=70), rounding=st.sampled_from(["truncate", "rne"]))
 def test_every_plan_of_the_planner_gives_the_reference_bits(plan, ab, rounding):
@@ -96,7 +97,7 @@ def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
 
 @pytest.mark.parametrize("m", [7, 8])
 @pytest.mark.parametrize("n", [10, 150])
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-parallel' if p[2] else ''}")
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-by-' + p[2] if p[2] else ''}")
 def test_fast_kernels_equal_the_reference_across_blocks_of_k_and_rows(plan, n, m):
     """K = 1100: several of the kernels' k-blocks; 19 rows: groups of rows and a partial one;
     150 columns: full and partial 64-column panels (the byte-plane lookup takes them as one
@@ -209,16 +210,23 @@ def _blocks_case(n, m):
     return a, b, table, reference.approx_matmul(a, b, table, m)
 
 
-@pytest.mark.parametrize("m_rows,k,n,expected", [
-    (1024, 1024, 1024, ("expand", False, True)),   # many rows share each expanded entry
-    (6, 50176, 25, ("lookup", False, True)),      # LeNet conv1 filter gradient, C^T: few rows, huge K
-    (25, 50176, 6, ("lookup", True, True)),       # the same GEMM as the user writes it: swapped
-    (64, 84, 10, ("lookup", True, False)),        # a small dense layer: one thread
-    (50176, 25, 6, ("expand", False, True)),      # LeNet conv1 forward: swapping would transpose its
-                                                  # 1.25 M-element patches as it splits them
+@pytest.mark.parametrize("m_rows,k,n,dp,expected", [
+    (1024, 1024, 1024, False, ("expand", False, "tiles")),  # many rows share each expanded entry
+    (1024, 1024, 1024, True, ("expand", False, "tiles")),
+    (6, 50176, 25, False, ("lookup", False, "rows")),       # LeNet conv1 filter gradient, C^T: few rows, huge K
+    (25, 50176, 6, False, ("lookup", True, "rows")),        # the same GEMM as the user writes it: swapped
+    (64, 84, 10, False, ("lookup", True, False)),           # a small dense layer: one thread
+    (50176, 25, 6, False, ("expand", False, "rows")),       # LeNet conv1 forward: swapping would transpose
+                                                            # its 1.25 M-element patches as it splits them
+    (50176, 25, 6, True, ("lookup", True, "tiles")),        # unless the lookups are dot products; by
+                                                            # rows, each thread would prepare every column
 ])
-def test_planner_picks_the_kernel_the_shape_needs(m_rows, k, n, expected):
-    assert gemm._fast_plan(m_rows, k, n, 7, "auto", 2) == expected
+def test_planner_picks_the_kernel_the_shape_needs(m_rows, k, n, dp, expected):
+    if gemm._build_group_vectors() == 1:
+        pytest.skip("_COST is fitted for the byte-plane (VBMI) kernels")
+    if dp and not gemm._cpu_lib()[1].amsim_dot_products():
+        pytest.skip("this build has no bfloat16 dot products")
+    assert gemm._fast_plan(m_rows, k, n, 7, "auto", 2, False, False, False, dp) == expected
 
 
 def test_planner_keeps_a_forced_method():

@@ -742,6 +742,13 @@ int amsim_dot_products(void)
     return AMSIM_DPBF16;
 }
 
+/* Vectors of 16 columns that one step of the expand kernel's build of T serves: a panel's 64
+ * columns with byte planes (a narrower panel takes as long), else one. */
+int amsim_build_group_vectors(void)
+{
+    return AMSIM_VBMI ? 4 : 1;
+}
+
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
 #include <immintrin.h>
 
@@ -1812,7 +1819,10 @@ static int split_parts(int64_t elements, int threads)
  * would cost more than small GEMMs' arithmetic).
  *
  * x, y: strided operands (element strides). method: 0 direct, 1 expand,
- * 2 lookup; forced: run the fast method without the window test. lut: the
+ * 2 lookup; forced: run the fast method without the window test. by_rows:
+ * split the output between threads by rows when there are enough (1), by
+ * column tiles when there are enough (0), or -1: rows first for lookup,
+ * tiles first for the others. lut: the
  * table in this orientation (row = X's mantissa), rows 2^M apart; plut: the
  * same padded (amsim_lut_stride), for the fast methods. v_lo, v_hi: the LUT
  * entries' exponent range. The result goes to c (leading dimension ldc), or
@@ -1822,7 +1832,7 @@ static int split_parts(int64_t elements, int threads)
 int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
                const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
                int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
-               int transpose_c, int threads)
+               int transpose_c, int threads, int by_rows)
 {
     threads = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
     struct gemm_job job, *g = &job;
@@ -1867,7 +1877,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
         break;
     }
     g->dp = g->method != 0 && amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo);
-    g->nparts = partition(rows, cols, threads, g->method == 2, g->part);
+    g->nparts = partition(rows, cols, threads, by_rows < 0 ? g->method == 2 : by_rows, g->part);
     run_parts(kernel_part, g, g->nparts, threads);
     return g->failed ? -1 : 0;
 }
