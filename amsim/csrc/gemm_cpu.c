@@ -674,7 +674,7 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
 #else
 #define AMSIM_VBMI 0
 #endif
-/* bfloat16 dot products (vdpbf16ps) for the lookups of HI16 LUTs (lookup_rows_dp) */
+/* bfloat16 dot products (vdpbf16ps) for HI16 LUTs in both fast kernels (build_panel_dp) */
 #if AMSIM_VBMI && defined(__AVX512BF16__)
 #define AMSIM_DPBF16 1
 #else
@@ -884,23 +884,23 @@ static inline __attribute__((always_inline)) void build_panel_vbmi(int wide, int
 /*
  * bfloat16 dot products, for HI16 LUTs inside the dot-product window
  * (amsim_window_dp), in the expand kernel (T in bfloat16: build_panel_dp,
- * sweep_rows_dp) and the lookup kernel (lookup_rows_dp). A product is s_x * (s_y * LUT[i][j]), and for a
- * HI16 LUT both factors are bfloat16 numbers: s_y * LUT[i][j] is the entry's
- * bits plus s_y's sign and exponent (a 16-bit integer add, exact while the
- * result is normal: the window's T condition), and s_x is a power of two, 0,
- * inf or NaN. vdpbf16ps multiplies them exactly and adds two products, k then
- * k + 1, to the float32 sum with one round-to-nearest add each (Intel's
- * definition; tested bit for bit on Zen 4 against sequential adds): the order
- * and roundings of the other kernels. It flushes subnormal inputs and results
- * to zero, so the window also keeps every partial sum away from them: a
- * product is a multiple of 2^(e_x + e_y + e_v - 7), and so is every sum of
- * them, hence zero or normal when that exponent is at least -126. A zero s_y
- * becomes a zero factor by masking (the sign of a zero product cannot show:
+ * sweep_rows_dp) and the lookup kernel (lookup_rows_dp). A product is
+ * s_x * (s_y * LUT[i][j]), and for a HI16 LUT both factors are bfloat16 numbers:
+ * s_y * LUT[i][j] is the entry's bits plus s_y's sign and exponent (a 16-bit
+ * integer add, exact while the result is normal: the window's T condition), and
+ * s_x is a power of two, 0, inf or NaN. vdpbf16ps multiplies them exactly and
+ * adds two products, k then k + 1, to the float32 sum with one round-to-nearest
+ * add each (Intel's definition; tested bit for bit on Zen 4 against sequential
+ * adds): the order and roundings of the other kernels. It flushes subnormal
+ * inputs and results to zero, so the window also keeps every partial sum away
+ * from them: a product is a multiple of 2^(e_x + e_y + e_v - 7), and so is every
+ * sum of them, hence zero or normal when that exponent is at least -126. A zero
+ * s_y becomes a zero factor by masking (the sign of a zero product cannot show:
  * sums start at +0 and round to nearest, so they are never -0); an inf or NaN
- * s_y sends its k-block to the float32 forms (same order, so the same bits).
- * A lookup of 128 products takes 20 vector instructions (four vpermi2b, four
- * byte and four word unpacks, four adds, four dot products) instead of 32;
- * T takes half the bytes and half the instructions to build.
+ * s_y sends its k-block to the float32 forms (same order, so the same bits). A
+ * lookup of 128 products takes 20 vector instructions (four vpermi2b, four byte
+ * and four word unpacks, four adds, four dot products) instead of 32; T takes
+ * half the bytes and half the instructions to build.
  */
 /* Word w of lane l in the unpacks' order holds column 4l + w (w < 4) or 12 + 4l + w (32 columns);
  * index 2c + 1 picks the high half of column c's float32 scale from two vectors of 16. */
@@ -1098,8 +1098,8 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
 #if AMSIM_VBMI
     const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
     const int hi16 = lut_hi16(plut, m);
+    dp = AMSIM_DPBF16 && dp && hi16;  /* T in bfloat16 */
 #endif
-    dp = AMSIM_DPBF16 && dp && lut_hi16(plut, m);  /* T in bfloat16 */
 
     for (int64_t jp = j0; jp < j1; jp += 16 * X_TILES) {
         const int64_t pcols = (j1 - jp < 16 * X_TILES) ? j1 - jp : 16 * X_TILES;
@@ -1128,23 +1128,23 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
                     else if (bf16)
                         build_panel_dp(2, P, kn, kb_size, planes, q, d, nz, (__m512i *)t);
 #endif
-                    __m512 s[X_KB_MAX][X_TILES];
-                    for (int kk = 0; !bf16 && kk < kn; ++kk) {
-                        const int64_t off = (kb + kk) * N + jp;
-                        for (int tile = 0; tile < tiles; ++tile) {
-                            const int64_t left = pcols - 16 * tile;
-                            const __mmask16 cols = (__mmask16)(left >= 16 ? 0xFFFFu : ((1u << left) - 1u));
-                            s[kk][tile] = _mm512_maskz_loadu_ps(cols, sy + off + 16 * tile);
+                    if (!bf16) {
+                        __m512 s[X_KB_MAX][X_TILES];
+                        for (int kk = 0; kk < kn; ++kk) {
+                            const int64_t off = (kb + kk) * N + jp;
+                            for (int tile = 0; tile < tiles; ++tile) {
+                                const int64_t left = pcols - 16 * tile;
+                                const __mmask16 cols = (__mmask16)(left >= 16 ? 0xFFFFu : ((1u << left) - 1u));
+                                s[kk][tile] = _mm512_maskz_loadu_ps(cols, sy + off + 16 * tile);
+                            }
                         }
+                        if (m == 8)
+                            build_panel_vbmi(1, 0, P, kn, kb_size, tiles, planes, q, s, t);
+                        else if (hi16)
+                            build_panel_vbmi(0, 1, P, kn, kb_size, tiles, planes, q, s, t);
+                        else
+                            build_panel_vbmi(0, 0, P, kn, kb_size, tiles, planes, q, s, t);
                     }
-                    if (bf16)
-                        ;
-                    else if (m == 8)
-                        build_panel_vbmi(1, 0, P, kn, kb_size, tiles, planes, q, s, t);
-                    else if (hi16)
-                        build_panel_vbmi(0, 1, P, kn, kb_size, tiles, planes, q, s, t);
-                    else
-                        build_panel_vbmi(0, 0, P, kn, kb_size, tiles, planes, q, s, t);
                 } else
 #endif
                 for (int tile = 0; tile < tiles; ++tile) {
