@@ -294,17 +294,15 @@ def _cpu_lib(variant: str | None = None):
 
 
 def _threads(threads):
-    if threads:
-        return max(1, int(threads))
-    env = os.environ.get("AMSIM_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    return _cpus()
+    return max(1, int(threads)) if threads else _default_threads()
 
 
 @functools.lru_cache(maxsize=1)
-def _cpus() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+def _default_threads() -> int:
+    """``AMSIM_NUM_THREADS``, or every CPU this process may use: read at the first GEMM, since
+    looking the environment up costs about a microsecond, a tenth of a small GEMM."""
+    env = os.environ.get("AMSIM_NUM_THREADS")
+    return max(1, int(env)) if env else max(1, len(os.sched_getaffinity(0)))
 
 
 #: Below this much work (products) the direct and model kernels run in the calling thread; the
@@ -581,7 +579,8 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     method : {"auto", "expand", "direct", "model"}
         CPU kernel (see the module docstring); ``auto`` picks the fastest exact one.
     threads : int, optional
-        CPU threads (default: ``AMSIM_NUM_THREADS`` or every available CPU).
+        CPU threads (default: ``AMSIM_NUM_THREADS``, read at the first GEMM, or every
+        available CPU).
 
     Returns
     -------
