@@ -467,11 +467,6 @@ _METHOD_CODES = {"direct": 0, "expand": 1, "lookup": 2}
 _SPLIT_CODES = {"rows": 1, "tiles": 0}  # amsim_gemm's by_rows; anything else: -1, its own preference
 
 
-def _columns_contiguous(x) -> bool:
-    """Whether a 2-D operand is a transposed view: its columns, not its rows, contiguous."""
-    return x.strides[0] == x.itemsize and x.strides[1] != x.itemsize and x.shape[1] > 1
-
-
 def _strided(ffi, x):
     """(array, pointer, row stride, column stride) of a 2-D float32 array, strides in elements.
 
@@ -507,13 +502,13 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     mode_i = 1 if mode == "approxtrain" else 0
     rne = 1 if rounding == "rne" else 0
     c = ffi.from_buffer("float[]", out)
+    a, pa, ars, acs = _strided(ffi, a)  # a and b: the arrays the pointers point into
+    b, pb, brs, bcs = _strided(ffi, b)
 
     if mult.table is None or method == "model":
         if mult.model is None:
             raise RangeError("method='model' needs a multiplier built from a model")
         cm = mult.model
-        a, pa, ars, acs = _strided(ffi, a)
-        b, pb, brs, bcs = _strided(ffi, b)
         lib.amsim_gemm_model(m_rows, n, k, pa, ars, acs, pb, brs, bcs, mult.bits, rne, mode_i, cm.address,
                              int(cm.kind == "float"), c, n, threads if work * 64 >= _PARALLEL_MIN_WORK else 1)
         return out
@@ -525,16 +520,17 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner loop
         # runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T with the
         # LUT transposed (its rows stay X's mantissas).
+        # a transposed view: contiguous columns (element strides 1 and more), not rows
+        a_t, b_t = ars == 1 and acs != 1 and k > 1, brs == 1 and bcs != 1 and n > 1
         method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads,
-                                            threads > 1 and bool(lib.amsim_pool_awake()),
-                                            _columns_contiguous(a), _columns_contiguous(b), mult.dot_products)
+                                            threads > 1 and bool(lib.amsim_pool_awake()), a_t, b_t,
+                                            mult.dot_products)
     else:
         # the direct kernel takes about 16 times as long per product as the fast ones
         method, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK
-    xv, yv = (b.T, a.T) if swap else (a, b)
+    # swapped: X = B^T and Y = A^T, the same memory with the strides exchanged
+    x, xrs, xcs, y, yrs, ycs = (pb, bcs, brs, pa, acs, ars) if swap else (pa, ars, acs, pb, brs, bcs)
     rows, cols = (n, m_rows) if swap else (m_rows, n)
-    xv, x, xrs, xcs = _strided(ffi, xv)
-    yv, y, yrs, ycs = _strided(ffi, yv)
     fast = method != "direct"
     # one C call does it all (split, window test, kernel or the direct fallback) on the C pool's
     # threads: orchestrating the steps from Python would cost more than a small GEMM
