@@ -353,17 +353,17 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # Cost model of the fast kernels: nanoseconds per count of _plan_features on one core of a Zen 4
 # with the VBMI build, fitted by `scripts/bench_gemm.py --calibrate` (only their ratios matter);
 # _COST_DP for LUTs the kernels take with bfloat16 dot products (Multiplier.dot_products).
-# "build_op", "lookup_op": per instruction of a vpermt2ps blend tree, _select_ops(2^M) of them (the
-# byte-plane lookups of this build hardly grow with the row length: fitted near 0). "split_t": an
-# element of a transposed view, which is transposed as it is split. "threads", "threads_awake":
-# handing work to the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM)
-# and when one is still polling after a recent job.
-_COST = {"build": 1.267, "build_op": 0.099, "fma": 0.709, "row_k": 0.208, "row_vec": 0.27, "lookup": 1.103,
-         "lookup_op": 0.152, "prep": 1.926, "out": 2.513, "split": 0.128, "split_t": 0.579,
-         "threads": 55_000.0, "threads_awake": 12_000.0}
-_COST_DP = {"build": 0.379, "build_op": 0.207, "fma": 0.57, "row_k": 0.271, "row_vec": 0.061, "lookup": 0.64,
-            "lookup_op": 0.442, "prep": 1.709, "out": 3.61, "split": 0.128, "split_t": 0.579,
-            "threads": 55_000.0, "threads_awake": 12_000.0}
+# "build_op", "lookup_op": per instruction of a vpermt2ps blend tree, _select_ops(2^M) of them,
+# where blend trees run (one vector, or a build without VBMI). "split_t": an element of a
+# transposed view, which is transposed as it is split. "threads", "threads_awake": handing work to
+# the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM) and when one is
+# still polling after a recent job. The means of three calibrations.
+_COST = {"build": 1.313, "build_op": 0.11, "fma": 0.61, "row_k": 0.23, "row_vec": 0.309, "lookup": 0.745,
+         "lookup_group": 0.961, "lookup_op": 0.165, "prep": 1.54, "out": 2.554, "split": 0.128, "split_t": 0.581,
+         "threads": 56_000.0, "threads_awake": 13_100.0}
+_COST_DP = {"build": 0.398, "build_op": 0.217, "fma": 0.611, "row_k": 0.249, "row_vec": 0.107, "lookup": 0.514,
+            "lookup_group": 0.385, "lookup_op": 0.441, "prep": 1.95, "out": 2.38, "split": 0.128, "split_t": 0.581,
+            "threads": 56_000.0, "threads_awake": 7_600.0}
 
 
 def _select_ops(p: int) -> int:
@@ -382,7 +382,9 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     _build_group_vectors() vectors at a time) and sweeps one
     multiply-add per product; looking up prepares Y's indices (and scales) per
     k and column vector, loads a LUT row per row, k and column chunk (of
-    _lookup_chunk_vectors() vectors) and looks up 16 products at a time. Both
+    _lookup_chunk_vectors() vectors) and looks up 16 products at a time, with
+    byte planes 64 at a time ("lookup_group", a part-filled group costing as
+    much). Both
     write the output ("out": vectors of 16, transposed for a swapped plan). Splitting the operands costs more for a transposed
     view (``x_t``, ``y_t``: X or Y has contiguous columns), which is
     transposed as it is split, except X for the expand kernel, which splits
@@ -413,8 +415,12 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
         return {**split, "build": k * built * p, "build_op": k * built * p * _select_ops(p) if blend else 0,
                 "fma": r * k * vec, "row_k": r * k, "out": r * vec}
     chunks = -(-vec // _lookup_chunk_vectors())
+    # the kernel's even chunks, and in each the byte-plane lookups' groups of up to 4 vectors
+    per = -(-vec // chunks)
+    groups = 0 if blend else (vec // per) * -(-per // 4) + -(-(vec % per) // 4)
     return {**split, "prep": k * vec, "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec,
-            "lookup_op": r * k * vec * _select_ops(p) if blend else 0, "out": r * vec}
+            "lookup_group": r * k * groups, "lookup_op": r * k * vec * _select_ops(p) if blend else 0,
+            "out": r * vec}
 
 
 @functools.lru_cache(maxsize=1)
