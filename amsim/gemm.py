@@ -29,13 +29,16 @@ Kernels of the CPU backend (``method``):
 ``lookup`` (M <= 8)
     The same exact products without the expansion: each product looks its LUT
     entry up in a LUT row held in registers. For GEMMs with too few rows to
-    share an expansion. Same exactness window. On CPUs with AVX512-BF16, LUTs
-    of bfloat16 entries take two products per instruction (vdpbf16ps) where
-    no partial sum can be subnormal (``amsim_window_dp`` in gemm_cpu.c).
+    share an expansion. Same exactness window.
 ``direct`` (any M <= 12)
     One ``amsim_mul_split`` per product, every rule of numerics.md applied.
 ``model`` (any M, no LUT)
     Each product calls the compiled C model (M > 12, where no LUT fits).
+
+On CPUs with AVX512-BF16 both take LUTs of bfloat16 entries (M < 8) with
+bfloat16 dot products, two products per instruction (vdpbf16ps), where no
+partial sum can be subnormal (``amsim_window_dp`` in gemm_cpu.c); the
+planner then uses its second cost table.
 
 With ``method="auto"`` a cost model (:func:`_fast_plan`, fitted by
 ``scripts/bench_gemm.py --calibrate``) picks the fast kernel, its orientation
@@ -358,12 +361,12 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # transposed view, which is transposed as it is split. "threads", "threads_awake": handing work to
 # the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM) and when one is
 # still polling after a recent job. The means of three calibrations.
-_COST = {"build": 1.313, "build_op": 0.11, "fma": 0.61, "row_k": 0.23, "row_vec": 0.309, "lookup": 0.745,
-         "lookup_group": 0.961, "lookup_op": 0.165, "prep": 1.54, "out": 2.554, "split": 0.128, "split_t": 0.581,
-         "threads": 56_000.0, "threads_awake": 13_100.0}
-_COST_DP = {"build": 0.398, "build_op": 0.217, "fma": 0.611, "row_k": 0.249, "row_vec": 0.107, "lookup": 0.514,
-            "lookup_group": 0.385, "lookup_op": 0.441, "prep": 1.95, "out": 2.38, "split": 0.128, "split_t": 0.581,
-            "threads": 56_000.0, "threads_awake": 7_600.0}
+_COST = {"build": 1.313, "build_op": 0.11, "fma": 0.61, "row_k": 0.23,
+         "row_vec": 0.309, "lookup": 0.745, "lookup_group": 0.961, "lookup_op": 0.165, "prep": 1.54,
+         "out": 2.554, "split": 0.128, "split_t": 0.581, "threads": 56_000.0, "threads_awake": 13_100.0}
+_COST_DP = {"build": 0.398, "build_op": 0.217, "fma": 0.611, "row_k": 0.249,
+            "row_vec": 0.107, "lookup": 0.514, "lookup_group": 0.385, "lookup_op": 0.441, "prep": 1.95,
+            "out": 2.38, "split": 0.128, "split_t": 0.581, "threads": 56_000.0, "threads_awake": 7_600.0}
 
 
 def _select_ops(p: int) -> int:
@@ -379,16 +382,16 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     Y's columns for its lookups) or by 16-column tiles, when there are enough
     of them; by default (None) tiles first for expand, rows first for lookup.
     Expanding builds T (2^M entries per element of Y, a whole group of
-    _build_group_vectors() vectors at a time) and sweeps one
-    multiply-add per product; looking up prepares Y's indices (and scales) per
-    k and column vector, loads a LUT row per row, k and column chunk (of
+    _build_group_vectors() vectors at a time) and sweeps one multiply-add per
+    product. Looking up prepares Y's indices (and scales) per k and column
+    vector, loads a LUT row per row, k and column chunk (of
     _lookup_chunk_vectors() vectors) and looks up 16 products at a time, with
-    byte planes 64 at a time ("lookup_group", a part-filled group costing as
-    much). Both
-    write the output ("out": vectors of 16, transposed for a swapped plan). Splitting the operands costs more for a transposed
-    view (``x_t``, ``y_t``: X or Y has contiguous columns), which is
-    transposed as it is split, except X for the expand kernel, which splits
-    it block by block as it goes.
+    byte planes 64 at a time ("lookup_group": a part-filled group costs as
+    much). Both write the output ("out": vectors of 16, transposed for a
+    swapped plan). Splitting the operands costs more for a transposed view
+    (``x_t``, ``y_t``: X or Y has contiguous columns), which is transposed as
+    it is split, except X for the expand kernel, which splits it block by
+    block as it goes.
     ``scripts/bench_gemm.py --calibrate`` fits _COST to these counts.
     """
     p = 1 << bits
@@ -526,7 +529,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
         # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner loop
         # runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T with the
         # LUT transposed (its rows stay X's mantissas).
-        # a transposed view: contiguous columns (element strides 1 and more), not rows
+        # a transposed view has contiguous columns: a row stride of 1 element, a larger column one
         a_t, b_t = ars == 1 and acs != 1 and k > 1, brs == 1 and bcs != 1 and n > 1
         method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads,
                                             threads > 1 and bool(lib.amsim_pool_awake()), a_t, b_t,
