@@ -1423,7 +1423,8 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
         const int nv = (int)((ncols + 15) / 16), ng = (nv + 3) / 4;
         const __mmask16 last = (__mmask16)(0xFFFFu >> (16 * nv - ncols));
         int64_t kbs = LW_YBYTES / (64 * nv + 64 * ng);
-        kbs = kbs > LW_KB_MAX ? LW_KB_MAX : kbs & ~(int64_t)1;  /* even: the dot products take k in pairs */
+        kbs = kbs > LW_KB_MAX ? LW_KB_MAX : kbs;
+        kbs = kbs < 2 ? 2 : kbs & ~(int64_t)1;  /* even: the dot products take k in pairs */
         for (int64_t kb = 0; kb < K; kb += kbs) {
             const int64_t ke = (K - kb < kbs) ? K : kb + kbs;
             int special = 0;  /* an inf or NaN scale of Y in this block (dot products only) */
