@@ -45,7 +45,8 @@
  * owns its buffers, so concurrent calls share nothing; they are freed when the
  * thread exits.
  */
-enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, SLOT_QB, SLOT_DB, WORK_SLOTS };
+enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, SLOT_QB, SLOT_DB,
+       WORK_SLOTS };
 struct work_buffers {
     void *ptr[WORK_SLOTS];
     size_t size[WORK_SLOTS];
@@ -941,26 +942,40 @@ static inline __m512bh scale_pair(const float *s, int64_t next, int two)
     return (__m512bh)_mm512_set1_epi32((int)(s0 << 16 | s1));
 }
 
+/* LUT row p's planes 2 and 3 (the bfloat16 bytes) as four vectors: a HI16 row at M <= 7 is
+ * 4 planes x 2 vectors of 64 bytes. */
+static inline __attribute__((always_inline)) void hi16_planes(const uint8_t *planes, int64_t p, __m512i pl[4])
+{
+    const uint8_t *row = planes + p * 512 + 256;
+    for (int w = 0; w < 4; ++w)
+        pl[w] = _mm512_load_si512(row + 64 * w);
+}
+
+/* 64 entries of a row (hi16_planes) as bfloat16, scaled and masked by d and nz (dp_scales32):
+ * out[h] holds entries 32h .. 32h + 31 in the byte unpacks' order (HALVES of them, 1 or 2, a
+ * constant after inlining). Two vpermi2b, and per half one unpack and one add. */
+static inline __attribute__((always_inline)) void dp_lookup64(int halves, const __m512i pl[4], __m512i q,
+                                                           const __m512i *d, const uint32_t *nz, __m512i *out)
+{
+    const __m512i b2 = _mm512_permutex2var_epi8(pl[0], q, pl[1]);
+    const __m512i b3 = _mm512_permutex2var_epi8(pl[2], q, pl[3]);
+    out[0] = _mm512_maskz_add_epi16(nz[0], _mm512_unpacklo_epi8(b2, b3), d[0]);
+    if (halves == 2)
+        out[1] = _mm512_maskz_add_epi16(nz[1], _mm512_unpackhi_epi8(b2, b3), d[1]);
+}
+
 /* The panel's T in bfloat16 (HALVES, 1 or 2, a constant after inlining): T[p][kk][h] holds the
- * panel's columns 32h .. 32h + 31 in the byte unpacks' order, scaled and masked by d and nz
- * (dp_scales32). Per 64 entries: two vpermi2b, two unpacks, two adds. */
+ * panel's columns 32h .. 32h + 31 (dp_lookup64). */
 static inline __attribute__((always_inline)) void build_panel_dp(int halves, int P, int kn, int kb_size,
                                                               const uint8_t *planes, const __m512i *q,
                                                               const __m512i (*d)[2], const uint32_t (*nz)[2],
                                                               __m512i *t)
 {
     for (int p = 0; p < P; ++p) {
-        const uint8_t *row = planes + (int64_t)p * 512 + 256;  /* planes 2 and 3: the bfloat16 bytes */
-        const __m512i pl0 = _mm512_load_si512(row), pl1 = _mm512_load_si512(row + 64);
-        const __m512i pl2 = _mm512_load_si512(row + 128), pl3 = _mm512_load_si512(row + 192);
-        for (int kk = 0; kk < kn; ++kk) {
-            const __m512i b2 = _mm512_permutex2var_epi8(pl0, q[kk], pl1);
-            const __m512i b3 = _mm512_permutex2var_epi8(pl2, q[kk], pl3);
-            __m512i *out = t + ((int64_t)p * kb_size + kk) * halves;
-            out[0] = _mm512_maskz_add_epi16(nz[kk][0], _mm512_unpacklo_epi8(b2, b3), d[kk][0]);
-            if (halves == 2)
-                out[1] = _mm512_maskz_add_epi16(nz[kk][1], _mm512_unpackhi_epi8(b2, b3), d[kk][1]);
-        }
+        __m512i pl[4];
+        hi16_planes(planes, p, pl);
+        for (int kk = 0; kk < kn; ++kk)
+            dp_lookup64(halves, pl, q[kk], d[kk], nz[kk], t + ((int64_t)p * kb_size + kk) * halves);
     }
 }
 
@@ -1292,6 +1307,26 @@ static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t
 #define LW_PAIR_VECS 4          /* chunks this narrow take two rows at a time (wider: slower) */
 #endif
 
+/* A chunk's sums for ROWS rows (1 or 2) of NV vectors (constants after inlining): zeros, or the
+ * partial sums the previous k-block left in C (carry); last: the last vector's columns. */
+static inline __attribute__((always_inline)) void rows_start(int rows, int nv, __m512 (*acc)[LW_VECS],
+                                                          const float *crow, int64_t ldc, __mmask16 last,
+                                                          int carry)
+{
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < nv; ++v)
+            acc[r][v] = carry ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, crow + r * ldc + 16 * v)
+                              : _mm512_setzero_ps();
+}
+
+static inline __attribute__((always_inline)) void rows_finish(int rows, int nv, __m512 (*acc)[LW_VECS],
+                                                           float *crow, int64_t ldc, __mmask16 last)
+{
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < nv; ++v)
+            _mm512_mask_storeu_ps(crow + r * ldc + 16 * v, v == nv - 1 ? last : 0xFFFF, acc[r][v]);
+}
+
 /* The sums of ROWS rows (1 or 2) over k-block [kb, ke) of one chunk of NV vectors (WIDE, HI16,
  * NV, ROWS constants after inlining). sxr, pxr: the first row's scales and indices, the next row's
  * K further on; qb: the block's Y indices as vbmi_indices gives them, (NV + 3) / 4 vectors per k;
@@ -1305,10 +1340,7 @@ static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int
 {
     const int nvec = wide ? 16 : 8, ng = (nv + 3) / 4;
     __m512 acc[2][LW_VECS];
-    for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < nv; ++v)
-            acc[r][v] = carry ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, crow + r * ldc + 16 * v)
-                              : _mm512_setzero_ps();
+    rows_start(rows, nv, acc, crow, ldc, last, carry);
     const float *syk = syk0;
     for (int64_t k = kb; k < ke; ++k, syk += N, qb += ng)
         for (int r = 0; r < rows; ++r) {
@@ -1328,9 +1360,7 @@ static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int
                 }
             }
         }
-    for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < nv; ++v)
-            _mm512_mask_storeu_ps(crow + r * ldc + 16 * v, v == nv - 1 ? last : 0xFFFF, acc[r][v]);
+    rows_finish(rows, nv, acc, crow, ldc, last);
 }
 
 #if AMSIM_DPBF16
@@ -1344,53 +1374,33 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
 {
     const int ng = (nv + 3) / 4;
     __m512 acc[2][LW_VECS];
-    for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < nv; ++v)
-            acc[r][v] = carry ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, crow + r * ldc + 16 * v)
-                              : _mm512_setzero_ps();
+    rows_start(rows, nv, acc, crow, ldc, last, carry);
     for (int64_t k = kb; k < ke; k += 2) {
         const int two = k + 1 < ke;  /* else k alone (scale_pair) */
         const __m512i *q0 = qb + (k - kb) * ng, *d0 = db + (k - kb) * 2 * ng;
         const uint32_t *m0 = mb + (k - kb) * 2 * ng;
         for (int r = 0; r < rows; ++r) {
             const int64_t e = r * K + k;
-            /* planes 2 and 3 (the bfloat16 bytes) of the rows of X's mantissas at k and k + 1 */
-            const uint8_t *row0 = planes + (int64_t)pxr[e] * 512 + 256;
-            const uint8_t *row1 = two ? planes + (int64_t)pxr[e + 1] * 512 + 256 : row0;
-            __m512i p0[4], p1[4];
-            for (int w = 0; w < 4; ++w) {
-                p0[w] = _mm512_load_si512(row0 + 64 * w);
-                p1[w] = _mm512_load_si512(row1 + 64 * w);
-            }
+            __m512i p0[4], p1[4];  /* the rows of X's mantissas at k and k + 1 */
+            hi16_planes(planes, pxr[e], p0);
+            hi16_planes(planes, pxr[two ? e + 1 : e], p1);
             const __m512bh sa = scale_pair(sxr + e, 1, two);
             for (int g = 0; g < ng; ++g) {
-                const __m512i qa = _mm512_load_si512(q0 + g);
-                const __m512i a2 = _mm512_permutex2var_epi8(p0[0], qa, p0[1]);
-                const __m512i a3 = _mm512_permutex2var_epi8(p0[2], qa, p0[3]);
-                const __m512i la = _mm512_maskz_add_epi16(m0[2 * g], _mm512_unpacklo_epi8(a2, a3), d0[2 * g]);
-                const __m512i ha = _mm512_maskz_add_epi16(m0[2 * g + 1], _mm512_unpackhi_epi8(a2, a3),
-                                                          d0[2 * g + 1]);
-                __m512i lb = la, hb = ha;
-                if (two) {
-                    const __m512i qn = _mm512_load_si512(q0 + ng + g);
-                    const __m512i b2 = _mm512_permutex2var_epi8(p1[0], qn, p1[1]);
-                    const __m512i b3 = _mm512_permutex2var_epi8(p1[2], qn, p1[3]);
-                    lb = _mm512_maskz_add_epi16(m0[2 * ng + 2 * g], _mm512_unpacklo_epi8(b2, b3),
-                                                d0[2 * ng + 2 * g]);
-                    hb = _mm512_maskz_add_epi16(m0[2 * ng + 2 * g + 1], _mm512_unpackhi_epi8(b2, b3),
-                                                d0[2 * ng + 2 * g + 1]);
-                }
+                __m512i a[2], b[2];
+                dp_lookup64(2, p0, _mm512_load_si512(q0 + g), d0 + 2 * g, m0 + 2 * g, a);
+                if (two)
+                    dp_lookup64(2, p1, _mm512_load_si512(q0 + ng + g), d0 + 2 * ng + 2 * g, m0 + 2 * ng + 2 * g, b);
+                else
+                    b[0] = a[0], b[1] = a[1];
                 /* dwords (k + 1 low, k high), as scale_pair's */
-                const __m512i pairs[4] = {_mm512_unpacklo_epi16(lb, la), _mm512_unpackhi_epi16(lb, la),
-                                          _mm512_unpacklo_epi16(hb, ha), _mm512_unpackhi_epi16(hb, ha)};
+                const __m512i pairs[4] = {_mm512_unpacklo_epi16(b[0], a[0]), _mm512_unpackhi_epi16(b[0], a[0]),
+                                          _mm512_unpacklo_epi16(b[1], a[1]), _mm512_unpackhi_epi16(b[1], a[1])};
                 for (int t = 0; t < 4 && 4 * g + t < nv; ++t)
                     acc[r][4 * g + t] = _mm512_dpbf16_ps(acc[r][4 * g + t], (__m512bh)pairs[t], sa);
             }
         }
     }
-    for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < nv; ++v)
-            _mm512_mask_storeu_ps(crow + r * ldc + 16 * v, v == nv - 1 ? last : 0xFFFF, acc[r][v]);
+    rows_finish(rows, nv, acc, crow, ldc, last);
 }
 #endif
 
