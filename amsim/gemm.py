@@ -163,10 +163,10 @@ class Multiplier:
 
     @functools.cached_property
     def dot_products(self) -> bool:
-        """True when the fast kernels of this build take bfloat16 dot products for this LUT:
-        entries that are bfloat16 values (low 16 bits zero) and M < 8 (amsim_prepare_lut's HI16)."""
-        return (self.expandable and self.bits < 8 and bool(_cpu_lib()[1].amsim_dot_products())
-                and not np.any(self.table.view(np.uint32) & 0xFFFF))
+        """True when the fast kernels of this build take bfloat16 dot products for this LUT: the
+        prepared LUT's HI16 flag (entries that are bfloat16 values, M < 8; amsim_prepare_lut)."""
+        ffi, lib = _cpu_lib()
+        return self.expandable and bool(lib.amsim_lut_dot_products(ffi.from_buffer(self.prepared()), self.bits))
 
     @functools.cached_property
     def expandable(self) -> bool:
@@ -253,6 +253,7 @@ int amsim_pool_awake(void);
 int amsim_lookup_chunk_vectors(void);
 int amsim_build_group_vectors(void);
 int amsim_dot_products(void);
+int amsim_lut_dot_products(const void *plut, int m);
 int amsim_gemm_model(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs,
                      const float *b, int64_t brs, int64_t bcs, int m, int rounding, int mode,
                      uintptr_t fn, int is_float, float *c, int64_t ldc, int threads);

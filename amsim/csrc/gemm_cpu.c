@@ -743,6 +743,12 @@ int amsim_dot_products(void)
     return AMSIM_DPBF16;
 }
 
+/* Whether the kernels take a prepared LUT with bfloat16 dot products (where amsim_window_dp allows). */
+int amsim_lut_dot_products(const void *plut, int m)
+{
+    return AMSIM_DPBF16 && lut_hi16(plut, m);
+}
+
 /* Vectors of 16 columns that one step of the expand kernel's build of T serves: a panel's 64
  * columns with byte planes (a narrower panel takes as long), else one. */
 int amsim_build_group_vectors(void)
