@@ -20,9 +20,9 @@
  *           section 2.2 says, given LUT entries that are positive and finite.
  *   lookup  (same conditions): the same products without the expansion, each
  *           looked up in the LUT row of X's mantissa held in registers, for
- *           GEMMs with too few rows to share an expansion. LUTs of bfloat16
- *           entries take bfloat16 dot products where they are exact too
- *           (lookup_rows_dp, amsim_window_dp).
+ *           GEMMs with too few rows to share an expansion.
+ *   Both take LUTs of bfloat16 entries with bfloat16 dot products where those
+ *   are exact too (amsim_window_dp; build_panel_dp, lookup_rows_dp).
  *   direct  (anything else): amsim_mul_split per product, all rules applied.
  *   model   (M > 12, no LUT): the compiled C model per product.
  *
@@ -1835,16 +1835,15 @@ static int split_parts(int64_t elements, int threads)
  * split, window test, kernel, in one call (orchestrating the steps from Python
  * would cost more than small GEMMs' arithmetic).
  *
- * x, y: strided operands (element strides). method: 0 direct, 1 expand,
- * 2 lookup; forced: run the fast method without the window test. by_rows:
- * split the output between threads by rows when there are enough (1), by
- * column tiles when there are enough (0), or -1: rows first for lookup,
- * tiles first for the others. lut: the
- * table in this orientation (row = X's mantissa), rows 2^M apart; plut: the
- * same padded (amsim_lut_stride), for the fast methods. v_lo, v_hi: the LUT
- * entries' exponent range. The result goes to c (leading dimension ldc), or
- * transposed (c[j * ldc + i]) when transpose_c is set. Returns 0, or -1 when
- * out of memory.
+ * x, y: strided operands (element strides). method: 0 direct, 1 expand, 2
+ * lookup; forced: run the fast method without the window test. by_rows: split
+ * the output between threads by rows when there are enough (1), by column
+ * tiles when there are enough (0), or -1: rows first for lookup, tiles first
+ * for the others. lut: the table in this orientation (row = X's mantissa),
+ * rows 2^M apart; plut: the same padded (amsim_lut_stride), for the fast
+ * methods. v_lo, v_hi: the LUT entries' exponent range. The result goes to c
+ * (leading dimension ldc), or transposed (c[j * ldc + i]) when transpose_c is
+ * set. Returns 0, or -1 when out of memory.
  */
 int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
                const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
