@@ -375,7 +375,7 @@ def _select_ops(p: int) -> int:
 
 
 def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads: int = 1,
-                   x_t: bool = False, y_t: bool = False, by_rows: bool | None = None) -> dict:
+                   y_t: bool = False, by_rows: bool | None = None) -> dict:
     """What one plan does on its busiest thread, as counts of the _COST items.
 
     The output is split between ``threads`` as amsim_gemm's partition does:
@@ -389,18 +389,17 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     _lookup_chunk_vectors() vectors) and looks up 16 products at a time, with
     byte planes 64 at a time ("lookup_group": a part-filled group costs as
     much). Both write the output ("out": vectors of 16, transposed for a
-    swapped plan). Splitting the operands costs more for a transposed view
-    (``x_t``, ``y_t``: X or Y has contiguous columns), which is transposed as
-    it is split, except X for the expand kernel, which splits it block by
-    block as it goes.
+    swapped plan). Splitting Y costs more when it is a transposed view
+    (``y_t``: contiguous columns), which is transposed as it is split; X
+    never is (the expand kernel splits a transposed X block by block, the
+    others split X^T in memory order and read X k-major).
     ``scripts/bench_gemm.py --calibrate`` fits _COST to these counts.
     """
     p = 1 << bits
     tiles = -(-cols // 16)
     per_tile, per_row = -(-tiles // threads), -(-rows // threads)
     x_elems, y_elems = -(-rows * k // threads), -(-k * cols // threads)
-    split = {"split": 0, "split_t": 0}
-    split["split_t" if x_t and method == "lookup" else "split"] += x_elems
+    split = {"split": x_elems, "split_t": 0}
     split["split_t" if y_t else "split"] += y_elems
     if by_rows is None:
         by_rows = method == "lookup"
@@ -460,12 +459,12 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
     best = None
     for swap in (False, True):
         rows, cols = (n, m_rows) if swap else (m_rows, n)
-        x_t, y_t = (not b_t, not a_t) if swap else (a_t, b_t)
+        y_t = not a_t if swap else b_t
         for name in ("expand", "lookup"):
             if method not in ("auto", name):
                 continue
             for t, split in [(1, False)] + ([(threads, "rows"), (threads, "tiles")] if threads > 1 else []):
-                counts = _plan_features(name, rows, k, cols, bits, t, x_t, y_t, split == "rows")
+                counts = _plan_features(name, rows, k, cols, bits, t, y_t, split == "rows")
                 cost = sum(c[f] * count for f, count in counts.items())
                 cost += 0.0 if t == 1 else c["threads_awake" if awake else "threads"]
                 if best is None or cost < best[0]:
@@ -484,13 +483,16 @@ def _strided(ffi, x):
     contiguous copy: the returned array, which must outlive the pointer.
     """
     rs, cs = x.strides
-    if rs % 4 or cs % 4 or rs < 0 or cs < 0:
-        x = np.ascontiguousarray(x)
-        rs, cs = x.strides
+    flags = x.flags
     # The pointer to the first element: from the buffer of the array (or of its transpose, which
     # starts there too) when one is contiguous, else from __array_interface__, which builds a
     # dict (a microsecond, a tenth of a small GEMM); .ctypes would build a ctypes object.
-    flags = x.flags
+    if flags.c_contiguous and x.size and not (rs | cs) & 3:  # the common case first: 0.2 us
+        return x, ffi.from_buffer("float[]", x), rs >> 2, cs >> 2
+    if rs % 4 or cs % 4 or rs < 0 or cs < 0:
+        x = np.ascontiguousarray(x)
+        rs, cs = x.strides
+        flags = x.flags
     if flags.c_contiguous and x.size:
         ptr = ffi.from_buffer("float[]", x)
     elif flags.f_contiguous and x.size:

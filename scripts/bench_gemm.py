@@ -196,7 +196,7 @@ def fit_costs(mults, rng, fixed):
                         t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 9)
                         rows, cols = (n, m) if swap else (m, n)
                         # row-major operands: swapping makes both transposed views
-                        counts = {**gemm._plan_features(method, rows, k, cols, bits, 1, swap, swap), "call": 1}
+                        counts = {**gemm._plan_features(method, rows, k, cols, bits, 1, swap), "call": 1}
                         features.append([counts.get(name, 0) for name in names])
                         times.append(t * 1e9)
                         groups.append((bits, m, k, n))
@@ -246,7 +246,7 @@ def fit_handoff(mult, costs, rng):
             method, swap, _ = real_plan(m, k, n, mult.bits, "auto", 1, False, False, False, mult.dot_products)
             rows, cols = (n, m) if swap else (m, n)
             model = [sum(costs[f] * c for f, c in gemm._plan_features(method, rows, k, cols, mult.bits, t,
-                                                                     swap, swap).items())
+                                                                     swap).items())
                      for t in (1, 2)]
             times = []
             for parallel in (False, True):

@@ -125,6 +125,22 @@ def test_expand_kernel_splitting_a_transposed_operand_as_it_goes_spans_row_block
     assert bits_equal(got, reference.approx_matmul(patches.T, b, mitchell7.table, 7))
 
 
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-by-' + p[2] if p[2] else ''}")
+def test_a_transposed_x_falls_back_to_the_direct_kernel_in_its_own_layout(mitchell7, plan):
+    """The lookup and direct kernels read a transposed X k-major (X^T split in memory order), the
+    expand kernel in k-blocks: an operand outside the window sends the GEMM to the direct kernel,
+    which needs X split again when the layouts differ. K = 20: the expand kernel's X row-major;
+    600 columns: more panels than it splits X for as it goes."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((20, 300)).astype(np.float32)  # A = a.T, B = b.T: both transposed views
+    b = rng.standard_normal((600, 20)).astype(np.float32)
+    a[3, 7] = b[11, 4] = 3e38  # products overflow: outside every fast kernel's window
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        got = gemm.matmul(a, b, mitchell7, transpose_a=True, transpose_b=True, threads=2)
+    assert bits_equal(got, reference.approx_matmul(a.T, b.T, mitchell7.table, 7))
+
+
 @pytest.mark.parametrize("name,m", [("mitchell", 7), ("exact", 7), ("mitchell", 8)])
 @pytest.mark.parametrize("n", [16 * v - 3 for v in range(2, 13)] + [400])
 def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, name, m):

@@ -495,15 +495,27 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                 b0 = block_start(b0, kb, c0);
                 const int64_t wc = (ce - c0 < 16) ? ce - c0 : 16;
                 __m512 t[16];
-                for (int64_t c = 0; c < 16; ++c)
-                    t[c] = c < wc ? _mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r) : _mm512_setzero_ps();
-                transpose16(t);  /* t[i]: columns c0.. of row r + i (zeros past wc: not normal) */
-                for (int64_t i = 0; i < nr; ++i) {
+                /* columns past wc repeat column c0: lanes of real values keep amsim_split16 on its
+                 * all-normal shortcut (and the range is the same) */
+                t[0] = _mm512_maskz_loadu_ps(lanes, x + c0 * cs + r);
+                for (int c = 1; c < 16; ++c)
+                    t[c] = c < wc ? _mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r) : t[0];
+                transpose16(t);  /* t[i]: columns c0.. of row r + i */
+                /* a constant trip count keeps t in registers */
+                for (int i = 0; i < 16; ++i) {
+                    if (i >= nr)
+                        break;
                     __m512i i16;
                     __mmask16 normal;
                     const __m512 sc = amsim_split16(t[i], m, rounding == AMSIM_RNE, &i16, &normal);
                     widen_range(sc, normal, &vlo, &vhi);
-                    store_row_segments(scale, idx, rows, cols, kb, r + i, c0, b0, wc, sc, i16);
+                    if (kb == cols) {  /* row-major */
+                        const __mmask16 keep = (__mmask16)(0xFFFFu >> (16 - wc));
+                        _mm512_mask_storeu_ps(scale + (r + i) * cols + c0, keep, sc);
+                        _mm256_mask_storeu_epi16(idx + (r + i) * cols + c0, keep, _mm512_cvtepi32_epi16(i16));
+                    } else {
+                        store_row_segments(scale, idx, rows, cols, kb, r + i, c0, b0, wc, sc, i16);
+                    }
                 }
             }
         }
@@ -1243,7 +1255,8 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
 #endif
 
 static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t K, const float *sx,
-                                                            const uint16_t *px, const float *sy,
+                                                            const uint16_t *px, int64_t xr, int64_t xk,
+                                                            const float *sy,
                                                             const uint16_t *qy, int64_t N, const float *plut,
                                                             float *c, int64_t ldc, int64_t i0, int nrows,
                                                             int64_t jc, int nv, const __mmask16 *mask)
@@ -1269,7 +1282,7 @@ static inline __attribute__((always_inline)) void lookup_chunk(int vecs, int64_t
                 b7[v] = _mm512_test_epi32_mask(q[v], _mm512_set1_epi32(128));
             }
             for (int r = 0; r < nrows; ++r) {
-                const int64_t e = (i0 + r) * K + k;
+                const int64_t e = (i0 + r) * xr + k * xk;
                 const float *lrow = plut + (int64_t)px[e] * vecs * 16;
                 __m512 row[16];
                 for (int w = 0; w < vecs; ++w)
@@ -1334,12 +1347,13 @@ static inline __attribute__((always_inline)) void rows_finish(int rows, int nv, 
 }
 
 /* The sums of ROWS rows (1 or 2) over k-block [kb, ke) of one chunk of NV vectors (WIDE, HI16,
- * NV, ROWS constants after inlining). sxr, pxr: the first row's scales and indices, the next row's
- * K further on; qb: the block's Y indices as vbmi_indices gives them, (NV + 3) / 4 vectors per k;
+ * NV, ROWS constants after inlining). sxr, pxr: the first row's scales and indices (k at k * xk),
+ * the next row's xr further on; qb: the block's Y indices as vbmi_indices gives them, (NV + 3) / 4 vectors per k;
  * syk0: Y's scales at (kb, chunk start); crow: the first row's outputs at the chunk start, the
  * next row's ldc further on, the partial sums read from them after the first block (carry). */
 static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int hi16, int nv, int rows, int64_t kb,
-                                                                int64_t ke, int64_t K, const float *sxr,
+                                                                int64_t ke, int64_t xr, int64_t xk,
+                                                                const float *sxr,
                                                                 const uint16_t *pxr, const float *syk0, int64_t N,
                                                                 const __m512i *qb, const uint8_t *planes,
                                                                 float *crow, int64_t ldc, __mmask16 last, int carry)
@@ -1348,13 +1362,13 @@ static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int
     __m512 acc[2][LW_VECS];
     rows_start(rows, nv, acc, crow, ldc, last, carry);
     const float *syk = syk0;
-    for (int64_t k = kb; k < ke; ++k, syk += N, qb += ng)
+    for (int64_t k = kb, at = kb * xk; k < ke; ++k, at += xk, syk += N, qb += ng)  /* at: k's offset in X */
         for (int r = 0; r < rows; ++r) {
-            const uint8_t *row = planes + (int64_t)pxr[r * K + k] * nvec * 64;
+            const uint8_t *row = planes + (int64_t)pxr[r * xr + at] * nvec * 64;
             __m512i pl[16];
             for (int w = 0; w < nvec; ++w)
                 pl[w] = _mm512_load_si512(row + 64 * w);
-            const __m512 sa = _mm512_set1_ps(sxr[r * K + k]);
+            const __m512 sa = _mm512_set1_ps(sxr[r * xr + at]);
             for (int g = 0; g < ng; ++g) {
                 __m512 val[4];
                 vbmi_lookup64(wide, hi16, pl, _mm512_load_si512(qb + g), val);
@@ -1373,7 +1387,8 @@ static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int
 /* lookup_rows_vbmi's sums with dot products (NV, ROWS constants after inlining); db, mb: the
  * block's d and nonzero masks, 2 * ng per k (dp_scales32). */
 static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int rows, int64_t kb, int64_t ke,
-                                                              int64_t K, const float *sxr, const uint16_t *pxr,
+                                                              int64_t xr, int64_t xk, const float *sxr,
+                                                              const uint16_t *pxr,
                                                               const __m512i *qb, const __m512i *db,
                                                               const uint32_t *mb, const uint8_t *planes,
                                                               float *crow, int64_t ldc, __mmask16 last, int carry)
@@ -1381,16 +1396,16 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
     const int ng = (nv + 3) / 4;
     __m512 acc[2][LW_VECS];
     rows_start(rows, nv, acc, crow, ldc, last, carry);
-    for (int64_t k = kb; k < ke; k += 2) {
+    for (int64_t k = kb, at = kb * xk; k < ke; k += 2, at += 2 * xk) {  /* at: k's offset in X */
         const int two = k + 1 < ke;  /* else k alone (scale_pair) */
         const __m512i *q0 = qb + (k - kb) * ng, *d0 = db + (k - kb) * 2 * ng;
         const uint32_t *m0 = mb + (k - kb) * 2 * ng;
         for (int r = 0; r < rows; ++r) {
-            const int64_t e = r * K + k;
+            const int64_t e = r * xr + at;
             __m512i p0[4], p1[4];  /* the rows of X's mantissas at k and k + 1 */
             hi16_planes(planes, pxr[e], p0);
-            hi16_planes(planes, pxr[two ? e + 1 : e], p1);
-            const __m512bh sa = scale_pair(sxr + e, 1, two);
+            hi16_planes(planes, pxr[two ? e + xk : e], p1);
+            const __m512bh sa = scale_pair(sxr + e, xk, two);
             for (int g = 0; g < ng; ++g) {
                 __m512i a[2], b[2];
                 dp_lookup64(2, p0, _mm512_load_si512(q0 + g), d0 + 2 * g, m0 + 2 * g, a);
@@ -1412,8 +1427,8 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
 
 /* Rows [0, M) of columns [j0, j1), 2 to LW_VECS vectors per chunk; dp: inside the dot-product
  * window (amsim_window_dp), where HI16 LUTs take lookup_rows_dp. */
-static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, const float *sy,
-                       const uint16_t *qy, const float *plut, int m, int dp, float *c, int64_t ldc, int64_t j0,
+static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
+                       int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c, int64_t ldc, int64_t j0,
                        int64_t j1)
 {
     __m512i *qb = work_buffer(SLOT_QB, sizeof(__m512i) * LW_KB_MAX * LW_GROUPS);
@@ -1459,7 +1474,7 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
             const int pair = nv <= LW_PAIR_VECS;
             for (int64_t i = 0; i < M; i += 1 + pair) {
                 const int rows = pair && i + 1 < M ? 2 : 1;
-#define LW_ARGS kb, ke, K, sx + i * K, px + i * K
+#define LW_ARGS kb, ke, xr, xk, sx + i * xr, px + i * xr
 #define LW_ROWS(WIDE, HI16, NV, R)                                                                         \
     lookup_rows_vbmi(WIDE, HI16, NV, R, LW_ARGS, sy + kb * N + jc, N, qb, planes, c + i * ldc + jc, ldc, last, \
                      kb > 0)
@@ -1512,14 +1527,16 @@ int amsim_lookup_chunk_vectors(void)
 #endif
 }
 
-int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
+/* Rows [0, M) of columns [j0, j1) of X (x) Y: X split with element (i, k) at i * xr + k * xk (row-
+ * or k-major), Y split row-major (K x N); dp: inside amsim_window_dp. */
+int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
+                      int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
 {
     const int vecs = amsim_lut_stride(m) / 16;
 #if AMSIM_VBMI
     if (j1 - j0 > 16)  /* a 64-entry lookup pays from two vectors on */
-        return lookup_vbmi(M, N, K, sx, px, sy, qy, plut, m, dp, c, ldc, j0, j1);
+        return lookup_vbmi(M, N, K, sx, px, xr, xk, sy, qy, plut, m, dp, c, ldc, j0, j1);
 #endif
     for (int64_t jc = j0; jc < j1; jc += L_COLS) {
         const int64_t ncols = (j1 - jc < L_COLS) ? j1 - jc : L_COLS;
@@ -1532,10 +1549,10 @@ int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const ui
         for (int64_t i = 0; i < M; i += L_ROWS) {
             const int nrows = (int)((M - i < L_ROWS) ? M - i : L_ROWS);
             switch (vecs) {  /* a constant row length keeps the LUT row in registers */
-            case 2: lookup_chunk(2, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
-            case 4: lookup_chunk(4, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
-            case 8: lookup_chunk(8, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
-            default: lookup_chunk(16, K, sx, px, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
+            case 2: lookup_chunk(2, K, sx, px, xr, xk, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
+            case 4: lookup_chunk(4, K, sx, px, xr, xk, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
+            case 8: lookup_chunk(8, K, sx, px, xr, xk, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
+            default: lookup_chunk(16, K, sx, px, xr, xk, sy, qy, N, plut, c, ldc, i, nrows, jc, nv, mask); break;
             }
         }
     }
@@ -1617,26 +1634,26 @@ static int gemm_expand(int64_t M, int64_t N, int64_t K, const struct x_operand *
     return 0;
 }
 
-static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                        const float *sy, const uint16_t *qy, const float *lut, int64_t lds, int mode,
+static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
+                        int64_t xk, const float *sy, const uint16_t *qy, const float *lut, int64_t lds, int mode,
                         float *c, int64_t ldc, int64_t j0, int64_t j1);
 
 int amsim_lookup_chunk_vectors(void) { return 1; }
 
-int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                      const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
+int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
+                      int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
                       int64_t ldc, int64_t j0, int64_t j1)
 {
     /* Portable form: inside the exactness window the direct kernel gives the same products. */
-    direct_rows(M, N, K, sx, px, sy, qy, plut, amsim_lut_stride(m), AMSIM_MODE_IEEE, c, ldc, j0, j1);
+    direct_rows(M, N, K, sx, px, xr, xk, sy, qy, plut, amsim_lut_stride(m), AMSIM_MODE_IEEE, c, ldc, j0, j1);
     return 0;
 }
 
 #endif /* __AVX512F__ */
 
 /* The direct kernel on a LUT whose rows are lds entries apart. */
-static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px,
-                        const float *sy, const uint16_t *qy, const float *lut, int64_t lds, int mode,
+static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
+                        int64_t xk, const float *sy, const uint16_t *qy, const float *lut, int64_t lds, int mode,
                         float *c, int64_t ldc, int64_t j0, int64_t j1)
 {
     for (int64_t i = 0; i < M; ++i) {
@@ -1644,8 +1661,8 @@ static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const 
         for (int64_t j = j0; j < j1; ++j)
             crow[j] = 0.0f;
         for (int64_t k = 0; k < K; ++k) {
-            const float sa = sx[i * K + k];
-            const float *lrow = lut + (int64_t)px[i * K + k] * lds;
+            const float sa = sx[i * xr + k * xk];
+            const float *lrow = lut + (int64_t)px[i * xr + k * xk] * lds;
             const float *syk = sy + k * N;
             const uint16_t *qyk = qy + k * N;
             for (int64_t j = j0; j < j1; ++j)
@@ -1727,6 +1744,8 @@ struct gemm_job {
     float *xs, *ys;
     uint16_t *xi, *yi;
     int fused;                           /* the expand kernel splits X as it goes */
+    int kmajor;                          /* X's split is X^T's, row-major (x_layout) */
+    int64_t xr, xk;                      /* X's split for lookup and direct: (i, k) at i * xr + k * xk */
     int xparts, yparts;                  /* split phase: X's row ranges, then Y's */
     int32_t range[2 * 2 * MAX_THREADS];
     int nparts;                          /* kernel phase */
@@ -1739,7 +1758,7 @@ static void split_part(void *ctx, int p)
     struct gemm_job *g = ctx;
     const int is_x = p < g->xparts;
     const int q = is_x ? p : p - g->xparts, n = is_x ? g->xparts : g->yparts;
-    const int64_t rows = is_x ? g->rows : g->K, per = (rows + n - 1) / n;
+    const int64_t rows = is_x && !g->kmajor ? g->rows : g->K, per = (rows + n - 1) / n;
     const int64_t r0 = q * per, r1 = (r0 + per < rows) ? r0 + per : rows;
     int32_t *range = g->range + 2 * p;
     range[0] = 255, range[1] = 0;
@@ -1747,6 +1766,8 @@ static void split_part(void *ctx, int p)
         return;
     if (is_x && g->fused)
         amsim_range_f32(g->x, g->rows, g->K, g->xrs, g->xcs, g->m, g->rounding, r0, r1, range);
+    else if (is_x && g->kmajor)
+        amsim_split_f32(g->x, g->K, g->rows, g->xcs, g->xrs, g->m, g->rounding, 0, g->xs, g->xi, r0, r1, range);
     else if (is_x)
         amsim_split_f32(g->x, g->rows, g->K, g->xrs, g->xcs, g->m, g->rounding, g->kb, g->xs, g->xi, r0, r1, range);
     else
@@ -1790,10 +1811,11 @@ static void kernel_part(void *ctx, int p)
         rc = gemm_expand(g->rows, g->cols, K, &xo, g->ys, g->yi, g->plut, g->m, g->dp, g->target, g->ldt, r0, r1,
                          j0, j1);
     } else if (g->method == 2)
-        rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->plut, g->m,
+        rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * g->xr, g->xi + r0 * g->xr, g->xr, g->xk, g->ys,
+                               g->yi, g->plut, g->m,
                                g->dp, g->target + r0 * g->ldt, g->ldt, j0, j1);
     else
-        direct_rows(r1 - r0, g->cols, K, g->xs + r0 * K, g->xi + r0 * K, g->ys, g->yi, g->lut,
+        direct_rows(r1 - r0, g->cols, K, g->xs + r0 * g->xr, g->xi + r0 * g->xr, g->xr, g->xk, g->ys, g->yi, g->lut,
                     (int64_t)1 << g->m, g->mode, g->target + r0 * g->ldt, g->ldt, j0, j1);
     if (rc != 0) {
         __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
@@ -1824,6 +1846,23 @@ static int expand_splits_as_it_goes(int64_t cols, int threads, int64_t xrs, int6
     return panels <= FUSE_PANELS;
 }
 
+/*
+ * How X is split for g->method: for the expand kernel in k-blocks, or as it
+ * goes; for the others row-major, except a transposed view (a filter
+ * gradient's patches, or B^T in a swapped plan), whose split would transpose
+ * it (0.36 ns an element against 0.13-0.15 in memory order on Zen 4): X^T is
+ * split instead, in memory order, and the kernels read X's scalars k-major.
+ */
+static void x_layout(struct gemm_job *g, int threads)
+{
+    const int expand = g->method == 1;
+    g->kb = expand ? amsim_expand_x_blocks(g->m, g->K) : 0;
+    g->fused = expand && expand_splits_as_it_goes(g->cols, threads, g->xrs, g->xcs);
+    g->kmajor = !expand && g->xrs == 1 && g->xcs != 1;
+    g->xr = g->kmajor ? 1 : g->K;
+    g->xk = g->kmajor ? g->rows : 1;
+}
+
 static int split_parts(int64_t elements, int threads)
 {
     const int64_t n = elements / SPLIT_PART_MIN;
@@ -1851,12 +1890,15 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
                int transpose_c, int threads, int by_rows)
 {
     threads = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
+    /* field by field: a compound literal would also zero the per-part arrays (12 KiB, a tenth of a
+     * microsecond), which are written before they are read */
     struct gemm_job job, *g = &job;
-    *g = (struct gemm_job){.rows = rows, .cols = cols, .K = K, .x = x, .y = y, .xrs = xrs, .xcs = xcs,
-                           .yrs = yrs, .ycs = ycs, .lut = lut, .plut = plut, .m = m, .rounding = rounding,
-                           .mode = mode, .method = method, .c = c, .ldc = ldc, .transpose_c = transpose_c,
-                           .kb = method == 1 ? amsim_expand_x_blocks(m, K) : 0,
-                           .fused = method == 1 && expand_splits_as_it_goes(cols, threads, xrs, xcs)};
+    g->rows = rows, g->cols = cols, g->K = K, g->x = x, g->y = y;
+    g->xrs = xrs, g->xcs = xcs, g->yrs = yrs, g->ycs = ycs;
+    g->lut = lut, g->plut = plut, g->m = m, g->rounding = rounding, g->mode = mode, g->method = method;
+    g->c = c, g->ldc = ldc, g->transpose_c = transpose_c, g->failed = 0;
+    g->xs = g->ys = NULL, g->xi = g->yi = NULL;
+    x_layout(g, threads);
     /* the caller's buffers: workers write the splits into them and read them */
     g->ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
     g->yi = work_buffer(SLOT_YI, sizeof(uint16_t) * (size_t)(K * cols));
@@ -1883,12 +1925,11 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
         }
         if (g->method != 0 && !forced && !amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode)) {
             /* the fast kernels would not give every product's bits: every rule applied per product */
+            const int kb = g->kb, fused = g->fused, kmajor = g->kmajor;
             g->method = 0;
-            if (g->kb || g->fused) {  /* the direct kernel reads X split, row-major: split again */
-                g->kb = 0;
-                g->fused = 0;
+            x_layout(g, threads);
+            if (kb != g->kb || fused != g->fused || kmajor != g->kmajor)  /* X's layout changes: split again */
                 continue;
-            }
         }
         break;
     }
