@@ -450,7 +450,9 @@ def _fast_plan(m_rows: int, k: int, n: int, bits: int, method: str, threads: int
     amsim_gemm prefers).
     Each plan's time is estimated from what its busiest thread does
     (_plan_features), and for several threads the cost of handing work to the
-    pool (less when a worker is ``awake``). ``a_t``, ``b_t``: A or B is a
+    pool: less when a worker is ``awake`` (amsim_pool_awake: one is polling,
+    or GEMMs come back to back, so that one woken now stays awake for the
+    next; a run of small GEMMs pays one wake-up). ``a_t``, ``b_t``: A or B is a
     transposed view (contiguous columns); swapping the operands transposes
     them. ``dp``: the LUT takes bfloat16 dot products (_COST_DP). The plan with
     the least estimated time wins; the result is the same bits whichever it is.
@@ -508,7 +510,7 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     n = b.shape[1]
     if m_rows == 0 or n == 0 or k == 0:
         return np.zeros((m_rows, n), np.float32)
-    out = np.empty((m_rows, n), np.float32)  # every kernel writes every output
+    out = np.empty((m_rows, n), _FLOAT32)  # every kernel writes every output
     threads = _threads(threads)
     work = m_rows * n * k
     mode_i = 1 if mode == "approxtrain" else 0
@@ -547,18 +549,23 @@ def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
     # one C call does it all (split, window test, kernel or the direct fallback) on the C pool's
     # threads: orchestrating the steps from Python would cost more than a small GEMM
     table, prepared = mult.kernel_tables(swap)
+    v_lo, v_hi = mult.table_exponents if fast else (0, 0)
     rc = lib.amsim_gemm(rows, cols, k, x, xrs, xcs, y, yrs, ycs, table, prepared if fast else ffi.NULL, mult.bits,
-                        *(mult.table_exponents if fast else (0, 0)), rne, mode_i, _METHOD_CODES[method],
-                        int(forced), c, n, int(swap), threads if parallel else 1, _SPLIT_CODES.get(parallel, -1))
+                        v_lo, v_hi, rne, mode_i, _METHOD_CODES[method], forced, c, n, swap,
+                        threads if parallel else 1, _SPLIT_CODES.get(parallel, -1))
     if rc != 0:
         raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
     return out
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def _check_operand(name, x):
-    x = np.asarray(x)
-    if x.dtype != np.float32:
-        raise TypeError(f"{name} must be float32, got {x.dtype} (shape {x.shape})")
+    if type(x) is not np.ndarray or x.dtype is not _FLOAT32:  # the usual case in two identity tests
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            raise TypeError(f"{name} must be float32, got {x.dtype} (shape {x.shape})")
     if x.ndim < 2:
         raise ShapeError(f"{name} must have at least 2 dimensions, got shape {x.shape}")
     return x

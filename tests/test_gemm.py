@@ -413,6 +413,22 @@ def _parallel_matmul_in_child(queue):
     queue.put(gemm.matmul(*FORK_OPERANDS, "mitchell", bits=7, threads=2))  # the parent's plan, forked
 
 
+def test_gemms_back_to_back_count_on_an_awake_worker(mitchell7):
+    """A run of small GEMMs pays one wake-up of the pool, not one each: after a GEMM returns, the
+    planner may count on an awake worker, as it may while one polls; after a pause it may not."""
+    import time
+
+    lib = gemm._cpu_lib()[1]
+    a, b = np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)
+    time.sleep(0.05)  # a worker polls for 0.2 ms after its last job, then sleeps
+    assert not lib.amsim_pool_awake()
+    awake = []
+    for _ in range(5):  # any one of them: the test's own thread may be descheduled for 0.2 ms
+        gemm.matmul(a, b, mitchell7, threads=1)
+        awake.append(lib.amsim_pool_awake())
+    assert any(awake)
+
+
 def test_a_forked_child_can_run_parallel_gemms(mitchell7, monkeypatch):
     # the child has none of the parent's pool threads: its GEMMs must start their own
     import multiprocessing

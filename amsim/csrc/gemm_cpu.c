@@ -129,11 +129,19 @@ static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;   /* a job's last pa
 static struct pool_job *pool_jobs;                             /* jobs with unclaimed parts */
 static int pool_workers;
 static int pool_polling;                                       /* workers polling, not asleep */
+static int64_t pool_last_return;                               /* when a GEMM last returned (now_ns) */
 
-/* Whether a worker is awake to take a job at once (the planner counts a sleeping pool's wake-up). */
+/*
+ * Whether the planner may count on an awake worker: one is polling, or GEMMs
+ * come back to back (one returned less than POOL_SPIN_NS ago), so that a
+ * worker woken now will still be polling for the next. A run of small GEMMs
+ * then pays one wake-up, not one each; counting every one of them as waking a
+ * sleeping pool, such a run would never wake it.
+ */
 int amsim_pool_awake(void)
 {
-    return __atomic_load_n(&pool_polling, __ATOMIC_RELAXED) > 0;
+    return __atomic_load_n(&pool_polling, __ATOMIC_RELAXED) > 0 ||
+           now_ns() - (double)__atomic_load_n(&pool_last_return, __ATOMIC_RELAXED) < POOL_SPIN_NS;
 }
 
 /* Claim a part of the first job that has one (pool_mu held); -1 when there is none. A job
@@ -467,6 +475,37 @@ static inline __attribute__((always_inline)) void store_row_segments(float *scal
 }
 #endif
 
+#if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
+/*
+ * A transposed tile's 16 rows t (lanes in `keep` stored, rows ld apart) by
+ * amsim_split16's shortcut alone, when it holds for every lane: one test per
+ * tile instead of a branch per row, and straight-line code that keeps t in
+ * registers. Returns 0, the range left alone, when a lane needs the full split
+ * (its stores are then overwritten).
+ */
+static inline __attribute__((always_inline)) int split_tile_normal(const __m512 t[16], int m, int rne,
+                                                                __mmask16 keep, float *scale, uint16_t *idx,
+                                                                int64_t ld, __m512i *vlo, __m512i *vhi)
+{
+    __m512i lo = *vlo, hi = *vhi;
+    __mmask16 all = 0xFFFF;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+        __m512i i16;
+        __mmask16 ok;
+        const __m512 sc = amsim_split16_normal(t[i], m, rne, &i16, &ok);
+        all &= ok;
+        widen_range(sc, 0xFFFF, &lo, &hi);
+        _mm512_mask_storeu_ps(scale + i * ld, keep, sc);
+        _mm256_mask_storeu_epi16(idx + i * ld, keep, _mm512_cvtepi32_epi16(i16));
+    }
+    if (all != 0xFFFF)
+        return 0;
+    *vlo = lo, *vhi = hi;
+    return 1;
+}
+#endif
+
 void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int m,
                      int rounding, int64_t kb, float *scale, uint16_t *idx, int64_t r0, int64_t r1,
                      int32_t *range)
@@ -501,7 +540,10 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                 for (int c = 1; c < 16; ++c)
                     t[c] = c < wc ? _mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r) : t[0];
                 transpose16(t);  /* t[i]: columns c0.. of row r + i */
-                /* a constant trip count keeps t in registers */
+                if (kb == cols && nr == 16 &&
+                    split_tile_normal(t, m, rounding == AMSIM_RNE, (__mmask16)(0xFFFFu >> (16 - wc)),
+                                      scale + r * cols + c0, idx + r * cols + c0, cols, &vlo, &vhi))
+                    continue;
                 for (int i = 0; i < 16; ++i) {
                     if (i >= nr)
                         break;
@@ -1936,6 +1978,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
     g->dp = g->method != 0 && amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo);
     g->nparts = partition(rows, cols, threads, by_rows < 0 ? g->method == 2 : by_rows, g->part);
     run_parts(kernel_part, g, g->nparts, threads);
+    __atomic_store_n(&pool_last_return, (int64_t)now_ns(), __ATOMIC_RELAXED);
     return g->failed ? -1 : 0;
 }
 

@@ -93,6 +93,30 @@ AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
 #if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(AMSIM_PORTABLE)
 #include <immintrin.h>
 /*
+ * amsim_split16's shortcut, right in the lanes of *ok (those normal before and
+ * after rounding): there rounding is an integer add of (half - 1 + the kept
+ * lsb) whose carry runs into the exponent, and the scale and index are bit
+ * fields of the sum.
+ */
+static inline __m512 amsim_split16_normal(__m512 x, int m, int rne, __m512i *idx, __mmask16 *ok)
+{
+    const __m512i u = _mm512_castps_si512(x);
+    const int s = 23 - m;
+    __m512i v = u;
+    if (rne && s > 0) {
+        const __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(u, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(1));
+        v = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32((int)((1u << (s - 1)) - 1u))));
+    }
+    const __m512i one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xFF), top = _mm512_set1_epi32(254);
+    const __m512i e0 = _mm512_and_si512(_mm512_srli_epi32(u, 23), ff);
+    const __m512i e1 = _mm512_and_si512(_mm512_srli_epi32(v, 23), ff);
+    *ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(e0, one), top) &
+          _mm512_cmplt_epu32_mask(_mm512_sub_epi32(e1, one), top);
+    *idx = _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(s)), _mm512_set1_epi32((int)((1u << m) - 1u)));
+    return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFF800000u)));
+}
+
+/*
  * amsim_split_impl on 16 lanes at once (AVX-512; the same arithmetic, step by
  * step). Returns the scales; *idx receives the mantissa indices and *normal
  * the lanes whose scale is a normal number.
@@ -101,25 +125,11 @@ static inline __m512 amsim_split16(__m512 x, int m, int rne, __m512i *idx, __mma
 {
     const __m512i u = _mm512_castps_si512(x);
     {
-        /* Shortcut, same results: when every lane is normal before and after rounding, rounding is
-         * an integer add of (half - 1 + the kept lsb) whose carry runs into the exponent, and the
-         * scale and index are bit fields of the sum. */
-        const int s = 23 - m;
-        __m512i v = u;
-        if (rne && s > 0) {
-            const __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(u, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(1));
-            v = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32((int)((1u << (s - 1)) - 1u))));
-        }
-        const __m512i one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xFF), top = _mm512_set1_epi32(254);
-        const __m512i e0 = _mm512_and_si512(_mm512_srli_epi32(u, 23), ff);
-        const __m512i e1 = _mm512_and_si512(_mm512_srli_epi32(v, 23), ff);
-        const __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(e0, one), top) &
-                             _mm512_cmplt_epu32_mask(_mm512_sub_epi32(e1, one), top);
+        __mmask16 ok;
+        const __m512 scale = amsim_split16_normal(x, m, rne, idx, &ok);
         if (ok == 0xFFFF) {
-            *idx = _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(s)),
-                                    _mm512_set1_epi32((int)((1u << m) - 1u)));
             *normal = 0xFFFF;
-            return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFF800000u)));
+            return scale;
         }
     }
     const __m512i sign = _mm512_and_si512(u, _mm512_set1_epi32((int)0x80000000u));
