@@ -544,9 +544,7 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                     split_tile_normal(t, m, rounding == AMSIM_RNE, (__mmask16)(0xFFFFu >> (16 - wc)),
                                       scale + r * cols + c0, idx + r * cols + c0, cols, &vlo, &vhi))
                     continue;
-                for (int i = 0; i < 16; ++i) {
-                    if (i >= nr)
-                        break;
+                for (int64_t i = 0; i < nr; ++i) {
                     __m512i i16;
                     __mmask16 normal;
                     const __m512 sc = amsim_split16(t[i], m, rounding == AMSIM_RNE, &i16, &normal);
@@ -1390,8 +1388,8 @@ static inline __attribute__((always_inline)) void rows_finish(int rows, int nv, 
 
 /* The sums of ROWS rows (1 or 2) over k-block [kb, ke) of one chunk of NV vectors (WIDE, HI16,
  * NV, ROWS constants after inlining). sxr, pxr: the first row's scales and indices (k at k * xk),
- * the next row's xr further on; qb: the block's Y indices as vbmi_indices gives them, (NV + 3) / 4 vectors per k;
- * syk0: Y's scales at (kb, chunk start); crow: the first row's outputs at the chunk start, the
+ * the next row's xr further on; qb: the block's Y indices as vbmi_indices gives them, (NV + 3) / 4
+ * vectors per k; syk0: Y's scales at (kb, chunk start); crow: the first row's outputs at the chunk start, the
  * next row's ldc further on, the partial sums read from them after the first block (carry). */
 static inline __attribute__((always_inline)) void lookup_rows_vbmi(int wide, int hi16, int nv, int rows, int64_t kb,
                                                                 int64_t ke, int64_t xr, int64_t xk,
@@ -1470,8 +1468,8 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
 /* Rows [0, M) of columns [j0, j1), 2 to LW_VECS vectors per chunk; dp: inside the dot-product
  * window (amsim_window_dp), where HI16 LUTs take lookup_rows_dp. */
 static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
-                       int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c, int64_t ldc, int64_t j0,
-                       int64_t j1)
+                       int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
+                       int64_t ldc, int64_t j0, int64_t j1)
 {
     __m512i *qb = work_buffer(SLOT_QB, sizeof(__m512i) * LW_KB_MAX * LW_GROUPS);
     if (!qb)
@@ -1892,7 +1890,7 @@ static int expand_splits_as_it_goes(int64_t cols, int threads, int64_t xrs, int6
  * How X is split for g->method: for the expand kernel in k-blocks, or as it
  * goes; for the others row-major, except a transposed view (a filter
  * gradient's patches, or B^T in a swapped plan), whose split would transpose
- * it (0.36 ns an element against 0.13-0.15 in memory order on Zen 4): X^T is
+ * it (0.33-0.42 ns an element against 0.13-0.15 in memory order on Zen 4): X^T is
  * split instead, in memory order, and the kernels read X's scalars k-major.
  */
 static void x_layout(struct gemm_job *g, int threads)
