@@ -1,6 +1,9 @@
 """The approximate GEMM: every backend and kernel against the numpy reference, bit for bit."""
 
 import functools
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -427,6 +430,31 @@ def test_gemms_back_to_back_count_on_an_awake_worker(mitchell7):
         gemm.matmul(a, b, mitchell7, threads=1)
         awake.append(lib.amsim_pool_awake())
     assert any(awake)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a worker thread beside the caller")
+def test_a_worker_that_shares_the_callers_cpu_is_not_counted_on():
+    """A process held to one CPU: its worker takes a part only when the caller stops, late, so the
+    planner stops counting on an awake worker (a small GEMM on two threads would run slower than
+    on one)."""
+    code = """if True:
+        import os
+        import numpy as np
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before the pool's worker starts
+        from amsim import gemm
+        lib = gemm._cpu_lib()[1]
+        mult = gemm.resolve("mitchell", 7)
+        a, b = np.ones((64, 400), np.float32), np.ones((400, 120), np.float32)
+        gemm._fast_plan = lambda *args: ("lookup", False, "rows")
+        awake = []
+        for _ in range(400):  # the first few: the worker starts asleep, and Linux favours a new thread
+            gemm.matmul(a, b, mult, threads=2)
+            awake.append(lib.amsim_pool_awake())
+        print("".join(map(str, awake)))
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("0" * 100), result.stdout
 
 
 def test_a_forked_child_can_run_parallel_gemms(mitchell7, monkeypatch):

@@ -122,6 +122,7 @@ struct pool_job {
     void *ctx;
     int nparts, claimed, unfinished;
     struct pool_job *next;
+    double taken;                        /* now_ns() when a worker first took a part, or 0 */
 };
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;   /* a job was posted */
@@ -130,6 +131,8 @@ static struct pool_job *pool_jobs;                             /* jobs with uncl
 static int pool_workers;
 static int pool_polling;                                       /* workers polling, not asleep */
 static int64_t pool_last_return;                               /* when a GEMM last returned (now_ns) */
+static int64_t pool_shared_until;                              /* now_ns() until which not to count on
+                                                                * a worker (pool_judge) */
 
 /*
  * Whether the planner may count on an awake worker: one is polling, or GEMMs
@@ -140,8 +143,11 @@ static int64_t pool_last_return;                               /* when a GEMM la
  */
 int amsim_pool_awake(void)
 {
+    const double now = now_ns();
+    if (now < (double)__atomic_load_n(&pool_shared_until, __ATOMIC_RELAXED))
+        return 0;
     return __atomic_load_n(&pool_polling, __ATOMIC_RELAXED) > 0 ||
-           now_ns() - (double)__atomic_load_n(&pool_last_return, __ATOMIC_RELAXED) < POOL_SPIN_NS;
+           now - (double)__atomic_load_n(&pool_last_return, __ATOMIC_RELAXED) < POOL_SPIN_NS;
 }
 
 /* Claim a part of the first job that has one (pool_mu held); -1 when there is none. A job
@@ -154,6 +160,8 @@ static int pool_claim(struct pool_job **job)
     const int part = j->claimed++;
     if (j->claimed == j->nparts)
         pool_jobs = j->next;
+    if (j->taken == 0)
+        j->taken = now_ns();
     *job = j;
     return part;
 }
@@ -232,6 +240,29 @@ static void pool_grow(int want)
     }
 }
 
+/*
+ * An awake worker that takes no part of a job while the caller does one of
+ * POOL_LATE_NS or more is not running: it shares a CPU with the caller, or with
+ * another busy thread (on this 2-vCPU VM, a spinning OpenBLAS thread), and Linux
+ * may take tens of milliseconds to move it. Meanwhile a small GEMM on two
+ * threads ran slower than on one (42-53 us against 42 for LeNet-5's fc2), so the
+ * planner stops counting on the worker for POOL_SHARED_NS (amsim_pool_awake);
+ * a worker that takes its part at once lifts that.
+ */
+#ifndef POOL_LATE_NS
+#define POOL_LATE_NS 10000.0
+#endif
+#ifndef POOL_SHARED_NS
+#define POOL_SHARED_NS 10e6
+#endif
+static void pool_judge(int awake, double posted, double first_part, double taken)
+{
+    if (!awake || first_part < POOL_LATE_NS)
+        return;  /* a sleeping worker is late by its wake-up; a short part leaves it no time */
+    const int late = taken == 0 || taken - posted > POOL_LATE_NS;
+    __atomic_store_n(&pool_shared_until, late ? (int64_t)(now_ns() + POOL_SHARED_NS) : 0, __ATOMIC_RELAXED);
+}
+
 /* fn(ctx, p) for p in [0, nparts), on up to `threads` threads (the caller's included). */
 static void run_parts(part_fn fn, void *ctx, int nparts, int threads)
 {
@@ -241,8 +272,11 @@ static void run_parts(part_fn fn, void *ctx, int nparts, int threads)
         return;
     }
     pthread_once(&pool_once, pool_init);
-    struct pool_job job = {fn, ctx, nparts, 0, nparts, NULL};
+    struct pool_job job = {fn, ctx, nparts, 0, nparts, NULL, 0};
     pthread_mutex_lock(&pool_mu);
+    const int awake = __atomic_load_n(&pool_polling, __ATOMIC_RELAXED) > 0;
+    const double posted = now_ns();
+    double first_part = -1;
     /* more workers than cores would only take turns (and poll while they wait) */
     pool_grow(pool_cores > 0 && pool_cores < threads ? (int)pool_cores - 1 : threads - 1);
     struct pool_job **tail = &pool_jobs;
@@ -261,11 +295,16 @@ static void run_parts(part_fn fn, void *ctx, int nparts, int threads)
             *at = job.next;
         }
         pthread_mutex_unlock(&pool_mu);
+        const double start = now_ns();
         fn(ctx, part);
+        if (first_part < 0)
+            first_part = now_ns() - start;
         pthread_mutex_lock(&pool_mu);
         __atomic_sub_fetch(&job.unfinished, 1, __ATOMIC_RELAXED);
     }
+    const double taken = job.taken;  /* written under pool_mu */
     pthread_mutex_unlock(&pool_mu);
+    pool_judge(awake, posted, first_part, taken);
     /* The workers' parts are under way: poll for them before sleeping, since a woken caller
      * would come back tens of microseconds late (the same wake-up the workers avoid). */
     const double until = now_ns() + POOL_SPIN_NS;
