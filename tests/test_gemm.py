@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -75,7 +76,12 @@ PLANS = [(method, swap, parallel) for method in ("expand", "lookup") for swap in
          for parallel in (False, "rows", "tiles")]
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-by-' + p[2] if p[2] else ''}")
+def plan_id(plan):
+    method, swap, parallel = plan
+    return f"{method}{'-swapped' if swap else ''}{'-by-' + parallel if parallel else ''}"
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=plan_id)
 @settings(max_examples=25, deadline=None)
 @given(ab=operands(max_dim=70), rounding=st.sampled_from(["truncate", "rne"]))
 def test_every_plan_of_the_planner_gives_the_reference_bits(plan, ab, rounding):
@@ -89,7 +95,7 @@ def test_every_plan_of_the_planner_gives_the_reference_bits(plan, ab, rounding):
 
 
 @pytest.mark.parametrize("m", [2, 5, 6, 8])
-@pytest.mark.parametrize("plan", [p for p in PLANS if not p[2]], ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}")
+@pytest.mark.parametrize("plan", [p for p in PLANS if not p[2]], ids=plan_id)
 def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
     """Row lengths 4..256 take different lookup code (blend trees, 64-entry byte-plane lookups)."""
     rng = np.random.default_rng(m)
@@ -104,7 +110,7 @@ def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
 
 @pytest.mark.parametrize("m", [7, 8])
 @pytest.mark.parametrize("n", [10, 150])
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-by-' + p[2] if p[2] else ''}")
+@pytest.mark.parametrize("plan", PLANS, ids=plan_id)
 def test_fast_kernels_equal_the_reference_across_blocks_of_k_and_rows(plan, n, m):
     """K = 1100: several of the kernels' k-blocks; 19 rows: groups of rows and a partial one;
     150 columns: full and partial 64-column panels (the byte-plane lookup takes them as one
@@ -128,7 +134,7 @@ def test_expand_kernel_splitting_a_transposed_operand_as_it_goes_spans_row_block
     assert bits_equal(got, reference.approx_matmul(patches.T, b, mitchell7.table, 7))
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[0]}{'-swapped' if p[1] else ''}{'-by-' + p[2] if p[2] else ''}")
+@pytest.mark.parametrize("plan", PLANS, ids=plan_id)
 def test_a_transposed_x_falls_back_to_the_direct_kernel_in_its_own_layout(mitchell7, plan):
     """The lookup and direct kernels read a transposed X k-major (X^T split in memory order), the
     expand kernel in k-blocks: an operand outside the window sends the GEMM to the direct kernel,
@@ -419,8 +425,6 @@ def _parallel_matmul_in_child(queue):
 def test_gemms_back_to_back_count_on_an_awake_worker(mitchell7):
     """A run of small GEMMs pays one wake-up of the pool, not one each: after a GEMM returns, the
     planner may count on an awake worker, as it may while one polls; after a pause it may not."""
-    import time
-
     lib = gemm._cpu_lib()[1]
     a, b = np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)
     time.sleep(0.05)  # a worker polls for 0.2 ms after its last job, then sleeps

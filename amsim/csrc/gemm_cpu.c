@@ -572,6 +572,7 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
             for (int64_t c0 = cb; c0 < ce; c0 += 16) {
                 b0 = block_start(b0, kb, c0);
                 const int64_t wc = (ce - c0 < 16) ? ce - c0 : 16;
+                const __mmask16 keep = (__mmask16)(0xFFFFu >> (16 - wc));  /* the tile's columns */
                 __m512 t[16];
                 /* columns past wc repeat column c0: lanes of real values keep amsim_split16 on its
                  * all-normal shortcut (and the range is the same) */
@@ -580,8 +581,8 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                     t[c] = c < wc ? _mm512_maskz_loadu_ps(lanes, x + (c0 + c) * cs + r) : t[0];
                 transpose16(t);  /* t[i]: columns c0.. of row r + i */
                 if (kb == cols && nr == 16 &&
-                    split_tile_normal(t, m, rounding == AMSIM_RNE, (__mmask16)(0xFFFFu >> (16 - wc)),
-                                      scale + r * cols + c0, idx + r * cols + c0, cols, &vlo, &vhi))
+                    split_tile_normal(t, m, rounding == AMSIM_RNE, keep, scale + r * cols + c0, idx + r * cols + c0,
+                                      cols, &vlo, &vhi))
                     continue;
                 for (int64_t i = 0; i < nr; ++i) {
                     __m512i i16;
@@ -589,7 +590,6 @@ void amsim_split_f32(const float *x, int64_t rows, int64_t cols, int64_t rs, int
                     const __m512 sc = amsim_split16(t[i], m, rounding == AMSIM_RNE, &i16, &normal);
                     widen_range(sc, normal, &vlo, &vhi);
                     if (kb == cols) {  /* row-major */
-                        const __mmask16 keep = (__mmask16)(0xFFFFu >> (16 - wc));
                         _mm512_mask_storeu_ps(scale + (r + i) * cols + c0, keep, sc);
                         _mm256_mask_storeu_epi16(idx + (r + i) * cols + c0, keep, _mm512_cvtepi32_epi16(i16));
                     } else {
@@ -1891,8 +1891,7 @@ static void kernel_part(void *ctx, int p)
                          j0, j1);
     } else if (g->method == 2)
         rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * g->xr, g->xi + r0 * g->xr, g->xr, g->xk, g->ys,
-                               g->yi, g->plut, g->m,
-                               g->dp, g->target + r0 * g->ldt, g->ldt, j0, j1);
+                               g->yi, g->plut, g->m, g->dp, g->target + r0 * g->ldt, g->ldt, j0, j1);
     else
         direct_rows(r1 - r0, g->cols, K, g->xs + r0 * g->xr, g->xi + r0 * g->xr, g->xr, g->xk, g->ys, g->yi, g->lut,
                     (int64_t)1 << g->m, g->mode, g->target + r0 * g->ldt, g->ldt, j0, j1);
