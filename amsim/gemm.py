@@ -107,6 +107,7 @@ class Multiplier:
             raise ValueError("a Multiplier needs a table or a model")
         self.table = table
         self._checked: set[str] = set()
+        self._calls: dict = {}  # GEMMs made ready for the CPU kernels (_ready_call), by _call_key
 
     def __repr__(self):
         return f"<Multiplier {self.name or 'lut'} M={self.bits}{' (model mode)' if self.table is None else ''}>"
@@ -248,6 +249,10 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
                const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
                int v_lo, int v_hi, int rounding, int mode, int method, int forced, float *c, int64_t ldc,
                int transpose_c, int threads, int by_rows);
+struct amsim_plan { int swap, method, threads, by_rows; const float *lut, *plut; };
+struct amsim_call { int64_t M, N, K, ars, acs, brs, bcs; int m, v_lo, v_hi, rounding, mode, forced;
+                    struct amsim_plan plan[2]; };
+int amsim_gemm_call(const struct amsim_call *p, const float *a, const float *b, float *c);
 double amsim_pool_overhead_ns(int threads, double work_ns);
 int amsim_pool_awake(void);
 int amsim_lookup_chunk_vectors(void);
@@ -479,84 +484,127 @@ _SPLIT_CODES = {"rows": 1, "tiles": 0}  # amsim_gemm's by_rows; anything else: -
 
 
 def _strided(ffi, x):
-    """(array, pointer, row stride, column stride) of a 2-D float32 array, strides in elements.
+    """(x, pointer, row stride, column stride) of a 2-D float32 array, strides in elements
+    (_pointer); a NULL pointer for an empty one."""
+    get, rs, cs = _pointer(ffi, x)
+    return x, get(x) if x.size else ffi.NULL, rs, cs
 
-    Strides the kernels cannot take (negative, or not whole elements) get a
-    contiguous copy: the returned array, which must outlive the pointer.
-    """
-    rs, cs = x.strides
-    flags = x.flags
-    # The pointer to the first element: from the buffer of the array (or of its transpose, which
-    # starts there too) when one is contiguous, else from __array_interface__, which builds a
-    # dict (a microsecond, a tenth of a small GEMM); .ctypes would build a ctypes object.
-    if x.size and not (rs | cs) & 3:  # contiguous arrays first: their strides are whole elements
-        if flags.c_contiguous:
-            return x, ffi.from_buffer("float[]", x), rs >> 2, cs >> 2
-        if flags.f_contiguous:
-            return x, ffi.from_buffer("float[]", x.T), rs >> 2, cs >> 2
-    if rs % 4 or cs % 4 or rs < 0 or cs < 0:
-        x = np.ascontiguousarray(x)
-        rs, cs = x.strides
-    ptr = ffi.from_buffer("float[]", x) if x.size and x.flags.c_contiguous else \
-        ffi.cast("float *", x.__array_interface__["data"][0])
-    return x, ptr, rs // 4, cs // 4
+
+def _call_key(a, b, rounding, mode, method, threads):
+    """What a made-ready GEMM (_ready_call) depends on besides the multiplier: the operands'
+    shapes and layouts and the options. The planner and the kernels' build are part of it, so
+    that ones put in their place (tests, ``bench_gemm.py --calibrate``) take effect."""
+    return a.shape, a.strides, b.shape, b.strides, rounding, mode, method, threads, _fast_plan, _cpu_lib
 
 
 def _cpu_matmul_2d(a, b, mult, rounding, mode, method, threads):
+    calls = mult._calls
+    key = _call_key(a, b, rounding, mode, method, threads)
+    call = calls.get(key)
+    if call is None:
+        call = _ready_call(a, b, mult, rounding, mode, method, threads)
+        if len(calls) >= _MAX_CALLS:
+            calls.clear()
+        calls[key] = call
+    return call(a, b)
+
+
+#: Made-ready GEMMs kept per multiplier (a network's layers need a few each).
+_MAX_CALLS = 256
+
+
+def _pointer(ffi, x):
+    """(how to get a pointer to the first element of arrays laid out like x, their row stride,
+    their column stride), strides in elements.
+
+    From the buffer of the array (or of its transpose, which starts there too) when one is
+    contiguous: ``__array_interface__`` builds a dict (a microsecond, a tenth of a small GEMM),
+    ``.ctypes`` a ctypes object. Strides the kernels cannot take (negative, or not whole
+    elements) get a contiguous copy, which the pointer keeps alive.
+    """
+    rs, cs = x.strides
+    if not (rs | cs) & 3 and rs >= 0 and cs >= 0:
+        if x.flags.c_contiguous:
+            return functools.partial(ffi.from_buffer, "float[]"), rs >> 2, cs >> 2
+        if x.flags.f_contiguous:
+            return (lambda v: ffi.from_buffer("float[]", v.T)), rs >> 2, cs >> 2
+        return (lambda v: ffi.cast("float *", v.__array_interface__["data"][0])), rs >> 2, cs >> 2
+    return (lambda v: ffi.from_buffer("float[]", np.ascontiguousarray(v))), x.shape[1], 1
+
+
+def _ready_call(a, b, mult, rounding, mode, method, threads):
+    """A function computing ``a (x) b`` for operands shaped and laid out like a and b.
+
+    It holds the planner's choices in an ``amsim_call`` for amsim_gemm_call,
+    which picks the plan for a sleeping or an awake pool at each call, so a
+    call costs a few microseconds of Python: small GEMMs take little more.
+    """
     ffi, lib = _cpu_lib()
     m_rows, k = a.shape
     n = b.shape[1]
+    shape = (m_rows, n)
     if m_rows == 0 or n == 0 or k == 0:
-        return np.zeros((m_rows, n), np.float32)
-    out = np.empty((m_rows, n), _FLOAT32)  # every kernel writes every output
+        return lambda _a, _b: np.zeros(shape, np.float32)
     threads = _threads(threads)
     work = m_rows * n * k
     mode_i = 1 if mode == "approxtrain" else 0
     rne = 1 if rounding == "rne" else 0
-    c = ffi.from_buffer("float[]", out)
-    a, pa, ars, acs = _strided(ffi, a)  # a and b: the arrays the pointers point into
-    b, pb, brs, bcs = _strided(ffi, b)
+    a_ptr, ars, acs = _pointer(ffi, a)
+    b_ptr, brs, bcs = _pointer(ffi, b)
 
     if mult.table is None or method == "model":
         if mult.model is None:
             raise RangeError("method='model' needs a multiplier built from a model")
         cm = mult.model
-        lib.amsim_gemm_model(m_rows, n, k, pa, ars, acs, pb, brs, bcs, mult.bits, rne, mode_i, cm.address,
-                             int(cm.kind == "float"), c, n, threads if work * 64 >= _PARALLEL_MIN_WORK else 1)
-        return out
+        model_threads = threads if work * 64 >= _PARALLEL_MIN_WORK else 1
+
+        def call_model(a, b):
+            out = np.empty(shape, _FLOAT32)
+            lib.amsim_gemm_model(m_rows, n, k, a_ptr(a), ars, acs, b_ptr(b), brs, bcs, mult.bits, rne, mode_i,
+                                 cm.address, int(cm.kind == "float"), ffi.from_buffer("float[]", out), n,
+                                 model_threads)
+            return out
+
+        return call_model
 
     if method in ("expand", "lookup") and not mult.expandable:
         raise RangeError(f"method={method!r} needs M <= 8 and a LUT of positive finite entries")
-    forced = method != "auto"
-    if method != "direct" and mult.expandable:
-        # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner loop
-        # runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T with the
-        # LUT transposed (its rows stay X's mantissas).
-        # a transposed view has contiguous columns: a row stride of 1 element, a larger column one
-        a_t, b_t = ars == 1 and acs != 1 and k > 1, brs == 1 and bcs != 1 and n > 1
-        method, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads,
-                                            threads > 1 and bool(lib.amsim_pool_awake()), a_t, b_t,
-                                            mult.dot_products)
-    else:
-        # the direct kernel takes about 16 times as long per product as the fast ones
-        method, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK
-    # swapped: X = B^T and Y = A^T, the same memory with the strides exchanged
-    x, xrs, xcs, y, yrs, ycs = (pb, bcs, brs, pa, acs, ars) if swap else (pa, ars, acs, pb, brs, bcs)
-    rows, cols = (n, m_rows) if swap else (m_rows, n)
-    fast = method != "direct"
-    # one C call does it all (split, window test, kernel or the direct fallback) on the C pool's
-    # threads: orchestrating the steps from Python would cost more than a small GEMM
-    table, prepared = mult.kernel_tables(swap)
-    v_lo, v_hi = mult.table_exponents if fast else (0, 0)
-    rc = lib.amsim_gemm(rows, cols, k, x, xrs, xcs, y, yrs, ycs, table, prepared if fast else ffi.NULL, mult.bits,
-                        v_lo, v_hi, rne, mode_i, _METHOD_CODES[method], forced, c, n, swap,
-                        threads if parallel else 1, _SPLIT_CODES.get(parallel, -1))
-    if rc != 0:
-        raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
-    return out
+    struct = ffi.new("struct amsim_call *")
+    struct.M, struct.N, struct.K = m_rows, n, k
+    struct.ars, struct.acs, struct.brs, struct.bcs = ars, acs, brs, bcs
+    struct.m, struct.rounding, struct.mode, struct.forced = mult.bits, rne, mode_i, method != "auto"
+    fast = method != "direct" and mult.expandable
+    struct.v_lo, struct.v_hi = mult.table_exponents if fast else (0, 0)
+    for awake, plan in enumerate(struct.plan):
+        if fast:
+            # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner
+            # loop runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T
+            # with the LUT transposed (its rows stay X's mantissas).
+            # a transposed view has contiguous columns: a row stride of 1 element, a larger column one
+            a_t, b_t = ars == 1 and acs != 1 and k > 1, brs == 1 and bcs != 1 and n > 1
+            name, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads, threads > 1 and bool(awake),
+                                              a_t, b_t, mult.dot_products)
+        else:
+            # the direct kernel takes about 16 times as long per product as the fast ones
+            name, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK
+        plan.swap, plan.method = swap, _METHOD_CODES[name]
+        plan.threads, plan.by_rows = threads if parallel else 1, _SPLIT_CODES.get(parallel, -1)
+        plan.lut, plan.plut = mult.kernel_tables(swap)
+        if name == "direct":
+            plan.plut = ffi.NULL
+    run, buffer = lib.amsim_gemm_call, ffi.from_buffer
+
+    def call(a, b):
+        out = np.empty(shape, _FLOAT32)  # every kernel writes every output
+        if run(struct, a_ptr(a), b_ptr(b), buffer("float[]", out)):
+            raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
+        return out
+
+    return call
 
 
 _FLOAT32 = np.dtype(np.float32)
+_CPU_BACKENDS = ("auto", "cpu")  # "auto" computes host arrays on the CPU (matmul)
 
 
 def _check_operand(name, x):
@@ -599,6 +647,15 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     -------
     ndarray of float32, shape (..., M, N)
     """
+    if type(lut) is Multiplier and bits is None and backend in _CPU_BACKENDS and type(a) is np.ndarray \
+            and type(b) is np.ndarray and a.dtype is _FLOAT32 and b.dtype is _FLOAT32:
+        # A GEMM of 2-D operands shaped and laid out as those of an earlier call with the same
+        # options: made ready then (_cpu_matmul_2d), with every check done. Only 2-D keys are kept.
+        a_2d = a.T if transpose_a else a
+        b_2d = b.T if transpose_b else b
+        call = lut._calls.get(_call_key(a_2d, b_2d, rounding, mode, method, threads))
+        if call is not None:
+            return call(a_2d, b_2d)
     if rounding not in reference.ROUNDINGS:
         raise ValueError(f"rounding must be one of {reference.ROUNDINGS}, not {rounding!r}")
     if mode not in reference.MODES:

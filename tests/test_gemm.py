@@ -399,11 +399,13 @@ def test_concurrent_calls_from_several_threads_agree(mitchell7, monkeypatch):
     results = [None] * 8
     local = threading.local()
     monkeypatch.setattr(gemm, "_fast_plan", lambda *args: PARALLEL_PLANS[local.plan])
+    # a multiplier per plan: each keeps the GEMMs it made ready with its plan
+    mults = [gemm.Multiplier(7, mitchell7.table) for _ in PARALLEL_PLANS]
 
     def work(t):
         local.plan = t // 2
         a, b = pairs[t % 4]
-        results[t] = gemm.matmul(a, b, mitchell7, threads=3)
+        results[t] = gemm.matmul(a, b, mults[local.plan], threads=3)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
     for t in threads:
@@ -497,6 +499,51 @@ def test_transposes_and_non_contiguous_inputs_work(mitchell7):
     assert bits_equal(gemm.matmul(a, b, mitchell7), expected)
     assert bits_equal(gemm.matmul(np.ascontiguousarray(a.T), b, mitchell7, transpose_a=True), expected)
     assert bits_equal(gemm.matmul(a, np.ascontiguousarray(b.T), mitchell7, transpose_b=True), expected)
+
+
+def test_repeated_calls_follow_their_operands_layouts_and_options(mitchell7):
+    """A GEMM made ready at its first call serves later calls with operands of the same shape and
+    layout and the same options; others get their own."""
+    rng = np.random.default_rng(11)
+    big = rng.standard_normal((60, 70)).astype(np.float32)
+    big.flat[rng.integers(0, big.size, 40)] = rng.choice(SPECIALS, 40)
+    layouts = {"contiguous": lambda x: np.ascontiguousarray(x), "fortran": lambda x: np.asfortranarray(x),
+               "strided": lambda x: np.pad(x, ((0, 0), (0, 3)))[:, :x.shape[1]],
+               "negative strides": lambda x: np.ascontiguousarray(x[::-1, ::-1])[::-1, ::-1]}
+    a, b = big[:20, :30], big[20:50, 30:55]
+    for rounding in ("truncate", "rne"):
+        expected = reference.approx_matmul(a, b, mitchell7.table, 7, rounding=rounding)
+        for name_a, layout_a in layouts.items():
+            for name_b, layout_b in layouts.items():
+                for _ in range(2):
+                    got = gemm.matmul(layout_a(a), layout_b(b), mitchell7, rounding=rounding)
+                    assert bits_equal(got, expected), (rounding, name_a, name_b)
+
+
+def test_a_repeated_call_still_refuses_operands_of_another_dtype(mitchell7):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    gemm.matmul(a, b, mitchell7)
+    with pytest.raises(TypeError, match="float64"):
+        gemm.matmul(a.astype(np.float64), b, mitchell7)
+    with pytest.raises(TypeError, match="float16"):
+        gemm.matmul(a, b.astype(np.float16), mitchell7)
+
+
+def test_a_gemm_made_ready_holds_the_plans_for_a_sleeping_and_an_awake_pool(mitchell7, monkeypatch):
+    """The planner is asked once per state of the pool, at the first call; amsim_gemm_call picks
+    the plan for the state the pool is in at each call."""
+    asked = []
+
+    def planner(*args):
+        asked.append(args[6])  # awake
+        return ("lookup", False, bool(args[6]))
+
+    monkeypatch.setattr(gemm, "_fast_plan", planner)
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((40, 50)).astype(np.float32), rng.standard_normal((50, 60)).astype(np.float32)
+    for _ in range(3):
+        assert bits_equal(gemm.matmul(a, b, mitchell7, threads=2), reference.approx_matmul(a, b, mitchell7.table, 7))
+    assert sorted(asked) == [False, True]
 
 
 @pytest.mark.parametrize("shape_a,shape_b", [((0, 3), (3, 4)), ((2, 0), (0, 4)), ((2, 3), (3, 0)), ((1, 1), (1, 1))])

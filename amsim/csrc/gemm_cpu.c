@@ -2018,6 +2018,33 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
     return g->failed ? -1 : 0;
 }
 
+/*
+ * A GEMM made ready once by gemm.py (its shape, strides and options, and the
+ * planner's choice for a sleeping and for an awake pool), so that calling it
+ * from Python again passes four arguments, not twenty-three: a small GEMM takes
+ * a few microseconds, and each argument converted costs tens of nanoseconds.
+ */
+struct amsim_plan {
+    int swap;                            /* compute C^T = B^T A^T: X = B^T, Y = A^T, the LUT transposed */
+    int method, threads, by_rows;        /* amsim_gemm's */
+    const float *lut, *plut;             /* in this orientation; plut NULL for the direct method */
+};
+struct amsim_call {
+    int64_t M, N, K, ars, acs, brs, bcs; /* A is M x K, B is K x N; element strides */
+    int m, v_lo, v_hi, rounding, mode, forced;
+    struct amsim_plan plan[2];           /* [amsim_pool_awake()] */
+};
+
+int amsim_gemm_call(const struct amsim_call *p, const float *a, const float *b, float *c)
+{
+    const struct amsim_plan *q = &p->plan[amsim_pool_awake()];
+    if (q->swap)
+        return amsim_gemm(p->N, p->M, p->K, b, p->bcs, p->brs, a, p->acs, p->ars, q->lut, q->plut, p->m, p->v_lo,
+                          p->v_hi, p->rounding, p->mode, q->method, p->forced, c, p->N, 1, q->threads, q->by_rows);
+    return amsim_gemm(p->M, p->N, p->K, a, p->ars, p->acs, b, p->brs, p->bcs, q->lut, q->plut, p->m, p->v_lo, p->v_hi,
+                      p->rounding, p->mode, q->method, p->forced, c, p->N, 0, q->threads, q->by_rows);
+}
+
 typedef float (*amsim_float_model)(float, float);
 typedef int64_t (*amsim_int_model)(int64_t, int64_t);
 
