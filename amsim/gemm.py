@@ -366,12 +366,16 @@ def _expand_is_exact(mult, rx, ry, mode) -> bool:
 # where blend trees run (one vector, or a build without VBMI). "split_t": an element of a
 # transposed view, which is transposed as it is split. "threads", "threads_awake": handing work to
 # the C pool and waiting for it, when its workers sleep (a wake-up, slow in a VM) and when one is
-# still polling after a recent job. The means of three calibrations.
+# still polling after a recent job. The means of three calibrations, except "prep_t": the means of
+# three fits of it and "prep" with the others held (on a machine too noisy for a whole
+# calibration); "prep", which now includes splitting Y, is kept: the fitted values (3.5, 2.3)
+# chose by-tiles plans that ran 10-20 % slower than the by-rows ones (LeNet-5 conv2's filter
+# gradient).
 _COST = {"build": 1.313, "build_op": 0.11, "fma": 0.61, "row_k": 0.23,
-         "row_vec": 0.309, "lookup": 0.745, "lookup_group": 0.961, "lookup_op": 0.165, "prep": 1.54,
+         "row_vec": 0.309, "lookup": 0.745, "lookup_group": 0.961, "lookup_op": 0.165, "prep": 1.54, "prep_t": 2.3,
          "out": 2.554, "split": 0.128, "split_t": 0.581, "threads": 56_000.0, "threads_awake": 13_100.0}
 _COST_DP = {"build": 0.398, "build_op": 0.217, "fma": 0.611, "row_k": 0.249,
-            "row_vec": 0.107, "lookup": 0.514, "lookup_group": 0.385, "lookup_op": 0.441, "prep": 1.95,
+            "row_vec": 0.107, "lookup": 0.514, "lookup_group": 0.385, "lookup_op": 0.441, "prep": 1.95, "prep_t": 2.7,
             "out": 2.38, "split": 0.128, "split_t": 0.581, "threads": 56_000.0, "threads_awake": 7_600.0}
 
 
@@ -397,15 +401,14 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     swapped plan). Splitting Y costs more when it is a transposed view
     (``y_t``: contiguous columns), which is transposed as it is split; X
     never is (the expand kernel splits a transposed X block by block, the
-    others split X^T in memory order and read X k-major).
+    others split X^T in memory order and read X k-major). The byte-plane
+    lookups do not split Y: they prepare it from its raw values, gathering a
+    transposed view as they go ("prep_t", on top of "prep").
     ``scripts/bench_gemm.py --calibrate`` fits _COST to these counts.
     """
     p = 1 << bits
     tiles = -(-cols // 16)
     per_tile, per_row = -(-tiles // threads), -(-rows // threads)
-    x_elems, y_elems = -(-rows * k // threads), -(-k * cols // threads)
-    split = {"split": x_elems, "split_t": 0}
-    split["split_t" if y_t else "split"] += y_elems
     if by_rows is None:
         by_rows = method == "lookup"
     # amsim_gemm's partition: the preferred way when there are enough rows (tiles) for every thread
@@ -417,6 +420,9 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     # byte-plane lookups (VBMI) serve parts of two vectors or more; a single one takes a blend tree
     # of vpermt2ps, _select_ops(2^M) of them (the "_op" counts)
     blend = _build_group_vectors() == 1 or vec == 1
+    raw = method == "lookup" and not blend  # lookup_vbmi: Y read raw
+    x_elems, y_elems = -(-rows * k // threads), 0 if raw else -(-k * cols // threads)
+    split = {"split": x_elems + (0 if y_t else y_elems), "split_t": y_elems if y_t else 0}
     if method == "expand":
         group = 1 if blend else _build_group_vectors()
         built = -(-vec // group) * group
@@ -426,8 +432,8 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     # the kernel's even chunks, and in each the byte-plane lookups' groups of up to 4 vectors
     per = -(-vec // chunks)
     groups = 0 if blend else (vec // per) * -(-per // 4) + -(-(vec % per) // 4)
-    return {**split, "prep": k * vec, "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec,
-            "lookup_group": r * k * groups, "lookup_op": r * k * vec * _select_ops(p) if blend else 0,
+    return {**split, "prep": k * vec, "prep_t": k * vec if raw and y_t else 0,
+            "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec, "lookup_group": r * k * groups, "lookup_op": r * k * vec * _select_ops(p) if blend else 0,
             "out": r * vec}
 
 

@@ -180,8 +180,8 @@ def fit_costs(mults, rng, fixed):
     and fit the per-count costs, those in ``fixed`` (ns) held. Returns (costs, slowdowns):
     slowdowns maps (bits, m, k, n) to how much slower the fitted model's choice ran than the
     best plan."""
-    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_group", "lookup_op", "prep", "out",
-             "split", "split_t", "call"]
+    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_group", "lookup_op", "prep", "prep_t",
+             "out", "split", "split_t", "call"]
     features, times, groups = [], [], []
     real_plan = gemm._fast_plan
     try:

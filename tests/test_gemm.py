@@ -230,6 +230,35 @@ def test_subnormal_partial_sums_stay_outside_the_dot_product_window(mitchell7, m
     assert bits_equal(_forced(method, a, b, mitchell7.table), expected)
 
 
+def _rounding_edges(shape, m, rng):
+    """Operands where rounding to nearest even matters at M bits: ties (halfway between two M-bit
+    mantissas, so the kept lsb decides), mantissas of all ones (their carry runs into the
+    exponent), and the largest subnormal (the carry would make it normal; it stays zero)."""
+    kept = rng.integers(0, 1 << m, shape)
+    tie = (1 + kept / 2.0**m + 2.0**-(m + 1)) * 2.0 ** rng.integers(-3, 4, shape)
+    carry = np.float32(2.0) - np.float32(2.0**-23)
+    subnormal = np.array([0x007FFFFF], np.uint32).view(np.float32)[0]
+    pick = rng.integers(0, 4, shape)
+    x = np.where(pick == 0, tie, np.where(pick == 1, carry, np.where(pick == 2, subnormal, rng.standard_normal(shape))))
+    return (x * rng.choice([-1, 1], shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,m", [("mitchell", 7), ("exact", 7), ("mitchell", 5), ("mitchell", 8)])
+@pytest.mark.parametrize("plan", PLANS, ids=plan_id)
+def test_fast_kernels_round_to_nearest_even_as_the_split_does(plan, name, m):
+    """Ties, carries into the exponent and subnormals, in both operands: the lookups split Y as
+    they go (lookup_vbmi), the expand kernel and the others read amsim_split_f32's split; 70
+    columns: two 64-column groups of lookups, the second partial."""
+    rng = np.random.default_rng(m)
+    a, b = _rounding_edges((23, 90), m, rng), _rounding_edges((90, 70), m, rng)
+    a[:, 5] = b[:, 3] = a[4] = b[6] = np.array([0x007FFFFF], np.uint32).view(np.float32)[0]  # zero sums
+    table = lut_table(name, m)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        got = gemm.matmul(a, b, table, rounding="rne", threads=2)
+    assert bits_equal(got, reference.approx_matmul(a, b, table, m, rounding="rne"))
+
+
 @functools.lru_cache(maxsize=None)
 def _blocks_case(n, m):
     rng = np.random.default_rng(n + m)
@@ -245,10 +274,11 @@ def _blocks_case(n, m):
     (6, 50176, 25, False, ("lookup", False, "rows")),       # LeNet conv1 filter gradient, C^T: few rows, huge K
     (25, 50176, 6, False, ("lookup", True, "rows")),        # the same GEMM as the user writes it: swapped
     (64, 84, 10, False, ("lookup", True, False)),           # a small dense layer: one thread
-    (50176, 25, 6, False, ("expand", False, "rows")),       # LeNet conv1 forward: swapping would transpose
-                                                            # its 1.25 M-element patches as it splits them
-    (50176, 25, 6, True, ("lookup", True, "tiles")),        # unless the lookups are dot products; by
-                                                            # rows, each thread would prepare every column
+    (50176, 25, 6, False, ("lookup", True, "tiles")),       # LeNet conv1 forward: swapped, the lookups
+    (50176, 25, 6, True, ("lookup", True, "tiles")),        # gather its patches^T as they go; by rows,
+                                                            # each thread would prepare every column
+    (50176, 6, 25, False, ("expand", False, "rows")),       # its input gradient: 25 columns share each
+                                                            # expanded entry
 ])
 def test_planner_picks_the_kernel_the_shape_needs(m_rows, k, n, dp, expected):
     if gemm._build_group_vectors() == 1:
@@ -518,6 +548,23 @@ def test_repeated_calls_follow_their_operands_layouts_and_options(mitchell7):
                 for _ in range(2):
                     got = gemm.matmul(layout_a(a), layout_b(b), mitchell7, rounding=rounding)
                     assert bits_equal(got, expected), (rounding, name_a, name_b)
+
+
+@pytest.mark.parametrize("layout", ["rows", "transposed view", "every other column", "every other row, transposed"])
+@pytest.mark.parametrize("plan", [p for p in PLANS if p[0] == "lookup"], ids=plan_id)
+def test_lookups_read_y_raw_in_any_layout(mitchell7, plan, layout):
+    """The lookups split Y as they read it: its rows in place, a transposed view gathered 16 x 16
+    tiles at a time, other strides element by element (Y is B, or A^T in a swapped plan)."""
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal((40, 50)).astype(np.float32)
+    b = rng.standard_normal((50, 70)).astype(np.float32)
+    lay = {"rows": lambda x: x, "transposed view": lambda x: np.ascontiguousarray(x.T).T,
+           "every other column": lambda x: np.repeat(x, 2, axis=1)[:, ::2],
+           "every other row, transposed": lambda x: np.repeat(x.T, 2, axis=0)[::2].T}[layout]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        got = gemm.matmul(lay(a), lay(b), mitchell7, threads=2)
+    assert bits_equal(got, reference.approx_matmul(a, b, mitchell7.table, 7))
 
 
 def test_a_repeated_call_still_refuses_operands_of_another_dtype(mitchell7):

@@ -46,6 +46,7 @@
  * thread exits.
  */
 enum { SLOT_T, SLOT_CBUF, SLOT_XS, SLOT_XI, SLOT_YS, SLOT_YI, SLOT_OUT, SLOT_XBS, SLOT_XBI, SLOT_QB, SLOT_DB,
+       SLOT_SB, SLOT_YB,
        WORK_SLOTS };
 struct work_buffers {
     void *ptr[WORK_SLOTS];
@@ -1504,19 +1505,208 @@ static inline __attribute__((always_inline)) void lookup_rows_dp(int nv, int row
 }
 #endif
 
-/* Rows [0, M) of columns [j0, j1), 2 to LW_VECS vectors per chunk; dp: inside the dot-product
- * window (amsim_window_dp), where HI16 LUTs take lookup_rows_dp. */
-static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
-                       int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
-                       int64_t ldc, int64_t j0, int64_t j1)
+/*
+ * Y as lookup_vbmi reads it: raw, K x N with (k, j) at k * rs + j * cs. The
+ * kernel splits each block of Y itself, in registers, as it prepares the block
+ * for its lookups: no split of Y is written to memory and read back (for
+ * LeNet-5 conv2's filter gradient, 5.8 MB written and read once per thread,
+ * which on a 2-vCPU VM ran at a third of the speed of the arithmetic), and no
+ * pass over Y comes before the kernel. So its exponent range is known only
+ * afterwards: each part reports the range of the columns it prepared, and
+ * amsim_gemm tests the window then (and runs the GEMM again when it fails).
+ */
+struct y_raw {
+    const float *y;
+    int64_t rs, cs;
+    int m, rne;
+};
+
+/* Bytes 4c of 32 floats (c in vbmi_order_bytes' order, modulo 32): with an offset b, byte b of each
+ * float; vbmi_order_bytes' columns from 32 on, in lanes' bytes 8..15, come from the second pair. */
+static const uint8_t vbmi_float_bytes[64] = {
+    0, 4, 8, 12, 64, 68, 72, 76, 0, 4, 8, 12, 64, 68, 72, 76,
+    16, 20, 24, 28, 80, 84, 88, 92, 16, 20, 24, 28, 80, 84, 88, 92,
+    32, 36, 40, 44, 96, 100, 104, 108, 32, 36, 40, 44, 96, 100, 104, 108,
+    48, 52, 56, 60, 112, 116, 120, 124, 48, 52, 56, 60, 112, 116, 120, 124,
+};
+#define VBMI_SECOND_PAIR 0xFF00FF00FF00FF00ull
+
+/*
+ * Rows [kb, kb + kn) of Y's columns [jc, jc + ncols) row-major: *yb, row kk at kk * *ldb. Y's own
+ * rows when they are contiguous; else gathered into buf (ldbuf >= ncols rounded up to 16, the
+ * lanes past ncols zero), a transposed view 16 x 16 tiles at a time, transposed in registers.
+ */
+static void raw_block(const struct y_raw *yr, int64_t kb, int64_t kn, int64_t jc, int64_t ncols, float *buf,
+                      int64_t ldbuf, const float **yb, int64_t *ldb)
+{
+    if (yr->cs == 1) {
+        *yb = yr->y + kb * yr->rs + jc, *ldb = yr->rs;
+        return;
+    }
+    *yb = buf, *ldb = ldbuf;
+    if (yr->rs == 1) {
+        for (int64_t c0 = 0; c0 < ncols; c0 += 16)
+            for (int64_t k0 = 0; k0 < kn; k0 += 16) {
+                const int64_t nc = (ncols - c0 < 16) ? ncols - c0 : 16, nk = (kn - k0 < 16) ? kn - k0 : 16;
+                const __mmask16 ks = (__mmask16)(0xFFFFu >> (16 - nk));
+                __m512 t[16];
+                for (int i = 0; i < 16; ++i)
+                    t[i] = i < nc ? _mm512_maskz_loadu_ps(ks, yr->y + (jc + c0 + i) * yr->cs + kb + k0)
+                                  : _mm512_setzero_ps();
+                transpose16(t);  /* t[kk]: columns c0.. of row k0 + kk */
+                for (int64_t kk = 0; kk < nk; ++kk)
+                    _mm512_storeu_ps(buf + (k0 + kk) * ldbuf + c0, t[kk]);
+            }
+        return;
+    }
+    for (int64_t kk = 0; kk < kn; ++kk)
+        for (int64_t c = 0; c < (ncols + 15) / 16 * 16; ++c)
+            buf[kk * ldbuf + c] = c < ncols ? yr->y[(kb + kk) * yr->rs + (jc + c) * yr->cs] : 0.0f;
+}
+
+/* Exponent ranges of the normal scales a part prepared: 16-bit fields (exponent << 7, from the
+ * dot-product preparation) and 32-bit ones (exponent << 23, from the float scales'). */
+struct y_range {
+    __m512i lo16, hi16, lo32, hi32;
+};
+
+/*
+ * A block of Y (kn rows of ncols columns, row kk at yb + kk * ldb) prepared for the lookups, with
+ * amsim_split_impl's values computed from the raw floats: for every k and group of 64 columns, the
+ * mantissa indices in vbmi_indices' order (qb, ng per k); with DP (a constant after inlining) the
+ * scales as dp_scales32 gives them (db, mb; 2 * ng per k); with FLOATS the scales as floats (sb,
+ * row kk at kk * 16 * nv). Rounding is an integer add whose carry runs into the exponent (as in
+ * amsim_split16_normal); zero and subnormal operands get a zero scale, inf and NaN keep theirs.
+ * Returns whether a scale is inf or NaN (the dot products then leave the block to the float forms).
+ */
+static inline __attribute__((always_inline)) int prep_block(int dp, int floats, const float *yb, int64_t ldb,
+                                                         int64_t kn, int64_t ncols, int nv, int m, int rne,
+                                                         __m512i *qb, __m512i *db, uint32_t *mb, float *sb,
+                                                         struct y_range *r)
+{
+    const int ng = (nv + 3) / 4, s = 23 - m;
+    const __m512i order = _mm512_loadu_si512(vbmi_float_bytes);
+    /* the index's bits: within byte 2 of the float for M <= 7, shifted down to byte 0 for M = 8 */
+    const __m512i sel = _mm512_add_epi8(order, _mm512_set1_epi8(m == 8 ? 0 : 2));
+    const __m512i inc = _mm512_set1_epi32((int)((1u << (s - 1)) - 1u)), one = _mm512_set1_epi32(1);
+#if AMSIM_DPBF16
+    const __m512i words = _mm512_loadu_si512(dp_scale_words), e16 = _mm512_set1_epi16(0x7F80);
+#endif
+    const __m512i e32 = _mm512_set1_epi32(0x7F800000);
+    int special = 0;
+    for (int64_t kk = 0; kk < kn; ++kk)
+        for (int g = 0; g < ng; ++g) {
+            const int64_t left = ncols - 64 * g;
+            __m512i u[4], v[4];
+            for (int t = 0; t < 4; ++t) {
+                const int64_t n = left - 16 * t;
+                const __mmask16 lanes = (__mmask16)(n >= 16 ? 0xFFFFu : n > 0 ? (1u << n) - 1u : 0u);
+                u[t] = _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes, yb + kk * ldb + 64 * g + 16 * t));
+                v[t] = rne ? _mm512_add_epi32(u[t], _mm512_add_epi32(
+                                 _mm512_and_si512(_mm512_srli_epi32(u[t], s), one), inc))
+                           : u[t];
+            }
+            __m512i q[2];
+            for (int h = 0; h < 2; ++h) {
+                const __m512i a = m == 8 ? _mm512_srli_epi32(v[2 * h], 15) : v[2 * h];
+                const __m512i b = m == 8 ? _mm512_srli_epi32(v[2 * h + 1], 15) : v[2 * h + 1];
+                q[h] = _mm512_permutex2var_epi8(a, sel, b);
+            }
+            __m512i idx = _mm512_mask_blend_epi8(VBMI_SECOND_PAIR, q[0], q[1]);
+            if (m < 7)
+                idx = _mm512_srli_epi16(idx, 7 - m);
+            if (m < 8)
+                idx = _mm512_and_si512(idx, _mm512_set1_epi8((char)((1 << m) - 1)));
+            qb[kk * ng + g] = idx;
+#if AMSIM_DPBF16
+            for (int h = 0; dp && h < 2; ++h) {
+                const int64_t at = (kk * ng + g) * 2 + h;
+                const __m512i wv = _mm512_permutex2var_epi16(v[2 * h], words, v[2 * h + 1]);
+                const __m512i wu = rne ? _mm512_permutex2var_epi16(u[2 * h], words, u[2 * h + 1]) : wv;
+                const __m512i eu = _mm512_and_si512(wu, e16), ev = rne ? _mm512_and_si512(wv, e16) : eu;
+                const __mmask32 nonzero = _mm512_test_epi16_mask(wu, e16);
+                const __mmask32 inf_nan = _mm512_cmpeq_epi16_mask(eu, e16) |
+                                          (rne ? _mm512_cmpeq_epi16_mask(ev, e16) : 0);
+                special |= inf_nan != 0;
+                db[at] = _mm512_sub_epi16(_mm512_and_si512(wv, _mm512_set1_epi16((short)0xFF80)),
+                                          _mm512_set1_epi16(0x3F80));
+                mb[at] = nonzero;
+                r->lo16 = _mm512_mask_min_epu16(r->lo16, nonzero & ~inf_nan, r->lo16, ev);
+                r->hi16 = _mm512_mask_max_epu16(r->hi16, nonzero & ~inf_nan, r->hi16, ev);
+            }
+#else
+            (void)dp, (void)db, (void)mb;
+#endif
+            for (int t = 0; floats && t < 4 && 4 * g + t < nv; ++t) {
+                const __m512i e = _mm512_and_si512(u[t], e32);
+                const __mmask16 zero = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
+                const __mmask16 inf_nan = _mm512_cmpeq_epi32_mask(e, e32);
+                __m512i sc = _mm512_and_si512(v[t], _mm512_set1_epi32((int)0xFF800000u));
+                sc = _mm512_mask_mov_epi32(sc, zero, _mm512_and_si512(u[t], _mm512_set1_epi32((int)0x80000000u)));
+                sc = _mm512_mask_mov_epi32(sc, inf_nan, u[t]);
+                _mm512_storeu_si512(sb + kk * 16 * nv + 64 * g + 16 * t, sc);
+                const __m512i es = _mm512_and_si512(sc, e32);
+                const __mmask16 normal = ~zero & ~inf_nan & _mm512_cmpneq_epi32_mask(es, e32);
+                r->lo32 = _mm512_mask_min_epu32(r->lo32, normal, r->lo32, es);
+                r->hi32 = _mm512_mask_max_epu32(r->hi32, normal, r->hi32, es);
+            }
+        }
+    return special;
+}
+
+/* prep_block for Y's rows [kb, kb + kn) of columns [jc, jc + ncols) (DP, FLOATS constants after
+ * inlining): read in place, or gathered into buf 16 rows at a time (raw_block), which keeps the
+ * gathered rows in L1 beside the block's preparation and the LUT rows the lookups load. */
+static inline __attribute__((always_inline)) int prep_raw(int dp, int floats, const struct y_raw *yr, int64_t kb,
+                                                       int64_t kn, int64_t jc, int64_t ncols, int nv, float *buf,
+                                                       __m512i *qb, __m512i *db, uint32_t *mb, float *sb,
+                                                       struct y_range *r)
+{
+    const int64_t ng = (nv + 3) / 4, slab = yr->cs == 1 ? kn : 16;
+    int special = 0;
+    for (int64_t k0 = 0; k0 < kn; k0 += slab) {
+        const float *yb;
+        int64_t ldb;
+        const int64_t n = (kn - k0 < slab) ? kn - k0 : slab;
+        raw_block(yr, kb + k0, n, jc, ncols, buf, 16 * nv, &yb, &ldb);
+        special |= prep_block(dp, floats, yb, ldb, n, ncols, nv, yr->m, yr->rne, qb + k0 * ng, db + k0 * 2 * ng,
+                              mb + k0 * 2 * ng, sb + k0 * 16 * nv, r);
+    }
+    return special;
+}
+
+/* The biased exponent range [lo, hi] of a y_range (lo > hi: no normal scale). */
+static void y_range_get(const struct y_range *r, int32_t out[2])
+{
+    const __m512i mask16 = _mm512_set1_epi32(0xFFFF);
+    const uint32_t lo16 = _mm512_reduce_min_epu32(_mm512_min_epu32(_mm512_and_si512(r->lo16, mask16),
+                                                                   _mm512_srli_epi32(r->lo16, 16)));
+    const uint32_t hi16 = _mm512_reduce_max_epu32(_mm512_max_epu32(_mm512_and_si512(r->hi16, mask16),
+                                                                   _mm512_srli_epi32(r->hi16, 16)));
+    const uint32_t lo32 = _mm512_reduce_min_epu32(r->lo32), hi32 = _mm512_reduce_max_epu32(r->hi32);
+    const int32_t lo_a = lo16 == 0xFFFFu ? 255 : (int32_t)(lo16 >> 7), hi_a = (int32_t)(hi16 >> 7);
+    const int32_t lo_b = lo32 == 0xFFFFFFFFu ? 255 : (int32_t)(lo32 >> 23), hi_b = (int32_t)(hi32 >> 23);
+    out[0] = lo_a < lo_b ? lo_a : lo_b;
+    out[1] = hi_a > hi_b ? hi_a : hi_b;
+}
+
+/* Rows [0, M) of columns [j0, j1), 2 to LW_VECS vectors per chunk, Y raw (struct y_raw); dp: the dot
+ * products for a HI16 LUT below M = 8, taken as if inside their window (amsim_window_dp), which the
+ * caller tests afterwards with the range written to yrange (Y's columns [j0, j1)); *used_dp: whether
+ * they were used. */
+static int lookup_vbmi(int64_t M, int64_t K, const float *sx, const uint16_t *px, int64_t xr, int64_t xk,
+                       const struct y_raw *yr, const float *plut, int m, int dp, float *c, int64_t ldc,
+                       int64_t j0, int64_t j1, int32_t yrange[2], int *used_dp)
 {
     __m512i *qb = work_buffer(SLOT_QB, sizeof(__m512i) * LW_KB_MAX * LW_GROUPS);
-    if (!qb)
+    float *sb = work_buffer(SLOT_SB, sizeof(float) * 16 * LW_VECS * LW_KB_MAX);
+    float *yt = yr->cs == 1 ? NULL : work_buffer(SLOT_YB, sizeof(float) * 16 * LW_VECS * 16);
+    if (!qb || !sb || (yr->cs != 1 && !yt))
         return -1;
     const uint8_t *planes = (const uint8_t *)plut + float_rows_bytes(m);
     const int hi16 = lut_hi16(plut, m);
 #if AMSIM_DPBF16
-    dp = dp && hi16;
+    dp = dp && hi16 && m < 8;
     /* per k and group of 64 columns: two vectors of adds d, then (after all of them) two masks */
     __m512i *db = dp ? work_buffer(SLOT_DB, (2 * sizeof(__m512i) + 2 * sizeof(uint32_t)) * LW_KB_MAX * LW_GROUPS)
                      : NULL;
@@ -1525,7 +1715,12 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
     uint32_t *mb = dp ? (uint32_t *)(db + 2 * LW_KB_MAX * LW_GROUPS) : NULL;
 #else
     dp = 0;
+    __m512i *db = NULL;
+    uint32_t *mb = NULL;
 #endif
+    *used_dp = dp;
+    struct y_range range = {_mm512_set1_epi32(-1), _mm512_setzero_si512(), _mm512_set1_epi32(-1),
+                            _mm512_setzero_si512()};
     const int64_t vecs = (j1 - j0 + 15) / 16, chunks = (vecs + LW_VECS - 1) / LW_VECS;
     const int64_t per = (vecs + chunks - 1) / chunks;  /* even chunks: 10 + 9, not 12 + 7 */
     for (int64_t jc = j0; jc < j1; jc += 16 * per) {
@@ -1535,28 +1730,22 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
         int64_t kbs = LW_YBYTES / (64 * nv + 64 * ng);
         kbs = kbs > LW_KB_MAX ? LW_KB_MAX : kbs;
         kbs = kbs < 2 ? 2 : kbs & ~(int64_t)1;  /* even: the dot products take k in pairs */
+        if (yr->cs != 1 && kbs > 16)
+            kbs &= ~(int64_t)15;  /* a transposed view is gathered 16 x 16 tiles at a time */
         for (int64_t kb = 0; kb < K; kb += kbs) {
             const int64_t ke = (K - kb < kbs) ? K : kb + kbs;
-            int special = 0;  /* an inf or NaN scale of Y in this block (dot products only) */
-            for (int64_t k = kb; k < ke; ++k)  /* Y's indices of this chunk and block, once for all rows */
-                for (int g = 0; g < ng; ++g) {
-                    const int64_t left = ncols - 64 * g;
-                    qb[(k - kb) * ng + g] = vbmi_indices(qy + k * N + jc + 64 * g, left < 64 ? left : 64);
-#if AMSIM_DPBF16
-                    for (int h = 0; dp && h < 2; ++h) {
-                        const int64_t at = ((k - kb) * ng + g) * 2 + h;
-                        special |= dp_scales32(sy + k * N + jc + 64 * g + 32 * h, left - 32 * h, db + at, mb + at);
-                    }
-#endif
-                }
+            /* an inf or NaN scale of Y in this block sends it to the float forms */
+            const int special = dp ? prep_raw(1, 0, yr, kb, ke - kb, jc, ncols, nv, yt, qb, db, mb, sb, &range)
+                                   : prep_raw(0, 1, yr, kb, ke - kb, jc, ncols, nv, yt, qb, db, mb, sb, &range);
+            if (dp && special)
+                prep_raw(0, 1, yr, kb, ke - kb, jc, ncols, nv, yt, qb, db, mb, sb, &range);
             /* two rows at a time while their accumulators and planes fit the registers */
             const int pair = nv <= LW_PAIR_VECS;
             for (int64_t i = 0; i < M; i += 1 + pair) {
                 const int rows = pair && i + 1 < M ? 2 : 1;
 #define LW_ARGS kb, ke, xr, xk, sx + i * xr, px + i * xr
 #define LW_ROWS(WIDE, HI16, NV, R)                                                                         \
-    lookup_rows_vbmi(WIDE, HI16, NV, R, LW_ARGS, sy + kb * N + jc, N, qb, planes, c + i * ldc + jc, ldc, last, \
-                     kb > 0)
+    lookup_rows_vbmi(WIDE, HI16, NV, R, LW_ARGS, sb, 16 * nv, qb, planes, c + i * ldc + jc, ldc, last, kb > 0)
 #if AMSIM_DPBF16
 #define LW_DP(NV, R) lookup_rows_dp(NV, R, LW_ARGS, qb, db, mb, planes, c + i * ldc + jc, ldc, last, kb > 0)
 #else
@@ -1592,6 +1781,7 @@ static int lookup_vbmi(int64_t M, int64_t N, int64_t K, const float *sx, const u
             }
         }
     }
+    y_range_get(&range, yrange);
     return 0;
 }
 #endif
@@ -1607,16 +1797,13 @@ int amsim_lookup_chunk_vectors(void)
 }
 
 /* Rows [0, M) of columns [j0, j1) of X (x) Y: X split with element (i, k) at i * xr + k * xk (row-
- * or k-major), Y split row-major (K x N); dp: inside amsim_window_dp. */
-int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
-                      int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1)
+ * or k-major), Y split row-major (K x N). With byte planes, parts of more than one vector take
+ * lookup_vbmi instead, which reads Y raw. */
+static int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
+                             int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
+                             int64_t ldc, int64_t j0, int64_t j1)
 {
     const int vecs = amsim_lut_stride(m) / 16;
-#if AMSIM_VBMI
-    if (j1 - j0 > 16)  /* a 64-entry lookup pays from two vectors on */
-        return lookup_vbmi(M, N, K, sx, px, xr, xk, sy, qy, plut, m, dp, c, ldc, j0, j1);
-#endif
     for (int64_t jc = j0; jc < j1; jc += L_COLS) {
         const int64_t ncols = (j1 - jc < L_COLS) ? j1 - jc : L_COLS;
         const int nv = (int)((ncols + 15) / 16);
@@ -1719,9 +1906,9 @@ static void direct_rows(int64_t M, int64_t N, int64_t K, const float *sx, const 
 
 int amsim_lookup_chunk_vectors(void) { return 1; }
 
-int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
-                      int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, int dp, float *c,
-                      int64_t ldc, int64_t j0, int64_t j1)
+static int amsim_gemm_lookup(int64_t M, int64_t N, int64_t K, const float *sx, const uint16_t *px, int64_t xr,
+                             int64_t xk, const float *sy, const uint16_t *qy, const float *plut, int m, float *c,
+                             int64_t ldc, int64_t j0, int64_t j1)
 {
     /* Portable form: inside the exactness window the direct kernel gives the same products. */
     direct_rows(M, N, K, sx, px, xr, xk, sy, qy, plut, amsim_lut_stride(m), AMSIM_MODE_IEEE, c, ldc, j0, j1);
@@ -1829,6 +2016,9 @@ struct gemm_job {
     int32_t range[2 * 2 * MAX_THREADS];
     int nparts;                          /* kernel phase */
     int64_t part[MAX_THREADS][4];
+    int raw_y;                           /* the lookups read Y raw (lookup_vbmi): Y is not split */
+    int32_t yrange[MAX_THREADS][2];      /* then each part's range of Y's exponents */
+    int used_dp[MAX_THREADS];            /* and whether it took dot products */
     int failed;                          /* a part ran out of memory */
 };
 
@@ -1889,9 +2079,15 @@ static void kernel_part(void *ctx, int p)
         const struct x_operand xo = {g->xs, g->xi, g->kb, g->fused ? g->x : NULL, g->xrs, g->xcs, g->rounding};
         rc = gemm_expand(g->rows, g->cols, K, &xo, g->ys, g->yi, g->plut, g->m, g->dp, g->target, g->ldt, r0, r1,
                          j0, j1);
+    } else if (g->method == 2 && g->raw_y) {
+#if AMSIM_VBMI
+        const struct y_raw yr = {g->y, g->yrs, g->ycs, g->m, g->rounding == AMSIM_RNE};
+        rc = lookup_vbmi(r1 - r0, K, g->xs + r0 * g->xr, g->xi + r0 * g->xr, g->xr, g->xk, &yr, g->plut, g->m, g->dp,
+                         g->target + r0 * g->ldt, g->ldt, j0, j1, g->yrange[p], &g->used_dp[p]);
+#endif
     } else if (g->method == 2)
         rc = amsim_gemm_lookup(r1 - r0, g->cols, K, g->xs + r0 * g->xr, g->xi + r0 * g->xr, g->xr, g->xk, g->ys,
-                               g->yi, g->plut, g->m, g->dp, g->target + r0 * g->ldt, g->ldt, j0, j1);
+                               g->yi, g->plut, g->m, g->target + r0 * g->ldt, g->ldt, j0, j1);
     else
         direct_rows(r1 - r0, g->cols, K, g->xs + r0 * g->xr, g->xi + r0 * g->xr, g->xr, g->xk, g->ys, g->yi, g->lut,
                     (int64_t)1 << g->m, g->mode, g->target + r0 * g->ldt, g->ldt, j0, j1);
@@ -1947,6 +2143,70 @@ static int split_parts(int64_t elements, int threads)
     return n < 1 ? 1 : (n < threads ? (int)n : threads);
 }
 
+/* Whether the lookups read Y raw: with byte planes (lookup_vbmi), when every part has more than one
+ * vector of columns (a single one takes the float rows' blend trees, which read Y's split). */
+static int lookup_reads_y_raw(const struct gemm_job *g)
+{
+    if (!AMSIM_VBMI || g->method != 2)
+        return 0;
+    for (int p = 0; p < g->nparts; ++p)
+        if (g->part[p][3] - g->part[p][2] <= 16)
+            return 0;
+    return 1;
+}
+
+/* The split buffers of X (unless the expand kernel splits it as it goes) and of Y: the caller's, which
+ * workers write and read. Returns -1 when out of memory. */
+static int split_buffers(struct gemm_job *g, int x, int y)
+{
+    if (x && !g->fused) {
+        g->xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(g->rows * g->K));
+        g->xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(g->rows * g->K));
+        if (!g->xs || !g->xi)
+            return -1;
+    }
+    if (y) {
+        g->ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(g->K * g->cols));
+        g->yi = work_buffer(SLOT_YI, sizeof(uint16_t) * (size_t)(g->K * g->cols));
+        if (!g->ys || !g->yi)
+            return -1;
+    }
+    return 0;
+}
+
+/* Split X and/or Y on the pool, setting rx and/or ry to their exponent ranges. */
+static void split_operands(struct gemm_job *g, int threads, int x, int y, int32_t rx[2], int32_t ry[2])
+{
+    g->xparts = x ? split_parts(g->rows * g->K, threads) : 0;
+    g->yparts = y ? split_parts(g->K * g->cols, threads) : 0;
+    run_parts(split_part, g, g->xparts + g->yparts, threads);
+    if (x)
+        rx[0] = 255, rx[1] = 0;
+    if (y)
+        ry[0] = 255, ry[1] = 0;
+    for (int p = 0; p < g->xparts + g->yparts; ++p) {
+        int32_t *r = p < g->xparts ? rx : ry;
+        r[0] = g->range[2 * p] < r[0] ? g->range[2 * p] : r[0];
+        r[1] = g->range[2 * p + 1] > r[1] ? g->range[2 * p + 1] : r[1];
+    }
+}
+
+/* Operands outside the fast kernels' window: the direct kernel, every rule applied per product. X is
+ * split again if its layout changes, Y if it was read raw. Returns -1 when out of memory. */
+static int fall_back_to_direct(struct gemm_job *g, int threads, int by_rows, int32_t rx[2], int32_t ry[2])
+{
+    const int kb = g->kb, fused = g->fused, kmajor = g->kmajor, split_y = g->raw_y;
+    g->method = 0, g->raw_y = 0;
+    x_layout(g, threads);
+    const int split_x = kb != g->kb || fused != g->fused || kmajor != g->kmajor;
+    if (split_buffers(g, split_x, split_y))
+        return -1;
+    if (split_x || split_y)
+        split_operands(g, threads, split_x, split_y, rx, ry);
+    g->nparts = partition(g->rows, g->cols, threads, by_rows < 0 ? 0 : by_rows, g->part);
+    return 0;
+}
+
 /*
  * A whole GEMM, target = X (x) Y (rows x cols), on up to `threads` threads:
  * split, window test, kernel, in one call (orchestrating the steps from Python
@@ -1961,6 +2221,10 @@ static int split_parts(int64_t elements, int threads)
  * methods. v_lo, v_hi: the LUT entries' exponent range. The result goes to c
  * (leading dimension ldc), or transposed (c[j * ldc + i]) when transpose_c is
  * set. Returns 0, or -1 when out of memory.
+ *
+ * Lookups that read Y raw learn its range as they go: the window is tested
+ * after them, and in the rare GEMM outside it (exponents near float32's
+ * limits) the kernel runs again, direct or without dot products.
  */
 int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xrs, int64_t xcs,
                const float *y, int64_t yrs, int64_t ycs, const float *lut, const float *plut, int m,
@@ -1968,7 +2232,7 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
                int transpose_c, int threads, int by_rows)
 {
     threads = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
-    /* field by field: a compound literal would also zero the per-part arrays (12 KiB, a tenth of a
+    /* field by field: a compound literal would also zero the per-part arrays (15 KiB, a tenth of a
      * microsecond), which are written before they are read */
     struct gemm_job job, *g = &job;
     g->rows = rows, g->cols = cols, g->K = K, g->x = x, g->y = y;
@@ -1977,43 +2241,35 @@ int amsim_gemm(int64_t rows, int64_t cols, int64_t K, const float *x, int64_t xr
     g->c = c, g->ldc = ldc, g->transpose_c = transpose_c, g->failed = 0;
     g->xs = g->ys = NULL, g->xi = g->yi = NULL;
     x_layout(g, threads);
-    /* the caller's buffers: workers write the splits into them and read them */
-    g->ys = work_buffer(SLOT_YS, sizeof(float) * (size_t)(K * cols));
-    g->yi = work_buffer(SLOT_YI, sizeof(uint16_t) * (size_t)(K * cols));
+    g->nparts = partition(rows, cols, threads, by_rows < 0 ? g->method == 2 : by_rows, g->part);
+    g->raw_y = lookup_reads_y_raw(g);
     g->target = transpose_c ? work_buffer(SLOT_OUT, sizeof(float) * (size_t)(rows * cols)) : c;
     g->ldt = transpose_c ? cols : ldc;
-    if (!g->ys || !g->yi || !g->target)
+    if (!g->target || split_buffers(g, 1, !g->raw_y))
         return -1;
-    int32_t rx[2], ry[2];  /* the operands' normal exponent ranges */
-    for (int pass = 0; pass < 2; ++pass) {
-        if (!g->fused) {
-            g->xs = work_buffer(SLOT_XS, sizeof(float) * (size_t)(rows * K));
-            g->xi = work_buffer(SLOT_XI, sizeof(uint16_t) * (size_t)(rows * K));
-            if (!g->xs || !g->xi)
-                return -1;
-        }
-        g->xparts = split_parts(rows * K, threads);
-        g->yparts = pass ? 0 : split_parts(K * cols, threads);  /* again: only X's layout changes */
-        run_parts(split_part, g, g->xparts + g->yparts, threads);
-        rx[0] = ry[0] = 255, rx[1] = ry[1] = 0;
-        for (int p = 0; p < g->xparts + g->yparts; ++p) {
-            int32_t *r = p < g->xparts ? rx : ry;
-            r[0] = g->range[2 * p] < r[0] ? g->range[2 * p] : r[0];
-            r[1] = g->range[2 * p + 1] > r[1] ? g->range[2 * p + 1] : r[1];
-        }
-        if (g->method != 0 && !forced && !amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode)) {
-            /* the fast kernels would not give every product's bits: every rule applied per product */
-            const int kb = g->kb, fused = g->fused, kmajor = g->kmajor;
-            g->method = 0;
-            x_layout(g, threads);
-            if (kb != g->kb || fused != g->fused || kmajor != g->kmajor)  /* X's layout changes: split again */
-                continue;
-        }
-        break;
-    }
-    g->dp = g->method != 0 && amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo);
-    g->nparts = partition(rows, cols, threads, by_rows < 0 ? g->method == 2 : by_rows, g->part);
+    int32_t rx[2], ry[2] = {255, 0};  /* the operands' normal exponent ranges */
+    split_operands(g, threads, 1, !g->raw_y, rx, ry);
+    if (g->method != 0 && !g->raw_y && !forced && !amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode)
+        && fall_back_to_direct(g, threads, by_rows, rx, ry))
+        return -1;
+    g->dp = g->method != 0 && (g->raw_y || amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo));
     run_parts(kernel_part, g, g->nparts, threads);
+    if (g->raw_y && !g->failed) {
+        int used_dp = 0;
+        for (int p = 0; p < g->nparts; ++p) {
+            ry[0] = g->yrange[p][0] < ry[0] ? g->yrange[p][0] : ry[0];
+            ry[1] = g->yrange[p][1] > ry[1] ? g->yrange[p][1] : ry[1];
+            used_dp |= g->used_dp[p];
+        }
+        if (!forced && !amsim_window_exact(rx[0], rx[1], ry[0], ry[1], v_lo, v_hi, mode)) {
+            if (fall_back_to_direct(g, threads, by_rows, rx, ry))
+                return -1;
+            run_parts(kernel_part, g, g->nparts, threads);
+        } else if (used_dp && !amsim_window_dp(rx[0], rx[1], ry[0], ry[1], v_lo)) {
+            g->dp = 0;
+            run_parts(kernel_part, g, g->nparts, threads);
+        }
+    }
     __atomic_store_n(&pool_last_return, (int64_t)now_ns(), __ATOMIC_RELAXED);
     return g->failed ? -1 : 0;
 }
