@@ -93,20 +93,28 @@ AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
 #if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(AMSIM_PORTABLE)
 #include <immintrin.h>
 /*
+ * The bits of 16 operands u rounded to M mantissa bits for amsim_split16's
+ * shortcut: for a normal operand that stays normal, rounding is an integer add
+ * of (half - 1 + the kept lsb) whose carry runs into the exponent, and the
+ * scale and index are bit fields of the sum (truncation: u itself).
+ */
+static inline __m512i amsim_round16(__m512i u, int m, int rne)
+{
+    const int s = 23 - m;
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, (unsigned)s), _mm512_set1_epi32(1));
+    return rne && s > 0 ? _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32((int)((1u << (s - 1)) - 1u))))
+                        : u;
+}
+
+/*
  * amsim_split16's shortcut, right in the lanes of *ok (those normal before and
- * after rounding): there rounding is an integer add of (half - 1 + the kept
- * lsb) whose carry runs into the exponent, and the scale and index are bit
- * fields of the sum.
+ * after rounding, amsim_round16).
  */
 static inline __m512 amsim_split16_normal(__m512 x, int m, int rne, __m512i *idx, __mmask16 *ok)
 {
     const __m512i u = _mm512_castps_si512(x);
     const int s = 23 - m;
-    __m512i v = u;
-    if (rne && s > 0) {
-        const __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(u, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(1));
-        v = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32((int)((1u << (s - 1)) - 1u))));
-    }
+    const __m512i v = amsim_round16(u, m, rne);
     const __m512i one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xFF), top = _mm512_set1_epi32(254);
     const __m512i e0 = _mm512_and_si512(_mm512_srli_epi32(u, 23), ff);
     const __m512i e1 = _mm512_and_si512(_mm512_srli_epi32(v, 23), ff);
