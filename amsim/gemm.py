@@ -433,8 +433,8 @@ def _plan_features(method: str, rows: int, k: int, cols: int, bits: int, threads
     per = -(-vec // chunks)
     groups = 0 if blend else (vec // per) * -(-per // 4) + -(-(vec % per) // 4)
     return {**split, "prep": k * vec, "prep_t": k * vec if raw and y_t else 0,
-            "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec, "lookup_group": r * k * groups, "lookup_op": r * k * vec * _select_ops(p) if blend else 0,
-            "out": r * vec}
+            "row_vec": r * k * chunks * max(2, p // 16), "lookup": r * k * vec, "lookup_group": r * k * groups,
+            "lookup_op": r * k * vec * _select_ops(p) if blend else 0, "out": r * vec}
 
 
 @functools.lru_cache(maxsize=1)
@@ -581,13 +581,13 @@ def _ready_call(a, b, mult, rounding, mode, method, threads):
     struct.m, struct.rounding, struct.mode, struct.forced = mult.bits, rne, mode_i, method != "auto"
     fast = method != "direct" and mult.expandable
     struct.v_lo, struct.v_hi = mult.table_exponents if fast else (0, 0)
+    # a transposed view has contiguous columns: a row stride of 1 element, a larger column one
+    a_t, b_t = ars == 1 and acs != 1 and k > 1, brs == 1 and bcs != 1 and n > 1
     for awake, plan in enumerate(struct.plan):
         if fast:
             # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner
             # loop runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T
             # with the LUT transposed (its rows stay X's mantissas).
-            # a transposed view has contiguous columns: a row stride of 1 element, a larger column one
-            a_t, b_t = ars == 1 and acs != 1 and k > 1, brs == 1 and bcs != 1 and n > 1
             name, swap, parallel = _fast_plan(m_rows, k, n, mult.bits, method, threads, threads > 1 and bool(awake),
                                               a_t, b_t, mult.dot_products)
         else:
