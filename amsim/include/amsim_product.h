@@ -101,7 +101,7 @@ AMSIM_HD float amsim_split(float x, int m, int rounding, uint32_t *idx)
 static inline __m512i amsim_round16(__m512i u, int m, int rne)
 {
     const int s = 23 - m;
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, (unsigned)s), _mm512_set1_epi32(1));
+    const __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(u, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(1));
     return rne && s > 0 ? _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32((int)((1u << (s - 1)) - 1u))))
                         : u;
 }
