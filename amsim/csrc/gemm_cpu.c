@@ -1077,12 +1077,12 @@ static inline __attribute__((always_inline)) void build_panel_dp(int halves, int
     }
 }
 
-/* sweep_rows with T in bfloat16 (build_panel_dp): ROWS rows from r (1 or 4, TILES 2 to 4:
- * constants after inlining), k in pairs, one dot product per tile and pair. */
-static inline __attribute__((always_inline)) void sweep_dp_rows(int rows, int tiles, int64_t r, int64_t r0, int kn,
-                                                             int kb_size, const float *as, const uint16_t *ap,
-                                                             int64_t ldr, int64_t ldk, const __m512i *t,
-                                                             __m512 *cbuf)
+/* One group of sweep_rows_dp's: ROWS rows from r (1 or 4, TILES 2 to 4: constants after inlining),
+ * k in pairs, one dot product per tile and pair. */
+static inline __attribute__((always_inline)) void sweep_dp_group(int rows, int tiles, int64_t r, int64_t r0, int kn,
+                                                              int kb_size, const float *as, const uint16_t *ap,
+                                                              int64_t ldr, int64_t ldk, const __m512i *t,
+                                                              __m512 *cbuf)
 {
     const int halves = (tiles + 1) / 2;
     __m512 acc[4][X_TILES];
@@ -1111,6 +1111,7 @@ static inline __attribute__((always_inline)) void sweep_dp_rows(int rows, int ti
             cbuf[(r - r0 + u) * tiles + v] = acc[u][v];
 }
 
+/* sweep_rows with T in bfloat16 (build_panel_dp), four rows at a time. */
 static inline __attribute__((always_inline)) void sweep_rows_dp(int tiles, int64_t r0, int64_t r1, int kn,
                                                              int kb_size, const float *as, const uint16_t *ap,
                                                              int64_t ldr, int64_t ldk, const __m512i *t,
@@ -1118,9 +1119,9 @@ static inline __attribute__((always_inline)) void sweep_rows_dp(int tiles, int64
 {
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4)
-        sweep_dp_rows(4, tiles, r, r0, kn, kb_size, as, ap, ldr, ldk, t, cbuf);
+        sweep_dp_group(4, tiles, r, r0, kn, kb_size, as, ap, ldr, ldk, t, cbuf);
     for (; r < r1; ++r)
-        sweep_dp_rows(1, tiles, r, r0, kn, kb_size, as, ap, ldr, ldk, t, cbuf);
+        sweep_dp_group(1, tiles, r, r0, kn, kb_size, as, ap, ldr, ldk, t, cbuf);
 }
 
 #endif
