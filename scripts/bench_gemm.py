@@ -10,7 +10,7 @@ CPU, threads, the BLAS library and kernel numpy ran, and OPENBLAS_CORETYPE.
 
     .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N] [--runs 3]
     .venv/bin/python scripts/bench_gemm.py --backend cuda     # needs a GPU and CuPy
-    .venv/bin/python scripts/bench_gemm.py --calibrate        # refit gemm._COST, _COST_DP on this CPU
+    .venv/bin/python scripts/bench_gemm.py --calibrate        # refit planner.COST, _COST_DP on this CPU
 
 With ``--backend cuda`` the device kernels (amsim_cuda_gemm, called through its
 C ABI on CuPy device arrays) are timed with CUDA events against cuBLAS SGEMM
@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from amsim import gemm
+from amsim.gemm import cpu, engine, planner
 from benchenv import best_of, best_of_pair, environment
 
 BATCH = 64
@@ -88,9 +89,9 @@ def blas_info():
 
 
 def kernel_build() -> str:
-    """Which instructions the CPU kernels were built with (gemm._CPU_VARIANTS, -march=native)."""
+    """Which instructions the CPU kernels were built with (engine.VARIANTS, -march=native)."""
     variant = os.environ.get("AMSIM_GEMM_VARIANT") or "native"
-    flags = gemm._cpu_flags().split()
+    flags = engine.cpu_flags().split()
     if variant == "portable" or "avx512f" not in flags:
         return f"{variant}: portable C"
     vbmi = "avx512vbmi" in flags and variant in ("native", "no-bf16")
@@ -143,7 +144,7 @@ def main():
                         "numpy_s": t_np, "approx_s": t_am, "ratio": float(np.median(ratios)),
                         "ratio_runs": ratios, "approx_gmac_per_s": m * k * n / t_am / 1e9})
     ratios = [r["ratio"] for r in results]
-    env = {**environment(), "threads": args.threads or gemm._threads(None), "blas": blas_info(),
+    env = {**environment(), "threads": args.threads or cpu.threads_for(None), "blas": blas_info(),
            "numpy": np.__version__, "multiplier": f"{args.model} M={args.bits}",
            "kernel": kernel_build()}
     print(json.dumps({"benchmark": "gemm", "environment": env, "goal": "ratio <= 3 on every shape",
@@ -163,13 +164,13 @@ def split_costs(rng):
     transposed view ("split_t"). Timed on their own: in a GEMM on one thread, splitting Y and
     preparing its columns for the lookups both grow with its size, and cannot be told apart;
     on several threads the split is shared and each thread prepares its own columns."""
-    ffi, lib = gemm._cpu_lib()
+    ffi, lib = engine.load()
     x = rng.standard_normal((1024, 1024)).astype(np.float32)
     scale, idx = np.empty(x.size, np.float32), np.empty(x.size, np.uint16)
     ps, pi, ranges = ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx), ffi.new("int32_t[2]")
     costs = {}
     for name, view in (("split", x), ("split_t", x.T)):
-        _, ptr, rs, cs = gemm._strided(ffi, view)
+        _, ptr, rs, cs = engine.strided(ffi, view)
         t = best_of(lambda: lib.amsim_split_f32(ptr, 1024, 1024, rs, cs, 7, 0, 0, ps, pi, 0, 1024, ranges), 7)
         costs[name] = t * 1e9 / x.size
     return costs
@@ -183,7 +184,7 @@ def fit_costs(mults, rng, fixed):
     names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_group", "lookup_op", "prep", "prep_t",
              "out", "split", "split_t", "call"]
     features, times, groups = [], [], []
-    real_plan = gemm._fast_plan
+    real_plan = planner.fast_plan
     try:
         for mult in mults:
             bits = mult.bits
@@ -192,16 +193,16 @@ def fit_costs(mults, rng, fixed):
                 b = rng.standard_normal((k, n)).astype(np.float32)
                 for method in ("expand", "lookup"):
                     for swap in (False, True):
-                        gemm._fast_plan = lambda *_args, _p=(method, swap, False): _p
+                        planner.fast_plan = lambda *_args, _p=(method, swap, False): _p
                         t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 9)
                         rows, cols = (n, m) if swap else (m, n)
                         # row-major operands: swapping makes both transposed views
-                        counts = {**gemm._plan_features(method, rows, k, cols, bits, 1, swap), "call": 1}
+                        counts = {**planner.plan_features(method, rows, k, cols, bits, 1, swap), "call": 1}
                         features.append([counts.get(name, 0) for name in names])
                         times.append(t * 1e9)
                         groups.append((bits, m, k, n))
     finally:
-        gemm._fast_plan = real_plan
+        planner.fast_plan = real_plan
     x, y = np.array(features, float), np.array(times)
     held = np.array([fixed.get(name, 0.0) for name in names])
     rest = y - x @ held
@@ -237,7 +238,7 @@ def fit_handoff(mult, costs, rng):
     over. It includes what an empty job's round trip does not: the worker reading operands
     from the caller's cache, and a second thread slower than the first (two vCPUs may share a
     core)."""
-    real_plan = gemm._fast_plan
+    real_plan = planner.fast_plan
     overheads = []
     try:
         for m, k, n in HANDOFF_SHAPES:
@@ -245,24 +246,24 @@ def fit_handoff(mult, costs, rng):
             b = rng.standard_normal((k, n)).astype(np.float32)
             method, swap, _ = real_plan(m, k, n, mult.bits, "auto", 1, False, False, False, mult.dot_products)
             rows, cols = (n, m) if swap else (m, n)
-            model = [sum(costs[f] * c for f, c in gemm._plan_features(method, rows, k, cols, mult.bits, t,
+            model = [sum(costs[f] * c for f, c in planner.plan_features(method, rows, k, cols, mult.bits, t,
                                                                      swap).items())
                      for t in (1, 2)]
             times = []
             for parallel in (False, True):
-                gemm._fast_plan = lambda *_args, _p=(method, swap, parallel): _p
+                planner.fast_plan = lambda *_args, _p=(method, swap, parallel): _p
                 times.append(best_of(lambda: gemm.matmul(a, b, mult, threads=2), 200) * 1e9)
             overheads.append(times[1] - times[0] + model[0] - model[1])
     finally:
-        gemm._fast_plan = real_plan
+        planner.fast_plan = real_plan
     return round(float(np.median(overheads)))
 
 
 def calibrate():
-    """Fit gemm._COST and gemm._COST_DP: time every (kernel, orientation) on one thread and solve
+    """Fit planner.COST and planner.COST_DP: time every (kernel, orientation) on one thread and solve
     for the constants.
 
-    The model is linear in the constants (gemm._plan_features counts what each plan does, the
+    The model is linear in the constants (planner.plan_features counts what each plan does, the
     operands' split included), plus a fixed per-call cost shared by all plans ("call": the
     planner compares plans of one GEMM, so it does not use it; a negative fit only says that
     the counts overstate the smallest shapes). The fit weights relative errors and keeps the
@@ -279,7 +280,7 @@ def calibrate():
     dp = [gemm.resolve("mitchell", bits) for bits in (4, 6, 7)]
     if all(mult.dot_products for mult in dp):
         families["cost_ns_dp"] = dp
-    lib = gemm._cpu_lib()[1]
+    lib = engine.load()[1]
     asleep = []
     for _ in range(50):  # the pool's cost (two parts of 50 us each, less 50 us) after its workers slept
         time.sleep(0.005)
@@ -303,7 +304,7 @@ def bench_cuda(args):
 
     import cupy as cp
 
-    from amsim import cuda
+    from amsim.gemm import cuda
 
     mult = gemm.resolve(args.model, args.bits)
     lib = cuda.library()

@@ -5,7 +5,7 @@ import pytest
 
 import amsim
 from amsim import gemm, generate, reference, sweep
-from amsim.gemm import ShapeError
+from amsim.gemm import ShapeError, conv
 
 
 def lut_table(name, m=7):
@@ -28,16 +28,16 @@ def truncate(x, m=7):
 
 
 def padding_of(x_shape, w_shape, strides, padding, dilations):
-    s = gemm._pair(strides, "s")
-    d = gemm._pair(dilations, "d")
-    return gemm._conv_geometry(x_shape[1:3], w_shape[:2], s, padding, d)
+    s = conv.pair(strides, "s")
+    d = conv.pair(dilations, "d")
+    return conv.conv_geometry(x_shape[1:3], w_shape[:2], s, padding, d)
 
 
 def naive_conv(x, w, strides, padding, dilations, product):
     """Direct loops over output positions, accumulating in (kh, kw, c) order in float32."""
     (oh, ow), (pt, pb, pl, pr) = padding_of(x.shape, w.shape, strides, padding, dilations)
-    sh, sw = gemm._pair(strides, "s")
-    dh, dw = gemm._pair(dilations, "d")
+    sh, sw = conv.pair(strides, "s")
+    dh, dw = conv.pair(dilations, "d")
     xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     kh, kw, c, o = w.shape
     y = np.zeros((x.shape[0], oh, ow, o), np.float32)

@@ -5,7 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from amsim import cuda, gemm
+from amsim import gemm
+from amsim.gemm import cuda
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not cuda.Path("/usr/local/cuda/bin/nvcc").exists(),
                                 reason="no CUDA toolkit (nvcc) on this machine")

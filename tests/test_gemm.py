@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import amsim
 from amsim import gemm, generate, reference, sweep
+from amsim.gemm import engine, planner
 from amsim.errors import LUTError, RangeError
 
 
@@ -64,8 +65,8 @@ def test_cpu_backend_equals_reference_bit_for_bit(name, method, ab, rounding):
     got = gemm.matmul(a, b, table, rounding=rounding, backend="cpu", method=method)
     ra, rb = _exponents(a, b, rounding)
     mult = gemm.resolve(table)
-    if method in ("expand", "lookup") and not (gemm._expand_is_exact(mult, ra, rb, "ieee")
-                                               and gemm._expand_is_exact(mult, rb, ra, "ieee")):
+    if method in ("expand", "lookup") and not (engine.expand_is_exact(mult, ra, rb, "ieee")
+                                               and engine.expand_is_exact(mult, rb, ra, "ieee")):
         return  # a forced fast kernel outside its exact window, in the orientation the planner picks
         #         (C^T = B^T A^T swaps the operands' roles), is allowed to differ (auto never does this)
     assert bits_equal(got, expected)
@@ -89,7 +90,7 @@ def test_every_plan_of_the_planner_gives_the_reference_bits(plan, ab, rounding):
     a, b = ab
     expected = reference.approx_matmul(a, b, TABLES["mitchell"], 7, rounding=rounding)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        mp.setattr(planner, "fast_plan", lambda *args: plan)
         got = gemm.matmul(a, b, TABLES["mitchell"], rounding=rounding, threads=2)
     assert bits_equal(got, expected)
 
@@ -103,7 +104,7 @@ def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
     b = rng.standard_normal((50, 70)).astype(np.float32)  # 70 columns: partial 16- and 64-wide blocks
     table = lut_table("mitchell", m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        mp.setattr(planner, "fast_plan", lambda *args: plan)
         got = gemm.matmul(a, b, table)
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
 
@@ -117,7 +118,7 @@ def test_fast_kernels_equal_the_reference_across_blocks_of_k_and_rows(plan, n, m
     10-vector chunk); 10 columns: one partial vector."""
     a, b, table, expected = _blocks_case(n, m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        mp.setattr(planner, "fast_plan", lambda *args: plan)
         got = gemm.matmul(a, b, table, threads=2)
     assert bits_equal(got, expected)
 
@@ -129,7 +130,7 @@ def test_expand_kernel_splitting_a_transposed_operand_as_it_goes_spans_row_block
     patches = rng.standard_normal((20, 4200)).astype(np.float32)  # X = patches.T: a transposed view
     b = rng.standard_normal((20, 40)).astype(np.float32)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: ("expand", False, parallel))
+        mp.setattr(planner, "fast_plan", lambda *args: ("expand", False, parallel))
         got = gemm.matmul(patches, b, mitchell7, transpose_a=True, threads=2)
     assert bits_equal(got, reference.approx_matmul(patches.T, b, mitchell7.table, 7))
 
@@ -145,7 +146,7 @@ def test_a_transposed_x_falls_back_to_the_direct_kernel_in_its_own_layout(mitche
     b = rng.standard_normal((600, 20)).astype(np.float32)
     a[3, 7] = b[11, 4] = 3e38  # products overflow: outside every fast kernel's window
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        mp.setattr(planner, "fast_plan", lambda *args: plan)
         got = gemm.matmul(a, b, mitchell7, transpose_a=True, transpose_b=True, threads=2)
     assert bits_equal(got, reference.approx_matmul(a.T, b.T, mitchell7.table, 7))
 
@@ -162,14 +163,14 @@ def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, name, m):
     b = rng.standard_normal((300, n)).astype(np.float32)
     table = lut_table(name, m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: ("lookup", False, False))
+        mp.setattr(planner, "fast_plan", lambda *args: ("lookup", False, False))
         got = gemm.matmul(a, b, table)
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
 
 
 def test_dot_products_apply_to_luts_of_bfloat16_entries_below_m_8():
     """The planner's _COST_DP applies where the kernels take dot products: bfloat16 entries, M < 8."""
-    if not gemm._cpu_lib()[1].amsim_dot_products():
+    if not engine.load()[1].amsim_dot_products():
         pytest.skip("this build has no bfloat16 dot products (no AVX512-BF16)")
     assert gemm.resolve("mitchell", 7).dot_products
     assert not gemm.resolve("exact", 7).dot_products
@@ -178,7 +179,7 @@ def test_dot_products_apply_to_luts_of_bfloat16_entries_below_m_8():
 
 def _forced(method, a, b, table):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: (method, False, False))
+        mp.setattr(planner, "fast_plan", lambda *args: (method, False, False))
         return gemm.matmul(a, b, table)
 
 
@@ -254,7 +255,7 @@ def test_fast_kernels_round_to_nearest_even_as_the_split_does(plan, name, m):
     a[:, 5] = b[:, 3] = a[4] = b[6] = np.array([0x007FFFFF], np.uint32).view(np.float32)[0]  # zero sums
     table = lut_table(name, m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        mp.setattr(planner, "fast_plan", lambda *args: plan)
         got = gemm.matmul(a, b, table, rounding="rne", threads=2)
     assert bits_equal(got, reference.approx_matmul(a, b, table, m, rounding="rne"))
 
@@ -281,21 +282,21 @@ def _blocks_case(n, m):
                                                             # expanded entry
 ])
 def test_planner_picks_the_kernel_the_shape_needs(m_rows, k, n, dp, expected):
-    if gemm._build_group_vectors() == 1:
+    if engine.build_group_vectors() == 1:
         pytest.skip("_COST is fitted for the byte-plane (VBMI) kernels")
-    if dp and not gemm._cpu_lib()[1].amsim_dot_products():
+    if dp and not engine.load()[1].amsim_dot_products():
         pytest.skip("this build has no bfloat16 dot products")
-    assert gemm._fast_plan(m_rows, k, n, 7, "auto", 2, False, False, False, dp) == expected
+    assert planner.fast_plan(m_rows, k, n, 7, "auto", 2, False, False, False, dp) == expected
 
 
 def test_planner_keeps_a_forced_method():
-    assert gemm._fast_plan(1024, 1024, 1024, 7, "lookup", 2)[0] == "lookup"
-    assert gemm._fast_plan(6, 50176, 25, 7, "expand", 2)[0] == "expand"
+    assert planner.fast_plan(1024, 1024, 1024, 7, "lookup", 2)[0] == "lookup"
+    assert planner.fast_plan(6, 50176, 25, 7, "expand", 2)[0] == "expand"
 
 
 def _exponents(a, b, rounding):
-    ffi, lib = gemm._cpu_lib()
-    return gemm._split(ffi, lib, a, 7, rounding).exponents, gemm._split(ffi, lib, b, 7, rounding).exponents
+    ffi, lib = engine.load()
+    return engine.split(ffi, lib, a, 7, rounding).exponents, engine.split(ffi, lib, b, 7, rounding).exponents
 
 
 def _unblock(flat, rows, cols, kb):
@@ -333,8 +334,8 @@ def test_operand_split_matches_reference_on_large_operands(layout, kb, rounding)
 
 
 def _assert_split_matches_reference(x, m, rounding, kb):
-    ffi, lib = gemm._cpu_lib()
-    got = gemm._split(ffi, lib, x, m, rounding, kb)
+    ffi, lib = engine.load()
+    got = engine.split(ffi, lib, x, m, rounding, kb)
     sign, exponent, index, kind = reference.split_float32(x, m, rounding)
     rows, cols = x.shape
     scale = _unblock(np.asarray(got.scale).ravel(), rows, cols, kb)
@@ -346,7 +347,7 @@ def _assert_split_matches_reference(x, m, rounding, kb):
     normal = exponent[kind == reference.KIND_NORMAL]
     assert got.exponents == ((int(normal.min()), int(normal.max())) if normal.size else None)
     # the range pass of GEMMs that split X as they go finds the same range without splitting
-    xv, ptr, rs, cs = gemm._strided(ffi, x)
+    xv, ptr, rs, cs = engine.strided(ffi, x)
     found = ffi.new("int32_t[2]")
     lib.amsim_range_f32(ptr, rows, cols, rs, cs, m, int(rounding == "rne"), 0, rows, found)
     assert (tuple(found) if found[0] <= found[1] else None) == got.exponents
@@ -414,7 +415,7 @@ def test_results_are_identical_for_any_thread_count(mitchell7):
         assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
         for plan in PARALLEL_PLANS:
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(gemm, "_fast_plan", lambda *args, plan=plan: plan)
+                mp.setattr(planner, "fast_plan", lambda *args, plan=plan: plan)
                 assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
 
 
@@ -428,7 +429,7 @@ def test_concurrent_calls_from_several_threads_agree(mitchell7, monkeypatch):
     expected = [reference.approx_matmul(a, b, mitchell7.table, 7) for a, b in pairs]
     results = [None] * 8
     local = threading.local()
-    monkeypatch.setattr(gemm, "_fast_plan", lambda *args: PARALLEL_PLANS[local.plan])
+    monkeypatch.setattr(planner, "fast_plan", lambda *args: PARALLEL_PLANS[local.plan])
     # a multiplier per plan: each keeps the GEMMs it made ready with its plan
     mults = [gemm.Multiplier(7, mitchell7.table) for _ in PARALLEL_PLANS]
 
@@ -457,7 +458,7 @@ def _parallel_matmul_in_child(queue):
 def test_gemms_back_to_back_count_on_an_awake_worker(mitchell7):
     """A run of small GEMMs pays one wake-up of the pool, not one each: after a GEMM returns, the
     planner may count on an awake worker, as it may while one polls; after a pause it may not."""
-    lib = gemm._cpu_lib()[1]
+    lib = engine.load()[1]
     a, b = np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)
     time.sleep(0.05)  # a worker polls for 0.2 ms after its last job, then sleeps
     assert not lib.amsim_pool_awake()
@@ -478,10 +479,11 @@ def test_a_worker_that_shares_the_callers_cpu_is_not_counted_on():
         import numpy as np
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before the pool's worker starts
         from amsim import gemm
-        lib = gemm._cpu_lib()[1]
+        from amsim.gemm import engine, planner
+        lib = engine.load()[1]
         mult = gemm.resolve("mitchell", 7)
         a, b = np.ones((64, 400), np.float32), np.ones((400, 120), np.float32)
-        gemm._fast_plan = lambda *args: ("lookup", False, "rows")
+        planner.fast_plan = lambda *args: ("lookup", False, "rows")
         awake = []
         for _ in range(400):  # the first few: the worker starts asleep, and Linux favours a new thread
             gemm.matmul(a, b, mult, threads=2)
@@ -499,7 +501,7 @@ def test_a_forked_child_can_run_parallel_gemms(mitchell7, monkeypatch):
     # the child has none of the parent's pool threads: its GEMMs must start their own
     import multiprocessing
 
-    monkeypatch.setattr(gemm, "_fast_plan", lambda *args: PARALLEL_PLANS[0])
+    monkeypatch.setattr(planner, "fast_plan", lambda *args: PARALLEL_PLANS[0])
     gemm.matmul(*FORK_OPERANDS, mitchell7, threads=2)  # the parent's pool is up
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -564,7 +566,7 @@ def test_lookups_read_y_raw_in_any_layout(mitchell7, plan, layout):
            "every other column": lambda x: np.repeat(x, 2, axis=1)[:, ::2],
            "every other row, transposed": lambda x: np.repeat(x.T, 2, axis=0)[::2].T}[layout]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gemm, "_fast_plan", lambda *args: plan)
+        mp.setattr(planner, "fast_plan", lambda *args: plan)
         got = gemm.matmul(lay(a), lay(b), mitchell7, threads=2)
     assert bits_equal(got, reference.approx_matmul(a, b, mitchell7.table, 7))
 
@@ -583,11 +585,11 @@ def test_a_gemm_made_ready_holds_the_plans_for_a_sleeping_and_an_awake_pool(mitc
     the plan for the state the pool is in at each call."""
     asked = []
 
-    def planner(*args):
+    def plan(*args):
         asked.append(args[6])  # awake
         return ("lookup", False, bool(args[6]))
 
-    monkeypatch.setattr(gemm, "_fast_plan", planner)
+    monkeypatch.setattr(planner, "fast_plan", plan)
     rng = np.random.default_rng(12)
     a, b = rng.standard_normal((40, 50)).astype(np.float32), rng.standard_normal((50, 60)).astype(np.float32)
     for _ in range(3):
@@ -677,8 +679,8 @@ def test_lut_with_zero_entries_uses_the_exact_direct_kernel():
 def test_kernels_built_for_other_cpus_equal_reference(monkeypatch, variant):
     """The builds for CPUs without AVX-512, without VBMI, or without bfloat16 dot products
     (forced here), give the same bits."""
-    build = gemm._cpu_lib
-    monkeypatch.setattr(gemm, "_cpu_lib", lambda: build(variant))
+    build = engine.load
+    monkeypatch.setattr(engine, "load", lambda: build(variant))
     rng = np.random.default_rng(10)
     for shape in [(40, 33, 300), (300, 20, 17)]:
         a = rng.standard_normal(shape[:2]).astype(np.float32)

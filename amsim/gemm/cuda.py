@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cbuild
-from .errors import AmsimError
+from .. import cbuild
+from ..errors import AmsimError
 
 __all__ = ["CudaError", "nvcc", "supported_archs", "build", "available", "library", "matmul_2d"]
 
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "gemm_cuda.cu"
+_SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "gemm_cuda.cu"
 
 
 class CudaError(AmsimError, RuntimeError):
