@@ -23,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["BuildFailed", "cache_dir", "compiler", "include_dir", "load_cached"]
+__all__ = ["BuildFailed", "build_library", "cache_dir", "compiler", "include_dir", "load_cached"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _LOCK = threading.Lock()
@@ -65,7 +65,8 @@ def headers_digest() -> str:
     return h.hexdigest()
 
 
-def load_cached(prefix: str, cdef: str, source: str, flags: list[str], *, key_parts=(), include_dirs=()):
+def load_cached(prefix: str, cdef: str, source: str, flags: list[str], *, key_parts=(), include_dirs=(),
+                link_args=()):
     """Return the cffi module for ``source``, compiling it only when no cached build exists.
 
     Parameters
@@ -78,6 +79,10 @@ def load_cached(prefix: str, cdef: str, source: str, flags: list[str], *, key_pa
         Compiler flags (macros, optimisation); part of the cache key.
     key_parts : iterable of str
         Anything else that changes the result (e.g. the sha256 of an included file).
+    include_dirs : iterable of path
+        More include directories.
+    link_args : iterable of str
+        Linker arguments after the source (libraries: ``-l:name``, ``-L``, ``-Wl,-rpath,...``).
 
     Raises
     ------
@@ -91,7 +96,7 @@ def load_cached(prefix: str, cdef: str, source: str, flags: list[str], *, key_pa
     cc = compiler()
     includes = [f"-I{sysconfig.get_paths()['include']}", f"-I{include_dir()}", *(f"-I{d}" for d in include_dirs)]
     key = hashlib.sha256("\0".join([
-        cdef, source, *flags, *includes, *cc, *key_parts, headers_digest(), sys.implementation.cache_tag,
+        cdef, source, *flags, *includes, *cc, *key_parts, *link_args, headers_digest(), sys.implementation.cache_tag,
         sysconfig.get_platform(), cffi.__version__,
     ]).encode()).hexdigest()[:24]
     modname = f"{prefix}_{key}"
@@ -100,13 +105,13 @@ def load_cached(prefix: str, cdef: str, source: str, flags: list[str], *, key_pa
         if module is None:
             so_path = cache_dir() / (modname + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
             if not so_path.exists():
-                _build(modname, cdef, source, [*flags, *includes], cc, so_path)
+                _build(modname, cdef, source, [*flags, *includes], cc, so_path, list(link_args))
             module = _import_extension(modname, so_path)
             _LOADED[modname] = module
     return module
 
 
-def _build(modname, cdef, source, flags, cc, so_path: Path) -> None:
+def _build(modname, cdef, source, flags, cc, so_path: Path, link_args=()) -> None:
     import cffi
 
     ffi = cffi.FFI()
@@ -118,7 +123,7 @@ def _build(modname, cdef, source, flags, cc, so_path: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # cffi announces "generating ..."
             ffi.emit_c_code(str(c_file))
         tmp_so = Path(tmp) / so_path.name
-        cmd = [*cc, "-fPIC", "-shared", *flags, str(c_file), "-o", str(tmp_so), "-lm"]
+        cmd = [*cc, "-fPIC", "-shared", *flags, str(c_file), "-o", str(tmp_so), *link_args, "-lm"]
         # LC_ALL=C: plain ASCII quotes in diagnostics, whatever the user's locale.
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
         if proc.returncode != 0:
@@ -133,3 +138,50 @@ def _import_extension(modname: str, so_path: Path):
     loader.exec_module(module)
     sys.modules[modname] = module
     return module
+
+
+def build_library(name: str, source: Path, flags: list[str], *, depends=(), include_dirs=(), key_parts=()) -> Path:
+    """A plain shared library ``lib<name>-<key>.so`` in :func:`cache_dir`, compiled only when absent.
+
+    For C that several extensions link, so that a process holds one copy of it (one thread pool,
+    one set of caches): each links the returned path, and the library's soname is its file name.
+
+    Parameters
+    ----------
+    source : Path
+        The C file to compile (a unity file may include the others).
+    flags : list of str
+        Compiler flags; part of the key.
+    depends : iterable of Path
+        Every file the source includes (besides amsim's headers): their contents are part of the key.
+    include_dirs : iterable of path
+        More include directories.
+    key_parts : iterable of str
+        Anything else that changes the result (the CPU's instruction set for ``-march=native``).
+
+    Raises
+    ------
+    BuildFailed
+        With the compiler's output.
+    """
+    cc = compiler()
+    includes = [f"-I{include_dir()}", *(f"-I{d}" for d in include_dirs)]
+    h = hashlib.sha256("\0".join([*flags, *includes, *cc, *key_parts, headers_digest(), sysconfig.get_platform()])
+                       .encode())
+    for path in sorted({Path(source), *map(Path, depends)}):
+        h.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    filename = f"lib{name}-{h.hexdigest()[:24]}.so"
+    so_path = cache_dir() / filename
+    with _LOCK:
+        if not so_path.exists():
+            so_path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=so_path.parent, prefix=".build-") as tmp:
+                tmp_so = Path(tmp) / filename
+                cmd = [*cc, "-fPIC", "-shared", *flags, *includes, str(source), "-o", str(tmp_so),
+                       f"-Wl,-soname,{filename}", "-pthread", "-lm"]
+                proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+                if proc.returncode != 0:
+                    raise BuildFailed(proc.stderr + proc.stdout)
+                os.replace(tmp_so, so_path)  # atomic: a concurrent process sees no file or the whole file
+    return so_path
+

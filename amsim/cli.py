@@ -1,22 +1,35 @@
 """The ``amsim`` command line: ``models``, ``generate-lut``, ``stats``, ``lut-info``, and the analysis
-commands ``plot``, ``pareto`` and ``report`` (implemented in the top-level ``analysis`` package).
+commands ``plot``, ``pareto`` and ``report`` (implemented in :mod:`amsim.analysis`).
 
 Errors a user can cause exit non-zero with one line on stderr, never a traceback.
+
+One file for every subcommand but ``train`` and ``plot-runs`` (:mod:`amsim.experiments.cli`): they
+share one parser, one set of common flags and one error handler, and each subcommand's function is
+a short translation of its flags into calls of the library.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 from . import __version__
-from .errors import AmsimError, ModelError, RangeError
+from .errors import AmsimError, Interrupted, ModelError, RangeError
+from .experiments import cli as experiments_cli
 
 FORMATS = ("amsim", "approxtrain", "tfapprox")
+
+#: Default --timeout: an hour per model, far beyond an exhaustive sweep; it exists to end a model that
+#: never returns.
+DEFAULT_TIMEOUT = 3600.0
 
 
 def _param(text: str) -> tuple[str, int]:
@@ -33,7 +46,7 @@ _INT_LIST_RE = r"-?\d+(?:\.\.-?\d+)?(?:,-?\d+(?:\.\.-?\d+)?)*"
 
 
 def _param_spec(text: str) -> str:
-    """``k=6``, ``k=3..8`` or ``k=3,5,7``: checked here, expanded by analysis.data.parse_param_values."""
+    """``k=6``, ``k=3..8`` or ``k=3,5,7``: checked here, expanded by amsim.analysis.data.parse_param_values."""
     name, eq, value = text.partition("=")
     if (not eq or not re.fullmatch(r"[A-Za-z_]\w*", name.strip())
             or not re.fullmatch(_INT_LIST_RE, value.replace(" ", ""))):
@@ -48,9 +61,32 @@ def _int_list(text: str) -> str:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
     return value
 
 
@@ -68,7 +104,7 @@ def _add_model_options(p, *, multiple: bool):
 
 def _add_sampling_options(p, samples_help="Monte Carlo pairs (default 4194304)"):
     p.add_argument("--samples", type=_positive, metavar="N", help=samples_help)
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+    p.add_argument("--seed", type=_non_negative, default=0, metavar="S", help="Monte Carlo seed (default 0)")
 
 
 def _add_reference_options(p, *, reference_help=None, samples_help="Monte Carlo pairs of the full reference"):
@@ -107,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p, multiple=False)
     p.add_argument("--bits", type=_positive, required=True, metavar="N",
                    help="M for float models (and with --float); operand width for integer models")
-    _add_reference_options(p, samples_help="Monte Carlo pairs (default 4194304)")
+    _add_reference_options(p, samples_help="Monte Carlo pairs where statistics are sampled: the full reference, "
+                                           "the truncated one beyond M = 12, integer widths beyond 16 (default "
+                                           "4194304); exhaustive statistics stay exhaustive")
     p.add_argument("--float", action="store_true", dest="as_float",
                    help="characterise an integer model lifted to an M-bit mantissa multiplier (M = --bits)")
     _add_zeros_option(p)
@@ -171,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", default="power,mean_abs_re", metavar="A,B[,...]",
                    help="objectives of the Pareto front (default power,mean_abs_re)")
     _add_reference_options(p, reference_help="reference of the Pareto front's statistics (the table shows both)")
+    p.add_argument("--runs", nargs="+", type=Path, default=(), metavar="RUN",
+                   help="training run or study folders (amsim train): adds a training section")
+    experiments_cli.add_parsers(sub)  # train, plot-runs
     return parser
 
 
@@ -200,6 +241,8 @@ def _add_generate_arguments(p):
     _add_sampling_options(p)
     _add_zeros_option(p)
     p.add_argument("--jobs", type=_positive, metavar="N", help="models swept at once (default: CPUs, max 2)")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"time limit per model; one past it is stopped and reported (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -221,8 +264,10 @@ def cmd_models(args) -> int:
     from .models import format_widths, list_models
 
     models = list_models(args.models_dir)
+    _warn_shadowing(models.values())
     if args.json:
         out = [{"name": m.name, "kind": m.kind, "bits": list(m.bits), "signed": m.signed,
+                "shadows": [str(p) for p in m.shadows],
                 "params": {p.name: {"default": p.default, "range": [p.lo, p.hi], "description": p.description}
                            for p in m.params.values()},
                 "description": m.description, "citation": m.citation, "path": str(m.path),
@@ -238,7 +283,39 @@ def cmd_models(args) -> int:
         kind = m.kind + (" signed" if m.signed else "")
         rows.append([m.name, kind, format_widths(m.bits), params, costs, m.description])
     print(_table(["model", "kind", "bits", "parameters", "cost (vs exact)", "description"], rows))
+    for m in models.values():
+        if m.shadows:
+            print(f"note: {m.name} is {m.path}; it hides the model of the same name in "
+                  f"{', '.join(map(str, m.shadows))}")
     return 0
+
+
+def _warn_shadowing(models) -> None:
+    """A user model named like another (a built-in, say) wins; say so, since the other is then unreachable."""
+    for m in models:
+        for hidden in m.shadows:
+            print(f"amsim: warning: model {m.name!r} from {m.path} hides the one in {hidden}", file=sys.stderr)
+
+
+def _params(pairs) -> dict:
+    """--param NAME=VALUE pairs as a dict; one name given two different values is refused."""
+    params = {}
+    for name, value in pairs:
+        if params.get(name, value) != value:
+            raise RangeError(f"--param {name} is given twice, with {params[name]} and {value}; give it once")
+        params[name] = value
+    return params
+
+
+def _prepare_output_folder(out: Path) -> None:
+    """Create --out and try a write there before any model is swept, so that a bad --out costs no sweep."""
+    if out.exists() and not out.is_dir():
+        raise AmsimError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()  # what a write meets: permissions, a read-only file system
+    except OSError as exc:
+        raise AmsimError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
 
 
 def _table(head, rows) -> str:
@@ -262,7 +339,8 @@ def _select_models(args, *, fmt: str, bits: int):
                       if (bits in m.bits if m.kind == "float" else (bits + 1 in m.bits and not m.signed))]
         if not models:
             raise RangeError(f"no model supports {bits} bits")
-    params = dict(args.param)
+    _warn_shadowing(models)
+    params = _params(args.param)
     for name in params:
         if not any(name in m.params for m in models):
             raise RangeError(f"no selected model has a parameter {name!r}")
@@ -278,15 +356,28 @@ def cmd_generate(args) -> int:
         raise RangeError(f"ApproxTrain's format holds M <= 7, not M={bits}")
     if fmt == "tfapprox" and bits != 8:
         raise RangeError("TFApprox's table is for 8-bit integer operands: use --bits 8")
-    if args.out.exists() and not args.out.is_dir():
-        raise AmsimError(f"--out {args.out} exists and is not a folder")
+    if bits > generate.MAX_LUT_BITS:
+        raise RangeError(f"LUTs are generated for M = 1..{generate.MAX_LUT_BITS} (2^(2M) entries), not M={bits}; "
+                         "use `amsim stats` for wider mantissas")
     selected = _select_models(args, fmt=fmt, bits=bits)
-    for model, params in selected:  # refuse bad widths/parameters before any work starts
-        model.resolve_params(params)
+    filenames, owners = [], {}
+    for model, params in selected:  # refuse bad widths/parameters and clashing outputs before any work starts
+        resolved = model.resolve_params(params)
         if fmt == "tfapprox":
             model.check_bits(bits)
         else:
             generate.mantissa_width(model, bits)
+        filename = lutmod.lut_filename(model.name, resolved, bits, fmt, approxtrain_stem=model.approxtrain)
+        key = filename.lower()  # case-insensitive file systems would overwrite too
+        if key in owners:
+            other = owners[key]
+            if other.path == model.path:
+                raise AmsimError(f"model {model.name!r} is selected twice; both would write {args.out / filename}")
+            raise AmsimError(f"models {other.name!r} ({other.path}) and {model.name!r} ({model.path}) would both "
+                             f"write {args.out / filename}; rename one (the name: line of its @amsim block)")
+        owners[key] = model
+        filenames.append(filename)
+    _prepare_output_folder(args.out)
     jobs_n = _jobs(args, len(selected))
     threads = max(1, len(os.sched_getaffinity(0)) // jobs_n)
     show_progress = "" if sys.stderr.isatty() else None
@@ -299,15 +390,14 @@ def cmd_generate(args) -> int:
             jobs.append((model.name, generate.mantissa_lut, (model, bits, params),
                          dict(rounding=args.rounding, samples=args.samples, seed=args.seed,
                               zeros_as_exact=args.zeros_as_exact, threads=threads, progress=show_progress)))
-    outcomes = generate.run_batch(jobs, max_parallel=jobs_n)
+    outcomes = generate.run_batch(jobs, max_parallel=jobs_n, timeout=args.timeout)
 
     rows, failures, written = [], [], []
-    for (model, params), (name, outcome) in zip(selected, outcomes):
+    for (model, params), filename, (name, outcome) in zip(selected, filenames, outcomes):
         if isinstance(outcome, BaseException):
             failures.append((name, outcome))
             continue
         params = outcome.params  # resolved: defaults included, so names say exactly what was built
-        filename = lutmod.lut_filename(model.name, params, bits, fmt, approxtrain_stem=model.approxtrain)
         path = args.out / filename
         try:
             if fmt == "amsim":
@@ -338,7 +428,8 @@ def cmd_stats(args) -> int:
     from .stats import format_table
 
     model = find_model(args.model, args.models_dir)
-    params = model.resolve_params(dict(args.param))
+    _warn_shadowing([model])
+    params = model.resolve_params(_params(args.param))
     if model.kind == "float" and args.as_float:
         raise RangeError("--float applies to integer models; float models are mantissa multipliers already")
     if args.operands is not None or args.dot_length is not None:
@@ -352,6 +443,10 @@ def cmd_stats(args) -> int:
         model.name, generate.characterise, model, args.bits, params, as_float=args.as_float,
         reference=args.reference, rounding=args.rounding, samples=args.samples, seed=args.seed,
         zeros_as_exact=args.zeros_as_exact, progress=progress)
+    if args.samples is not None and result["exhaustive"]:
+        print(f"amsim: note: statistics over all {result['pairs']} pairs; --samples applies where they are "
+              "sampled: the full reference, the truncated one beyond M = 12, integers beyond 16 bits",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -426,7 +521,7 @@ def _stats_operands(args, model, params) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# Analysis: plot, pareto, report (the top-level ``analysis`` package)
+# Analysis: plot, pareto, report (amsim.analysis)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -441,7 +536,7 @@ def _report_failures(failures) -> int:
 
 
 def cmd_plot(args) -> int:
-    from analysis import AnalysisError, data, plots
+    from .analysis import AnalysisError, data, plots
 
     kind = args.kind
     if not args.model and not args.lut:
@@ -501,7 +596,7 @@ def cmd_plot(args) -> int:
 
 
 def _plot_stem(kind, labels, suffix) -> str:
-    from analysis.data import slug
+    from .analysis.data import slug
 
     slugs = [slug(label) for label in labels]
     middle = "_".join(slugs) if len(slugs) <= 4 else f"{len(slugs)}models"
@@ -509,7 +604,7 @@ def _plot_stem(kind, labels, suffix) -> str:
 
 
 def _plot_grids(args, kind, grids) -> list:
-    from analysis import AnalysisError, data, plots
+    from .analysis import AnalysisError, data, plots
 
     m = args.bits
     what = f"{m}-bit integer operands" if args.integer else f"M = {m}"
@@ -555,7 +650,7 @@ def _plot_grids(args, kind, grids) -> list:
 
 
 def cmd_pareto(args) -> int:
-    from analysis import data, pareto, plots
+    from .analysis import data, pareto, plots
 
     objectives = pareto.parse_objectives(args.objectives)
     if args.integer and args.bits > 12:
@@ -599,13 +694,13 @@ _COST_NOTE = ("cost figures come from different papers and technology nodes (eac
 def cmd_report(args) -> int:
     import shlex
 
-    from analysis import report
+    from .analysis import report
 
     command = "amsim " + shlex.join(getattr(args, "argv", None) or ["report"])
     index = report.build_report(args.out, args.bits, args.model, args.param, objectives=args.objectives,
                                 pareto_reference=args.reference, rounding=args.rounding, samples=args.samples,
                                 seed=args.seed, models_dirs=args.models_dir, command=command,
-                                max_parallel=_jobs(args, 2))
+                                max_parallel=_jobs(args, 2), runs=args.runs)
     info = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
     print(f"wrote {index} ({len(info['models'])} model configuration(s), {len(info['figures'])} figures)")
     return _report_failures([(f["label"], f["error"]) for f in info["failed"]])
@@ -631,12 +726,41 @@ def cmd_lut_info(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "generate-lut": cmd_generate, "stats": cmd_stats, "lut-info": cmd_lut_info,
-            "plot": cmd_plot, "pareto": cmd_pareto, "report": cmd_report}
+            "plot": cmd_plot, "pareto": cmd_pareto, "report": cmd_report, **experiments_cli.COMMANDS}
+
+
+def _raise_interrupted(signum, _frame):
+    for sig in _ENDING_SIGNALS:  # a second signal must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_end_the_run():
+    """SIGTERM and SIGHUP end a command as SIGINT does: by an exception in the main thread, so that
+    forked workers are stopped and temporary files removed on the way out (Python's default for
+    these signals is to die on the spot and leave both behind)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in _ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(prog, command, args) -> int:
     try:
-        return command(args)
+        with _signals_end_the_run():
+            return command(args)
+    except Interrupted as exc:
+        print(f"{prog}: {exc}; stopped", file=sys.stderr)
+        return 128 + exc.signum
     except AmsimError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, (ModelError, RangeError)) else 1

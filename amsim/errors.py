@@ -1,8 +1,10 @@
-"""Exceptions raised by amsim.
+"""Exceptions raised by amsim, and the integer check that numeric arguments go through.
 
 Every error a user can cause derives from :class:`AmsimError`, so the command
 line can print one clear message and exit non-zero without a traceback.
 """
+
+import numbers
 
 
 class AmsimError(Exception):
@@ -44,9 +46,46 @@ class RangeError(AmsimError, ValueError):
     """A width or parameter lies outside what the model declares."""
 
 
+def check_integer(value, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int when it is an integer in [lo, hi], else :class:`RangeError` naming ``name``.
+
+    Floats are refused, not truncated (``1.5`` is no width), and so are bools (``True`` is no count).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (lo is not None and value < lo) \
+            or (hi is not None and value > hi):
+        allowed = ("an integer" if lo is None and hi is None else f"an integer >= {lo}" if hi is None
+                   else f"an integer <= {hi}" if lo is None else f"an integer in {lo}..{hi}")
+        raise RangeError(f"{name} must be {allowed}, not {value!r}")
+    return int(value)
+
+
 class LUTError(AmsimError, ValueError):
     """A LUT file is corrupt, mismatched, or cannot be represented in a format."""
 
 
 class ModelCrashed(AmsimError, RuntimeError):
     """A model's C code crashed (e.g. a segmentation fault) while it was evaluated."""
+
+
+class ModelTimedOut(ModelCrashed):
+    """A model ran past its time limit (``--timeout``) and was stopped; nothing was written for it."""
+
+
+class ResultRangeError(ModelError):
+    """A model returned a value that no multiplier of its declared width and signedness can return."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was ended by SIGTERM or SIGHUP; raised in the main thread so that cleanup runs.
+
+    A KeyboardInterrupt, like the SIGINT it stands beside: ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    def __str__(self):
+        import signal
+
+        return f"ended by {signal.Signals(self.signum).name}"

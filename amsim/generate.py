@@ -1,23 +1,28 @@
 """From a model to a verified LUT and its statistics; batch runs that survive crashing models.
 
 :func:`mantissa_lut` builds the M-bit mantissa LUT of a float model, or of an
-integer model lifted to width M + 1 (numerics.md section 4), with statistics
+integer model lifted to width M + 1 (docs/numerics.md section 4), with statistics
 against both float references. :func:`characterise` computes statistics for
 the ``stats`` command. :func:`run_isolated` runs one such job in a forked
 child process, so that a segmentation fault in user C code costs only that
-model: the parent reports it by name and carries on.
+model: the parent reports it by name and carries on. :func:`run_batch` also
+stops a model past its time limit, and lets no child outlive the run.
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
 import multiprocessing
 import os
 import signal
+import sys
+import time
 import traceback
 from multiprocessing.connection import wait
 
 from . import errors, stats, sweep
-from .errors import AmsimError, ModelCrashed, RangeError
+from .errors import AmsimError, ModelCrashed, ModelTimedOut, RangeError
 from .lut import LUT
 from .models import format_widths
 
@@ -31,7 +36,7 @@ MAX_LUT_BITS = 12
 def mantissa_width(model, m: int) -> int:
     """Width to compile ``model`` at to get an M-bit mantissa multiplier, or raise RangeError.
 
-    Float models: M. Unsigned integer models are lifted (numerics.md section 4): M + 1.
+    Float models: M. Unsigned integer models are lifted (docs/numerics.md section 4): M + 1.
     """
     if model.kind == "float":
         return model.check_bits(m)
@@ -55,7 +60,7 @@ def _describe(model) -> dict:
 
 
 def mantissa_lut(model, m: int, params=None, *, rounding="truncate", samples=None, seed=0,
-                 zeros_as_exact=False, threads=None, progress=None) -> LUT:
+                 zeros_as_exact=False, threads=None, progress=None, statistics=True) -> LUT:
     """Build the M-bit mantissa LUT of ``model`` with statistics for both references.
 
     Parameters
@@ -69,8 +74,10 @@ def mantissa_lut(model, m: int, params=None, *, rounding="truncate", samples=Non
         Operand conversion the LUT is meant for; used for the ``full`` statistics.
     samples, seed : int
         Monte Carlo size and seed of the ``full`` statistics.
+    statistics : bool
+        False builds the table alone (what the GEMM engine needs), with empty ``stats``.
     """
-    if not 1 <= m <= MAX_LUT_BITS:
+    if not 1 <= errors.check_integer(m, "the mantissa width M") <= MAX_LUT_BITS:
         raise RangeError(f"LUTs are generated for M = 1..{MAX_LUT_BITS} (2^(2M) entries); M={m} has none. "
                          "Use `amsim stats` for wider mantissas")
     params = model.resolve_params(params)
@@ -78,7 +85,7 @@ def mantissa_lut(model, m: int, params=None, *, rounding="truncate", samples=Non
     label = None if progress is None else f"{model.name} M={m}"
     table = sweep.significand_table(cm, m, threads=threads, progress=label)
     common = dict(table=table, zeros_as_exact=zeros_as_exact, threads=threads, progress=label)
-    result = {
+    result = {} if not statistics else {
         "truncated": stats.mantissa_stats(m, reference="truncated", **common),
         "full": stats.mantissa_stats(m, reference="full", rounding=rounding, samples=samples, seed=seed,
                                      **common),
@@ -95,7 +102,7 @@ def integer_lut(model, n: int, params=None, *, zeros_as_exact=False, threads=Non
     """Full n-bit product table of an integer model (n <= 12), with its integer statistics."""
     if model.kind != "int":
         raise RangeError(f"model {model.name!r} is a float model; an integer table needs an integer model")
-    if n > MAX_LUT_BITS:
+    if errors.check_integer(n, "the operand width n") > MAX_LUT_BITS:
         raise RangeError(f"integer tables are generated up to {MAX_LUT_BITS}-bit operands, not {n}")
     params = model.resolve_params(params)
     cm = model.compile(n, params)
@@ -116,23 +123,32 @@ def characterise(model, bits: int, params=None, *, as_float=False, reference="tr
     A float model, or an integer model with ``as_float``, is characterised as an
     M-bit mantissa multiplier (M = ``bits``) against ``reference``. An integer
     model otherwise gets integer statistics at operand width ``bits``.
+
+    The statistics are exhaustive wherever every pair can be swept: integer
+    models up to :data:`amsim.stats.MAX_EXHAUSTIVE_INT_BITS` bits, and the truncated
+    reference up to M = :data:`MAX_LUT_BITS` (from the LUT). ``samples`` and
+    ``seed`` set the Monte Carlo run used everywhere else (the full reference,
+    wider operands); the result's ``exhaustive`` key says which it was.
     """
     params = model.resolve_params(params)
+    sweep.check_sampling(samples, seed)
     label = None if progress is None else model.name
     if model.kind == "int" and not as_float:
         cm = model.compile(bits, params)
-        result = stats.int_stats(cm, samples=samples, seed=seed, zeros_as_exact=zeros_as_exact,
+        sampled = bits > stats.MAX_EXHAUSTIVE_INT_BITS
+        result = stats.int_stats(cm, samples=samples if sampled else None, seed=seed, zeros_as_exact=zeros_as_exact,
                                  threads=threads, progress=label)
         reference = "integer"
     else:
         cm = compile_for_mantissa(model, bits, params)
         # A LUT serves the exhaustive truncated reference, and is the cheap way to sample small M;
         # without one (M > 12) mantissa_stats calls the model on seeded samples.
-        wants_table = bits <= MAX_LUT_BITS and ((reference == "truncated" and samples is None) or bits <= 8)
+        exhaustive = reference == "truncated" and bits <= MAX_LUT_BITS
+        wants_table = exhaustive or bits <= 8
         table = sweep.significand_table(cm, bits, threads=threads, progress=label) if wants_table else None
         result = stats.mantissa_stats(bits, table=table, cm=cm, reference=reference, rounding=rounding,
-                                      samples=samples, seed=seed, zeros_as_exact=zeros_as_exact,
-                                      threads=threads, progress=label)
+                                      samples=None if exhaustive else samples, seed=seed,
+                                      zeros_as_exact=zeros_as_exact, threads=threads, progress=label)
         if reference == "full":
             result["rounding"] = rounding
     head = {"model": model.name, "parameters": params, "bits": bits, "reference": reference}
@@ -148,7 +164,31 @@ def characterise(model, bits: int, params=None, *, as_float=False, reference="tr
 # ----------------------------------------------------------------------------------------------
 
 
-def _child(conn, fn, args, kwargs):
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this forked child end when its parent does, however the parent ends (even SIGKILL).
+
+    Linux's PR_SET_PDEATHSIG does this in the kernel; elsewhere the parent's cleanup in
+    :func:`run_batch` is all there is. The parent may have died before the call: check after it.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _child(conn, parent_pid, fn, args, kwargs):
+    # The parent ends the run on these signals and stops its children itself; a child that inherited
+    # the parent's handlers would instead raise into the model's caller and try to report back.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    _die_with_parent(parent_pid)
     try:
         result = ("ok", fn(*args, **kwargs))
     except AmsimError as exc:
@@ -178,15 +218,22 @@ def _describe_exit(exitcode) -> str:
     return f"exited with status {exitcode} without a result"
 
 
-def run_batch(jobs, *, max_parallel=1, isolate=True):
+def run_batch(jobs, *, max_parallel=1, isolate=True, timeout=None):
     """Run ``jobs`` = [(name, fn, args, kwargs), ...] each in a forked child process.
 
     Returns a list, in job order, of (name, result or exception). A child that
     dies (a segfault in C code, say) yields :class:`~amsim.errors.ModelCrashed`
-    naming the job; the others are unaffected. Requires the ``fork`` start
-    method (Linux, macOS). ``isolate=False`` runs the jobs in this process
-    instead (errors are still collected, crashes are not survived).
+    naming the job; one still running ``timeout`` seconds after it started is
+    killed and yields :class:`~amsim.errors.ModelTimedOut`; the others are
+    unaffected. However this function is left (an exception, a signal turned
+    into one), no child outlives it; on Linux none outlives this process either.
+    Requires the ``fork`` start method (Linux, macOS). ``isolate=False`` runs
+    the jobs in this process instead (errors are still collected, crashes are
+    not survived, ``timeout`` does not apply).
     """
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout < math.inf):
+        raise RangeError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
     if not isolate:
         results = []
         for name, fn, args, kwargs in jobs:
@@ -198,32 +245,53 @@ def run_batch(jobs, *, max_parallel=1, isolate=True):
     ctx = multiprocessing.get_context("fork")
     results = [None] * len(jobs)
     pending = list(enumerate(jobs))
-    running = {}  # conn -> (index, process)
-    while pending or running:
-        while pending and len(running) < max(1, max_parallel):
-            index, (name, fn, args, kwargs) = pending.pop(0)
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
-            proc.start()
-            send.close()
-            running[recv] = (index, proc)
-        for conn in wait(list(running)):
-            index, proc = running.pop(conn)
-            name = jobs[index][0]
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                message = None
-            conn.close()
-            proc.join()
-            if message is None:
-                results[index] = (name, ModelCrashed(f"model {name} crashed ({_describe_exit(proc.exitcode)}); "
-                                                      "nothing was written for it"))
-            elif message[0] == "ok":
-                results[index] = (name, message[1])
-            else:
-                results[index] = (name, _rebuild(message[1], message[2]))
+    running = {}  # conn -> (index, process, deadline)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, max_parallel):
+                index, (name, fn, args, kwargs) = pending.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(send, os.getpid(), fn, args, kwargs), daemon=True)
+                proc.start()
+                send.close()
+                running[recv] = (index, proc, None if timeout is None else time.monotonic() + timeout)
+            deadlines = [d for _, _, d in running.values() if d is not None]
+            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for conn in wait(list(running), wait_s):
+                index, proc, _ = running.pop(conn)
+                name = jobs[index][0]
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    message = None
+                conn.close()
+                proc.join()
+                if message is None:
+                    results[index] = (name, ModelCrashed(f"model {name} crashed ({_describe_exit(proc.exitcode)}); "
+                                                          "nothing was written for it"))
+                elif message[0] == "ok":
+                    results[index] = (name, message[1])
+                else:
+                    results[index] = (name, _rebuild(message[1], message[2]))
+            now = time.monotonic()
+            for conn, (index, proc, deadline) in list(running.items()):
+                if deadline is not None and now >= deadline and not conn.poll():  # a result that came in time wins
+                    del running[conn]
+                    _stop(proc, conn)
+                    results[index] = (jobs[index][0], ModelTimedOut(
+                        f"model {jobs[index][0]} timed out: still running after {timeout:g} s (--timeout); "
+                        "it was stopped and nothing was written for it"))
+    finally:
+        for conn, (_, proc, _) in running.items():  # left early: an exception, SIGINT, SIGTERM, SIGHUP
+            _stop(proc, conn)
     return results
+
+
+def _stop(proc, conn) -> None:
+    """End a child whatever it is doing (computing, spinning in C, blocked writing its result) and reap it."""
+    proc.kill()
+    proc.join()
+    conn.close()
 
 
 def run_isolated(name, fn, *args, **kwargs):

@@ -1,6 +1,6 @@
 """Lookup tables: the native amsim format, ApproxTrain's ``NAME_M.bin`` and TFApprox's 8-bit table.
 
-A *mantissa* LUT (numerics.md section 1) holds, for every pair of M-bit
+A *mantissa* LUT (docs/numerics.md section 1) holds, for every pair of M-bit
 mantissas (i, j), the significand product the multiplier returns for
 (1 + i/2^M) x (1 + j/2^M): row = operand A, column = operand B, never
 transposed. It is float32 when every entry is exact in float32, float64
@@ -55,7 +55,7 @@ class LUT:
     model : str
     params : dict
     rounding : {"truncate", "rne"}
-        Operand conversion the table is meant to be used with (numerics.md 2.1).
+        Operand conversion the table is meant to be used with (docs/numerics.md 2.1).
     source_sha256 : str
         sha256 of the model's C source ("" when unknown, e.g. imported files).
     stats : dict
@@ -80,11 +80,20 @@ class LUT:
         self.table = np.ascontiguousarray(self.table)
         if self.kind not in ("mantissa", "integer"):
             raise LUTError(f"LUT kind must be 'mantissa' or 'integer', not {self.kind!r}")
+        top = MAX_BITS[self.kind]
+        if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= top:
+            what = "M" if self.kind == "mantissa" else "n"
+            raise LUTError(f"a {self.kind} LUT's bits ({what}) must be an integer 1..{top}, not {self.bits!r}")
+        self.bits = int(self.bits)
         allowed = (np.float32, np.float64) if self.kind == "mantissa" else (np.int64,)
         if self.table.dtype.type not in allowed:
             raise LUTError(f"a {self.kind} LUT must be {' or '.join(np.dtype(t).name for t in allowed)}, "
                            f"not {self.table.dtype}")
         _check_shape(self.table.shape, self.bits, self.kind)
+        if not isinstance(self.meta, dict) or not isinstance(self.params, dict):
+            raise LUTError(f"a LUT's meta and params must be dicts, not {type(self.meta).__name__} and "
+                           f"{type(self.params).__name__}")
+        _check_values(self.table, self.kind, signed=bool(self.meta.get("signed")))
         if self.rounding not in ("truncate", "rne"):
             raise LUTError(f"rounding must be 'truncate' or 'rne', not {self.rounding!r}")
         if not self.created:
@@ -119,6 +128,27 @@ def table_checksum(table: np.ndarray) -> str:
     h = hashlib.sha256(f"{t.dtype.name}:{t.shape}:".encode())
     h.update(t.astype(t.dtype.newbyteorder("<"), copy=False).tobytes())
     return h.hexdigest()
+
+
+#: Widest LUT of each kind: M of a float32 mantissa; operand width n of an integer model.
+MAX_BITS = {"mantissa": 23, "integer": 32}
+
+
+def _check_values(table, kind, *, signed):
+    """Mantissa LUTs hold significand products: finite and >= 0. Integer LUTs of unsigned models:
+    >= 0. A negative entry would make a product of two positive numbers negative."""
+    if kind == "mantissa":
+        bad = ~(table >= 0) | ~np.isfinite(table)  # NaN fails both comparisons
+        rule = "a mantissa LUT holds significand products: finite numbers >= 0"
+    elif not signed:
+        bad = table < 0
+        rule = "an unsigned integer LUT holds products >= 0 (meta signed=True for a signed model)"
+    else:
+        return
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise LUTError(f"entry ({i}, {j}) = {table[i, j].item()!r} is not allowed: {rule} "
+                       f"({int(bad.sum())} such entries)")
 
 
 def _check_shape(shape, bits, kind):
@@ -219,8 +249,13 @@ def load(path, *, bits: int | None = None, kind: str | None = None) -> LUT:
     if meta.get("format_version") != FORMAT_VERSION:
         raise LUTError(f"{path}: LUT format version {meta.get('format_version')} is not supported "
                        f"(this amsim reads version {FORMAT_VERSION})")
+    kind_, bits_ = meta.get("kind"), meta.get("bits")
+    if (kind_ not in MAX_BITS or isinstance(bits_, bool) or not isinstance(bits_, int)
+            or not 1 <= bits_ <= MAX_BITS[kind_]):
+        raise LUTError(f"{path}: corrupt metadata: kind {kind_!r} with bits {bits_!r} (expected mantissa 1..23 "
+                       "or integer 1..32)")
     try:
-        _check_shape(table.shape, meta["bits"], meta["kind"])
+        _check_shape(table.shape, bits_, kind_)
     except LUTError as exc:
         raise LUTError(f"{path}: {exc}") from None
     if table.dtype.name != meta.get("dtype"):
@@ -234,11 +269,14 @@ def load(path, *, bits: int | None = None, kind: str | None = None) -> LUT:
         raise LUTError(f"{path}: LUT is for {what}={meta['bits']}, not {what}={bits}")
     if kind is not None and meta["kind"] != kind:
         raise LUTError(f"{path}: LUT is a {meta['kind']} table, not a {kind} table")
-    return LUT(table=table, bits=int(meta["bits"]), kind=meta["kind"], model=meta.get("model", ""),
-               params=meta.get("params", {}), rounding=meta.get("rounding", "truncate"),
-               source_sha256=meta.get("source_sha256", ""), stats=meta.get("stats", {}),
-               meta=meta.get("meta", {}), created=meta.get("created", ""),
-               amsim_version=meta.get("amsim_version", ""))
+    try:
+        return LUT(table=table, bits=int(meta["bits"]), kind=meta["kind"], model=meta.get("model", ""),
+                   params=meta.get("params", {}), rounding=meta.get("rounding", "truncate"),
+                   source_sha256=meta.get("source_sha256", ""), stats=meta.get("stats", {}),
+                   meta=meta.get("meta", {}), created=meta.get("created", ""),
+                   amsim_version=meta.get("amsim_version", ""))
+    except LUTError as exc:
+        raise LUTError(f"{path}: {exc}") from None
 
 
 def load_any(path, *, bits: int | None = None) -> LUT:

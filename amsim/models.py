@@ -24,12 +24,18 @@ Compilation goes through cffi's API mode: cffi writes the extension source, we
 run the C compiler ourselves so that its diagnostics can be reported with the
 model's file and line, and the shared object is cached under a hash of
 everything that affects it, so a second run compiles nothing.
+
+The metadata parser, the prototype detection and the compiled wrapper stay in one file: each
+checks what the others rely on (a declared width against the prototype's integer types, a
+parameter's name against the macro the wrapper defines), so they change together.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
+import numbers
 import os
 import re
 import shlex
@@ -38,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cbuild
-from .errors import CompileError, ModelError, RangeError, UnknownModelError
+from .errors import CompileError, ModelError, RangeError, UnknownModelError, check_integer
 
 __all__ = [
     "Param", "Cost", "Model", "CompiledModel", "load_model", "find_model",
@@ -48,7 +54,6 @@ __all__ = [
 #: Bumped whenever the generated wrapper changes, so stale cache entries are not reused.
 _WRAPPER_VERSION = "1"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
 _INT_TYPES = {
     "uint8_t": (8, False), "uint16_t": (16, False), "uint32_t": (32, False), "uint64_t": (64, False),
     "int8_t": (8, True), "int16_t": (16, True), "int32_t": (32, True), "int64_t": (64, True),
@@ -61,9 +66,19 @@ cache_dir = cbuild.cache_dir
 
 
 def builtin_models_dir() -> Path:
-    """The ``c_models/`` folder shipped with amsim (``AMSIM_BUILTIN_MODELS`` overrides it)."""
+    """The folder of the built-in models (``AMSIM_BUILTIN_MODELS`` overrides it).
+
+    They are the package ``amsim.c_models`` (the repository's ``c_models/``, mapped into amsim
+    by pyproject.toml), found through the import system, so a checkout's editable install and an
+    installed wheel give the same answer. The C compiler reads them, so they must be files on disk.
+    """
     override = os.environ.get("AMSIM_BUILTIN_MODELS")
-    return Path(override) if override else _PACKAGE_DIR.parent / "c_models"
+    if override:
+        return Path(override)
+    folder = importlib.resources.files("amsim.c_models")
+    if not isinstance(folder, Path):
+        raise ModelError(f"the built-in models ({folder}) are not files on disk; install amsim unpacked")
+    return folder
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,7 +145,7 @@ def _parse_widths(text: str, where: str) -> tuple[int, ...]:
 
 def _parse_param(text: str, where: str) -> Param:
     words = shlex.split(text)
-    if not words or not re.fullmatch(r"[A-Za-z_]\w*", words[0]):
+    if not words or not _NAME_RE.fullmatch(words[0]):
         raise ModelError(f"{where}: param needs a name: 'param: k default=6 range=2..16 \"...\"'")
     name, fields, description = words[0], {}, []
     for word in words[1:]:
@@ -176,6 +191,9 @@ def _parse_cost(text: str, where: str) -> Cost:
     except ValueError:
         raise ModelError(f"{where}: cost figures must be numbers: {text!r}") from None
 
+
+#: Model names, function names and ApproxTrain stems: C identifiers (ASCII), safe as file names.
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _HEADER_RE = re.compile(r"/\*\s*@amsim\b(.*?)\*/", re.S)
 _KEY_RE = re.compile(r"^([A-Za-z_][\w.]*)\s*:\s*(.*)$")
@@ -278,13 +296,15 @@ class Model:
     approxtrain: str = ""
     evoapprox: dict = dataclasses.field(default_factory=dict)
     has_header: bool = True
+    #: Files of models of the same name that this one hides (see :func:`list_models`), first listed first.
+    shadows: tuple[Path, ...] = ()
 
     # -- validation --------------------------------------------------------------------------
 
     def check_bits(self, bits: int) -> int:
         """Return ``bits`` if the model supports it, else raise :class:`RangeError`."""
-        if int(bits) not in self.bits:
-            what = "mantissa width M" if self.kind == "float" else "operand width"
+        what = "mantissa width M" if self.kind == "float" else "operand width"
+        if check_integer(bits, f"the {what} of model {self.name!r}") not in self.bits:
             raise RangeError(
                 f"model {self.name!r} does not support {what} {bits}; it supports {format_widths(self.bits)}"
             )
@@ -299,10 +319,11 @@ class Model:
                 known = ", ".join(self.params) or "none"
                 raise RangeError(f"model {self.name!r} has no parameter {name!r} (its parameters: {known})")
             p = self.params[name]
-            try:
+            if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
                 value = int(value)
-            except (TypeError, ValueError):
-                raise RangeError(f"parameter {name} of {self.name!r} must be an integer, got {value!r}") from None
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # 1.5 is refused, not truncated
+                raise RangeError(f"parameter {name} of {self.name!r} must be an integer, got {value!r}")
+            value = int(value)
             if not p.lo <= value <= p.hi:
                 raise RangeError(f"parameter {name}={value} of {self.name!r} is outside its range {p.lo}..{p.hi}")
             resolved[name] = value
@@ -375,6 +396,9 @@ def load_model(path) -> Model:
             raise ModelError(f"{values[1][1]}: '{key}' given twice")
         return values[0][0]
 
+    def where(key):
+        return (header or {}).get(key, [("", str(path))])[0][1]
+
     if header is not None:
         name = one("name")
         if not name:
@@ -382,8 +406,14 @@ def load_model(path) -> Model:
         function = one("function", name)
     else:
         name = function = _guess_function(path, definitions)
-    if not re.fullmatch(r"[A-Za-z_]\w*", function):
-        raise ModelError(f"{path}: function name {function!r} is not a C identifier")
+    # The name and the ApproxTrain stem become output file names: a name such as ../x would
+    # write outside --out, so both must be identifier-like.
+    for key, value in (("name", name), ("approxtrain", one("approxtrain"))):
+        if value and not _NAME_RE.fullmatch(value):
+            raise ModelError(f"{where(key)}: {key} {value!r} must be an identifier: a letter or _, then "
+                             "letters, digits or _ (it names the output files)")
+    if not _NAME_RE.fullmatch(function):
+        raise ModelError(f"{where('function')}: function name {function!r} is not a C identifier")
 
     kind = one("kind").lower() or None
     proto = definitions.get(function)
@@ -503,13 +533,21 @@ def _guess_function(path: Path, definitions: dict) -> str:
 
 
 def list_models(models_dirs=()) -> dict[str, Model]:
-    """All models by name: the built-ins, then each of ``models_dirs`` (later folders win)."""
+    """All models by name: the built-ins, then each of ``models_dirs`` (later folders win).
+
+    A model that hides another of the same name lists the hidden files in
+    :attr:`Model.shadows`, so that callers can tell the user which one is used.
+    """
     models: dict[str, Model] = {}
     for folder in (builtin_models_dir(), *map(Path, models_dirs)):
         if not folder.is_dir():
-            raise ModelError(f"models directory {folder} does not exist")
+            raise ModelError(f"models directory {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
         for path in sorted(folder.glob("*.c")):
             model = load_model(path)
+            hidden = models.get(model.name)
+            if hidden is not None:  # a folder given twice hides nothing new
+                extra = (hidden.path,) if hidden.path != model.path else ()
+                model = dataclasses.replace(model, shadows=(*hidden.shadows, *extra))
             models[model.name] = model
     return models
 

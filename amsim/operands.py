@@ -8,9 +8,9 @@ where they fall. This module
 
 * turns operand samples into the joint distribution of their M-bit mantissa
   indices (:class:`OperandDistribution`), converting each float32 operand as
-  numerics.md section 2.1 says (:func:`amsim.reference.split_float32`,
+  docs/numerics.md section 2.1 says (:func:`amsim.reference.split_float32`,
   ``truncate`` by default, ``rne`` with its carry into the exponent);
-* computes the metrics.md statistics weighted by that distribution
+* computes the docs/metrics.md statistics weighted by that distribution
   (:func:`weighted_stats`): exactly the keys of :data:`amsim.stats.METRIC_KEYS`,
   and with uniform weights exactly :func:`amsim.stats.mantissa_stats` of the
   table (up to float rounding in the sums);
@@ -63,7 +63,7 @@ class OperandError(AmsimError, ValueError):
 
 
 def _classify(x, m: int, rounding: str):
-    """Mantissa indices of normal operands and the exclusion mask/counts (numerics.md 2.1)."""
+    """Mantissa indices of normal operands and the exclusion mask/counts (docs/numerics.md 2.1)."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiub":
         raise OperandError(f"operand samples must be real numbers, not {x.dtype}")
@@ -254,7 +254,7 @@ def _check_weights(weights, m: int) -> np.ndarray:
 
 
 def weighted_stats(m: int, table, weights, *, pairs: int | None = None) -> dict:
-    """The metrics.md statistics of an M-bit mantissa LUT, weighted by an operand distribution.
+    """The docs/metrics.md statistics of an M-bit mantissa LUT, weighted by an operand distribution.
 
     Parameters
     ----------

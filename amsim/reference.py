@@ -1,6 +1,6 @@
 """Plain numpy reference ("oracle") of the approximate float32 product and GEMM.
 
-This module is the executable form of ``numerics.md`` sections 2 and 3. It is
+This module is the executable form of ``docs/numerics.md`` sections 2 and 3. It is
 written to be obviously correct rather than fast, and every other backend
 (CPU, CUDA, TensorFlow ops) is tested against it. It imports only numpy so
 that it stays at the bottom of the dependency graph.
@@ -152,13 +152,13 @@ def check_table(table, bits, mode="ieee"):
 
 
 # ---------------------------------------------------------------------------
-# operand conversion (numerics.md 2.1) and classification
+# operand conversion (docs/numerics.md 2.1) and classification
 # ---------------------------------------------------------------------------
 
 def split_float32(x, bits, rounding="truncate"):
     """Convert float32 values to M-bit operands and classify them.
 
-    Implements operand conversion of numerics.md section 2.1 on the uint32
+    Implements operand conversion of docs/numerics.md section 2.1 on the uint32
     bit pattern, vectorised.
 
     Parameters
@@ -237,7 +237,7 @@ def split_float32(x, bits, rounding="truncate"):
 
 
 # ---------------------------------------------------------------------------
-# one approximate product (numerics.md 2.2 - 2.4)
+# one approximate product (docs/numerics.md 2.2 - 2.4)
 # ---------------------------------------------------------------------------
 
 def _multiply_prepared(a, b, t32, carry, frac, bits, rounding, mode):
@@ -282,7 +282,7 @@ def _multiply_prepared(a, b, t32, carry, frac, bits, rounding, mode):
         pattern = np.where(exp_sum <= _EXP_BIAS, 0, pattern)
         normal_result = pattern.astype(np.uint32).view(np.float32)
 
-    # Special operands (numerics.md 2.2), IEEE-consistent in both modes.
+    # Special operands (docs/numerics.md 2.2), IEEE-consistent in both modes.
     signed_zero = np.where(sign == 1, np.float32(-0.0), np.float32(0.0))
     signed_inf = np.where(sign == 1, np.float32(-np.inf), np.float32(np.inf))
     any_nan = (ka == KIND_NAN) | (kb == KIND_NAN)
@@ -297,7 +297,7 @@ def _multiply_prepared(a, b, t32, carry, frac, bits, rounding, mode):
 
 
 def approx_multiply(a, b, table, bits, *, rounding="truncate", mode="ieee"):
-    """Elementwise approximate float32 product a ⊗ b (numerics.md section 2).
+    """Elementwise approximate float32 product a ⊗ b (docs/numerics.md section 2).
 
     Parameters
     ----------
@@ -333,7 +333,7 @@ def approx_multiply(a, b, table, bits, *, rounding="truncate", mode="ieee"):
         (sign lost) whenever ``Ea + Eb <= 127`` (biased, before adding c).
         A result exponent >= 255 gives ±inf.
 
-        In both modes zero/subnormal operands, inf and NaN follow numerics.md
+        In both modes zero/subnormal operands, inf and NaN follow docs/numerics.md
         2.2: zero (or subnormal, DAZ) times finite gives ±0 with sign
         sign(a) xor sign(b); NaN anywhere or 0 × inf gives NaN; inf times
         nonzero finite or inf gives ±inf.
@@ -362,11 +362,11 @@ def approx_multiply(a, b, table, bits, *, rounding="truncate", mode="ieee"):
 
 
 # ---------------------------------------------------------------------------
-# the approximate GEMM (numerics.md 3)
+# the approximate GEMM (docs/numerics.md 3)
 # ---------------------------------------------------------------------------
 
 def approx_matmul(a, b, table, bits, *, rounding="truncate", mode="ieee"):
-    """Approximate GEMM: ``C[i, j] = sum_k a[i, k] ⊗ b[k, j]`` (numerics.md 3).
+    """Approximate GEMM: ``C[i, j] = sum_k a[i, k] ⊗ b[k, j]`` (docs/numerics.md 3).
 
     Each product is :func:`approx_multiply` of the two float32 entries (``a``
     is the left operand: its mantissa selects the table row). The products

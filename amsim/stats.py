@@ -1,7 +1,7 @@
-"""Error statistics of approximate multipliers, as defined in specs/metrics.md.
+"""Error statistics of approximate multipliers, as defined in docs/metrics.md.
 
 The sweeps (:mod:`amsim.sweep`) produce raw moments; this module turns them
-into the published metrics with exactly the JSON keys of metrics.md:
+into the published metrics with exactly the JSON keys of docs/metrics.md:
 ``pairs, exhaustive, mean_re, mean_abs_re, max_abs_re, min_re, max_re, std_re,
 error_rate, mean_error, mae, wce, mse, nmed, nmed_denominator``. All ratios are
 fractions, never percentages.
@@ -24,19 +24,24 @@ from __future__ import annotations
 import math
 
 from . import sweep
+from .errors import RangeError
 from .sweep import (DEFAULT_SAMPLES, MAX_RE, MIN_RE, N, N_ERR, N_NONZERO, SUM_ABS_E, SUM_ABS_RE, SUM_E, SUM_E2, SUM_RE,
                     SUM_RE2, WCE)
 
-__all__ = ["METRIC_KEYS", "metrics_from_moments", "int_stats", "mantissa_stats", "DEFAULT_SAMPLES"]
+__all__ = ["METRIC_KEYS", "MAX_EXHAUSTIVE_INT_BITS", "metrics_from_moments", "int_stats", "mantissa_stats",
+           "DEFAULT_SAMPLES"]
 
-#: The keys of metrics.md, in its order.
+#: Integer statistics cover every operand pair up to this width (2^32 pairs), seeded samples above it.
+MAX_EXHAUSTIVE_INT_BITS = 16
+
+#: The keys of docs/metrics.md, in its order.
 METRIC_KEYS = ("pairs", "exhaustive", "mean_re", "mean_abs_re", "max_abs_re", "min_re", "max_re", "std_re",
                "error_rate", "mean_error", "mae", "wce", "mse", "nmed", "nmed_denominator")
 
 
 
 def metrics_from_moments(acc, *, exhaustive: bool, nmed_denominator: float, zeros_as_exact=False) -> dict:
-    """Turn combined sweep moments into the metrics.md dictionary."""
+    """Turn combined sweep moments into the docs/metrics.md dictionary."""
     pairs = int(acc[N])
     rel_n = pairs if zeros_as_exact else int(acc[N_NONZERO])
     min_re, max_re = float(acc[MIN_RE]), float(acc[MAX_RE])
@@ -75,12 +80,12 @@ def _sampling(result: dict, samples, seed) -> dict:
 def int_stats(cm, *, samples=None, seed=0, zeros_as_exact=False, threads=None, progress=None) -> dict:
     """Integer error statistics of an integer model at its compiled width.
 
-    Exhaustive (all 2^(2n) pairs) for n <= 16 unless ``samples`` is given;
+    Exhaustive (all 2^(2n) pairs) for n <= :data:`MAX_EXHAUSTIVE_INT_BITS` unless ``samples`` is given;
     ``samples`` seeded uniform pairs otherwise (default :data:`DEFAULT_SAMPLES`).
     """
     if cm.kind != "int":
-        raise ValueError(f"{cm.model.name} is a float model; use mantissa_stats")
-    if samples is None and cm.bits > 16:
+        raise RangeError(f"{cm.model.name} is a float model; use mantissa_stats")
+    if samples is None and cm.bits > MAX_EXHAUSTIVE_INT_BITS:
         samples = DEFAULT_SAMPLES
     acc, exhaustive = sweep.int_stats_moments(cm, samples=samples, seed=seed, threads=threads,
                                               progress=progress)
@@ -104,7 +109,7 @@ def mantissa_stats(m: int, *, table=None, cm=None, reference="truncated", roundi
     cm : CompiledModel, optional
         Float model compiled at M, or integer model compiled at M + 1 (lifted).
     reference : {"truncated", "full"}
-        See metrics.md: ``truncated`` is exhaustive over the 2^(2M) mantissa
+        See docs/metrics.md: ``truncated`` is exhaustive over the 2^(2M) mantissa
         pairs when a table is available and ``samples`` is None; ``full`` is
         always Monte Carlo over float32 fractions (default
         :data:`DEFAULT_SAMPLES` pairs).
@@ -112,7 +117,7 @@ def mantissa_stats(m: int, *, table=None, cm=None, reference="truncated", roundi
         Operand conversion to M bits for the ``full`` reference.
     """
     if reference not in ("truncated", "full"):
-        raise ValueError(f"reference must be 'truncated' or 'full', not {reference!r}")
+        raise RangeError(f"reference must be 'truncated' or 'full', not {reference!r}")
     if (reference == "full" or table is None) and samples is None:
         samples = DEFAULT_SAMPLES
     acc, exhaustive = sweep.mantissa_stats_moments(

@@ -25,21 +25,42 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .errors import RangeError, ResultRangeError, check_integer
+
 __all__ = [
-    "default_threads", "run_chunks", "int_grid", "float_grid", "significand_table", "integer_table",
-    "int_stats_moments", "mantissa_stats_moments", "NACC", "DEFAULT_SAMPLES",
+    "default_threads", "check_threads", "check_sampling", "run_chunks", "int_grid", "float_grid",
+    "significand_table", "integer_table", "check_unsigned_products", "int_stats_moments", "mantissa_stats_moments",
+    "NACC", "DEFAULT_SAMPLES",
 ]
 
 
 def default_threads() -> int:
     """Threads for sweeps: ``AMSIM_NUM_THREADS`` or the CPUs this process may use."""
-    env = os.environ.get("AMSIM_NUM_THREADS")
+    env = os.environ.get("AMSIM_NUM_THREADS", "").strip()
     if env:
-        return max(1, int(env))
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise RangeError(f"AMSIM_NUM_THREADS must be a positive integer, not {env!r}")
+        return value
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+def check_threads(threads) -> int | None:
+    """``threads`` if it is None (the default) or a positive integer, else :class:`RangeError`."""
+    return None if threads is None else check_integer(threads, "threads (None: all CPUs)", 1)
+
+
+def check_sampling(samples, seed) -> None:
+    """Monte Carlo arguments: ``samples`` None or a positive integer, ``seed`` an integer >= 0."""
+    if samples is not None:
+        check_integer(samples, "samples", 1)
+    check_integer(seed, "seed", 0)
 
 
 def run_chunks(fn, n_chunks: int, *, threads: int | None = None, progress: str | None = None):
@@ -49,7 +70,7 @@ def run_chunks(fn, n_chunks: int, *, threads: int | None = None, progress: str |
     """
     from tqdm import tqdm
 
-    threads = min(threads or default_threads(), max(n_chunks, 1))
+    threads = min(check_threads(threads) or default_threads(), max(n_chunks, 1))
     bar = tqdm(total=n_chunks, desc=progress, unit="chunk", delay=1.0, leave=False,
                disable=progress is None)
     try:
@@ -160,10 +181,10 @@ def float_grid(cm, m: int, *, threads=None, progress=None) -> np.ndarray:
 
 
 def significand_table(cm, m: int, *, threads=None, progress=None) -> np.ndarray:
-    """The M-bit mantissa LUT of numerics.md section 1: significand products for all (i, j).
+    """The M-bit mantissa LUT of docs/numerics.md section 1: significand products for all (i, j).
 
     A float model is called on (1 + i/2^M, 1 + j/2^M). An integer model is
-    *lifted* (numerics.md section 4): it must be compiled at width M + 1 and is
+    *lifted* (docs/numerics.md section 4): it must be compiled at width M + 1 and is
     called on the integers 2^M + i and 2^M + j, the result scaled by 2^-2M.
     The table is float32 when every entry is exact in float32 (always, for
     float models and for products of at most 24 significant bits), otherwise
@@ -171,16 +192,41 @@ def significand_table(cm, m: int, *, threads=None, progress=None) -> np.ndarray:
     """
     if cm.kind == "float":
         if cm.bits != m:
-            raise ValueError(f"float model compiled for M={cm.bits}, asked for M={m}")
+            raise RangeError(f"float model compiled for M={cm.bits}, asked for M={m}")
         return float_grid(cm, m, threads=threads, progress=progress)
     if cm.bits != m + 1 or cm.signed:
-        raise ValueError(f"lifting to M={m} needs an unsigned integer model compiled at {m + 1} bits")
+        raise RangeError(f"lifting to M={m} needs an unsigned integer model compiled at {m + 1} bits")
     base = 1 << m
     ints = int_grid(cm, range(base, 2 * base), range(base, 2 * base), threads=threads, progress=progress)
+    check_unsigned_products(cm, ints, base, base)
     # M <= 23: operands of at most 24 bits, products below 2^48, exact in float64.
     table = np.ldexp(ints.astype(np.float64), -2 * m)
     as32 = table.astype(np.float32)
     return as32 if np.array_equal(as32, table) else table
+
+
+def check_unsigned_products(cm, ints: np.ndarray, a0: int, b0: int) -> np.ndarray:
+    """Refuse a grid of an unsigned n-bit model holding a value no n x n-bit multiplier returns.
+
+    An n-bit unsigned product fits in 2n bits. A larger value (or one with bit 63 set, which
+    int64 shows as negative) is a bug in the model, and would become a negative or huge LUT entry.
+    ``ints[i, j]`` is the result for operands (a0 + i, b0 + j). Signed models are not checked.
+    """
+    limit = _result_limit(cm)
+    if not limit:
+        return ints
+    bad = (ints < 0) | (ints >= limit)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise _out_of_range(cm, a0 + i, b0 + j, int(ints[i, j]) & ((1 << 64) - 1), int(bad.sum()))
+    return ints
+
+
+def _out_of_range(cm, a: int, b: int, value: int, count: int) -> ResultRangeError:
+    return ResultRangeError(
+        f"model {cm.model.name!r} ({cm.bits}-bit unsigned) returned {value} for operands ({a}, {b}), which is "
+        f"not below 2^{2 * cm.bits} ({count} such results); an n-bit unsigned product has at most 2n bits "
+        "(declare 'signed: yes' if the model is signed)")
 
 
 def integer_table(cm, *, threads=None, progress=None) -> np.ndarray:
@@ -191,7 +237,8 @@ def integer_table(cm, *, threads=None, progress=None) -> np.ndarray:
     """
     n = 1 << cm.bits
     if not cm.signed:
-        return int_grid(cm, range(n), range(n), threads=threads, progress=progress)
+        return check_unsigned_products(cm, int_grid(cm, range(n), range(n), threads=threads, progress=progress),
+                                       0, 0)
     half = n // 2
     grid = int_grid(cm, range(-half, half), range(-half, half), threads=threads, progress=progress)
     order = np.r_[half:n, 0:half]  # pattern p -> grid index of value p (p < half) or p - n
@@ -207,7 +254,9 @@ DEFAULT_SAMPLES = 1 << 22
 
 #: Accumulator layout, one float64 slot each.
 N, N_NONZERO, SUM_RE, SUM_ABS_RE, SUM_RE2, MIN_RE, MAX_RE, N_ERR, SUM_E, SUM_ABS_E, SUM_E2, WCE, MAX_P = range(13)
-NACC = 13
+#: Integer sweeps of unsigned models: results out of range (left out of the moments) and the first one's operands.
+N_BAD, BAD_A, BAD_B = 13, 14, 15
+NACC = 16
 
 
 def new_moments(n_chunks: int) -> np.ndarray:
@@ -259,8 +308,14 @@ def _accumulate(acc, p, e):
 
 
 @njit(inline="always", cache=True)
-def _int_error(addr, signed, a, b, acc):
+def _int_error(addr, signed, limit, a, b, acc):
     approx = _call_int(addr, a, b)
+    if limit > 0 and (approx < 0 or approx >= limit):  # see check_unsigned_products
+        if acc[13] == 0.0:
+            acc[14] = a
+            acc[15] = b
+        acc[13] += 1.0
+        return
     if signed:
         exact = a * b
         _accumulate(acc, float(exact), float(approx - exact))
@@ -277,20 +332,35 @@ def _int_error(addr, signed, a, b, acc):
 
 
 @njit(nogil=True, cache=True)
-def _int_grid_moments(addr, signed, a0, row0, row1, b0, nb, acc):
+def _int_grid_moments(addr, signed, limit, a0, row0, row1, b0, nb, acc):
     local = acc.copy()
     for r in range(row0, row1):
         for c in range(nb):
-            _int_error(addr, signed, a0 + r, b0 + c, local)
+            _int_error(addr, signed, limit, a0 + r, b0 + c, local)
     acc[:] = local
 
 
 @njit(nogil=True, cache=True)
-def _int_pairs_moments(addr, signed, a, b, acc):
+def _int_pairs_moments(addr, signed, limit, a, b, acc):
     local = acc.copy()
     for k in range(a.shape[0]):
-        _int_error(addr, signed, a[k], b[k], local)
+        _int_error(addr, signed, limit, a[k], b[k], local)
     acc[:] = local
+
+
+def _result_limit(cm) -> int:
+    """2^(2n) for an unsigned n-bit model whose results are checked, 0 for none (signed; 2n >= 64)."""
+    return 0 if cm.signed or 2 * cm.bits >= 64 else 1 << (2 * cm.bits)
+
+
+def _check_moments(cm, acc) -> None:
+    """Raise for the first out-of-range result, in chunk order, that an integer sweep met."""
+    bad = acc[:, N_BAD] > 0
+    if bad.any():
+        first = acc[int(np.argmax(bad))]
+        a, b = int(first[BAD_A]), int(first[BAD_B])
+        value = int(np.asarray(cm.evaluate([a], [b])).astype(np.int64).view(np.uint64)[0])
+        raise _out_of_range(cm, a, b, value, int(acc[:, N_BAD].sum()))
 
 
 def int_stats_moments(cm, *, samples=None, seed=0, threads=None, progress=None) -> tuple[np.ndarray, bool]:
@@ -300,7 +370,9 @@ def int_stats_moments(cm, *, samples=None, seed=0, threads=None, progress=None) 
     ``numpy.random.default_rng([seed, c])``, so the sample set depends only on
     the seed and the count, never on the thread count.
     """
+    check_sampling(samples, seed)
     lo, hi = cm.operand_range()
+    limit = _result_limit(cm)
     if samples is None:
         width = hi - lo
         chunks = _row_chunks(width, width, target_pairs=1 << 20)
@@ -308,9 +380,10 @@ def int_stats_moments(cm, *, samples=None, seed=0, threads=None, progress=None) 
 
         def work(c):
             r0, r1 = chunks[c]
-            _int_grid_moments(cm.address, cm.signed, lo, r0, r1, lo, width, acc[c])
+            _int_grid_moments(cm.address, cm.signed, limit, lo, r0, r1, lo, width, acc[c])
 
         run_chunks(work, len(chunks), threads=threads, progress=progress)
+        _check_moments(cm, acc)
         return combine_moments(acc), True
 
     sizes = _sample_chunks(samples)
@@ -320,15 +393,15 @@ def int_stats_moments(cm, *, samples=None, seed=0, threads=None, progress=None) 
         rng = np.random.default_rng([seed, c])
         a = rng.integers(lo, hi, sizes[c], dtype=np.int64)
         b = rng.integers(lo, hi, sizes[c], dtype=np.int64)
-        _int_pairs_moments(cm.address, cm.signed, a, b, acc[c])
+        _int_pairs_moments(cm.address, cm.signed, limit, a, b, acc[c])
 
     run_chunks(work, len(sizes), threads=threads, progress=progress)
+    _check_moments(cm, acc)
     return combine_moments(acc), False
 
 
 def _sample_chunks(samples: int, size: int = 1 << 18) -> list[int]:
-    if samples < 1:
-        raise ValueError("the sample count must be at least 1")
+    check_sampling(samples, 0)
     full, rest = divmod(int(samples), size)
     return [size] * full + ([rest] if rest else [])
 
@@ -347,7 +420,7 @@ def _table_moments(table, m, row0, row1, acc):
 
 @njit(inline="always", cache=True)
 def _convert(x, m, rne):
-    """A 23-bit fraction -> (M-bit mantissa index, carry into the exponent), numerics.md 2.1."""
+    """A 23-bit fraction -> (M-bit mantissa index, carry into the exponent), docs/numerics.md 2.1."""
     s = 23 - m
     keep = x >> s
     if rne and s > 0:
@@ -408,15 +481,19 @@ def mantissa_stats_moments(m: int, *, table=None, cm=None, reference="truncated"
         with ``rounding``; always Monte Carlo.
     """
     if table is None and cm is None:
-        raise ValueError("need a LUT or a compiled model")
+        raise RangeError("need a LUT or a compiled model")
+    check_integer(m, "the mantissa width M", 1, 23)
+    check_sampling(samples, seed)
     use_table = table is not None
+    if use_table and np.shape(table) != (1 << m, 1 << m):
+        raise RangeError(f"the LUT for M={m} must have shape ({1 << m}, {1 << m}), not {np.shape(table)}")
     dummy = np.zeros((1, 1), np.float64)
     tab = np.ascontiguousarray(table) if use_table else dummy
     addr = 0 if cm is None else cm.address
     is_float = cm is None or cm.kind == "float"
     if reference == "truncated" and samples is None:
         if not use_table:
-            raise ValueError("an exhaustive sweep needs the LUT; build it with significand_table")
+            raise RangeError("an exhaustive sweep needs the LUT; build it with significand_table")
         n = 1 << m
         chunks = _row_chunks(n, n, target_pairs=1 << 20)
         acc = new_moments(len(chunks))
@@ -427,9 +504,9 @@ def mantissa_stats_moments(m: int, *, table=None, cm=None, reference="truncated"
         run_chunks(work, len(chunks), threads=threads, progress=progress)
         return combine_moments(acc), True
     if reference not in ("truncated", "full"):
-        raise ValueError(f"reference must be 'truncated' or 'full', not {reference!r}")
+        raise RangeError(f"reference must be 'truncated' or 'full', not {reference!r}")
     if rounding not in ("truncate", "rne"):
-        raise ValueError(f"rounding must be 'truncate' or 'rne', not {rounding!r}")
+        raise RangeError(f"rounding must be 'truncate' or 'rne', not {rounding!r}")
     full = reference == "full"
     span = 1 << (23 if full else m)
     sizes = _sample_chunks(samples if samples is not None else DEFAULT_SAMPLES)

@@ -153,7 +153,7 @@ def cost_bits(model: Model, bits: int, *, integer: bool = False) -> int:
     """The width a cost figure's ``bits=`` condition is matched against.
 
     Float models at mantissa width M: M. An unsigned integer model *lifted* to
-    M is an (M + 1)-bit integer multiplier (numerics.md section 4), so its
+    M is an (M + 1)-bit integer multiplier (docs/numerics.md section 4), so its
     figure for ``bits=M+1`` applies (MBM at M = 7 takes Saadat's 8-bit figure).
     Integer models at operand width n: n.
     """
@@ -271,7 +271,7 @@ def build_grids(configs, bits: int, *, integer: bool = False, **kwargs) -> tuple
 
 
 def full_reference_re(lut, *, samples: int = 1 << 20, seed: int = 0, rounding: str | None = None) -> np.ndarray:
-    """Relative errors against the ``full`` reference (metrics.md), one per seeded random operand pair.
+    """Relative errors against the ``full`` reference (docs/metrics.md), one per seeded random operand pair.
 
     The 23-bit fractions of two float32 operands in [1, 2) are drawn
     uniformly, converted to M bits with ``rounding`` (the LUT's own by

@@ -19,13 +19,13 @@ Objectives
 * cost, relative to an exact multiplier of the same width (exact = 1):
   ``power``, ``area``, ``delay``; absolute figures (EvoApproxLib headers):
   ``power_mw``, ``area_um2``, ``delay_ns``;
-* any numeric metrics.md key: ``mean_abs_re``, ``max_abs_re``, ``std_re``,
+* any numeric docs/metrics.md key: ``mean_abs_re``, ``max_abs_re``, ``std_re``,
   ``error_rate``, ``mae``, ``wce``, ``mse``, ``nmed``, ... (minimised as they
   are, so ``mean_re`` prefers the most negative bias);
 * ``abs_mean_re`` = |mean_re| (alias ``abs(mean_re)``), ``abs_mean_error`` = |mean_error|.
 
 Costs come from :meth:`amsim.models.Model.cost_for` with the width of
-:func:`analysis.data.cost_bits`: a lifted integer model at mantissa width M is
+:func:`amsim.analysis.data.cost_bits`: a lifted integer model at mantissa width M is
 an (M + 1)-bit integer multiplier, so its ``bits=M+1`` figure applies.
 """
 

@@ -167,7 +167,7 @@ def distribution_figure(items, *, bins: int = 120, title: str | None = None, sub
     Parameters
     ----------
     items : list
-        :class:`analysis.data.ErrorGrid` objects, or ``(label, re_values)`` /
+        :class:`amsim.analysis.data.ErrorGrid` objects, or ``(label, re_values)`` /
         ``(label, re_values, weights)`` tuples (fractions; shown in %).
     bins : int
         Number of bins of the grid shared by every series.
@@ -381,7 +381,7 @@ def operand_figure(items, *, title: str | None = None, overlay: bool | None = No
 def width_figure(results: dict, *, reference: str = "truncated", title: str | None = None) -> Figure:
     """Mean |RE|, bias (mean RE) and peak |RE| against the mantissa width M.
 
-    ``results`` maps a label to ``[(M, stats), ...]`` (metrics.md keys). Mean and
+    ``results`` maps a label to ``[(M, stats), ...]`` (docs/metrics.md keys). Mean and
     peak use a log scale when every value is positive.
     """
     if not results:
@@ -425,7 +425,7 @@ def pareto_figure(result, objectives=None, *, title: str | None = None, note: st
                   label_all: bool | None = None) -> Figure:
     """Scatter of every candidate with data, the non-dominated front drawn through it, and labels.
 
-    ``result`` is a :class:`analysis.pareto.ParetoResult`; the plot uses its
+    ``result`` is a :class:`amsim.analysis.pareto.ParetoResult`; the plot uses its
     first two objectives (or ``objectives``). With more objectives the front
     is the one over all of them, shown projected (said on the plot). The
     candidates without data are listed under the plot, with ``note``.
@@ -539,7 +539,7 @@ def plot_distribution(models, bits: int, params=None, *, reference: str = "trunc
     """Distribution figure of the named models at width ``bits`` (params may sweep: ``{"k": range(4, 7)}``).
 
     ``reference="full"`` histograms ``samples`` seeded float32 operand pairs
-    (:func:`analysis.data.full_reference_re`) instead of the LUT grid.
+    (:func:`amsim.analysis.data.full_reference_re`) instead of the LUT grid.
     """
     from . import data
 

@@ -97,7 +97,8 @@ def _git_commit() -> str:
 
 def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=("power", "mean_abs_re"),
                  pareto_reference: str = "truncated", rounding: str = "truncate", samples=None, seed: int = 0,
-                 models_dirs=(), command: str | None = None, isolate: bool = True, max_parallel: int = 1) -> Path:
+                 models_dirs=(), command: str | None = None, isolate: bool = True, max_parallel: int = 1,
+                 runs=()) -> Path:
     """Write the report of ``models`` (default: every model supporting M = ``bits``) into folder ``out``.
 
     Parameters
@@ -107,9 +108,9 @@ def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=
     bits : int
         Mantissa width M (integer models are lifted from M + 1 bits).
     models, param_specs
-        As :func:`analysis.data.select_configs` (``param_specs`` may sweep: ``["k=4..8"]``).
+        As :func:`amsim.analysis.data.select_configs` (``param_specs`` may sweep: ``["k=4..8"]``).
     objectives : sequence of str
-        Objectives of the Pareto front (:data:`analysis.pareto.OBJECTIVES`).
+        Objectives of the Pareto front (:data:`amsim.analysis.pareto.OBJECTIVES`).
     pareto_reference : {"truncated", "full"}
         The statistics reference the front uses.
     rounding, samples, seed
@@ -118,6 +119,8 @@ def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=
         The command that produced the report, shown verbatim (the CLI passes its argv).
     isolate : bool
         Build each model's LUT in a forked process (a crashing model is listed as failed).
+    runs : sequence of paths
+        Training run or study folders (``amsim train``): adds a training section.
 
     Returns
     -------
@@ -160,6 +163,10 @@ def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=
             "figures": figures,
             "regenerate": _regenerate_commands(grids, bits, rounding, samples, seed),
         }
+        if runs:
+            from . import training
+
+            info["training"] = training.report_section(runs, stage)
         (stage / "report.json").write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
         (stage / "index.html").write_text(_html(info, grids, front), encoding="utf-8")
         (stage / MARKER).write_text("amsim report folder: `amsim report` may replace it\n", encoding="utf-8")
@@ -255,9 +262,9 @@ def _regenerate_commands(grids, bits, rounding, samples, seed) -> list[str]:
 def _api_command(out, bits, models, param_specs, objectives, reference, rounding, samples, seed) -> str:
     names = None if not models else [getattr(m, "name", str(m)) for m in models]
     specs = [s if isinstance(s, str) else f"{s[0]}={','.join(map(str, s[1]))}" for s in param_specs]
-    return (f"analysis.report.build_report({str(out)!r}, bits={bits}, models={names!r}, param_specs={specs!r}, "
-            f"objectives={list(objectives)!r}, pareto_reference={reference!r}, rounding={rounding!r}, "
-            f"samples={samples!r}, seed={seed!r})")
+    return (f"amsim.analysis.report.build_report({str(out)!r}, bits={bits}, models={names!r}, "
+            f"param_specs={specs!r}, objectives={list(objectives)!r}, pareto_reference={reference!r}, "
+            f"rounding={rounding!r}, samples={samples!r}, seed={seed!r})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,7 +334,7 @@ def _html(info: dict, grids, front) -> str:
     full_what = (f"float32 operands with uniform random dropped bits, Monte Carlo ({full_samples} pairs, "
                  f"seed {info['seed']}, operand rounding {info['rounding']})") if full_samples else \
         "float32 operands with uniform random dropped bits, Monte Carlo"
-    out.append(f"<p>Two references (specs/metrics.md): <strong>truncated</strong>: the exact product of the "
+    out.append(f"<p>Two references (docs/metrics.md): <strong>truncated</strong>: the exact product of the "
                f"M-bit operands, exhaustive over all 2<sup>{2 * bits}</sup> mantissa pairs; <strong>full</strong>: "
                f"the exact product of {_e(full_what)}. Ratios in %. Bias = mean RE; peak = max |RE|.</p>")
     head = "".join(f"<th>{_e(t)}</th>" for t, _, _ in _STAT_COLUMNS)
@@ -345,7 +352,7 @@ def _html(info: dict, grids, front) -> str:
     out.append("<h2>Models</h2>")
     for m in info["models"]:
         kind = ("float mantissa model" if m["kind"] == "float"
-                else f"integer model lifted from {m['lifted_from_bits']}-bit operands (numerics.md §4)")
+                else f"integer model lifted from {m['lifted_from_bits']}-bit operands (docs/numerics.md §4)")
         cost = (f"<strong>Cost</strong> (relative to an exact multiplier, exact = 1): {_e(_cost_text(m['cost']))}"
                 if m["cost"] else
                 f"<strong>Cost</strong>: no cost data for this configuration (looked up for {m['cost_bits']}-bit "
@@ -388,6 +395,11 @@ def _html(info: dict, grids, front) -> str:
             out.append(f"<tr{cls}><td>{_e(c['label'])}</td>{vals}<td>{_e(status)}</td></tr>")
     out.append(f"</table><p class='muted'>All objectives minimised; statistics from the "
                f"{_e(pj['reference'])} reference. Candidates with identical objective vectors are all kept.</p>")
+
+    if info.get("training"):
+        from . import training
+
+        out.append(training.report_html(info["training"]))
 
     # Reproduce
     out.append("<h2>How this report was made</h2><p>Command:</p>")

@@ -10,7 +10,7 @@ CPU, threads, the BLAS library and kernel numpy ran, and OPENBLAS_CORETYPE.
 
     .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N] [--runs 3]
     .venv/bin/python scripts/bench_gemm.py --backend cuda     # needs a GPU and CuPy
-    .venv/bin/python scripts/bench_gemm.py --calibrate        # refit planner.COST, _COST_DP on this CPU
+    .venv/bin/python scripts/bench_gemm.py --calibrate        # thorough fit of the planner's costs on this CPU
 
 With ``--backend cuda`` the device kernels (amsim_cuda_gemm, called through its
 C ABI on CuPy device arrays) are timed with CUDA events against cuBLAS SGEMM
@@ -23,13 +23,13 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from amsim import gemm
 from amsim.gemm import cpu, engine, planner
-from benchenv import best_of, best_of_pair, environment
+from amsim.gemm import cpu, engine, planner
+from benchenv import best_of_pair, environment
 
 BATCH = 64
 
@@ -152,150 +152,20 @@ def main():
                       "results": results}, indent=1))
 
 
-CALIBRATION_SHAPES = [(1024, 256, 256), (256, 1024, 64), (64, 256, 1024), (25, 20000, 6), (6, 20000, 25),
-                      (20000, 25, 6), (6, 25, 20000), (150, 4000, 16), (16, 4000, 150), (512, 64, 512),
-                      (64, 400, 120), (120, 400, 64), (300, 300, 300), (40, 2000, 40), (2000, 40, 40),
-                      (40, 40, 2000), (128, 128, 128), (4000, 150, 16), (20000, 6, 25), (4000, 16, 150),
-                      (64, 120, 400), (512, 1024, 1024)]
-
-
-def split_costs(rng):
-    """ns per element of amsim_split_f32 on one thread, for a contiguous operand ("split") and a
-    transposed view ("split_t"). Timed on their own: in a GEMM on one thread, splitting Y and
-    preparing its columns for the lookups both grow with its size, and cannot be told apart;
-    on several threads the split is shared and each thread prepares its own columns."""
-    ffi, lib = engine.load()
-    x = rng.standard_normal((1024, 1024)).astype(np.float32)
-    scale, idx = np.empty(x.size, np.float32), np.empty(x.size, np.uint16)
-    ps, pi, ranges = ffi.from_buffer("float[]", scale), ffi.from_buffer("uint16_t[]", idx), ffi.new("int32_t[2]")
-    costs = {}
-    for name, view in (("split", x), ("split_t", x.T)):
-        _, ptr, rs, cs = engine.strided(ffi, view)
-        t = best_of(lambda: lib.amsim_split_f32(ptr, 1024, 1024, rs, cs, 7, 0, 0, ps, pi, 0, 1024, ranges), 7)
-        costs[name] = t * 1e9 / x.size
-    return costs
-
-
-def fit_costs(mults, rng, fixed):
-    """Time every (kernel, orientation) of CALIBRATION_SHAPES on one thread for each multiplier
-    and fit the per-count costs, those in ``fixed`` (ns) held. Returns (costs, slowdowns):
-    slowdowns maps (bits, m, k, n) to how much slower the fitted model's choice ran than the
-    best plan."""
-    names = ["build", "build_op", "fma", "row_k", "row_vec", "lookup", "lookup_group", "lookup_op", "prep", "prep_t",
-             "out", "split", "split_t", "call"]
-    features, times, groups = [], [], []
-    real_plan = planner.fast_plan
-    try:
-        for mult in mults:
-            bits = mult.bits
-            for m, k, n in CALIBRATION_SHAPES:
-                a = rng.standard_normal((m, k)).astype(np.float32)
-                b = rng.standard_normal((k, n)).astype(np.float32)
-                for method in ("expand", "lookup"):
-                    for swap in (False, True):
-                        planner.fast_plan = lambda *_args, _p=(method, swap, False): _p
-                        t = best_of(lambda: gemm.matmul(a, b, mult, method=method, threads=1), 9)
-                        rows, cols = (n, m) if swap else (m, n)
-                        # row-major operands: swapping makes both transposed views
-                        counts = {**planner.plan_features(method, rows, k, cols, bits, 1, swap), "call": 1}
-                        features.append([counts.get(name, 0) for name in names])
-                        times.append(t * 1e9)
-                        groups.append((bits, m, k, n))
-    finally:
-        planner.fast_plan = real_plan
-    x, y = np.array(features, float), np.array(times)
-    held = np.array([fixed.get(name, 0.0) for name in names])
-    rest = y - x @ held
-    # least squares with the costs kept non-negative (a negative cost would be an artefact of
-    # correlated counts): refit without the most negative one until none is left
-    active = [i for i, name in enumerate(names) if name not in fixed]
-    while True:
-        coef = held.copy()
-        coef[active] = np.linalg.lstsq(x[:, active] / y[:, None], rest / y, rcond=None)[0]
-        negative = [i for i in active if coef[i] < 0 and names[i] != "call"]
-        if not negative:
-            break
-        active.remove(min(negative, key=lambda i: coef[i]))
-    predicted = x @ coef
-    slowdowns = {}
-    for group in sorted(set(groups)):
-        members = [i for i, g in enumerate(groups) if g == group]
-        chosen = min(members, key=lambda i: predicted[i])
-        slowdowns[group] = times[chosen] / min(times[i] for i in members)
-    return {n: round(float(c), 3) for n, c in zip(names, coef)}, slowdowns
-
-
-#: Small GEMMs (LeNet-5's dense layers and the like), where handing half the work to the pool's
-#: awake worker costs about as much as it saves: the shapes "threads_awake" is fitted on.
-HANDOFF_SHAPES = [(64, 84, 10), (64, 10, 84), (64, 120, 84), (64, 84, 120), (120, 64, 84), (64, 256, 64),
-                  (128, 128, 128), (64, 400, 120), (64, 120, 400)]
-
-
-def fit_handoff(mult, costs, rng):
-    """What a parallel call costs beyond its busiest thread's share of the work, with the pool's
-    worker awake (back-to-back calls), in ns: the median over HANDOFF_SHAPES of the parallel
-    time less the single-threaded one plus the work the model says the second thread takes
-    over. It includes what an empty job's round trip does not: the worker reading operands
-    from the caller's cache, and a second thread slower than the first (two vCPUs may share a
-    core)."""
-    real_plan = planner.fast_plan
-    overheads = []
-    try:
-        for m, k, n in HANDOFF_SHAPES:
-            a = rng.standard_normal((m, k)).astype(np.float32)
-            b = rng.standard_normal((k, n)).astype(np.float32)
-            method, swap, _ = real_plan(m, k, n, mult.bits, "auto", 1, False, False, False, mult.dot_products)
-            rows, cols = (n, m) if swap else (m, n)
-            model = [sum(costs[f] * c for f, c in planner.plan_features(method, rows, k, cols, mult.bits, t,
-                                                                     swap).items())
-                     for t in (1, 2)]
-            times = []
-            for parallel in (False, True):
-                planner.fast_plan = lambda *_args, _p=(method, swap, parallel): _p
-                times.append(best_of(lambda: gemm.matmul(a, b, mult, threads=2), 200) * 1e9)
-            overheads.append(times[1] - times[0] + model[0] - model[1])
-    finally:
-        planner.fast_plan = real_plan
-    return round(float(np.median(overheads)))
-
-
 def calibrate():
-    """Fit planner.COST and planner.COST_DP: time every (kernel, orientation) on one thread and solve
-    for the constants.
-
-    The model is linear in the constants (planner.plan_features counts what each plan does, the
-    operands' split included), plus a fixed per-call cost shared by all plans ("call": the
-    planner compares plans of one GEMM, so it does not use it; a negative fit only says that
-    the counts overstate the smallest shapes). The fit weights relative errors and keeps the
-    other costs non-negative; the split's costs are timed on their own (split_costs). _COST is fitted on `exact` (M = 4, 6, 7, 8), whose entries are
-    not bfloat16 values, _COST_DP on `mitchell` (M = 4, 6, 7), whose entries are and which the
-    kernels take with bfloat16 dot products (where the build has them). "threads" is the median
-    time to hand work to the pool and wait for it with its workers asleep; "threads_awake", with
-    a worker awake, is fitted on small GEMMs (fit_handoff). Prints the constants and how much slower the model's choice is
-    than the best measured plan, at worst (and where) and on geometric mean.
-    """
-    rng = np.random.default_rng(0)
-    fixed = split_costs(rng)
-    families = {"cost_ns": [gemm.resolve("exact", bits) for bits in (4, 6, 7, 8)]}
-    dp = [gemm.resolve("mitchell", bits) for bits in (4, 6, 7)]
-    if all(mult.dot_products for mult in dp):
-        families["cost_ns_dp"] = dp
-    lib = engine.load()[1]
-    asleep = []
-    for _ in range(50):  # the pool's cost (two parts of 50 us each, less 50 us) after its workers slept
-        time.sleep(0.005)
-        asleep.append(lib.amsim_pool_overhead_ns(2, 50_000.0))
-    report = {"benchmark": "gemm-calibration", "environment": environment()}
-    for key, mults in families.items():
-        costs, slowdowns = fit_costs(mults, rng, fixed)
-        costs = {**costs, "threads": round(float(np.median(asleep)))}
-        costs["threads_awake"] = fit_handoff(next(m for m in mults if m.bits == 7), costs, rng)
-        worst = max(slowdowns, key=slowdowns.get)
-        report[key] = costs
-        report[key + "_choice_slowdown"] = {
-            "max": slowdowns[worst], "worst_case": dict(zip(("bits", "m", "k", "n"), worst)),
-            "geomean": float(np.exp(np.mean(np.log(list(slowdowns.values())))))}
-    print(json.dumps(report, indent=1))
+    """A thorough fit of the planner's costs on this CPU (amsim.gemm.planner.fit: every kernel and
+    orientation of many shapes timed on one thread, the pool's hand-off costs), written to the
+    cache that the engine reads at load, so that later processes plan with it. Prints the costs and
+    how much slower the fitted model's choice ran than the best timed plan, at worst and on
+    geometric mean."""
+    variant = engine.variant_of(None)
+    ffi, lib = engine.load(variant)
+    fitted = planner.fit(ffi, lib, thorough=True)
+    path = planner.cache_path(variant)
+    planner.write_cache(path, fitted)
+    planner.set_costs(ffi, lib, fitted["plain"], fitted.get("dp"))
+    print(json.dumps({"benchmark": "gemm-calibration", "environment": environment(), "cache": str(path),
+                      **fitted}, indent=1))
 
 
 def bench_cuda(args):

@@ -21,6 +21,7 @@ import numpy as np
 
 import amsim
 from amsim import stats, sweep
+import perfdoc
 from benchenv import best_of, environment
 
 MODELS = [("mitchell", {}), ("bam", {"h": 0, "v": 8})]
@@ -50,6 +51,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=sweep.default_threads())
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--doc", metavar="PATH", help="also write the table into this Markdown file "
+                        "(docs/performance.md), replacing this CPU's earlier one")
     args = parser.parse_args()
 
     results = []
@@ -79,6 +82,16 @@ def main():
            "parallelism": "nogil Numba kernels on a ThreadPoolExecutor (no Numba threading layer)",
            "goal": "numba_vs_c >= 0.7 on all threads"}
     print(json.dumps({"benchmark": "sweep", "environment": env, "results": results}, indent=1))
+    if args.doc:
+        rows = [[f"`{r['model']}` {' '.join(f'{k}={v}' for k, v in r['params'].items())}".strip(), threads,
+                 f"{s['numba_pairs_per_s'] / 1e6:.0f} M/s", f"{s['c_loop_pairs_per_s'] / 1e6:.0f} M/s",
+                 f"**{s['numba_vs_c']:.2f}**", f"{s['stats_sweep_pairs_per_s'] / 1e6:.0f} M/s"]
+                for r in results for threads, s in ((int(key.split("_")[1]), s) for key, s in r.items()
+                                                    if key.startswith("threads_"))]
+        table = perfdoc.markdown_table(["model (12-bit, 2^24 pairs)", "threads", "Numba sweep", "C loop",
+                                        "Numba / C", "fused statistics sweep"], rows)
+        perfdoc.update(args.doc, "sweep", env, f"Goal: Numba >= 0.7x the C loop on every row.\n\n{table}",
+                       title="Exhaustive sweeps (`scripts/bench_sweep.py`)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_signature() -> str:
+    """Vendor, family and model numbers: virtual machines often name every CPU "Intel Xeon Processor"."""
+    fields = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() in ("vendor_id", "cpu family", "model") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return platform.machine()
+    return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+
+
 def compiler_version() -> str:
     try:
         return subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
@@ -75,13 +88,27 @@ def best_of_pair(baseline, candidate, *, budget_s: float = 0.6, rounds: int = 3,
     return best[0], best[1]
 
 
+def blas_info():
+    """numpy's BLAS libraries: their API, the kernel they picked for this CPU, threads, version."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    return [{k: v for k, v in info.items() if k in ("internal_api", "architecture", "num_threads", "version")}
+            for info in threadpool_info() if info.get("user_api") == "blas"]
+
+
 def environment() -> dict:
-    """CPU, CPUs available, Python, compiler and the BLAS environment variables."""
+    """CPU, CPUs available, Python, compiler, numpy's BLAS kernel and the BLAS environment variables."""
+    import numpy  # noqa: F401  (loads the BLAS that blas_info reports)
+
     return {
         "cpu": cpu_model(),
+        "cpu_signature": cpu_signature(),
         "cpus_available": len(os.sched_getaffinity(0)),
         "python": sys.version.split()[0],
         "compiler": compiler_version(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+        "blas": blas_info(),
     }

@@ -1,6 +1,6 @@
 """Reference implementations of the built-in multiplier designs.
 
-Written straight from ``designs.md``, independently of the C models in
+Written straight from ``docs/designs.md``, independently of the C models in
 ``c_models/``, and as plainly as possible: the tests compare the two.
 
 Integer references take arrays of unsigned n-bit operands (any integer or

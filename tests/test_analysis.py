@@ -1,4 +1,4 @@
-"""Plots and reports (analysis.plots, analysis.data, analysis.report) and ``amsim plot`` / ``amsim report``.
+"""Plots and reports (amsim.analysis: plots, data, report) and ``amsim plot`` / ``amsim report``.
 
 Figures are checked through their matplotlib objects (titles, labels, legends, colour limits), never
 pixels; saved files must be non-empty PNG and SVG.
@@ -6,6 +6,7 @@ pixels; saved files must be non-empty PNG and SVG.
 
 import functools
 import json
+import subprocess
 import sys
 import threading
 from html.parser import HTMLParser
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 
 import amsim
 from amsim import cli, generate, lut as lutmod
-from analysis import AnalysisError, data, pareto, plots, report
+from amsim.analysis import AnalysisError, data, pareto, plots, report
 
 SAMPLES = 20000
 
@@ -226,7 +227,16 @@ def test_figures_avoid_pyplot_and_build_in_threads():
     for t in threads:
         t.join()
     assert not errors
-    assert "matplotlib.pyplot" not in sys.modules
+
+
+def test_figures_never_import_pyplot():
+    """In a fresh process (TensorFlow, loaded by other tests, imports pyplot itself)."""
+    code = ("import sys, io\n"
+            "from amsim.analysis import plots\n"
+            "fig = plots.curves_figure({'a': ([1, 2], [0.5, 0.6])}, title='t', xlabel='x', ylabel='y')\n"
+            "fig.savefig(io.BytesIO(), format='png')\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # ---------------------------------------------------------------------------------------------

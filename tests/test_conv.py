@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import amsim
 from amsim import gemm, generate, reference, sweep
@@ -28,16 +30,15 @@ def truncate(x, m=7):
 
 
 def padding_of(x_shape, w_shape, strides, padding, dilations):
-    s = conv.pair(strides, "s")
-    d = conv.pair(dilations, "d")
-    return conv.conv_geometry(x_shape[1:3], w_shape[:2], s, padding, d)
+    g = conv.conv_geometry(x_shape, w_shape, strides, padding, dilations)
+    return (g.oh, g.ow), g.pads
 
 
 def naive_conv(x, w, strides, padding, dilations, product):
     """Direct loops over output positions, accumulating in (kh, kw, c) order in float32."""
     (oh, ow), (pt, pb, pl, pr) = padding_of(x.shape, w.shape, strides, padding, dilations)
-    sh, sw = conv.pair(strides, "s")
-    dh, dw = conv.pair(dilations, "d")
+    sh, sw = conv.pair(strides, "strides")
+    dh, dw = conv.pair(dilations, "dilations")
     xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     kh, kw, c, o = w.shape
     y = np.zeros((x.shape[0], oh, ow, o), np.float32)
@@ -140,7 +141,12 @@ def test_channel_mismatch_names_both_shapes():
 
 def test_filter_larger_than_input_is_refused():
     with pytest.raises(ShapeError, match="does not fit"):
-        gemm.conv2d(np.ones((1, 2, 2, 1), np.float32), np.ones((3, 3, 1, 1), np.float32), MITCHELL)
+        gemm.conv2d(np.ones((1, 2, 2, 1), np.float32), np.ones((4, 4, 1, 1), np.float32), MITCHELL)
+
+
+def test_filter_one_larger_than_input_gives_an_empty_output_as_in_tensorflow():
+    assert gemm.conv2d(np.ones((1, 2, 2, 1), np.float32), np.ones((3, 3, 1, 1), np.float32), MITCHELL).shape \
+        == (1, 0, 0, 1)
 
 
 def test_gradient_with_wrong_dy_shape_is_refused():
@@ -154,3 +160,101 @@ def test_tensorflow_style_strides_and_padding_are_accepted():
     a = gemm.conv2d(x, w, MITCHELL, [1, 2, 2, 1], [[0, 0], [1, 1], [1, 1], [0, 0]])
     b = gemm.conv2d(x, w, MITCHELL, 2, ((1, 1), (1, 1)))
     assert np.array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Geometry arguments: checked once, for type and range, with the argument named
+# ------------------------------------------------------------------------------------------------
+
+X4, W3 = np.ones((1, 4, 4, 1), np.float32), np.ones((3, 3, 1, 1), np.float32)
+CONV_CALLS = {
+    "conv2d": lambda geo: gemm.conv2d(X4, W3, MITCHELL, **geo),
+    "backprop_input": lambda geo: gemm.conv2d_backprop_input(X4.shape, W3, np.ones((1, 2, 2, 1), np.float32),
+                                                             MITCHELL, **geo),
+    "backprop_filter": lambda geo: gemm.conv2d_backprop_filter(X4, W3.shape, np.ones((1, 2, 2, 1), np.float32),
+                                                               MITCHELL, **geo),
+}
+
+
+@pytest.mark.parametrize("call", CONV_CALLS)
+@pytest.mark.parametrize("geo,named", [
+    ({"dilations": -2}, "dilations"), ({"dilations": 0}, "dilations"), ({"dilations": -(2**40)}, "dilations"),
+    ({"dilations": -(2**40), "strides": 2**40}, "strides"), ({"strides": 0}, "strides"),
+    ({"strides": -1}, "strides"), ({"strides": 1.5}, "strides"), ({"strides": 2.0}, "strides"),
+    ({"dilations": (1, 1.5)}, "dilations"), ({"strides": True}, "strides"), ({"strides": "2"}, "strides"),
+    ({"strides": (1, 2, 3)}, "strides"), ({"strides": [2, 1, 1, 1]}, "strides"), ({"strides": 2**31}, "strides"),
+    ({"strides": None}, "strides"), ({"padding": None}, "padding"), ({"padding": "FULL"}, "padding"),
+    ({"padding": ((1, -1), (0, 0))}, "padding"), ({"padding": ((1, 0.5), (0, 0))}, "padding"),
+    ({"padding": ((1,), (0, 0))}, "padding"), ({"padding": [[1, 0], [1, 1], [1, 1], [0, 0]]}, "padding"),
+    ({"padding": 3}, "padding"),
+])
+def test_bad_geometry_arguments_are_refused_by_name(call, geo, named):
+    with pytest.raises(conv.ConvArgumentError, match=f"^{named}"):
+        CONV_CALLS[call](geo)
+
+
+def test_zero_sized_filters_and_channels_are_refused_by_name():
+    with pytest.raises(ShapeError, match="filter height must be >= 1"):
+        gemm.conv2d(X4, np.ones((0, 0, 1, 1), np.float32), MITCHELL)
+    with pytest.raises(ShapeError, match="input channels must be >= 1"):
+        gemm.conv2d(np.ones((1, 4, 4, 0), np.float32), np.ones((3, 3, 0, 1), np.float32), MITCHELL)
+    with pytest.raises(ShapeError, match="4-D"):
+        gemm.conv2d_backprop_input((1, 4, 4), W3, np.ones((1, 2, 2, 1), np.float32), MITCHELL)
+    with pytest.raises(conv.ConvArgumentError, match=r"input shape\[1\]"):
+        gemm.conv2d_backprop_input((1, 4.0, 4, 1), W3, np.ones((1, 2, 2, 1), np.float32), MITCHELL)
+
+
+def test_empty_batches_and_zero_output_channels_give_empty_results():
+    assert gemm.conv2d(X4, np.ones((3, 3, 1, 0), np.float32), MITCHELL).shape == (1, 2, 2, 0)
+    assert gemm.conv2d(np.ones((0, 4, 4, 1), np.float32), W3, MITCHELL).shape == (0, 2, 2, 1)
+    dx = gemm.conv2d_backprop_input((1, 4, 4, 1), np.ones((3, 3, 1, 0), np.float32),
+                                    np.ones((1, 2, 2, 0), np.float32), MITCHELL)
+    assert dx.shape == (1, 4, 4, 1) and not dx.any()
+
+
+GEOMETRY_VALUES = st.one_of(st.integers(-3, 6), st.sampled_from([2**31, -(2**40), 1.5, 2.0, None, True]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4), kw=st.integers(1, 4),
+       strides=st.one_of(GEOMETRY_VALUES, st.tuples(GEOMETRY_VALUES, GEOMETRY_VALUES)),
+       dilations=st.one_of(GEOMETRY_VALUES, st.tuples(GEOMETRY_VALUES, GEOMETRY_VALUES)),
+       padding=st.one_of(st.sampled_from(["SAME", "VALID", "same", None, "x"]),
+                         st.tuples(st.tuples(st.integers(-1, 3), st.integers(0, 3)),
+                                   st.tuples(st.integers(0, 3), st.integers(0, 3)))))
+def test_any_geometry_either_computes_or_is_refused_cleanly(h, w, kh, kw, strides, dilations, padding):
+    """Fuzzing every geometry argument: a result of the right shape, or an amsim error; never a crash,
+    never an error of another kind."""
+    x, wt = np.ones((1, h, w, 2), np.float32), np.ones((kh, kw, 2, 3), np.float32)
+    try:
+        g = conv.conv_geometry(x.shape, wt.shape, strides, padding, dilations)
+    except amsim.AmsimError:
+        with pytest.raises(amsim.AmsimError):
+            gemm.conv2d(x, wt, MITCHELL, strides, padding, dilations)
+        return
+    y = gemm.conv2d(x, wt, MITCHELL, strides, padding, dilations)
+    assert y.shape == g.out_shape
+    dy = np.ones(y.shape, np.float32)
+    assert gemm.conv2d_backprop_input(x.shape, wt, dy, MITCHELL, strides, padding, dilations).shape == x.shape
+    assert gemm.conv2d_backprop_filter(x, wt.shape, dy, MITCHELL, strides, padding, dilations).shape == wt.shape
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 12), w=st.integers(1, 12), kh=st.integers(1, 5), kw=st.integers(1, 5),
+       sh=st.integers(1, 4), sw=st.integers(1, 4), dh=st.integers(1, 3), dw=st.integers(1, 3),
+       padding=st.one_of(st.sampled_from(["SAME", "VALID"]),
+                         st.tuples(st.tuples(st.integers(0, 3), st.integers(0, 3)),
+                                   st.tuples(st.integers(0, 3), st.integers(0, 3)))))
+def test_output_shapes_equal_tensorflows_wherever_tensorflow_accepts_the_arguments(h, w, kh, kw, sh, sw, dh, dw,
+                                                                                   padding):
+    tf = pytest.importorskip("tensorflow")
+    x, wt = np.ones((1, h, w, 2), np.float32), np.ones((kh, kw, 2, 3), np.float32)
+    tf_padding = padding if isinstance(padding, str) else [[0, 0], list(padding[0]), list(padding[1]), [0, 0]]
+    # TensorFlow's shape function (graph tracing), the rule its kernels follow: oneDNN's eager kernel
+    # returns other shapes for filters larger than the input
+    conv = tf.function(lambda a, b: tf.nn.conv2d(a, b, (sh, sw), tf_padding, dilations=(dh, dw)))
+    try:
+        expected = tuple(conv.get_concrete_function(tf.TensorSpec(x.shape), tf.TensorSpec(wt.shape)).output_shapes)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError):
+        return  # TensorFlow refuses these arguments; amsim may compute or refuse them
+    assert gemm.conv2d(x, wt, MITCHELL, (sh, sw), padding, (dh, dw)).shape == expected

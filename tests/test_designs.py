@@ -3,7 +3,7 @@
 Each model is compiled through the loader and compared with the independent
 numpy references in ``reference_designs.py`` (exhaustively at 8 bits, by
 hypothesis at 16 and 32 bits), and checked against the facts that
-``designs.md`` and ``metrics.md`` state about the designs.
+``docs/designs.md`` and ``docs/metrics.md`` state about the designs.
 """
 
 import functools
@@ -301,14 +301,14 @@ def test_bam_column_truncation_mean_error_matches_the_analytic_value(t):
 
 
 def test_float_mitchell_metrics_match_published_figures():
-    # metrics.md: float Mitchell at M = 7, exhaustive against the truncated reference
+    # docs/metrics.md: float Mitchell at M = 7, exhaustive against the truncated reference
     re = model_table("at_mitchell", 7) / ref.exact_table(7) - 1
     assert np.mean(np.abs(re)) == pytest.approx(0.038485, abs=5e-7)
     assert np.max(np.abs(re)) == pytest.approx(0.11111, abs=5e-6)
 
 
 def test_mbm_16bit_metrics_match_published_figures():
-    # metrics.md / Saadat et al. 2018, Monte Carlo: MRED 2.58 %, bias -0.09 %, peak 7.81 %
+    # docs/metrics.md / Saadat et al. 2018, Monte Carlo: MRED 2.58 %, bias -0.09 %, peak 7.81 %
     rng = np.random.default_rng(2018)
     a = rng.integers(1, 2 ** 16, 1_000_000)
     b = rng.integers(1, 2 ** 16, 1_000_000)
@@ -381,7 +381,7 @@ def _same_float32(x, y):
 @pytest.mark.parametrize("name, M", [(n, M) for n in FLOAT_MODELS for M in (1, 7)]
                          + [("exact", 11), ("bf16_rne", 11), ("at_mitchell", 11)])
 def test_float_model_equals_numerics_reference_on_float32_operands(name, M):
-    # amsim.reference implements numerics.md section 2 given the model's table:
+    # amsim.reference implements docs/numerics.md section 2 given the model's table:
     # truncation of the operands, signs, exponents, zeros, inf, NaN, range edges
     rng = np.random.default_rng(M)
     a = np.concatenate([_random_float32(rng, 20000), np.repeat(SPECIALS, SPECIALS.size)])

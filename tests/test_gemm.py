@@ -90,7 +90,7 @@ def test_every_plan_of_the_planner_gives_the_reference_bits(plan, ab, rounding):
     a, b = ab
     expected = reference.approx_matmul(a, b, TABLES["mitchell"], 7, rounding=rounding)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: plan)
+        mp.setattr(planner, "plan", lambda *args: plan)
         got = gemm.matmul(a, b, TABLES["mitchell"], rounding=rounding, threads=2)
     assert bits_equal(got, expected)
 
@@ -104,7 +104,7 @@ def test_fast_kernels_equal_the_reference_for_every_lut_width(m, plan):
     b = rng.standard_normal((50, 70)).astype(np.float32)  # 70 columns: partial 16- and 64-wide blocks
     table = lut_table("mitchell", m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: plan)
+        mp.setattr(planner, "plan", lambda *args: plan)
         got = gemm.matmul(a, b, table)
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
 
@@ -118,7 +118,7 @@ def test_fast_kernels_equal_the_reference_across_blocks_of_k_and_rows(plan, n, m
     10-vector chunk); 10 columns: one partial vector."""
     a, b, table, expected = _blocks_case(n, m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: plan)
+        mp.setattr(planner, "plan", lambda *args: plan)
         got = gemm.matmul(a, b, table, threads=2)
     assert bits_equal(got, expected)
 
@@ -130,7 +130,7 @@ def test_expand_kernel_splitting_a_transposed_operand_as_it_goes_spans_row_block
     patches = rng.standard_normal((20, 4200)).astype(np.float32)  # X = patches.T: a transposed view
     b = rng.standard_normal((20, 40)).astype(np.float32)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: ("expand", False, parallel))
+        mp.setattr(planner, "plan", lambda *args: ("expand", False, parallel))
         got = gemm.matmul(patches, b, mitchell7, transpose_a=True, threads=2)
     assert bits_equal(got, reference.approx_matmul(patches.T, b, mitchell7.table, 7))
 
@@ -146,7 +146,7 @@ def test_a_transposed_x_falls_back_to_the_direct_kernel_in_its_own_layout(mitche
     b = rng.standard_normal((600, 20)).astype(np.float32)
     a[3, 7] = b[11, 4] = 3e38  # products overflow: outside every fast kernel's window
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: plan)
+        mp.setattr(planner, "plan", lambda *args: plan)
         got = gemm.matmul(a, b, mitchell7, transpose_a=True, transpose_b=True, threads=2)
     assert bits_equal(got, reference.approx_matmul(a.T, b.T, mitchell7.table, 7))
 
@@ -163,13 +163,29 @@ def test_lookup_kernel_equals_the_reference_for_every_chunk_width(n, name, m):
     b = rng.standard_normal((300, n)).astype(np.float32)
     table = lut_table(name, m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: ("lookup", False, False))
+        mp.setattr(planner, "plan", lambda *args: ("lookup", False, False))
         got = gemm.matmul(a, b, table)
     assert bits_equal(got, reference.approx_matmul(a, b, table, m))
 
 
+@pytest.mark.parametrize("name", ["mitchell", "exact"])
+@pytest.mark.parametrize("n", [16 * 133, 16 * 133 - 5])
+def test_lookup_chunks_of_a_wide_part_keep_to_its_columns(name, n):
+    """133 vectors of columns: in chunks of at most 12 whose sizes differ by one at most (11 x 12
+    + 1 would leave a chunk of one vector, which the byte-plane lookups cannot take)."""
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((3, 40)).astype(np.float32)
+    b = rng.standard_normal((40, n)).astype(np.float32)
+    table = TABLES[name]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(planner, "plan", lambda *args: ("lookup", False, False))
+        got = gemm.matmul(a, b, table)
+    assert bits_equal(got, reference.approx_matmul(a, b, table, 7))
+
+
 def test_dot_products_apply_to_luts_of_bfloat16_entries_below_m_8():
-    """The planner's _COST_DP applies where the kernels take dot products: bfloat16 entries, M < 8."""
+    """The planner's dot-product cost table applies where the kernels take dot products: bfloat16
+    entries, M < 8."""
     if not engine.load()[1].amsim_dot_products():
         pytest.skip("this build has no bfloat16 dot products (no AVX512-BF16)")
     assert gemm.resolve("mitchell", 7).dot_products
@@ -179,7 +195,7 @@ def test_dot_products_apply_to_luts_of_bfloat16_entries_below_m_8():
 
 def _forced(method, a, b, table):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: (method, False, False))
+        mp.setattr(planner, "plan", lambda *args: (method, False, False))
         return gemm.matmul(a, b, table)
 
 
@@ -255,7 +271,7 @@ def test_fast_kernels_round_to_nearest_even_as_the_split_does(plan, name, m):
     a[:, 5] = b[:, 3] = a[4] = b[6] = np.array([0x007FFFFF], np.uint32).view(np.float32)[0]  # zero sums
     table = lut_table(name, m)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: plan)
+        mp.setattr(planner, "plan", lambda *args: plan)
         got = gemm.matmul(a, b, table, rounding="rne", threads=2)
     assert bits_equal(got, reference.approx_matmul(a, b, table, m, rounding="rne"))
 
@@ -281,12 +297,33 @@ def _blocks_case(n, m):
     (50176, 6, 25, False, ("expand", False, "rows")),       # its input gradient: 25 columns share each
                                                             # expanded entry
 ])
-def test_planner_picks_the_kernel_the_shape_needs(m_rows, k, n, dp, expected):
+def test_planner_picks_the_kernel_the_shape_needs(start_costs, m_rows, k, n, dp, expected):
+    """With the engine's start costs (a machine's fit may weigh close calls otherwise)."""
     if engine.build_group_vectors() == 1:
-        pytest.skip("_COST is fitted for the byte-plane (VBMI) kernels")
+        pytest.skip("the start costs are for the byte-plane (VBMI) kernels")
     if dp and not engine.load()[1].amsim_dot_products():
         pytest.skip("this build has no bfloat16 dot products")
     assert planner.fast_plan(m_rows, k, n, 7, "auto", 2, False, False, False, dp) == expected
+
+
+@pytest.fixture
+def start_costs():
+    """The engine's start costs in place of this machine's fit, for the test's duration."""
+    ffi, lib = engine.load()
+    fitted = planner.costs(False), planner.costs(True)
+    planner.set_costs(ffi, lib, None, None)
+    yield
+    planner.set_costs(ffi, lib, *fitted)
+
+
+def test_planner_counts_are_the_cost_models_terms():
+    """The counts the cost fit uses are those the C planner weighs: the expand kernel sweeps one
+    multiply-add per product and vector, the lookups look up each product's vector once."""
+    rows, k, cols = 40, 30, 64
+    expand = planner.plan_features("expand", rows, k, cols, 7)
+    lookup = planner.plan_features("lookup", rows, k, cols, 7)
+    assert expand["fma"] == rows * k * cols // 16 and expand["out"] == rows * cols // 16
+    assert lookup["lookup"] == rows * k * cols // 16 and "fma" not in lookup
 
 
 def test_planner_keeps_a_forced_method():
@@ -415,7 +452,7 @@ def test_results_are_identical_for_any_thread_count(mitchell7):
         assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
         for plan in PARALLEL_PLANS:
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(planner, "fast_plan", lambda *args, plan=plan: plan)
+                mp.setattr(planner, "plan", lambda *args, plan=plan: plan)
                 assert bits_equal(gemm.matmul(a, b, mitchell7, threads=threads), one)
 
 
@@ -429,7 +466,7 @@ def test_concurrent_calls_from_several_threads_agree(mitchell7, monkeypatch):
     expected = [reference.approx_matmul(a, b, mitchell7.table, 7) for a, b in pairs]
     results = [None] * 8
     local = threading.local()
-    monkeypatch.setattr(planner, "fast_plan", lambda *args: PARALLEL_PLANS[local.plan])
+    monkeypatch.setattr(planner, "plan", lambda *args: PARALLEL_PLANS[local.plan])
     # a multiplier per plan: each keeps the GEMMs it made ready with its plan
     mults = [gemm.Multiplier(7, mitchell7.table) for _ in PARALLEL_PLANS]
 
@@ -455,6 +492,7 @@ def _parallel_matmul_in_child(queue):
     queue.put(gemm.matmul(*FORK_OPERANDS, "mitchell", bits=7, threads=2))  # the parent's plan, forked
 
 
+@pytest.mark.timing  # a sleep, and which threads the scheduler runs when
 def test_gemms_back_to_back_count_on_an_awake_worker(mitchell7):
     """A run of small GEMMs pays one wake-up of the pool, not one each: after a GEMM returns, the
     planner may count on an awake worker, as it may while one polls; after a pause it may not."""
@@ -469,6 +507,7 @@ def test_gemms_back_to_back_count_on_an_awake_worker(mitchell7):
     assert any(awake)
 
 
+@pytest.mark.timing  # counts of when the scheduler runs the worker
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a worker thread beside the caller")
 def test_a_worker_that_shares_the_callers_cpu_is_not_counted_on():
     """A process held to one CPU: its worker takes a part only when the caller stops, late, so the
@@ -483,7 +522,7 @@ def test_a_worker_that_shares_the_callers_cpu_is_not_counted_on():
         lib = engine.load()[1]
         mult = gemm.resolve("mitchell", 7)
         a, b = np.ones((64, 400), np.float32), np.ones((400, 120), np.float32)
-        planner.fast_plan = lambda *args: ("lookup", False, "rows")
+        planner.plan = lambda *args: ("lookup", False, "rows")
         awake = []
         for _ in range(400):  # the first few: the worker starts asleep, and Linux favours a new thread
             gemm.matmul(a, b, mult, threads=2)
@@ -501,7 +540,7 @@ def test_a_forked_child_can_run_parallel_gemms(mitchell7, monkeypatch):
     # the child has none of the parent's pool threads: its GEMMs must start their own
     import multiprocessing
 
-    monkeypatch.setattr(planner, "fast_plan", lambda *args: PARALLEL_PLANS[0])
+    monkeypatch.setattr(planner, "plan", lambda *args: PARALLEL_PLANS[0])
     gemm.matmul(*FORK_OPERANDS, mitchell7, threads=2)  # the parent's pool is up
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -566,7 +605,7 @@ def test_lookups_read_y_raw_in_any_layout(mitchell7, plan, layout):
            "every other column": lambda x: np.repeat(x, 2, axis=1)[:, ::2],
            "every other row, transposed": lambda x: np.repeat(x.T, 2, axis=0)[::2].T}[layout]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(planner, "fast_plan", lambda *args: plan)
+        mp.setattr(planner, "plan", lambda *args: plan)
         got = gemm.matmul(lay(a), lay(b), mitchell7, threads=2)
     assert bits_equal(got, reference.approx_matmul(a, b, mitchell7.table, 7))
 
@@ -581,15 +620,15 @@ def test_a_repeated_call_still_refuses_operands_of_another_dtype(mitchell7):
 
 
 def test_a_gemm_made_ready_holds_the_plans_for_a_sleeping_and_an_awake_pool(mitchell7, monkeypatch):
-    """The planner is asked once per state of the pool, at the first call; amsim_gemm_call picks
+    """The planner is asked once per state of the pool, at the first call; amsim_gemm_ready picks
     the plan for the state the pool is in at each call."""
     asked = []
 
-    def plan(*args):
-        asked.append(args[6])  # awake
-        return ("lookup", False, bool(args[6]))
+    def plan(ffi, lib, lut, args, awake):
+        asked.append(awake)
+        return ("lookup", False, bool(awake))
 
-    monkeypatch.setattr(planner, "fast_plan", plan)
+    monkeypatch.setattr(planner, "plan", plan)
     rng = np.random.default_rng(12)
     a, b = rng.standard_normal((40, 50)).astype(np.float32), rng.standard_normal((50, 60)).astype(np.float32)
     for _ in range(3):
@@ -688,3 +727,30 @@ def test_kernels_built_for_other_cpus_equal_reference(monkeypatch, variant):
         for method in ("expand", "lookup"):
             assert bits_equal(gemm.matmul(a, b, TABLES["mitchell"], method=method),
                               reference.approx_matmul(a, b, TABLES["mitchell"], 7))
+
+
+@pytest.mark.parametrize("table,message", [
+    (np.zeros((0, 0), np.float32), r"\(2\^M, 2\^M\) with M = 1..12, not \(0, 0\)"),
+    (np.ones((1, 1), np.float32), r"not \(1, 1\)"),
+    (np.ones((4, 8), np.float32), r"not \(4, 8\)"),
+    (np.ones((8192, 8192), np.uint8), r"not \(8192, 8192\)"),
+    (np.ones(16, np.float32), r"not \(16,\)"),
+    (-np.ones((4, 4), np.float32), r"entry \[0, 0\] is -1.0: significand products are never negative"),
+    (np.array([["a", "b"], ["c", "d"]]), "not <U1 values"),
+    (np.ones((4, 4), complex), "not complex128 values"),
+])
+def test_lut_arrays_that_cannot_be_significand_tables_are_refused(table, message):
+    with pytest.raises(LUTError, match=message):
+        gemm.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), table)
+
+
+@pytest.mark.parametrize("bits", [0, -1, 24, 7.0, 7.5, "7", True])
+def test_bits_must_be_a_mantissa_width(bits):
+    with pytest.raises(RangeError, match=r"bits \(mantissa fraction bits M\) must be an integer in 1..23"):
+        gemm.resolve("mitchell", bits)
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, "2", True])
+def test_threads_must_be_a_positive_int(mitchell7, threads):
+    with pytest.raises(RangeError, match=r"threads \(None: every available CPU\) must be an integer >= 1"):
+        gemm.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), mitchell7, threads=threads)

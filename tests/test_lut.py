@@ -2,7 +2,7 @@
 ``NAME_M.bin`` files and TFApprox's 8-bit integer table.
 
 The ApproxTrain tests compare amsim's exports with the bytes computed by the
-independent reference in ``reference_designs.py`` (written from designs.md).
+independent reference in ``reference_designs.py`` (written from docs/designs.md).
 """
 
 import functools

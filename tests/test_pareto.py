@@ -1,4 +1,4 @@
-"""Pareto fronts (analysis.pareto): properties of the non-dominated set, ties and missing data,
+"""Pareto fronts (amsim.analysis.pareto): properties of the non-dominated set, ties and missing data,
 candidates built from model costs and statistics, and ``amsim pareto``."""
 
 import csv
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 import amsim
 from amsim import cli
 from amsim.errors import RangeError
-from analysis import AnalysisError, data, pareto
-from analysis.pareto import dominates, pareto_front
+from amsim.analysis import AnalysisError, data, pareto
+from amsim.analysis.pareto import dominates, pareto_front
 
 # ---------------------------------------------------------------------------------------------
 # Properties (hypothesis)

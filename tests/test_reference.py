@@ -1,4 +1,4 @@
-"""Tests of the numpy reference of the approximate product and GEMM (numerics.md 2, 3).
+"""Tests of the numpy reference of the approximate product and GEMM (docs/numerics.md 2, 3).
 
 Expected values are computed independently of amsim.reference: with integer bit
 tricks on the float32 pattern, or with float64 arithmetic that is exact for the
@@ -188,7 +188,7 @@ def test_float64_table_entries_round_to_nearest_float32():
 
 
 # ---------------------------------------------------------------------------
-# special operands (numerics.md 2.2), in every mode
+# special operands (docs/numerics.md 2.2), in every mode
 # ---------------------------------------------------------------------------
 
 SUB = 1e-40  # a float32 subnormal

@@ -27,7 +27,7 @@ def exact_products(m):
 
 
 # ---------------------------------------------------------------------------------------------
-# Published figures (specs/metrics.md)
+# Published figures (docs/metrics.md)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -144,7 +144,7 @@ def test_lut_path_equals_direct_call_at_the_edges_of_the_range(name):
 
 
 def brute_force_metrics(p, pp):
-    """metrics.md, written out directly with numpy over explicit exact/approximate products."""
+    """docs/metrics.md, written out directly with numpy over explicit exact/approximate products."""
     e = pp - p
     nz = p != 0
     re = e[nz] / p[nz]

@@ -1,15 +1,15 @@
 """The approximate GEMM engine: matmul and conv2d with every product replaced by a LUT multiplier.
 
-Semantics are those of specs/numerics.md: each product a (x) b is
+Semantics are those of docs/numerics.md: each product a (x) b is
 ``sign * 2^(ea + eb) * LUT[i, j]`` with IEEE special values, and every output
 is a float32 sum in increasing k. Backends:
 
 ``reference``
     :mod:`amsim.reference` (plain numpy): slow, obviously correct, the oracle.
 ``cpu``
-    C kernels (``amsim/csrc/gemm_cpu.c``) sharing ``amsim_product.h`` with the
-    CUDA kernels, compiled once per machine with ``-O3 -march=native`` and
-    cached. Same accumulation order as the reference, so results are
+    The C engine (``amsim/csrc/cpu/``, interface ``amsim_gemm.h``) sharing
+    ``amsim_product.h`` with the CUDA kernels, compiled once per machine with
+    ``-O3 -march=native`` into a shared library and cached (:mod:`.engine`). Same accumulation order as the reference, so results are
     bit-identical to it, deterministic for any thread count, and safe to call
     from several threads at once. Each GEMM is one C call (``amsim_gemm``):
     split, window test and kernel run on a pool of C worker threads, the
@@ -31,17 +31,17 @@ Kernels of the CPU backend (``method``):
     entry up in a LUT row held in registers. For GEMMs with too few rows to
     share an expansion. Same exactness window.
 ``direct`` (any M <= 12)
-    One ``amsim_mul_split`` per product, every rule of numerics.md applied.
+    One ``amsim_mul_split`` per product, every rule of docs/numerics.md applied.
 ``model`` (any M, no LUT)
     Each product calls the compiled C model (M > 12, where no LUT fits).
 
 On CPUs with AVX512-BF16 both take LUTs of bfloat16 entries (M < 8) with
 bfloat16 dot products, two products per instruction (vdpbf16ps), where no
-partial sum can be subnormal (``amsim_window_dp`` in gemm_cpu.c); the
-planner then uses its second cost table.
+partial sum can be subnormal (``amsim_window_dp`` in the engine's gemm.c);
+the planner then uses its second cost table.
 
-With ``method="auto"`` a cost model (:func:`amsim.gemm.planner.fast_plan`, fitted by
-``scripts/bench_gemm.py --calibrate``) picks the fast kernel, its orientation
+With ``method="auto"`` the engine's planner, a cost model fitted on this
+machine (:mod:`.planner`), picks the fast kernel, its orientation
 (along B's columns, or along A's rows by computing C^T = B^T A^T with the LUT
 transposed) and whether to use several threads; operands outside the window
 fall back to ``direct``.
@@ -53,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
-from ..errors import AmsimError, RangeError
+from ..errors import AmsimError, RangeError, check_integer
 from . import cpu
 from .multiplier import Multiplier, resolve
 
@@ -97,7 +97,7 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     transpose_a, transpose_b : bool
         Use the transpose of the last two axes (no copy).
     rounding : {"truncate", "rne"}
-        Operand conversion to M bits (numerics.md 2.1).
+        Operand conversion to M bits (docs/numerics.md §2.1).
     mode : {"ieee", "approxtrain"}
         ``approxtrain`` reproduces ApproxTrain's simulator in the normal range.
     backend : {"auto", "reference", "cpu", "cuda"}
@@ -129,6 +129,8 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    if threads is not None:
+        check_integer(threads, "threads (None: every available CPU)", 1)
     if mode == "approxtrain" and rounding != "truncate":
         raise ValueError("mode='approxtrain' truncates its operands; rounding='rne' does not apply")
     a = _check_operand("a", a)

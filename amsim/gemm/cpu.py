@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import os
 
 import numpy as np
 
@@ -17,24 +15,17 @@ def threads_for(threads):
     return max(1, int(threads)) if threads else default_threads()
 
 
-@functools.lru_cache(maxsize=1)
 def default_threads() -> int:
-    """``AMSIM_NUM_THREADS``, or every CPU this process may use: read at the first GEMM, since
-    looking the environment up costs about a microsecond, a tenth of a small GEMM."""
-    env = os.environ.get("AMSIM_NUM_THREADS")
-    return max(1, int(env)) if env else max(1, len(os.sched_getaffinity(0)))
-
-
-#: Below this much work (products) the direct and model kernels run in the calling thread; the
-#: fast kernels decide by their cost model.
-_PARALLEL_MIN_WORK = 1 << 20
+    """The engine's default: ``AMSIM_NUM_THREADS``, or every CPU this process may use (read by
+    the engine at its first GEMM)."""
+    return int(engine.load()[1].amsim_default_threads())
 
 
 def call_key(a, b, rounding, mode, method, threads):
     """What a made-ready GEMM (ready_call) depends on besides the multiplier: the operands'
     shapes and layouts and the options. The planner and the kernels' build are part of it, so
     that ones put in their place (tests, ``bench_gemm.py --calibrate``) take effect."""
-    return a.shape, a.strides, b.shape, b.strides, rounding, mode, method, threads, planner.fast_plan, engine.load
+    return a.shape, a.strides, b.shape, b.strides, rounding, mode, method, threads, planner.plan, engine.load
 
 
 def matmul_2d(a, b, mult, rounding, mode, method, threads):
@@ -57,9 +48,9 @@ _MAX_CALLS = 256
 def ready_call(a, b, mult, rounding, mode, method, threads):
     """A function computing ``a (x) b`` for operands shaped and laid out like a and b.
 
-    It holds the planner's choices in an ``amsim_call`` for amsim_gemm_call,
-    which picks the plan for a sleeping or an awake pool at each call, so a
-    call costs a few microseconds of Python: small GEMMs take little more.
+    It holds the GEMM's arguments and the planner's choices for a sleeping and for an awake pool
+    in a ``struct amsim_ready`` for amsim_gemm_ready, which picks the plan for the state the pool
+    is in at each call, so a call costs a few microseconds of Python: small GEMMs take little more.
     """
     ffi, lib = engine.load()
     m_rows, k = a.shape
@@ -67,61 +58,49 @@ def ready_call(a, b, mult, rounding, mode, method, threads):
     shape = (m_rows, n)
     if m_rows == 0 or n == 0 or k == 0:
         return lambda _a, _b: np.zeros(shape, np.float32)
-    threads = threads_for(threads)
-    work = m_rows * n * k
-    mode_i = 1 if mode == "approxtrain" else 0
-    rne = 1 if rounding == "rne" else 0
     a_ptr, ars, acs = engine.pointer(ffi, a)
     b_ptr, brs, bcs = engine.pointer(ffi, b)
+    ready = ffi.new("struct amsim_ready *")
+    args = ffi.addressof(ready, "args")
+    args.M, args.N, args.K = m_rows, n, k
+    args.ars, args.acs, args.brs, args.bcs, args.ldc = ars, acs, brs, bcs, n
+    args.rounding, args.mode = int(rounding == "rne"), int(mode == "approxtrain")
+    args.threads = threads_for(threads)
+    buffer = ffi.from_buffer
 
     if mult.table is None or method == "model":
         if mult.model is None:
             raise RangeError("method='model' needs a multiplier built from a model")
         cm = mult.model
-        model_threads = threads if work * 64 >= _PARALLEL_MIN_WORK else 1
+        address, is_float = cm.address, int(cm.kind == "float")
 
         def call_model(a, b):
             out = np.empty(shape, _FLOAT32)
-            lib.amsim_gemm_model(m_rows, n, k, a_ptr(a), ars, acs, b_ptr(b), brs, bcs, mult.bits, rne, mode_i,
-                                 cm.address, int(cm.kind == "float"), ffi.from_buffer("float[]", out), n,
-                                 model_threads)
+            args.a, args.b, args.c = a_ptr(a), b_ptr(b), buffer("float[]", out)
+            lib.amsim_gemm_model(args, mult.bits, address, is_float)
             return out
 
         return call_model
 
     if method in ("expand", "lookup") and not mult.expandable:
         raise RangeError(f"method={method!r} needs M <= 8 and a LUT of positive finite entries")
-    struct = ffi.new("struct amsim_call *")
-    struct.M, struct.N, struct.K = m_rows, n, k
-    struct.ars, struct.acs, struct.brs, struct.bcs = ars, acs, brs, bcs
-    struct.m, struct.rounding, struct.mode, struct.forced = mult.bits, rne, mode_i, method != "auto"
-    fast = method != "direct" and mult.expandable
-    struct.v_lo, struct.v_hi = mult.table_exponents if fast else (0, 0)
-    # a transposed view has contiguous columns: a row stride of 1 element, a larger column one
-    a_t, b_t = ars == 1 and acs != 1 and k > 1, brs == 1 and bcs != 1 and n > 1
-    for awake, plan in enumerate(struct.plan):
-        if fast:
-            # The LUT is expanded into (or looked up along) Y, the operand whose columns the inner
-            # loop runs over: B, or A when the plan swaps the operands to compute C^T = B^T A^T
-            # with the LUT transposed (its rows stay X's mantissas).
-            name, swap, parallel = planner.fast_plan(m_rows, k, n, mult.bits, method, threads, threads > 1 and bool(awake),
-                                              a_t, b_t, mult.dot_products)
-        else:
-            # the direct kernel takes about 16 times as long per product as the fast ones
-            name, swap, parallel = "direct", False, work * 16 >= _PARALLEL_MIN_WORK
-        plan.swap, plan.method = swap, planner.METHOD_CODES[name]
-        plan.threads, plan.by_rows = threads if parallel else 1, planner.SPLIT_CODES.get(parallel, -1)
-        plan.lut, plan.plut = mult.kernel_tables(swap)
-        if name == "direct":
-            plan.plut = ffi.NULL
-    run, buffer = lib.amsim_gemm_call, ffi.from_buffer
+    lut = mult.engine_lut(ffi, lib)
+    args.kernel = engine.KERNELS[method]
+    ready.lut = lut.ptr
+    choose = planner.plan if method != "direct" and lut.fast else planner.c_plan
+    for awake, p in enumerate(ready.plan):
+        name, swap, parallel = choose(ffi, lib, lut.ptr, args, bool(awake))
+        p.kernel, p.swap = planner.KERNEL_CODES[name], swap
+        p.threads, p.by_rows = args.threads if parallel else 1, planner.SPLIT_CODES.get(parallel, -1)
+    run = lib.amsim_gemm_ready
 
     def call(a, b):
         out = np.empty(shape, _FLOAT32)  # every kernel writes every output
-        if run(struct, a_ptr(a), b_ptr(b), buffer("float[]", out)):
-            raise MemoryError("approximate GEMM kernel: out of memory for its work buffers")
+        rc = run(ready, a_ptr(a), b_ptr(b), buffer("float[]", out))
+        if rc:
+            raise MemoryError("approximate GEMM kernel: out of memory for its work buffers") if rc == -1 else \
+                RangeError(f"amsim_gemm_ready refused its arguments (status {rc})")
         return out
 
+    call.keep = lut  # the LUT's storage, which ready.lut points into
     return call
-
-

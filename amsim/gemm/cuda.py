@@ -1,6 +1,6 @@
 """The bundled CUDA backend: build the kernels with nvcc on first use, call them with ctypes.
 
-The CUDA sources ship inside the package (``amsim/csrc/gemm_cuda.cu``) and share
+The CUDA sources ship inside the package (``amsim/csrc/cuda/gemm_cuda.cu``) and share
 ``amsim_product.h`` with the CPU kernels. :func:`build` compiles them into a
 shared library with nvcc, cached under a hash of the sources and the GPU
 architecture; :func:`library` loads the one for the current GPU. The library's
@@ -28,7 +28,7 @@ from ..errors import AmsimError
 
 __all__ = ["CudaError", "nvcc", "supported_archs", "build", "available", "library", "matmul_2d"]
 
-_SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "gemm_cuda.cu"
+_SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "cuda" / "gemm_cuda.cu"
 
 
 class CudaError(AmsimError, RuntimeError):

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import reference
-from ..errors import LUTError, RangeError
+from .. import generate, reference
+from ..errors import LUTError, RangeError, check_integer
 from ..lut import LUT, load_any
+from ..models import find_model
 from . import engine
 
-__all__ = ["Multiplier", "resolve", "EXPAND_MAX_BITS"]
+__all__ = ["Multiplier", "resolve", "EXPAND_MAX_BITS", "MAX_BITS"]
 
+#: Widest LUT the expand and lookup kernels take.
 EXPAND_MAX_BITS = 8
+#: Widest mantissa: float32's fraction.
+MAX_BITS = 23
 
 
 class Multiplier:
@@ -33,17 +37,22 @@ class Multiplier:
     """
 
     def __init__(self, bits, table=None, model=None, name=""):
-        self.bits = int(bits)
+        self.bits = check_integer(bits, "bits (mantissa fraction bits M)", 1, MAX_BITS)
         self.model = model
         self.name = name
         if table is not None:
             table = np.asarray(table)
+            if table.dtype.kind not in "fiu":
+                raise LUTError(f"a LUT holds real significand products, not {table.dtype} values")
             n = 1 << self.bits
             if table.shape != (n, n):
                 raise LUTError(f"LUT shape {table.shape} does not match M={self.bits} (expected {n}x{n})")
             # float64 tables (products of more than 24 bits) are rounded once to nearest float32,
             # as amsim.reference does.
             table = np.ascontiguousarray(table, dtype=np.float32)
+            if np.any(table < 0):
+                i, j = np.argwhere(table < 0)[0]
+                raise LUTError(f"LUT entry [{i}, {j}] is {table[i, j]}: significand products are never negative")
         elif model is None:
             raise ValueError("a Multiplier needs a table or a model")
         self.table = table
@@ -62,78 +71,44 @@ class Multiplier:
                 raise LUTError(f"{self!r}: {exc}") from None
             self._checked.add(mode)
 
-    @functools.cached_property
-    def table_t(self):
-        """The LUT transposed (row = B's mantissa), for kernels that swap the operands."""
-        return np.ascontiguousarray(self.table.T)
+    def engine_lut(self, ffi=None, lib=None) -> engine.Lut:
+        """This LUT made ready for the engine (amsim_lut_init), once per build of the engine."""
+        if ffi is None:
+            ffi, lib = engine.load()
+        key = ("_engine_lut", ffi)
+        lut = self.__dict__.get(key)
+        if lut is None:
+            lut = self.__dict__[key] = engine.Lut(ffi, lib, self.table, self.bits)
+        return lut
 
-    def prepared(self, transposed: bool = False) -> np.ndarray:
-        """The LUT (or its transpose) as the fast kernels read it, built once per multiplier.
-
-        ``amsim_prepare_lut``'s layout (padded float rows, and byte planes for
-        AVX512-VBMI lookups with a flag saying whether two planes suffice),
-        64-byte aligned.
-        """
-        ffi, lib = engine.load()
-        size = lib.amsim_prepared_bytes(self.bits)  # the layout depends on the build (byte planes or not)
-        key = ("_prepared", transposed, size)
-        out = self.__dict__.get(key)
-        if out is None:
-            raw = np.empty(size + 64, np.uint8)
-            start = -raw.ctypes.data % 64
-            out = raw[start:start + size]
-            table = self.table_t if transposed else self.table
-            lib.amsim_prepare_lut(ffi.from_buffer("float[]", table), self.bits, ffi.from_buffer(out))
-            self.__dict__[key] = out
-        return out
-
-    def kernel_tables(self, transposed: bool = False) -> tuple:
-        """(LUT, prepared LUT) in this orientation as pointers for amsim_gemm, made once.
-
-        A call's own conversions would cost a microsecond, a tenth of a small GEMM's time.
-        """
-        ffi, _lib = engine.load()
-        key = ("_kernel_tables", transposed, ffi)  # ffi: one entry per build of the kernels
-        tables = self.__dict__.get(key)
-        if tables is None:
-            table = self.table_t if transposed else self.table
-            prepared = self.prepared(transposed) if self.expandable else None
-            tables = (ffi.from_buffer("float[]", table),
-                      ffi.from_buffer("float[]", prepared) if prepared is not None else ffi.NULL)
-            self.__dict__[key] = tables
-        return tables
-
-    @functools.cached_property
-    def dot_products(self) -> bool:
-        """True when the fast kernels of this build take bfloat16 dot products for this LUT: the
-        prepared LUT's HI16 flag (entries that are bfloat16 values, M < 8; amsim_prepare_lut)."""
-        ffi, lib = engine.load()
-        return self.expandable and bool(lib.amsim_lut_dot_products(ffi.from_buffer(self.prepared()), self.bits))
-
-    @functools.cached_property
+    @property
     def expandable(self) -> bool:
-        """True when every entry is positive and finite: the expand kernel is exact for it."""
-        t = self.table
-        return t is not None and self.bits <= EXPAND_MAX_BITS and bool(np.all(np.isfinite(t)) and np.all(t > 0))
+        """True when the fast kernels take this LUT (M <= 8, every entry positive and finite:
+        struct amsim_lut's ``fast``)."""
+        return self.table is not None and self.bits <= EXPAND_MAX_BITS and self.engine_lut().fast
 
-    @functools.cached_property
+    @property
+    def dot_products(self) -> bool:
+        """True when the fast kernels of this build take bfloat16 dot products for this LUT
+        (entries that are bfloat16 values, M < 8: struct amsim_lut's ``dot_products``)."""
+        return self.expandable and self.engine_lut().dot_products
+
+    @property
     def table_exponents(self) -> tuple[int, int]:
-        """Smallest and largest biased float32 exponent of the LUT entries (entries are normal)."""
-        e = (self.table.view(np.uint32) >> 23) & 0xFF
-        return int(e.min()), int(e.max())
+        """Smallest and largest biased float32 exponent of the LUT entries (struct amsim_lut)."""
+        return self.engine_lut().exponents
 
 
 @functools.lru_cache(maxsize=64)
 def _model_multiplier(name: str, bits: int, params: tuple, models_dirs: tuple):
-    from ..generate import MAX_LUT_BITS, compile_for_mantissa
-    from ..models import find_model
-    from ..sweep import significand_table
-
+    """The multiplier of a model: its LUT from the LUT layer (M <= 12), and the compiled model
+    itself, which model mode calls per product (the only way for M > 12)."""
     model = find_model(name, models_dirs)
-    cm = compile_for_mantissa(model, bits, dict(params))
-    if bits > MAX_LUT_BITS:
+    cm = generate.compile_for_mantissa(model, bits, dict(params))
+    if bits > generate.MAX_LUT_BITS:
         return Multiplier(bits, model=cm, name=name)
-    return Multiplier(bits, table=significand_table(cm, bits), model=cm, name=name)
+    lut = generate.mantissa_lut(model, bits, dict(params), statistics=False)
+    return Multiplier(bits, table=lut.table, model=cm, name=name)
 
 
 def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Multiplier:
@@ -150,6 +125,8 @@ def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Mul
     params : dict, optional
         Model parameters when ``lut`` is a model name.
     """
+    if bits is not None:
+        check_integer(bits, "bits (mantissa fraction bits M)", 1, MAX_BITS)
     if isinstance(lut, Multiplier):
         mult = lut
     elif isinstance(lut, LUT):
@@ -163,9 +140,10 @@ def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Mul
             raise RangeError(f"model {lut!r} given as the LUT: say which mantissa width with bits=M")
         mult = _model_multiplier(lut, int(bits), tuple(sorted((params or {}).items())), tuple(map(str, models_dirs)))
     elif isinstance(lut, np.ndarray):
-        if lut.ndim != 2 or lut.shape[0] != lut.shape[1] or lut.shape[0] & (lut.shape[0] - 1):
-            raise LUTError(f"a LUT array must be (2^M, 2^M), not {lut.shape}")
-        mult = Multiplier(int(lut.shape[0]).bit_length() - 1, table=lut)
+        size = lut.shape[0] if lut.ndim == 2 else 0
+        if lut.ndim != 2 or lut.shape[1] != size or size < 2 or size & (size - 1) or size > 1 << generate.MAX_LUT_BITS:
+            raise LUTError(f"a LUT array must be (2^M, 2^M) with M = 1..{generate.MAX_LUT_BITS}, not {lut.shape}")
+        mult = Multiplier(size.bit_length() - 1, table=lut)
     else:
         raise TypeError(f"lut must be a LUT, a LUT file, a model name or an array, not {type(lut).__name__}")
     if bits is not None and mult.bits != int(bits):

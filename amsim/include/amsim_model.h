@@ -8,7 +8,7 @@
  *
  *     sign(a) ^ sign(b)  *  2^(ea + eb)  *  significand_product
  *
- * following the numerics contract (numerics.md section 2, truncate rounding):
+ * following the numerics contract (docs/numerics.md section 2, truncate rounding):
  *   - zero and subnormal operands are zero (DAZ): the result is a signed zero
  *     unless the other operand is inf or NaN;
  *   - NaN anywhere, or 0 * inf, gives NaN; inf * (nonzero or inf) gives +-inf;
@@ -144,7 +144,7 @@ static inline float amsim_fp_compose(uint32_t sign, int exp, double sig)
  *
  * Parameters: a, b, the operands (A is the left GEMM operand: the rule is
  * called as sig(i_a, i_b, M) and need not be symmetric); M, kept mantissa
- * bits; sig, the rule.  Handles the special operands of numerics.md 2.2.
+ * bits; sig, the rule.  Handles the special operands of docs/numerics.md 2.2.
  */
 static inline float amsim_fp_mul(float a, float b, int M, amsim_sig_fn sig)
 {

@@ -1,8 +1,8 @@
 /*
  * amsim_product.h -- the one definition of an approximate float32 product.
  *
- * Shared by the CPU GEMM kernels (amsim/csrc/gemm_cpu.c) and the CUDA kernels
- * (amsim/csrc/gemm_cuda.cu); specs/numerics.md section 2 is the contract and
+ * Shared by the CPU GEMM engine (amsim/csrc/cpu/) and the CUDA kernels
+ * (amsim/csrc/cuda/gemm_cuda.cu); docs/numerics.md section 2 is the contract and
  * amsim/reference.py its plain numpy oracle, against which the tests compare
  * these kernels bit for bit.
  *
@@ -25,14 +25,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "amsim_gemm.h"  /* enum amsim_rounding, enum amsim_mode */
+
 #ifdef __CUDACC__
 #define AMSIM_HD __host__ __device__ __forceinline__
 #else
 #define AMSIM_HD static inline
 #endif
 
-enum { AMSIM_TRUNCATE = 0, AMSIM_RNE = 1 };
-enum { AMSIM_MODE_IEEE = 0, AMSIM_MODE_APPROXTRAIN = 1 };
 
 AMSIM_HD uint32_t amsim_f2u(float x)
 {

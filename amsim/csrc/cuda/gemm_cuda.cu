@@ -1,7 +1,7 @@
 /*
  * CUDA kernels of the approximate GEMM (specs/numerics.md section 3).
  *
- * The product is amsim_product.h's, the same header the CPU kernels use.
+ * The product is amsim_product.h's, the same header the CPU engine uses.
  * Every output is accumulated by one thread in increasing k from +0, the
  * order of amsim/reference.py, so results equal the CPU backend's bit for bit.
  *

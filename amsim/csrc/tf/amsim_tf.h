@@ -1,0 +1,127 @@
+/*
+ * amsim_tf.h -- what the TensorFlow ops of amsim.keras share: the arithmetic attributes, the
+ * prepared-LUT cache, one GEMM call, and the conv2d geometry.
+ *
+ * The ops compute nothing themselves: every product, sum and patch copy is the engine's
+ * (amsim_gemm.h), on TensorFlow's buffers, so an op gives the bits amsim.gemm gives.
+ */
+#ifndef AMSIM_TF_H
+#define AMSIM_TF_H
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+
+#include "amsim_gemm.h"
+
+namespace amsim_tf {
+
+/* Attributes every op carries. "gradient" is read only by the Python gradient functions. */
+#define AMSIM_TF_ARITHMETIC_ATTRS                                  \
+    Attr("rounding: {'truncate', 'rne'} = 'truncate'")             \
+        .Attr("mode: {'ieee', 'approxtrain'} = 'ieee'")            \
+        .Attr("threads: int >= 0 = 0")                             \
+        .Attr("gradient: {'approximate', 'exact'} = 'approximate'")
+
+/* Attributes of the conv2d family, spelled as TensorFlow's Conv2D spells them (NHWC only). */
+#define AMSIM_TF_CONV_ATTRS                                        \
+    Attr("strides: list(int)")                                     \
+        .Attr("padding: {'SAME', 'VALID', 'EXPLICIT'}")            \
+        .Attr("explicit_paddings: list(int) = []")                 \
+        .Attr("dilations: list(int) = [1, 1, 1, 1]")
+
+/* The arithmetic of one op: enum amsim_rounding, enum amsim_mode, and the engine's thread cap. */
+struct Arithmetic {
+    int rounding = AMSIM_TRUNCATE;
+    int mode = AMSIM_MODE_IEEE;
+    int threads = 0;
+};
+
+absl::Status ReadArithmetic(tensorflow::OpKernelConstruction *ctx, Arithmetic *out);
+
+/* A LUT made ready for the engine (amsim_lut_init). Read-only once made, so shared by
+ * concurrent GEMMs; held by shared_ptr so that eviction never frees one in use. */
+struct PreparedLut {
+    struct amsim_lut lut;
+    tensorflow::Tensor source;  /* keeps the input's buffer alive, so its address identifies it */
+    std::unique_ptr<void, void (*)(void *)> storage{nullptr, nullptr};
+};
+
+/* The prepared LUT for a (2^M x 2^M) float32 table tensor, M in [1, 12]. Prepared once per
+ * distinct table in the process: a tensor seen before is found by its buffer address, another
+ * tensor with the same contents by comparing them. */
+absl::Status GetLut(const tensorflow::Tensor &table, std::shared_ptr<const PreparedLut> *out);
+
+/* C = A (x) B through amsim_gemm (planner's choice of kernel). A is M x K with strides
+ * (ars, acs), B is K x N with (brs, bcs), C row-major with leading dimension ldc. */
+absl::Status Gemm(const PreparedLut &lut, const Arithmetic &arith, int64_t M, int64_t N, int64_t K,
+                  const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs,
+                  float *c, int64_t ldc);
+
+/* strides, padding, explicit_paddings and dilations of a conv2d op. */
+struct ConvAttrs {
+    int64_t sh = 1, sw = 1, dh = 1, dw = 1;
+    std::string padding;               /* SAME, VALID or EXPLICIT */
+    int64_t pads[4] = {0, 0, 0, 0};    /* EXPLICIT: top, bottom, left, right */
+};
+
+/* Reads and checks the conv attributes (from a kernel's construction or a shape function). */
+template <class Context>
+absl::Status ReadConvAttrs(Context *ctx, ConvAttrs *out);
+
+/* Fills the engine's geometry for an NHWC input and a KH x KW filter following TensorFlow's
+ * output-size and SAME-padding rules (amsim.gemm.conv2d's). oh/ow < 1 is an error. */
+absl::Status ConvGeometry(const ConvAttrs &attrs, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
+                          int64_t kw, struct amsim_conv_geometry *g);
+
+/* True when the patch matrix is the input itself (1x1 filter, stride 1, no padding), so
+ * im2col and col2im are identities and are skipped. */
+bool PatchesAreInput(const struct amsim_conv_geometry &g);
+
+/* The 4 sizes of an int32 shape tensor (a backprop op's input_sizes or filter_sizes). */
+absl::Status ReadSizes(const tensorflow::Tensor &sizes, const char *name, int64_t out[4]);
+
+/* Shape function of a backprop op: the shape held by its shape-tensor input `index`. */
+absl::Status ShapeFromSizes(tensorflow::shape_inference::InferenceContext *c, int index);
+
+/* Shape function of the forward convolutions: output channels = out_channels(filter). */
+absl::Status ConvOutputShape(tensorflow::shape_inference::InferenceContext *c, bool depthwise);
+
+/* What the kernels of the conv2d family share: their attributes, the operands' checks, and
+ * the patch matrix. */
+class ConvKernel : public tensorflow::OpKernel {
+public:
+    explicit ConvKernel(tensorflow::OpKernelConstruction *ctx);
+
+protected:
+    /* The geometry of an input of shape x and a filter of shape w (HWIO, or HW C Q for
+     * depthwise); dy, when given, must have the output's shape with out_channels channels. */
+    absl::Status Geometry(const int64_t x[4], const int64_t w[4], const tensorflow::Tensor *dy, int64_t out_channels,
+                          struct amsim_conv_geometry *g) const;
+
+    /* The shape of a 4-D operand. */
+    static absl::Status Dims4(const tensorflow::Tensor &t, const char *what, int64_t out[4]);
+
+    /* The patch matrix (N*OH*OW) x (KH*KW*C) of x: x itself when PatchesAreInput, else
+     * amsim_im2col into a work buffer kept alive by *buf. */
+    static absl::Status Patches(tensorflow::OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *x,
+                                tensorflow::Tensor *buf, const float **cols);
+
+    Arithmetic arith_;
+    ConvAttrs conv_;
+};
+
+/* Status of an engine call. */
+absl::Status EngineStatus(int rc, const char *what);
+
+/* A float32 work buffer of `count` elements from TensorFlow's allocator. */
+absl::Status WorkBuffer(tensorflow::OpKernelContext *ctx, int64_t count, tensorflow::Tensor *out);
+
+}  // namespace amsim_tf
+
+#endif  // AMSIM_TF_H

@@ -1,0 +1,169 @@
+"""The ``amsim train`` and ``amsim plot-runs`` commands: their arguments and main functions.
+
+:mod:`amsim.cli` registers them through :func:`add_parsers` and :data:`COMMANDS`. Importing this
+module imports neither TensorFlow nor matplotlib; the commands do when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import ExperimentError
+from .architectures import ARCHITECTURES, OPTIMIZERS
+from .datasets import DATASETS
+
+__all__ = ["add_parsers", "cmd_train", "cmd_plot_runs", "COMMANDS"]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are integers separated by commas (0,1,2), not {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct non-negative integers, not {text!r}")
+    return seeds
+
+
+def add_parsers(sub) -> None:
+    """Add ``train`` and ``plot-runs`` to the subparsers ``sub`` of the amsim command line."""
+    p = sub.add_parser("train", help="train a network with several multipliers from identical initial weights",
+                       description="Train one run per multiplier and seed, from identical initial weights and in "
+                                   "identical data order; summarise accuracy, time and multiplier energy.")
+    p.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset (default digits)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="folder of the dataset's files (default: Keras's cache ~/.keras/datasets)")
+    p.add_argument("--arch", default="mlp", choices=sorted(ARCHITECTURES), help="architecture (default mlp)")
+    p.add_argument("--model-file", type=Path, metavar="FILE.keras",
+                   help="train this Keras model instead of --arch (its own initial weights)")
+    p.add_argument("--multipliers", default="float32", metavar="SPEC[,SPEC...]",
+                   help="float32, NAME or NAME:M[:key=value] (a C model at mantissa width M), or a LUT file "
+                        "(default float32)")
+    p.add_argument("--bits", type=_positive, default=7, metavar="M",
+                   help="mantissa width of multipliers given without :M (default 7)")
+    p.add_argument("--gradient", default="approximate", choices=("approximate", "exact"),
+                   help="backward products: with the multiplier (default) or exact float32")
+    p.add_argument("--epochs", type=_positive, default=5, metavar="N", help="epochs (default 5)")
+    p.add_argument("--seeds", type=_seeds, default=[0], metavar="S[,S...]",
+                   help="one run per seed and multiplier; seeds fix initial weights, data order, dropout (default 0)")
+    p.add_argument("--batch-size", type=_positive, metavar="N", help="default: the architecture's")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the architecture's")
+    p.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="default: the architecture's")
+    p.add_argument("--validation", type=_non_negative, metavar="N",
+                   help="hold out the first N training images (default 5000; digits 144)")
+    p.add_argument("--limit-train", type=_positive, metavar="N", help="train on the first N images only")
+    p.add_argument("--limit-test", type=_positive, metavar="N", help="test on the first N images only")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="study folder")
+    p.add_argument("--resume", action="store_true", help="continue the runs in --out from their checkpoints")
+    p.add_argument("--force", action="store_true", help="replace the runs in --out")
+    p.add_argument("--workers", type=_non_negative, default=0, metavar="N",
+                   help="run in parallel on a Dask LocalCluster of N worker processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="submit the runs to this Dask scheduler (tcp://host:8786)")
+    p.add_argument("--threads", type=_positive, metavar="N", help="TensorFlow threads per run")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the accuracy and loss figures")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("plot-runs", help="accuracy and loss curves and final accuracy of training runs (PNG + SVG)")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="run folders, or study folders (all their runs)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the figures")
+
+
+def cmd_train(args) -> int:
+    from .multipliers import parse_multipliers
+    from .runner import RunConfig
+    from .study import format_summary, run_study, text_table
+
+    if args.resume and args.force:
+        raise ExperimentError("--resume and --force exclude each other")
+    if args.workers and args.scheduler:
+        raise ExperimentError("--workers starts a local cluster, --scheduler uses an existing one: give one of them")
+    multipliers = parse_multipliers(args.multipliers, default_bits=args.bits)
+    base = RunConfig(dataset=args.dataset, arch=args.arch, multiplier=multipliers[0], epochs=args.epochs,
+                     batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate,
+                     gradient=args.gradient, validation=args.validation, limit_train=args.limit_train,
+                     limit_test=args.limit_test, data_dir=_absolute(args.data_dir),
+                     model_file=_absolute(args.model_file))
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    summary = run_study(args.out, base, multipliers, args.seeds, workers=args.workers, scheduler=args.scheduler,
+                        resume=args.resume, force=args.force, verbose=verbose, threads=args.threads, log=log)
+    head, rows = format_summary(summary)
+    print(text_table(head, rows))
+    _print_energy(summary)
+    if not args.no_plots:
+        _plot_study(args.out)
+    print(f"wrote {args.out / 'summary.md'}")
+    if summary["failures"]:
+        print(f"amsim train: {len(summary['failures'])} run(s) failed: {', '.join(summary['failures'])}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _absolute(path) -> str | None:
+    """Paths as Dask workers with another working directory see them too."""
+    return None if path is None else str(Path(path).resolve())
+
+
+def _print_energy(summary) -> None:
+    from .energy import ENERGY_HEADER, format_energy
+    from .study import text_table
+
+    rows = format_energy(summary["energy"])
+    if rows:
+        print("\nmultiplier energy of one training epoch (GEMM multiplications; sources in summary.md):")
+        print(text_table(ENERGY_HEADER[:-1], [r[:-1] for r in rows]))
+
+
+def _plot_study(out: Path) -> None:
+    try:
+        from amsim.analysis import training
+    except ImportError as exc:  # the analysis package is optional in a stripped install
+        print(f"amsim train: figures not drawn ({exc})", file=sys.stderr)
+        return
+    written = training.plot_runs([out], out / "figures")
+    print(f"wrote {len(written)} figure file(s) into {out / 'figures'}")
+
+
+def cmd_plot_runs(args) -> int:
+    from amsim.analysis import training
+
+    written = training.plot_runs(args.runs, args.out)
+    print(f"wrote {len(written)} figure file(s) into {args.out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "plot-runs": cmd_plot_runs}

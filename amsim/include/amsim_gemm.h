@@ -1,0 +1,128 @@
+/*
+ * amsim_gemm.h -- the approximate GEMM engine's public C interface.
+ *
+ * The only header a caller of the engine includes: amsim.gemm's cffi binding
+ * (which reads its declarations from the block between AMSIM_CDEF_BEGIN and
+ * AMSIM_CDEF_END below, so they are never restated in Python) and the
+ * TensorFlow ops of amsim.keras. docs/numerics.md section 3 is the contract:
+ *
+ *     C[i, j] = sum over k, in increasing k from +0, in float32, of A[i, k] (x) B[k, j]
+ *
+ * where (x) is amsim_product.h's approximate product. Every kernel, plan and
+ * thread count gives the same bits (the order of accumulation is fixed), and
+ * every function may be called from several threads at once.
+ *
+ * Usage:
+ *     struct amsim_lut lut;
+ *     void *storage = aligned_alloc(64, amsim_lut_storage_bytes(m));
+ *     amsim_lut_init(&lut, table, m, storage);      (table: 2^M x 2^M float32, row = A's mantissa)
+ *     struct amsim_gemm_args g = {.M = M, .N = N, .K = K, .a = a, .ars = K, .acs = 1,
+ *                                 .b = b, .brs = N, .bcs = 1, .c = c, .ldc = N,
+ *                                 .rounding = AMSIM_TRUNCATE, .mode = AMSIM_MODE_IEEE,
+ *                                 .kernel = AMSIM_KERNEL_AUTO, .threads = 0};
+ *     int rc = amsim_gemm(&lut, &g);                (0, or a negative enum amsim_status)
+ */
+#ifndef AMSIM_GEMM_H
+#define AMSIM_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* AMSIM_CDEF_BEGIN: plain declarations only (cffi parses them; no preprocessor lines inside) */
+
+/* Operand conversion to M bits (numerics.md 2.1) and product semantics (numerics.md 2.2). */
+enum amsim_rounding { AMSIM_TRUNCATE = 0, AMSIM_RNE = 1 };
+enum amsim_mode { AMSIM_MODE_IEEE = 0, AMSIM_MODE_APPROXTRAIN = 1 };
+
+/* The kernels. AUTO lets the planner choose among the exact fast kernels (falling back to
+ * DIRECT outside their window); any other value forces that kernel. */
+enum amsim_kernel {
+    AMSIM_KERNEL_AUTO = -1,
+    AMSIM_KERNEL_DIRECT = 0,  /* one amsim_mul_split per product, every rule applied */
+    AMSIM_KERNEL_EXPAND = 1,  /* LUT expanded into B (M <= 8, positive finite entries) */
+    AMSIM_KERNEL_LOOKUP = 2   /* LUT rows looked up in registers (same conditions) */
+};
+
+enum amsim_status {
+    AMSIM_OK = 0,
+    AMSIM_ERR_MEMORY = -1,    /* a work buffer could not be allocated */
+    AMSIM_ERR_ARGS = -2       /* an argument out of range (negative size, bad enum, kernel the LUT cannot take) */
+};
+
+/* A LUT made ready for the kernels: the table in both orientations (C^T = B^T A^T uses it
+ * transposed), the prepared layouts of the fast kernels, and what the planner needs to know
+ * of it. Filled by amsim_lut_init; read-only afterwards, so one LUT serves concurrent GEMMs. */
+struct amsim_lut {
+    int m;                     /* mantissa fraction bits M */
+    int fast;                  /* the expand and lookup kernels can take it (M <= 8, entries > 0, finite) */
+    int dot_products;          /* the fast kernels take it with bfloat16 dot products in this build */
+    int v_lo, v_hi;            /* smallest and largest biased exponent of its entries */
+    const float *table[2];     /* [0]: row = A's mantissa; [1]: transposed (M <= 8 only) */
+    const void *prepared[2];   /* amsim_prepare_lut's layout of each, NULL unless fast */
+};
+
+/* Bytes of 64-byte aligned storage that amsim_lut_init needs for an M-bit LUT. */
+size_t amsim_lut_storage_bytes(int m);
+/* Copy a (2^M x 2^M) float32 table into storage and fill *lut. Returns an amsim_status. */
+int amsim_lut_init(struct amsim_lut *lut, const float *table, int m, void *storage);
+
+/* One GEMM: C = A (x) B. A is M x K and B is K x N with element strides (any non-negative
+ * strides: transposed views need no copy); C is M x N, row-major with leading dimension ldc. */
+struct amsim_gemm_args {
+    int64_t M, N, K;
+    const float *a;
+    int64_t ars, acs;
+    const float *b;
+    int64_t brs, bcs;
+    float *c;
+    int64_t ldc;
+    int rounding;              /* enum amsim_rounding */
+    int mode;                  /* enum amsim_mode */
+    int kernel;                /* enum amsim_kernel */
+    int threads;               /* at most this many threads; 0: the engine's default */
+};
+
+/* Plan (for AUTO) and run one GEMM on the engine's thread pool. Returns an amsim_status. */
+int amsim_gemm(const struct amsim_lut *lut, const struct amsim_gemm_args *args);
+
+/* Model mode, for M > 12 where no LUT fits: each product calls the compiled model at fn
+ * (float NAME(float, float) when is_float, else int64_t NAME(int64_t, int64_t) lifted to
+ * width M + 1). args->kernel is ignored. */
+int amsim_gemm_model(const struct amsim_gemm_args *args, int m, uintptr_t fn, int is_float);
+
+/* Patch extraction for conv2d on NHWC input and HWIO filters (TensorFlow's geometry):
+ * im2col writes the (N*OH*OW) x (KH*KW*C) patch matrix, rows in NHW order, columns in
+ * (kh, kw, c) order, zeros in the padding; col2im is its adjoint: it overwrites dx (N, H, W, C)
+ * with, at each input position, the float32 sum from +0 of the patch columns that cover it,
+ * in increasing (kh, kw) order. Both return an amsim_status. */
+struct amsim_conv_geometry {
+    int64_t n, h, w, c;        /* input */
+    int64_t kh, kw;            /* filter */
+    int64_t sh, sw, dh, dw;    /* strides, dilations (>= 1) */
+    int64_t pad_top, pad_left; /* padding before the first row and column (bottom/right follow) */
+    int64_t oh, ow;            /* output */
+};
+int amsim_im2col(const struct amsim_conv_geometry *g, const float *x, float *cols);
+int amsim_col2im(const struct amsim_conv_geometry *g, const float *cols, float *dx);
+
+/* The planner's cost model: nanoseconds per count of each item of work (docs/gemm-internals.md).
+ * The engine starts with neutral costs; amsim.gemm sets the ones fitted on this machine. */
+struct amsim_costs {
+    double build, build_op, fma, row_k, row_vec, lookup, lookup_group, lookup_op;
+    double prep, prep_t, out, split, split_t, threads, threads_awake;
+};
+/* plain: for LUTs without dot products; dp: for those with (struct amsim_lut.dot_products); NULL:
+ * the engine's start values. Costs choose among plans, which all give the same bits. */
+void amsim_set_costs(const struct amsim_costs *plain, const struct amsim_costs *dp);
+
+/* AMSIM_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AMSIM_GEMM_H */

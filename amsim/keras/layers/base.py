@@ -1,0 +1,229 @@
+"""What every approximate layer shares: its multiplier, the op options, their checks and config.
+
+An AM layer is the Keras layer it replaces (a subclass of it) whose products
+run through amsim's TensorFlow ops. :class:`Approximate` is the mixin that
+holds the multiplier and the op options (``lut``, ``bits``, ``params``,
+``rounding``, ``mode``, ``gradient``), checks them when the layer is made,
+and writes them into the layer's config.
+
+The config carries the LUT itself (:func:`lut_to_config`): the float32 table
+the engine multiplies with, as byte planes (all first bytes, then all second
+bytes, ...) compressed with zlib and base64-encoded, with its amsim.lut
+checksum. Tables of a mantissa grid share most of their low bytes, so the
+planes compress to a fraction of the table. A saved model therefore loads
+and predicts identically where the LUT file or the C model is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from ...errors import AmsimError, LUTError
+from ...gemm import Multiplier, resolve
+from ...lut import LUT, table_checksum
+from ...reference import MODES, ROUNDINGS
+from ..ops import GRADIENTS, XlaCompileError
+
+#: The compute dtypes an AM layer accepts: the ops multiply in float32, and these cast to it and back.
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+EMBED_FORMAT = "amsim-embedded-lut"
+EMBED_VERSION = 1
+EMBED_ENCODING = "float32-le-byteplanes-zlib-base64"
+
+
+class LayerConfigError(AmsimError, ValueError):
+    """An AM layer was given an argument it cannot use; the message names the layer."""
+
+    # Exception's own constructor: TensorFlow's autograph then re-raises the error from a traced
+    # function as itself rather than as a StagingError (it rebuilds only such exceptions).
+    __init__ = Exception.__init__
+
+
+class LayerDTypeError(AmsimError, TypeError):
+    """An AM layer was given a dtype that cannot be cast to float32; the message names the layer."""
+
+    __init__ = Exception.__init__
+
+
+class LayerXlaError(XlaCompileError):
+    """An AM layer met in a function XLA compiles; the message names the layer."""
+
+    __init__ = Exception.__init__
+
+
+# ----------------------------------------------------------------------------------------------
+# The LUT in a layer's config
+# ----------------------------------------------------------------------------------------------
+
+
+def lut_to_config(mult: Multiplier) -> dict:
+    """The multiplier as a JSON-serialisable dict that :func:`lut_from_config` turns back into it."""
+    config = {"format": EMBED_FORMAT, "version": EMBED_VERSION, "model": mult.name, "bits": mult.bits}
+    table = np.ascontiguousarray(mult.table, dtype="<f4")
+    planes = table.view(np.uint8).reshape(-1, 4).T.tobytes()
+    config.update(encoding=EMBED_ENCODING, sha256=table_checksum(mult.table),
+                  table=base64.b64encode(zlib.compress(planes, 9)).decode("ascii"))
+    return config
+
+
+# Decoded tables by checksum and name: the layers of one loaded model share one Multiplier, and with it the
+# engine's prepared LUTs and cached GEMM plans.
+_DECODED: dict[tuple[str, str], Multiplier] = {}
+_DECODED_LOCK = threading.Lock()
+
+
+def lut_from_config(config: dict) -> Multiplier:
+    """Decode :func:`lut_to_config`'s dict, verifying the table against its checksum."""
+    if config.get("format") != EMBED_FORMAT or config.get("version") != EMBED_VERSION:
+        raise LUTError(f"not an embedded amsim LUT (format {config.get('format')!r}, version "
+                       f"{config.get('version')!r}; expected {EMBED_FORMAT!r} version {EMBED_VERSION})")
+    bits = int(config["bits"])
+    if config.get("encoding") != EMBED_ENCODING:
+        raise LUTError(f"embedded LUT encoding {config.get('encoding')!r} is not {EMBED_ENCODING!r}")
+    checksum, name = str(config.get("sha256", "")), str(config.get("model", ""))
+    with _DECODED_LOCK:
+        mult = _DECODED.get((checksum, name))
+    if mult is not None and mult.bits == bits:
+        return mult
+    n = 1 << bits
+    try:
+        planes = zlib.decompress(base64.b64decode(config["table"], validate=True))
+    except (binascii.Error, zlib.error, ValueError) as exc:
+        raise LUTError(f"embedded LUT is corrupt ({exc})") from None
+    if len(planes) != 4 * n * n:
+        raise LUTError(f"embedded LUT holds {len(planes)} bytes; M={bits} needs {4 * n * n}")
+    table = np.frombuffer(planes, np.uint8).reshape(4, n * n).T.copy().view("<f4").reshape(n, n)
+    table = table.astype(np.float32)
+    if table_checksum(table) != checksum:
+        raise LUTError(f"embedded LUT for M={bits} does not match its checksum: the saved config is corrupt")
+    mult = Multiplier(bits, table=table, name=name)
+    with _DECODED_LOCK:
+        _DECODED[checksum, name] = mult
+    return mult
+
+
+def resolve_lut(lut, bits=None, params=None) -> Multiplier:
+    """The Multiplier of what a layer's ``lut`` argument may be, its embedded config dict included."""
+    if isinstance(lut, dict):
+        mult = lut_from_config(lut)
+        if bits is not None and mult.bits != int(bits):
+            raise LUTError(f"LUT is for M={mult.bits}, not M={bits}")
+        return mult
+    if isinstance(lut, (str, Path)) and (Path(lut).suffix in (".npz", ".bin") and not Path(lut).is_file()):
+        raise LUTError(f"{lut}: no such LUT file")
+    if not isinstance(lut, (Multiplier, LUT, str, Path, np.ndarray)):
+        raise LUTError(f"lut must be a model name, a LUT file, an amsim.lut.LUT, a Multiplier or a "
+                       f"(2^M, 2^M) array, not {type(lut).__name__}")
+    return resolve(lut, bits, params=params)
+
+
+# ----------------------------------------------------------------------------------------------
+# The mixin
+# ----------------------------------------------------------------------------------------------
+
+
+def _choice(value, allowed, name):
+    if value not in allowed:
+        raise LayerConfigError(f"{name} must be one of {allowed}, not {value!r}")
+    return value
+
+
+class Approximate:
+    """Mixin of the AM layers: the multiplier, the op options, their config and the casts.
+
+    Subclasses call :meth:`_init_approximate` right after the Keras layer's
+    ``__init__`` (so the error messages can name the layer), compute with
+    ``self._op_kwargs()`` and list their own options in ``get_config`` through
+    :meth:`_approximate_config`.
+    """
+
+    #: The config keys this mixin adds to the Keras layer's.
+    AM_KEYS = ("lut", "bits", "params", "rounding", "mode", "gradient")
+
+    def _init_approximate(self, lut, bits, params, rounding, mode, gradient):
+        # XLA cannot compile amsim's ops: Keras' jit_compile="auto" leaves models holding AM layers
+        # uncompiled, and compile(jit_compile=True) falls back to jit_compile=False with a warning.
+        self.supports_jit = False
+        try:
+            if lut is None:
+                raise LayerConfigError("lut= is required: a model name (with bits=M), a LUT file or a LUT object")
+            self.rounding = _choice(rounding, ROUNDINGS, "rounding")
+            self.mode = _choice(mode, MODES, "mode")
+            self.gradient = _choice(gradient, GRADIENTS, "gradient")
+            if mode == "approxtrain" and rounding != "truncate":
+                raise LayerConfigError("mode='approxtrain' truncates its operands; rounding='rne' does not apply")
+            if params is not None and not isinstance(params, dict):
+                raise LayerConfigError(f"params must be a dict of model parameters, not {type(params).__name__}")
+            if getattr(self, "quantization_mode", None) or getattr(self, "quantization_config", None):
+                raise LayerConfigError("quantization does not apply: the products are those of the "
+                                       "approximate multiplier")
+            self.params = dict(params) if params else None
+            self.multiplier = resolve_lut(lut, bits, self.params)
+            if self.multiplier.table is None:
+                raise LayerConfigError(f"M={self.multiplier.bits} has no LUT (M <= 12), which the TensorFlow "
+                                       "ops multiply with")
+            self.multiplier.check(self.mode)
+            self.bits = self.multiplier.bits
+            for what, dtype in (("compute", self.dtype_policy.compute_dtype),
+                                ("variable", self.dtype_policy.variable_dtype)):
+                if dtype not in FLOAT_DTYPES:
+                    raise LayerDTypeError(f"its {what} dtype {dtype} cannot be cast to float32, which the "
+                                          f"approximate ops compute in; use one of {FLOAT_DTYPES}")
+        except AmsimError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: Exception) -> Exception:
+        """A copy of ``exc`` (same class and attributes), its message prefixed with this layer's class and name."""
+        named = copy.copy(exc)
+        named.args = (f"{type(self).__name__} '{self.name}': {exc}",)
+        return named
+
+    def _op_kwargs(self) -> dict:
+        return {"rounding": self.rounding, "mode": self.mode, "gradient": self.gradient}
+
+    def _approximate_config(self) -> dict:
+        return {"lut": lut_to_config(self.multiplier), "bits": self.bits, "params": self.params,
+                "rounding": self.rounding, "mode": self.mode, "gradient": self.gradient}
+
+    def _to_float32(self, x):
+        """``x`` as the float32 tensor the ops take, refusing what cannot be cast (strings, complex)."""
+        self._refuse_xla()
+        x = tf.convert_to_tensor(x)
+        if x.dtype == tf.float32:
+            return x
+        if not (x.dtype.is_floating or x.dtype.is_integer or x.dtype.is_bool):
+            raise self._error(LayerDTypeError(f"input of dtype {x.dtype.name} cannot be cast to float32"))
+        return tf.cast(x, tf.float32)
+
+    def _from_float32(self, y):
+        dtype = self.compute_dtype
+        return y if dtype == "float32" else tf.cast(y, dtype)
+
+    def _refuse_xla(self):
+        if not tf.executing_eagerly() and _in_xla_context():
+            raise self._error(LayerXlaError(
+                "XLA cannot compile amsim's approximate ops; run without jit_compile=True (Keras' default "
+                "jit_compile='auto' does so for models holding AM layers)"))
+
+    def quantize(self, *args, **kwargs):
+        raise self._error(LayerConfigError(
+            "AM layers cannot be quantized: their products are already those of the approximate multiplier"))
+
+
+def _in_xla_context() -> bool:
+    """True while tracing a function XLA will compile (tf.function(jit_compile=True))."""
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - TensorFlow moved its internals: the op's own error then
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))

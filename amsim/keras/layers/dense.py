@@ -1,0 +1,69 @@
+"""AMDense: keras.layers.Dense with every product of its matmul approximate."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from ..ops import am_matmul
+from .base import Approximate
+
+
+@keras.saving.register_keras_serializable(package="amsim")
+class AMDense(Approximate, keras.layers.Dense):
+    """Densely-connected layer whose matmul uses an approximate multiplier.
+
+    ``output = activation(approx_dot(input, kernel) + bias)``: every product of
+    the input with the kernel is the LUT multiplier's (the input is the LUT's
+    row operand, the kernel its column operand); sums, the bias and the
+    activation are float32 as in ``keras.layers.Dense``. Inputs of any rank
+    >= 2 are multiplied as one matrix of all their rows.
+
+    Args:
+        *args, **kwargs: every argument of ``keras.layers.Dense`` (``units``,
+            ``activation``, ``use_bias``, initializers, regularizers,
+            constraints, ``lora_rank``, ``name``, ``dtype``, ...).
+        lut: the multiplier: a model name (with ``bits``), a LUT file
+            (``.npz`` or ApproxTrain's ``NAME_M.bin``), an ``amsim.lut.LUT``,
+            an ``amsim.gemm.Multiplier`` or a (2^M, 2^M) array.
+        bits: mantissa width M; required with a model name, checked
+            against a LUT.
+        params: model parameters, with a model name.
+        rounding: ``"truncate"`` (default) or ``"rne"``: how operands are
+            cut to M bits.
+        mode: ``"ieee"`` (default) or ``"approxtrain"`` (ApproxTrain's
+            arithmetic in the normal range).
+        gradient: ``"approximate"`` (default: the backward matmuls use the
+            same multiplier) or ``"exact"`` (exact float32 products).
+
+    Input shape:
+        N-D tensor with shape ``(batch_size, ..., input_dim)``.
+
+    Output shape:
+        N-D tensor with shape ``(batch_size, ..., units)``.
+
+    Example:
+
+    >>> layer = AMDense(64, activation="relu", lut="mbm", bits=7)
+    """
+
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
+                 gradient="approximate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient)
+
+    def call(self, inputs, training=None):
+        x = self._to_float32(inputs)
+        rows = tf.reshape(x, [-1, tf.shape(x)[-1]])
+        y = am_matmul(rows, tf.cast(self.kernel, tf.float32), self.multiplier, **self._op_kwargs())
+        y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
+        y.set_shape(x.shape[:-1].concatenate([self.units]))
+        y = self._from_float32(y)
+        if self.bias is not None:
+            y = tf.add(y, tf.cast(self.bias, y.dtype))
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
+
+    def get_config(self):
+        return {**super().get_config(), **self._approximate_config()}
