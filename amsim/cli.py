@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 from . import __version__
+from .cliargs import non_negative_int, positive_int, positive_number
 from .errors import AmsimError, Interrupted, ModelError, RangeError
 from .experiments import cli as experiments_cli
 
@@ -60,36 +61,6 @@ def _int_list(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
-    return value
-
-
 def _add_model_options(p, *, multiple: bool):
     if multiple:
         p.add_argument("--model", action="append", metavar="NAME",
@@ -103,8 +74,8 @@ def _add_model_options(p, *, multiple: bool):
 
 
 def _add_sampling_options(p, samples_help="Monte Carlo pairs (default 4194304)"):
-    p.add_argument("--samples", type=_positive, metavar="N", help=samples_help)
-    p.add_argument("--seed", type=_non_negative, default=0, metavar="S", help="Monte Carlo seed (default 0)")
+    p.add_argument("--samples", type=positive_int, metavar="N", help=samples_help)
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="Monte Carlo seed (default 0)")
 
 
 def _add_reference_options(p, *, reference_help=None, samples_help="Monte Carlo pairs of the full reference"):
@@ -141,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="error statistics of one model configuration")
     _add_model_options(p, multiple=False)
-    p.add_argument("--bits", type=_positive, required=True, metavar="N",
+    p.add_argument("--bits", type=positive_int, required=True, metavar="N",
                    help="M for float models (and with --float); operand width for integer models")
     _add_reference_options(p, samples_help="Monte Carlo pairs where statistics are sampled: the full reference, "
                                            "the truncated one beyond M = 12, integer widths beyond 16 (default "
@@ -154,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(arrays a and b: paired; activations and weights: independent)")
     p.add_argument("--independent", action="store_true",
                    help="with --operands: treat a and b as independent samples (outer product of the marginals)")
-    p.add_argument("--dot-length", type=_positive, metavar="K",
+    p.add_argument("--dot-length", type=positive_int, metavar="K",
                    help="also predict the accumulated error of a length-K dot product (analytic and Monte Carlo)")
-    p.add_argument("--dot-trials", type=_positive, default=2000, metavar="N",
+    p.add_argument("--dot-trials", type=positive_int, default=2000, metavar="N",
                    help="Monte Carlo dot products for --dot-length (default 2000; seeded by --seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -172,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_model_options(p)
     p.add_argument("--lut", action="append", default=[], type=Path, metavar="FILE",
                    help="also plot a LUT file (.npz or ApproxTrain .bin; repeatable)")
-    p.add_argument("--bits", type=_positive, metavar="M",
+    p.add_argument("--bits", type=positive_int, metavar="M",
                    help="mantissa width M (integer models are lifted from M + 1 bits); with --integer the operand width")
     p.add_argument("--integer", action="store_true",
                    help="integer models on their own n-bit operand grid (n = --bits <= 8) instead of lifted")
@@ -189,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pareto", help="non-dominated models over cost and error objectives (all minimised)")
     _add_analysis_model_options(p)
-    p.add_argument("--bits", type=_positive, required=True, metavar="M",
+    p.add_argument("--bits", type=positive_int, required=True, metavar="M",
                    help="mantissa width M (integer models are lifted from M + 1 bits); with --integer the operand width")
     p.add_argument("--integer", action="store_true", help="integer models at operand width --bits (<= 12)")
     p.add_argument("--objectives", default="power,mean_abs_re", metavar="A,B[,...]",
@@ -203,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="self-contained HTML report with statistics, figures and the Pareto front")
     _add_analysis_model_options(p)
-    p.add_argument("--bits", type=_positive, default=7, metavar="M", help="mantissa width M (default 7)")
+    p.add_argument("--bits", type=positive_int, default=7, metavar="M", help="mantissa width M (default 7)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="report folder (an earlier report there is replaced atomically)")
     p.add_argument("--objectives", default="power,mean_abs_re", metavar="A,B[,...]",
@@ -226,12 +197,12 @@ def _add_analysis_model_options(p):
                         "one configuration per value)")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of C models (repeatable)")
-    p.add_argument("--jobs", type=_positive, metavar="N",
+    p.add_argument("--jobs", type=positive_int, metavar="N",
                    help="models swept at once, each in its own process (default: CPUs, max 2)")
 
 
 def _add_generate_arguments(p):
-    p.add_argument("--bits", type=_positive, default=7, metavar="M",
+    p.add_argument("--bits", type=positive_int, default=7, metavar="M",
                    help="mantissa bits M (default 7, bfloat16); for --format tfapprox the integer width")
     _add_model_options(p, multiple=True)
     p.add_argument("--out", type=Path, default=Path("luts"), metavar="DIR", help="output folder (default luts/)")
@@ -240,8 +211,8 @@ def _add_generate_arguments(p):
                    help="operand conversion the LUT is meant for (recorded; used by the full statistics)")
     _add_sampling_options(p)
     _add_zeros_option(p)
-    p.add_argument("--jobs", type=_positive, metavar="N", help="models swept at once (default: CPUs, max 2)")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--jobs", type=positive_int, metavar="N", help="models swept at once (default: CPUs, max 2)")
+    p.add_argument("--timeout", type=positive_number, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"time limit per model; one past it is stopped and reported (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 

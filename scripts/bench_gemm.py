@@ -28,7 +28,7 @@ import numpy as np
 
 from amsim import gemm
 from amsim.gemm import cpu, engine, planner
-from amsim.gemm import cpu, engine, planner
+import perfdoc
 from benchenv import best_of_pair, environment
 
 BATCH = 64
@@ -78,16 +78,6 @@ def operands(m, k, n, ta, tb, rng):
     return a, b
 
 
-def blas_info():
-    try:
-        from threadpoolctl import threadpool_info
-
-        return [{k: v for k, v in info.items() if k in ("internal_api", "architecture", "num_threads", "version")}
-                for info in threadpool_info() if info.get("user_api") == "blas"]
-    except ImportError:
-        return "threadpoolctl not installed"
-
-
 def kernel_build() -> str:
     """Which instructions the CPU kernels were built with (engine.VARIANTS, -march=native)."""
     variant = os.environ.get("AMSIM_GEMM_VARIANT") or "native"
@@ -115,6 +105,8 @@ def main():
     parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--calibrate", action="store_true",
                         help="time both fast kernels in both orientations and fit the planner's cost model")
+    parser.add_argument("--doc", metavar="PATH", help="also write the table into this Markdown file "
+                        "(docs/performance.md), replacing this CPU's earlier one")
     args = parser.parse_args()
     if args.backend == "cuda":
         return bench_cuda(args)
@@ -144,12 +136,28 @@ def main():
                         "numpy_s": t_np, "approx_s": t_am, "ratio": float(np.median(ratios)),
                         "ratio_runs": ratios, "approx_gmac_per_s": m * k * n / t_am / 1e9})
     ratios = [r["ratio"] for r in results]
-    env = {**environment(), "threads": args.threads or cpu.threads_for(None), "blas": blas_info(),
+    env = {**environment(), "threads": args.threads or cpu.threads_for(None),
            "numpy": np.__version__, "multiplier": f"{args.model} M={args.bits}",
            "kernel": kernel_build()}
     print(json.dumps({"benchmark": "gemm", "environment": env, "goal": "ratio <= 3 on every shape",
                       "max_ratio": max(ratios), "geomean_ratio": float(np.exp(np.mean(np.log(ratios)))),
                       "results": results}, indent=1))
+    if args.doc:
+        write_doc(args.doc, env, results, args.runs)
+
+
+def write_doc(path, env, results, runs):
+    """This run's table in docs/performance.md (scripts/perfdoc.py), one section per multiplier and CPU."""
+    rows = [[r["shape"], f"{r['M']}×{r['K']}×{r['N']}", f"{r['numpy_s'] * 1e3:.3f}", f"{r['approx_s'] * 1e3:.3f}",
+             f"**{r['ratio']:.2f}**", ", ".join(f"{x:.2f}" for x in r["ratio_runs"])] for r in results]
+    table = perfdoc.markdown_table(["GEMM", "M×K×N", "numpy float32 (ms)", "approximate (ms)", "ratio (median)",
+                                    f"ratios of the {runs} runs"], rows)
+    met = sum(r["ratio"] <= 3 for r in results)
+    body = (f"Multiplier {env['multiplier']}; kernels: {env['kernel']}. Goal: ratio <= 3 on every shape "
+            f"(met on {met} of {len(results)}).\n\n{table}")
+    multiplier = env["multiplier"].split()[0]
+    perfdoc.update(path, f"gemm-{multiplier}", env, body,
+                   title=f"Approximate GEMM against numpy (`scripts/bench_gemm.py`, `{multiplier}`)")
 
 
 def calibrate():

@@ -9,16 +9,9 @@ It prints their best times and the ratios AM / native (goal: a training
 step <= 3x native), with the environment: CPU, threads, numpy's BLAS kernel,
 OPENBLAS_CORETYPE, TensorFlow's version and thread pools.
 
-Networks, batch 64:
-
-``lenet5``
-    LeNet-5 on 28x28x1 inputs: conv 6@5x5 same, pool, conv 16@5x5 valid,
-    pool, dense 120, 84, 10.
-``alexnet``
-    The reference study's CIFAR AlexNet (its layers: filters, kernel sizes,
-    batch norms, pools, dropouts, dense widths) on 32x32x3 inputs, with the
-    strides and pool padding adapted so the spatial size stays positive:
-    conv1 stride 2 "same" (16x16), pools "same" (8x8, 4x4, 2x2).
+Networks, batch 64, as ``amsim train`` builds them (amsim.experiments.architectures):
+``lenet5`` on 28x28x1 inputs, and ``alexnet`` = ``alexnet-cifar``, the reference study's
+AlexNet layers on 32x32x3 inputs.
 
     .venv/bin/python scripts/bench_train.py [--model mbm --bits 7] [--nets lenet5 alexnet] [--budget 6]
 """
@@ -35,41 +28,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import perfdoc  # noqa: E402
 from benchenv import best_of_pair, environment  # noqa: E402
 
 BATCH = 64
 
 
-def lenet5(keras):
-    L = keras.layers
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        L.Conv2D(6, 5, padding="same", activation="relu"), L.MaxPooling2D(2),
-        L.Conv2D(16, 5, activation="relu"), L.MaxPooling2D(2),
-        L.Flatten(), L.Dense(120, activation="relu"), L.Dense(84, activation="relu"), L.Dense(10, activation="softmax"),
-    ], name="lenet5")
-
-
-def alexnet(keras):
-    L = keras.layers
-    return keras.Sequential([
-        keras.Input((32, 32, 3)),
-        L.Conv2D(96, 11, strides=2, padding="same", activation="relu"), L.BatchNormalization(),
-        L.MaxPooling2D(3, strides=2, padding="same"),
-        L.Conv2D(256, 5, padding="same", activation="relu"), L.BatchNormalization(),
-        L.MaxPooling2D(3, strides=2, padding="same"),
-        L.Conv2D(384, 3, padding="same", activation="relu"), L.BatchNormalization(),
-        L.Conv2D(384, 3, padding="same", activation="relu"), L.BatchNormalization(),
-        L.Conv2D(256, 3, padding="same", activation="relu"), L.BatchNormalization(),
-        L.MaxPooling2D(3, strides=2, padding="same"),
-        L.Flatten(),
-        L.Dense(4096, activation="relu"), L.Dropout(0.5),
-        L.Dense(4096, activation="relu"), L.Dropout(0.5),
-        L.Dense(10, activation="softmax"),
-    ], name="alexnet")
-
-
-NETS = {"lenet5": lenet5, "alexnet": alexnet}
+#: The networks, as ``amsim train`` builds them (amsim.experiments.architectures), and their inputs.
+NETS = {"lenet5": ((28, 28, 1), "lenet5"), "alexnet": ((32, 32, 3), "alexnet-cifar")}
 
 
 def tf_environment(tf) -> dict:
@@ -83,7 +49,10 @@ def tf_environment(tf) -> dict:
 
 
 def bench(net, args, keras, ak):
-    native = NETS[net](keras)
+    from amsim.experiments.architectures import build_model
+
+    input_shape, arch = NETS[net]
+    native = build_model(arch, input_shape, 10)
     am = ak.approximate(native, args.model, bits=args.bits)
     for model in (native, am):
         model.compile(optimizer=keras.optimizers.SGD(0.001), loss="sparse_categorical_crossentropy")
@@ -109,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["lenet5", "alexnet"])
     parser.add_argument("--budget", type=float, default=6.0,
                         help="seconds spent timing each of train step and inference per net (both models)")
+    parser.add_argument("--doc", metavar="PATH", help="also write the table into this Markdown file "
+                        "(docs/performance.md), replacing this CPU's earlier one")
     args = parser.parse_args(argv)
 
     import keras
@@ -116,10 +87,19 @@ def main(argv=None):
 
     import amsim.keras as ak
 
-    env = {**environment(), **tf_environment(tf), "multiplier": f"{args.model} M={args.bits}"}
+    env = {**environment(), **tf_environment(tf), "threads": len(os.sched_getaffinity(0)),
+           "multiplier": f"{args.model} M={args.bits}"}
     results = [bench(net, args, keras, ak) for net in args.nets]
     print(json.dumps({"benchmark": "train", "environment": env, "goal": "train_step ratio <= 3",
                       "results": results}, indent=1))
+    if args.doc:
+        rows = [[r["net"], r["batch"], what.replace("_", " "), f"{r[what]['native_ms']:.1f}", f"{r[what]['am_ms']:.1f}",
+                 f"**{r[what]['ratio']:.2f}**"] for r in results for what in ("train_step", "inference_batch")]
+        table = perfdoc.markdown_table(["network", "batch", "what", "native Keras (ms)", "amsim layers (ms)",
+                                        "ratio"], rows)
+        body = (f"Multiplier {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: a training step at most "
+                f"3x the native one.\n\n{table}")
+        perfdoc.update(args.doc, "train", env, body, title="Training step (`scripts/bench_train.py`)")
 
 
 if __name__ == "__main__":

@@ -754,3 +754,24 @@ def test_bits_must_be_a_mantissa_width(bits):
 def test_threads_must_be_a_positive_int(mitchell7, threads):
     with pytest.raises(RangeError, match=r"threads \(None: every available CPU\) must be an integer >= 1"):
         gemm.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), mitchell7, threads=threads)
+
+
+def test_concurrent_model_mode_calls_of_one_shape_keep_their_own_operands():
+    """Model mode (M > 12): GEMMs of one shape share their made-ready arguments, not their operands."""
+    mult = gemm.resolve("mitchell", 14)
+    rng = np.random.default_rng(21)
+    pairs = [(rng.standard_normal((40, 200)).astype(np.float32), rng.standard_normal((200, 30)).astype(np.float32))
+             for _ in range(4)]
+    expected = [gemm.matmul(a, b, mult, threads=1) for a, b in pairs]
+    results = {i: [] for i in range(len(pairs))}
+
+    def work(i):
+        for _ in range(6):
+            results[i].append(gemm.matmul(*pairs[i], mult, threads=1))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(pairs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, expected[i]) for i, rs in results.items() for r in rs)

@@ -248,12 +248,12 @@ def test_sample_count_and_seed_are_checked(kwargs, name, mitchell4):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["stats", "--model", "mitchell", "--bits", "4", "--seed", "-1"], "--seed: must be at least 0"),
+    (["stats", "--model", "mitchell", "--bits", "4", "--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
     (["stats", "--model", "mitchell", "--bits", "abc"], "--bits: expected a positive integer, got 'abc'"),
-    (["stats", "--model", "mitchell", "--bits", "0"], "--bits: must be at least 1"),
+    (["stats", "--model", "mitchell", "--bits", "0"], "--bits: expected a positive integer, got 0"),
     (["generate-lut", "--bits", "3", "--samples", "x"], "--samples: expected a positive integer"),
-    (["generate-lut", "--bits", "3", "--timeout", "0"], "--timeout: must be a positive"),
-    (["generate-lut", "--bits", "3", "--timeout", "soon"], "--timeout: expected a number of seconds"),
+    (["generate-lut", "--bits", "3", "--timeout", "0"], "--timeout: expected a positive, finite number, got '0'"),
+    (["generate-lut", "--bits", "3", "--timeout", "soon"], "--timeout: expected a positive number, got 'soon'"),
     (["stats", "--model", "drum", "--bits", "4", "--param", "k=3", "--param", "k=4"], "--param k is given twice"),
     (["generate-lut", "--bits", "3", "--model", "drum", "--param", "k=3", "--param", "k=4"],
      "--param k is given twice"),

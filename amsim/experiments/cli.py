@@ -10,41 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cliargs import non_negative_int, positive_int, positive_number
 from . import ExperimentError
 from .architectures import ARCHITECTURES, OPTIMIZERS
 from .datasets import DATASETS
 
 __all__ = ["add_parsers", "cmd_train", "cmd_plot_runs", "COMMANDS"]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def _seeds(text: str) -> list[int]:
@@ -71,27 +42,27 @@ def add_parsers(sub) -> None:
     p.add_argument("--multipliers", default="float32", metavar="SPEC[,SPEC...]",
                    help="float32, NAME or NAME:M[:key=value] (a C model at mantissa width M), or a LUT file "
                         "(default float32)")
-    p.add_argument("--bits", type=_positive, default=7, metavar="M",
+    p.add_argument("--bits", type=positive_int, default=7, metavar="M",
                    help="mantissa width of multipliers given without :M (default 7)")
     p.add_argument("--gradient", default="approximate", choices=("approximate", "exact"),
                    help="backward products: with the multiplier (default) or exact float32")
-    p.add_argument("--epochs", type=_positive, default=5, metavar="N", help="epochs (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=5, metavar="N", help="epochs (default 5)")
     p.add_argument("--seeds", type=_seeds, default=[0], metavar="S[,S...]",
                    help="one run per seed and multiplier; seeds fix initial weights, data order, dropout (default 0)")
-    p.add_argument("--batch-size", type=_positive, metavar="N", help="default: the architecture's")
+    p.add_argument("--batch-size", type=positive_int, metavar="N", help="default: the architecture's")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the architecture's")
-    p.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="default: the architecture's")
-    p.add_argument("--validation", type=_non_negative, metavar="N",
+    p.add_argument("--learning-rate", type=positive_number, metavar="LR", help="default: the architecture's")
+    p.add_argument("--validation", type=non_negative_int, metavar="N",
                    help="hold out the first N training images (default 5000; digits 144)")
-    p.add_argument("--limit-train", type=_positive, metavar="N", help="train on the first N images only")
-    p.add_argument("--limit-test", type=_positive, metavar="N", help="test on the first N images only")
+    p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N images only")
+    p.add_argument("--limit-test", type=positive_int, metavar="N", help="test on the first N images only")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="study folder")
     p.add_argument("--resume", action="store_true", help="continue the runs in --out from their checkpoints")
     p.add_argument("--force", action="store_true", help="replace the runs in --out")
-    p.add_argument("--workers", type=_non_negative, default=0, metavar="N",
+    p.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
                    help="run in parallel on a Dask LocalCluster of N worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="submit the runs to this Dask scheduler (tcp://host:8786)")
-    p.add_argument("--threads", type=_positive, metavar="N", help="TensorFlow threads per run")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="TensorFlow threads per run")
     p.add_argument("--no-plots", action="store_true", help="do not draw the accuracy and loss figures")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 

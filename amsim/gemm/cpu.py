@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import RangeError
@@ -44,7 +43,6 @@ def matmul_2d(a, b, mult, rounding, mode, method, threads):
 _MAX_CALLS = 256
 
 
-
 def ready_call(a, b, mult, rounding, mode, method, threads):
     """A function computing ``a (x) b`` for operands shaped and laid out like a and b.
 
@@ -76,8 +74,9 @@ def ready_call(a, b, mult, rounding, mode, method, threads):
 
         def call_model(a, b):
             out = np.empty(shape, _FLOAT32)
-            args.a, args.b, args.c = a_ptr(a), b_ptr(b), buffer("float[]", out)
-            lib.amsim_gemm_model(args, mult.bits, address, is_float)
+            mine = ffi.new("struct amsim_gemm_args *", args[0])  # a copy per call: threads share `args`
+            mine.a, mine.b, mine.c = a_ptr(a), b_ptr(b), buffer("float[]", out)
+            lib.amsim_gemm_model(mine, mult.bits, address, is_float)
             return out
 
         return call_model

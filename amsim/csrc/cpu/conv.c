@@ -34,13 +34,25 @@ static void im2col_part(void *ctx, int part)
         const int64_t n = u / g->oh, oh = u % g->oh;
         for (int64_t ow = 0; ow < g->ow; ++ow) {
             float *dst = j->out + (u * g->ow + ow) * row_len;
+            const int64_t w0 = ow * g->sw - g->pad_left;
             for (int64_t i = 0; i < g->kh; ++i) {
                 const int64_t h = oh * g->sh - g->pad_top + i * g->dh;
-                for (int64_t jw = 0; jw < g->kw; ++jw) {
-                    const int64_t w = ow * g->sw - g->pad_left + jw * g->dw;
-                    float *d = dst + (i * g->kw + jw) * C;
-                    if (h >= 0 && h < g->h && w >= 0 && w < g->w)
-                        memcpy(d, j->in + ((n * g->h + h) * g->w + w) * C, sizeof(float) * (size_t)C);
+                float *d = dst + i * g->kw * C;
+                if (h < 0 || h >= g->h) {
+                    memset(d, 0, sizeof(float) * (size_t)(g->kw * C));
+                    continue;
+                }
+                const float *row = j->in + (n * g->h + h) * g->w * C;
+                if (g->dw == 1 && w0 >= 0 && w0 + g->kw <= g->w) {
+                    /* the row's kw taps are adjacent in NHWC: one copy (small channel counts make
+                     * a copy per tap cost more than the GEMM) */
+                    memcpy(d, row + w0 * C, sizeof(float) * (size_t)(g->kw * C));
+                    continue;
+                }
+                for (int64_t jw = 0; jw < g->kw; ++jw, d += C) {
+                    const int64_t w = w0 + jw * g->dw;
+                    if (w >= 0 && w < g->w)
+                        memcpy(d, row + w * C, sizeof(float) * (size_t)C);
                     else
                         memset(d, 0, sizeof(float) * (size_t)C);
                 }
