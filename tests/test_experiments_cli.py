@@ -100,3 +100,14 @@ def test_the_report_gets_a_training_section_from_run_folders(study, tmp_path):
     assert all((tmp_path / fig["png"]).is_file() for fig in section["figures"].values())
     html = training.report_html(section)
     assert "<h2>Training</h2>" in html and "mbm-M7" in html
+
+
+def test_train_submits_to_an_existing_dask_scheduler_by_address(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    out = tmp_path / "cluster"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        assert cli.main(["train", *QUICK, "--limit-train", "64", "--multipliers", "float32", "--epochs", "1",
+                         "--scheduler", cluster.scheduler_address, "--no-plots", "--out", str(out)]) == 0
+    assert run_digests(out) == {"float32/seed0": initial_digest(out, 0)}
+    assert json.loads((out / "study.json").read_text())["execution"] == f"dask {cluster.scheduler_address}"

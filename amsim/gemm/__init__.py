@@ -136,7 +136,7 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     a = _check_operand("a", a)
     b = _check_operand("b", b)
     if transpose_a:
-        a = a.swapaxes(-1, -2)  # the method: np.swapaxes costs 0.3 us more
+        a = a.swapaxes(-1, -2)  # the array method: a call of np.swapaxes costs more
     if transpose_b:
         b = b.swapaxes(-1, -2)
     if a.shape[-1] != b.shape[-2]:
