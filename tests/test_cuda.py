@@ -1,12 +1,14 @@
 """The bundled CUDA backend: compiled on every run; executed and compared with the CPU where a GPU exists."""
 
+import ctypes
 import shutil
 
 import numpy as np
 import pytest
 
 from amsim import gemm
-from amsim.gemm import cuda
+from amsim.gemm import cuda, engine
+from amsim.gemm.conv import conv_geometry
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not cuda.Path("/usr/local/cuda/bin/nvcc").exists(),
                                 reason="no CUDA toolkit (nvcc) on this machine")
@@ -22,7 +24,7 @@ def test_kernels_compile_for_every_architecture_from_sm70_to_sm90_this_nvcc_supp
     library = cuda.build(archs, cache=tmp_path)  # a fresh folder: really compiles, every run
     assert library.exists() and library.stat().st_size > 0
     symbols = library.read_bytes()
-    for name in (b"amsim_cuda_gemm", b"amsim_cuda_split", b"amsim_cuda_im2col"):
+    for name in (b"amsim_cuda_gemm", b"amsim_cuda_split", b"amsim_cuda_im2col", b"amsim_cuda_col2im"):
         assert name in symbols
 
 
@@ -96,3 +98,33 @@ def test_cuda_conv2d_and_gradients_equal_cpu():
     dy = rng.standard_normal(y.shape).astype(np.float32)
     for fn, args in ((gemm.conv2d_backprop_input, (x.shape, w, dy)), (gemm.conv2d_backprop_filter, (x, w.shape, dy))):
         assert _bits_equal(fn(*args, mult, 1, "SAME", backend="cuda"), fn(*args, mult, 1, "SAME", backend="cpu"))
+
+
+@needs_gpu
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding, dilations", [
+    ((2, 9, 8, 3), (3, 3, 3, 4), 1, "SAME", 1),
+    ((1, 11, 10, 2), (3, 2, 2, 5), (2, 3), "SAME", 1),
+    ((1, 12, 12, 2), (3, 3, 2, 3), 1, "VALID", (2, 2)),
+    ((2, 7, 9, 1), (5, 5, 1, 6), 2, ((2, 1), (0, 3)), 1),
+])
+def test_cuda_col2im_adds_in_the_cpu_order_bit_for_bit(x_shape, w_shape, strides, padding, dilations):
+    g = conv_geometry(x_shape, w_shape, strides, padding, dilations)
+    rng = np.random.default_rng(4)
+    # magnitudes far apart, so that another order of additions would round differently
+    cols = np.ldexp(rng.standard_normal((g.n * g.oh * g.ow, g.kh * g.kw * g.c)),
+                    rng.integers(-20, 20, (g.n * g.oh * g.ow, g.kh * g.kw * g.c))).astype(np.float32)
+    lib = cuda.library()
+    dx = np.empty((g.n, g.h, g.w, g.c), np.float32)
+    d_cols, d_dx = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.amsim_cuda_malloc(ctypes.byref(d_cols), cols.nbytes) == 0
+    assert lib.amsim_cuda_malloc(ctypes.byref(d_dx), dx.nbytes) == 0
+    try:
+        assert lib.amsim_cuda_to_device(d_cols, cols.ctypes.data, cols.nbytes) == 0
+        assert lib.amsim_cuda_col2im(d_cols, g.n, g.h, g.w, g.c, g.kh, g.kw, *g.strides, *g.dilations, g.pads[0],
+                                     g.pads[2], g.oh, g.ow, d_dx, None) == 0
+        assert lib.amsim_cuda_synchronize() == 0
+        assert lib.amsim_cuda_to_host(dx.ctypes.data, d_dx, dx.nbytes) == 0
+    finally:
+        lib.amsim_cuda_free(d_cols)
+        lib.amsim_cuda_free(d_dx)
+    assert _bits_equal(dx, engine.col2im(cols, g))

@@ -402,3 +402,86 @@ def test_missing_tensorflow_headers_are_named(monkeypatch, tmp_path):
     monkeypatch.setattr(tf.sysconfig, "get_compile_flags", lambda: [f"-I{tmp_path}", "-D_GLIBCXX_USE_CXX11_ABI=1"])
     with pytest.raises(build.OpBuildError, match="op_kernel.h"):
         build.library_path()
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU kernels: compiled wherever the CUDA toolkit is, run where TensorFlow sees a GPU
+# ----------------------------------------------------------------------------------------------
+
+needs_tf_gpu = pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="TensorFlow sees no GPU")
+
+
+def gpu_compile_command_or_skip(obj):
+    try:
+        return build.gpu_compile_command(obj)
+    except build.OpBuildError as exc:  # no nvcc or no CUDA headers on this machine
+        pytest.skip(str(exc))
+
+
+def test_gpu_kernels_compile_against_this_tensorflow(tmp_path):
+    obj = tmp_path / "gpu.o"
+    proc = subprocess.run(gpu_compile_command_or_skip(obj), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    code = obj.read_bytes()
+    for name in (b"amsim_cuda_split", b"amsim_cuda_gemm", b"amsim_cuda_im2col", b"amsim_cuda_col2im"):
+        assert name in code  # the bundled kernels, called through their C ABI
+
+
+def test_a_cuda_build_of_tensorflow_links_the_gpu_kernels_into_the_op_library(monkeypatch, tmp_path):
+    gpu_compile_command_or_skip(tmp_path / "gpu.o")
+    from amsim import cbuild
+    from amsim.gemm import engine
+
+    engine_library = engine.library_path()  # the engine as built already; only the op library is rebuilt
+    monkeypatch.setattr(engine, "library_path", lambda variant=None: engine_library)
+    monkeypatch.setattr(cbuild, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
+    library = build.library_path()  # compiled and linked, not loaded: this TensorFlow may have no GPU support
+    assert b"amsim_cuda_col2im" in library.read_bytes()
+    assert list(tmp_path.glob("_amsim_cuda_*.so")), "the CUDA kernels library it links"
+
+
+@pytest.mark.skipif(tf.test.is_built_with_cuda(), reason="a CUDA build of TensorFlow")
+def test_a_cpu_build_of_tensorflow_gets_the_cpu_ops_alone(recwarn):
+    assert b"amsim_cuda" not in build.library_path().read_bytes()
+    assert not recwarn.list
+
+
+def on_device(device, fn, *operands, grads=True):
+    """fn's output (which must have run on `device`) and, with grads, its operands' gradients."""
+    with tf.device(device):
+        tensors = [tf.constant(x) for x in operands]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            y = fn(*tensors)
+        assert device.strip("/") in y.device, f"ran on {y.device}, not {device}"
+        if not grads:
+            return [y.numpy()]
+        dy = tf.constant(at_m_bits(np.random.default_rng(1), y.shape))
+        return [y.numpy(), *(g.numpy() for g in tape.gradient(y, tensors, output_gradients=dy))]
+
+
+@needs_tf_gpu
+@pytest.mark.parametrize("a_shape, b_shape, ta, tb", MATMUL_CASES)
+@pytest.mark.parametrize("lut, bits, rounding, mode", [("mbm", 7, "truncate", "ieee"), ("mbm", 7, "rne", "ieee"),
+                                                       ("at_mbm", 7, "truncate", "approxtrain"),
+                                                       ("mitchell", 10, "truncate", "ieee")])
+def test_gpu_matmul_equals_the_cpu_op_bit_for_bit(a_shape, b_shape, ta, tb, lut, bits, rounding, mode):
+    rng = np.random.default_rng(6)
+    a, b = normal(rng, a_shape), normal(rng, b_shape)
+    mult = gemm.resolve(lut, bits)
+    fn = lambda a, b: ops.am_matmul(a, b, mult, transpose_a=ta, transpose_b=tb, rounding=rounding, mode=mode)
+    # Broadcast operands' gradients are summed by TensorFlow's own reductions, whose order
+    # differs between devices: those cases compare the products only.
+    grads = a_shape[:-2] == b_shape[:-2]
+    assert_bits_equal(on_device("/GPU:0", fn, a, b, grads=grads), on_device("/CPU:0", fn, a, b, grads=grads))
+
+
+@needs_tf_gpu
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding, dilations", CONV_CASES + BEYOND_TF_CPU)
+def test_gpu_conv2d_and_its_gradients_equal_the_cpu_ops_bit_for_bit(mbm, x_shape, w_shape, strides, padding,
+                                                                   dilations):
+    rng = np.random.default_rng(7)
+    x, w = normal(rng, x_shape), normal(rng, w_shape)
+    fn = lambda x, w: ops.am_conv2d(x, w, mbm, strides=strides, padding=padding, dilations=dilations)
+    assert_bits_equal(on_device("/GPU:0", fn, x, w), on_device("/CPU:0", fn, x, w))

@@ -26,9 +26,10 @@ import numpy as np
 from .. import cbuild
 from ..errors import AmsimError
 
-__all__ = ["CudaError", "nvcc", "supported_archs", "build", "available", "library", "matmul_2d"]
+__all__ = ["CudaError", "nvcc", "supported_archs", "build", "available", "library", "library_path", "matmul_2d"]
 
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "cuda" / "gemm_cuda.cu"
+_HEADER = _SOURCE.with_name("amsim_cuda.h")  # the kernels' C ABI, included by the source
 
 
 class CudaError(AmsimError, RuntimeError):
@@ -59,7 +60,7 @@ def supported_archs() -> tuple[int, ...]:
 
 
 def _key(archs) -> str:
-    h = hashlib.sha256(_SOURCE.read_bytes())
+    h = hashlib.sha256(_SOURCE.read_bytes() + b"\0" + _HEADER.read_bytes())
     h.update(cbuild.headers_digest().encode())
     h.update(",".join(f"sm_{a}" for a in archs).encode())
     h.update(subprocess.run([nvcc(), "--version"], capture_output=True, text=True).stdout.encode())
@@ -128,9 +129,8 @@ def available() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=1)
-def library():
-    """The kernels built for the current GPU, loaded with ctypes."""
+def library_path() -> Path:
+    """The kernels' shared library built for the current GPU (compiled when not cached)."""
     if not available():
         raise CudaError("no CUDA GPU is available (backend='cuda'); use backend='cpu'")
     rt = _cudart()
@@ -142,7 +142,13 @@ def library():
     candidates = [a for a in supported_archs() if a <= arch]
     if not candidates:
         raise CudaError(f"this nvcc cannot compile for the GPU's sm_{arch}")
-    lib = ctypes.CDLL(str(build([arch if arch in candidates else max(candidates)])))
+    return build([arch if arch in candidates else max(candidates)])
+
+
+@functools.lru_cache(maxsize=1)
+def library():
+    """The kernels built for the current GPU, loaded with ctypes."""
+    lib = ctypes.CDLL(str(library_path()))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     c_int = ctypes.c_int
     lib.amsim_cuda_split.argtypes = [ptr, i64, i64, i64, i64, c_int, c_int, ptr, ptr, ptr, ptr]

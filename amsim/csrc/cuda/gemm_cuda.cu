@@ -5,14 +5,15 @@
  * Every output is accumulated by one thread in increasing k from +0, the
  * order of amsim/reference.py, so results equal the CPU backend's bit for bit.
  *
- * C-ABI entry points take device pointers and a cudaStream_t (as void *), so
- * TensorFlow custom ops, CuPy (RawModule/ctypes) and numba-cuda can call them
- * directly; all return a cudaError_t (0 = success).
+ * C-ABI entry points (declared in amsim_cuda.h) take device pointers and a
+ * cudaStream_t (as void *), so TensorFlow custom ops, CuPy (RawModule/ctypes)
+ * and numba-cuda can call them directly; all return a cudaError_t (0 = success).
  *
  *   amsim_cuda_split      float32 operand (any strides) -> scales + mantissa indices, and the
  *                         exponent range of its normal scales (device memory, 2 x int32)
  *   amsim_cuda_gemm       C = A (x) B on split operands (row-major, ldc)
  *   amsim_cuda_im2col     NHWC patches for conv2d (rows N*OH*OW, columns KH*KW*C)
+ *   amsim_cuda_col2im     its adjoint, amsim_col2im's order of additions (one thread per input element)
  *
  * Tiling: 64 x 64 output tiles, 256 threads with 4 x 4 register blocks, k in
  * steps of 16 through shared memory; the LUT lives in shared memory for
@@ -27,6 +28,8 @@
 #include <stdint.h>
 
 #include <amsim_product.h>
+
+#include "amsim_cuda.h"
 
 #define BM 64
 #define BN 64
@@ -194,6 +197,33 @@ __global__ void im2col_kernel(const float *__restrict__ x, int n, int h, int w, 
     }
 }
 
+/* dx[b, y, x, c] = +0 + the patch entries that read it, in increasing (i, j): the order of
+ * amsim_col2im, so the sums are the CPU's bit for bit. Tap (i, j) reads (y, x) from output
+ * position (oy, ox) when y = oy * sh + i * dh - pt (and likewise for x): at most one per tap. */
+__global__ void col2im_kernel(const float *__restrict__ cols, int n, int h, int w, int ch, int kh, int kw, int sh,
+                              int sw, int dh, int dw, int pt, int pl, int oh, int ow, float *__restrict__ dx)
+{
+    const int64_t row_len = (int64_t)kh * kw * ch, total = (int64_t)n * h * w * ch;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
+        const int c = (int)(t % ch), x = (int)((t / ch) % w), y = (int)((t / ((int64_t)ch * w)) % h);
+        const int64_t b = t / ((int64_t)ch * w * h);
+        float acc = 0.0f;
+        for (int i = 0; i < kh; ++i) {
+            const int ty = y + pt - i * dh;
+            if (ty < 0 || ty % sh != 0 || ty / sh >= oh)
+                continue;
+            const int64_t row0 = (b * oh + ty / sh) * ow;
+            for (int j = 0; j < kw; ++j) {
+                const int tx = x + pl - j * dw;
+                if (tx < 0 || tx % sw != 0 || tx / sw >= ow)
+                    continue;
+                acc = __fadd_rn(acc, cols[(row0 + tx / sw) * row_len + ((int64_t)i * kw + j) * ch + c]);
+            }
+        }
+        dx[t] = acc;
+    }
+}
+
 static int grid_for(int64_t n)
 {
     const int64_t blocks = (n + 255) / 256;
@@ -247,6 +277,17 @@ int amsim_cuda_im2col(const float *x, int n, int h, int w, int ch, int kh, int k
         return 0;
     im2col_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(x, n, h, w, ch, kh, kw, sh, sw, dh, dw, pt, pl,
                                                                      oh, ow, out);
+    return (int)cudaGetLastError();
+}
+
+int amsim_cuda_col2im(const float *cols, int n, int h, int w, int ch, int kh, int kw, int sh, int sw, int dh, int dw,
+                      int pt, int pl, int oh, int ow, float *dx, void *stream)
+{
+    const int64_t total = (int64_t)n * h * w * ch;
+    if (total == 0)
+        return 0;
+    col2im_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(cols, n, h, w, ch, kh, kw, sh, sw, dh, dw, pt, pl,
+                                                                     oh, ow, dx);
     return (int)cudaGetLastError();
 }
 

@@ -63,6 +63,20 @@ absl::Status Gemm(const PreparedLut &lut, const Arithmetic &arith, int64_t M, in
                   const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs,
                   float *c, int64_t ldc);
 
+/* AmsimMatMul's operands as a batch of GEMMs: op(a) is M x K with element strides (ars, acs),
+ * op(b) is K x N with (brs, bcs); output matrix t (row-major, M x N) reads a's matrix at
+ * element offset a_offset[t] and b's at b_offset[t] (the leading dimensions broadcast). */
+struct MatMulBatch {
+    int64_t M = 0, N = 0, K = 0;
+    int64_t ars = 0, acs = 0, brs = 0, bcs = 0;
+    tensorflow::TensorShape out_shape;
+    std::vector<int64_t> a_offset, b_offset;
+};
+
+/* Checks AmsimMatMul's operand shapes and plans its batch (matmul.cc). */
+absl::Status PlanMatMul(const tensorflow::Tensor &a, const tensorflow::Tensor &b, bool transpose_a, bool transpose_b,
+                        MatMulBatch *out);
+
 /* strides, padding, explicit_paddings and dilations of a conv2d op. */
 struct ConvAttrs {
     int64_t sh = 1, sw = 1, dh = 1, dw = 1;

@@ -65,6 +65,71 @@ lut: the (2^M, 2^M) float32 significand products, row = a's mantissa.
 )doc");
 
 namespace amsim_tf {
+
+absl::Status PlanMatMul(const Tensor &a, const Tensor &b, bool transpose_a, bool transpose_b, MatMulBatch *out)
+{
+    if (a.dims() < 2 || b.dims() < 2)
+        return absl::InvalidArgumentError("AmsimMatMul: a and b need at least 2 dimensions, got " +
+                                          a.shape().DebugString() + " and " + b.shape().DebugString());
+    const int ra = a.dims(), rb = b.dims();
+    const int64_t a0 = a.dim_size(ra - 2), a1 = a.dim_size(ra - 1);
+    const int64_t b0 = b.dim_size(rb - 2), b1 = b.dim_size(rb - 1);
+    const int64_t M = transpose_a ? a1 : a0, K = transpose_a ? a0 : a1;
+    const int64_t Kb = transpose_b ? b1 : b0, N = transpose_b ? b0 : b1;
+    if (K != Kb)
+        return absl::InvalidArgumentError("AmsimMatMul: inner dimensions differ: a " + a.shape().DebugString() +
+                                          " and b " + b.shape().DebugString());
+
+    /* Broadcast the leading dimensions; a_step/b_step are each operand's matrix strides along
+     * the output's batch dimensions (0 where it broadcasts). */
+    const int rank = std::max(ra, rb) - 2;
+    std::vector<int64_t> batch(rank), a_step(rank, 0), b_step(rank, 0);
+    int64_t a_stride = 1, b_stride = 1;
+    for (int i = rank - 1; i >= 0; --i) {
+        const int ia = i - (rank - (ra - 2)), ib = i - (rank - (rb - 2));
+        const int64_t da = ia >= 0 ? a.dim_size(ia) : 1, db = ib >= 0 ? b.dim_size(ib) : 1;
+        if (da != db && da != 1 && db != 1)
+            return absl::InvalidArgumentError("AmsimMatMul: batch dimensions do not broadcast: a " +
+                                              a.shape().DebugString() + " and b " + b.shape().DebugString());
+        batch[i] = da == 1 ? db : da;
+        a_step[i] = da == 1 ? 0 : a_stride;
+        b_step[i] = db == 1 ? 0 : b_stride;
+        a_stride *= da;
+        b_stride *= db;
+    }
+    *out = MatMulBatch();
+    int64_t count = 1;
+    for (int64_t d : batch) {
+        out->out_shape.AddDim(d);
+        count *= d;
+    }
+    out->out_shape.AddDim(M);
+    out->out_shape.AddDim(N);
+    out->M = M, out->N = N, out->K = K;
+    out->ars = transpose_a ? 1 : a1, out->acs = transpose_a ? a1 : 1;
+    out->brs = transpose_b ? 1 : b1, out->bcs = transpose_b ? b1 : 1;
+    if (M == 0 || N == 0)
+        return absl::OkStatus();
+    out->a_offset.resize(count);
+    out->b_offset.resize(count);
+    std::vector<int64_t> index(rank, 0);
+    int64_t ia = 0, ib = 0;  /* matrix index of a and b for the output matrix `t` */
+    for (int64_t t = 0; t < count; ++t) {
+        out->a_offset[t] = ia * a0 * a1;
+        out->b_offset[t] = ib * b0 * b1;
+        for (int i = rank - 1; i >= 0; --i) {  /* odometer over the batch index */
+            ia += a_step[i];
+            ib += b_step[i];
+            if (++index[i] < batch[i])
+                break;
+            ia -= a_step[i] * batch[i];
+            ib -= b_step[i] * batch[i];
+            index[i] = 0;
+        }
+    }
+    return absl::OkStatus();
+}
+
 namespace {
 
 class AmsimMatMulOp : public OpKernel {
@@ -79,67 +144,20 @@ public:
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &a = ctx->input(0), &b = ctx->input(1);
-        OP_REQUIRES(ctx, a.dims() >= 2 && b.dims() >= 2,
-                    absl::InvalidArgumentError("AmsimMatMul: a and b need at least 2 dimensions, got " +
-                                               a.shape().DebugString() + " and " + b.shape().DebugString()));
-        const int ra = a.dims(), rb = b.dims();
-        const int64_t a0 = a.dim_size(ra - 2), a1 = a.dim_size(ra - 1);
-        const int64_t b0 = b.dim_size(rb - 2), b1 = b.dim_size(rb - 1);
-        const int64_t M = transpose_a_ ? a1 : a0, K = transpose_a_ ? a0 : a1;
-        const int64_t Kb = transpose_b_ ? b1 : b0, N = transpose_b_ ? b0 : b1;
-        OP_REQUIRES(ctx, K == Kb,
-                    absl::InvalidArgumentError("AmsimMatMul: inner dimensions differ: a " + a.shape().DebugString() +
-                                               " and b " + b.shape().DebugString()));
-
-        /* Broadcast the leading dimensions; a_step/b_step are each operand's matrix strides
-         * along the output's batch dimensions (0 where it broadcasts). */
-        const int rank = std::max(ra, rb) - 2;
-        std::vector<int64_t> batch(rank), a_step(rank, 0), b_step(rank, 0);
-        int64_t a_stride = 1, b_stride = 1;
-        for (int i = rank - 1; i >= 0; --i) {
-            const int ia = i - (rank - (ra - 2)), ib = i - (rank - (rb - 2));
-            const int64_t da = ia >= 0 ? a.dim_size(ia) : 1, db = ib >= 0 ? b.dim_size(ib) : 1;
-            OP_REQUIRES(ctx, da == db || da == 1 || db == 1,
-                        absl::InvalidArgumentError("AmsimMatMul: batch dimensions do not broadcast: a " +
-                                                   a.shape().DebugString() + " and b " + b.shape().DebugString()));
-            batch[i] = da == 1 ? db : da;
-            a_step[i] = da == 1 ? 0 : a_stride;
-            b_step[i] = db == 1 ? 0 : b_stride;
-            a_stride *= da;
-            b_stride *= db;
-        }
-        TensorShape out_shape;
-        for (int64_t d : batch)
-            out_shape.AddDim(d);
-        out_shape.AddDim(M);
-        out_shape.AddDim(N);
+        MatMulBatch batch;
+        OP_REQUIRES_OK(ctx, PlanMatMul(a, b, transpose_a_, transpose_b_, &batch));
         Tensor *out = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &out));
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, batch.out_shape, &out));
         if (out->NumElements() == 0)
             return;
         std::shared_ptr<const PreparedLut> lut;
         OP_REQUIRES_OK(ctx, GetLut(ctx->input(2), &lut));
-
-        const int64_t ars = transpose_a_ ? 1 : a1, acs = transpose_a_ ? a1 : 1;
-        const int64_t brs = transpose_b_ ? 1 : b1, bcs = transpose_b_ ? b1 : 1;
         const float *pa = a.flat<float>().data(), *pb = b.flat<float>().data();
         float *pc = out->flat<float>().data();
-        const int64_t count = out->NumElements() / (M * N);
-        std::vector<int64_t> index(rank, 0);
-        int64_t ia = 0, ib = 0;  /* matrix index of a and b for the output matrix `t` */
-        for (int64_t t = 0; t < count; ++t) {
-            OP_REQUIRES_OK(ctx, Gemm(*lut, arith_, M, N, K, pa + ia * a0 * a1, ars, acs, pb + ib * b0 * b1, brs, bcs,
-                                     pc + t * M * N, N));
-            for (int i = rank - 1; i >= 0; --i) {  /* odometer over the batch index */
-                ia += a_step[i];
-                ib += b_step[i];
-                if (++index[i] < batch[i])
-                    break;
-                ia -= a_step[i] * batch[i];
-                ib -= b_step[i] * batch[i];
-                index[i] = 0;
-            }
-        }
+        const int64_t M = batch.M, N = batch.N;
+        for (size_t t = 0; t < batch.a_offset.size(); ++t)
+            OP_REQUIRES_OK(ctx, Gemm(*lut, arith_, M, N, batch.K, pa + batch.a_offset[t], batch.ars, batch.acs,
+                                     pb + batch.b_offset[t], batch.brs, batch.bcs, pc + t * M * N, N));
     }
 
 private:
