@@ -24,7 +24,8 @@ def test_kernels_compile_for_every_architecture_from_sm70_to_sm90_this_nvcc_supp
     library = cuda.build(archs, cache=tmp_path)  # a fresh folder: really compiles, every run
     assert library.exists() and library.stat().st_size > 0
     symbols = library.read_bytes()
-    for name in (b"amsim_cuda_gemm", b"amsim_cuda_split", b"amsim_cuda_im2col", b"amsim_cuda_col2im"):
+    for name in (b"amsim_cuda_gemm", b"amsim_cuda_split", b"amsim_cuda_im2col", b"amsim_cuda_col2im",
+                 b"amsim_cuda_transpose"):
         assert name in symbols
 
 
@@ -128,3 +129,24 @@ def test_cuda_col2im_adds_in_the_cpu_order_bit_for_bit(x_shape, w_shape, strides
         lib.amsim_cuda_free(d_cols)
         lib.amsim_cuda_free(d_dx)
     assert _bits_equal(dx, engine.col2im(cols, g))
+
+
+@needs_gpu
+@pytest.mark.parametrize("rows, cols, block", [(5, 3, 1), (7, 4, 3), (1, 6, 2), (0, 3, 2)])
+def test_cuda_transpose_moves_blocks_exactly(rows, cols, block):
+    src = np.random.default_rng(5).standard_normal((rows, cols, block)).astype(np.float32)
+    dst = np.empty((cols, rows, block), np.float32)
+    lib = cuda.library()
+    d_src, d_dst = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.amsim_cuda_malloc(ctypes.byref(d_src), src.nbytes) == 0
+    assert lib.amsim_cuda_malloc(ctypes.byref(d_dst), dst.nbytes) == 0
+    try:
+        assert lib.amsim_cuda_to_device(d_src, src.ctypes.data, src.nbytes) == 0
+        i64 = ctypes.c_int64
+        assert lib.amsim_cuda_transpose(d_src, i64(rows), i64(cols), i64(block), d_dst, None) == 0
+        assert lib.amsim_cuda_synchronize() == 0
+        assert lib.amsim_cuda_to_host(dst.ctypes.data, d_dst, dst.nbytes) == 0
+    finally:
+        lib.amsim_cuda_free(d_src)
+        lib.amsim_cuda_free(d_dst)
+    assert _bits_equal(dst, src.transpose(1, 0, 2))

@@ -423,7 +423,8 @@ def test_gpu_kernels_compile_against_this_tensorflow(tmp_path):
     proc = subprocess.run(gpu_compile_command_or_skip(obj), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     code = obj.read_bytes()
-    for name in (b"amsim_cuda_split", b"amsim_cuda_gemm", b"amsim_cuda_im2col", b"amsim_cuda_col2im"):
+    for name in (b"amsim_cuda_split", b"amsim_cuda_gemm", b"amsim_cuda_im2col", b"amsim_cuda_col2im",
+                 b"amsim_cuda_transpose"):
         assert name in code  # the bundled kernels, called through their C ABI
 
 
@@ -484,4 +485,15 @@ def test_gpu_conv2d_and_its_gradients_equal_the_cpu_ops_bit_for_bit(mbm, x_shape
     rng = np.random.default_rng(7)
     x, w = normal(rng, x_shape), normal(rng, w_shape)
     fn = lambda x, w: ops.am_conv2d(x, w, mbm, strides=strides, padding=padding, dilations=dilations)
+    assert_bits_equal(on_device("/GPU:0", fn, x, w), on_device("/CPU:0", fn, x, w))
+
+
+@needs_tf_gpu
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding, dilations",
+                         [(*case, 1) for case in DEPTHWISE_CASES] + [((1, 9, 10, 2), (3, 2, 2, 2), 1, "SAME", (2, 3))])
+def test_gpu_depthwise_and_its_gradients_equal_the_cpu_ops_bit_for_bit(mbm, x_shape, w_shape, strides, padding,
+                                                                      dilations):
+    rng = np.random.default_rng(8)
+    x, w = normal(rng, x_shape), normal(rng, w_shape)
+    fn = lambda x, w: ops.am_depthwise_conv2d(x, w, mbm, strides=strides, padding=padding, dilations=dilations)
     assert_bits_equal(on_device("/GPU:0", fn, x, w), on_device("/CPU:0", fn, x, w))

@@ -43,6 +43,10 @@ int amsim_cuda_im2col(const float *x, int n, int h, int w, int ch, int kh, int k
 int amsim_cuda_col2im(const float *cols, int n, int h, int w, int ch, int kh, int kw, int sh, int sw, int dh, int dw,
                       int pt, int pl, int oh, int ow, float *dx, void *stream);
 
+/* dst[j][i][0:block] = src[i][j][0:block] for i < rows, j < cols: a transpose of blocks of
+ * `block` floats (an exact copy), e.g. a channel-major matrix back to NHWC's channel-minor layout. */
+int amsim_cuda_transpose(const float *src, int64_t rows, int64_t cols, int64_t block, float *dst, void *stream);
+
 /* Memory helpers (synchronous), so that callers without the CUDA runtime can drive the kernels. */
 int amsim_cuda_malloc(void **ptr, size_t bytes);
 int amsim_cuda_free(void *ptr);

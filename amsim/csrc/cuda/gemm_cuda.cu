@@ -224,6 +224,18 @@ __global__ void col2im_kernel(const float *__restrict__ cols, int n, int h, int 
     }
 }
 
+/* dst[j][i][0:block] = src[i][j][0:block] for i < rows, j < cols: a transpose of blocks, a
+ * exact copy. One thread per element of dst, so its stores are contiguous. */
+__global__ void transpose_kernel(const float *__restrict__ src, int64_t rows, int64_t cols, int64_t block,
+                                 float *__restrict__ dst)
+{
+    const int64_t total = rows * cols * block;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t e = t % block, i = (t / block) % rows, j = t / (block * rows);
+        dst[t] = src[(i * cols + j) * block + e];
+    }
+}
+
 static int grid_for(int64_t n)
 {
     const int64_t blocks = (n + 255) / 256;
@@ -288,6 +300,15 @@ int amsim_cuda_col2im(const float *cols, int n, int h, int w, int ch, int kh, in
         return 0;
     col2im_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(cols, n, h, w, ch, kh, kw, sh, sw, dh, dw, pt, pl,
                                                                      oh, ow, dx);
+    return (int)cudaGetLastError();
+}
+
+int amsim_cuda_transpose(const float *src, int64_t rows, int64_t cols, int64_t block, float *dst, void *stream)
+{
+    const int64_t total = rows * cols * block;
+    if (total == 0)
+        return 0;
+    transpose_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(src, rows, cols, block, dst);
     return (int)cudaGetLastError();
 }
 

@@ -130,6 +130,21 @@ protected:
     ConvAttrs conv_;
 };
 
+/* What the depthwise kernels share on every device (depthwise.cc): their operands' checks. */
+class DepthwiseKernel : public ConvKernel {
+public:
+    using ConvKernel::ConvKernel;
+
+protected:
+    enum class Pass { kForward, kBackpropInput, kBackpropFilter };
+
+    /* Reads and checks the operands of the op's pass (input or input_sizes, filter (KH, KW, C, Q)
+     * or filter_sizes, out_backprop), fills g and *q = Q, and allocates the op's output; when
+     * that output is empty there is nothing more to do. */
+    absl::Status Prologue(tensorflow::OpKernelContext *ctx, Pass pass, struct amsim_conv_geometry *g, int64_t *q,
+                          tensorflow::Tensor **out) const;
+};
+
 /* Status of an engine call. */
 absl::Status EngineStatus(int rc, const char *what);
 

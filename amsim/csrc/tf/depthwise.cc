@@ -11,6 +11,7 @@
  * stride C: the patch matrix (amsim_im2col), dy, y and the patch gradients are transposed
  * channel-major in work buffers, so that each channel's share is a contiguous matrix; W_c is the
  * small strided view W[:, :, c, :], and dW_c is written in place with a leading dimension of C*Q.
+ * The operands' checks (DepthwiseKernel::Prologue) are shared with the GPU kernels (gpu.cc).
  */
 #include <algorithm>
 #include <cstring>
@@ -51,11 +52,35 @@ REGISTER_OP("AmsimDepthwiseConv2DBackpropFilter")
     .Doc("Gradient of AmsimDepthwiseConv2D for its filter: per channel, patches_c^T (x) dy_c.");
 
 namespace amsim_tf {
+
+absl::Status DepthwiseKernel::Prologue(tensorflow::OpKernelContext *ctx, Pass pass, struct amsim_conv_geometry *g,
+                                      int64_t *q, tensorflow::Tensor **out) const
+{
+    int64_t xs[4], ws[4];
+    if (pass == Pass::kBackpropInput)
+        TF_RETURN_IF_ERROR(ReadSizes(ctx->input(0), "input_sizes", xs));
+    else
+        TF_RETURN_IF_ERROR(Dims4(ctx->input(0), "input", xs));
+    if (pass == Pass::kBackpropFilter)
+        TF_RETURN_IF_ERROR(ReadSizes(ctx->input(1), "filter_sizes", ws));
+    else
+        TF_RETURN_IF_ERROR(Dims4(ctx->input(1), "filter", ws));
+    if (pass == Pass::kForward)
+        TF_RETURN_IF_ERROR(Geometry(xs, ws, nullptr, 0, g));
+    else
+        TF_RETURN_IF_ERROR(Geometry(xs, ws, &ctx->input(2), ws[2] * ws[3], g));
+    *q = ws[3];
+    const tensorflow::TensorShape shape =
+        pass == Pass::kForward         ? tensorflow::TensorShape({g->n, g->oh, g->ow, g->c * ws[3]})
+        : pass == Pass::kBackpropInput ? tensorflow::TensorShape({xs[0], xs[1], xs[2], xs[3]})
+                                       : tensorflow::TensorShape({ws[0], ws[1], ws[2], ws[3]});
+    return ctx->allocate_output(0, shape, out);
+}
+
 namespace {
 
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
-using tensorflow::TensorShape;
 
 /* dst[j][i][0:block] = src[i][j][0:block] for i < rows, j < cols: a transpose of blocks. Turns an
  * NHWC tensor (rows = N*H*W, cols = channels) channel-major and back. Each band of rows (small
@@ -100,23 +125,20 @@ absl::Status ChannelPatches(OpKernelContext *ctx, const struct amsim_conv_geomet
     return absl::OkStatus();
 }
 
-class AmsimDepthwiseConv2DOp : public ConvKernel {
+class AmsimDepthwiseConv2DOp : public DepthwiseKernel {
 public:
-    using ConvKernel::ConvKernel;
+    using DepthwiseKernel::DepthwiseKernel;
 
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &x = ctx->input(0), &w = ctx->input(1);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, Dims4(x, "input", xs));
-        OP_REQUIRES_OK(ctx, Dims4(w, "filter", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, nullptr, 0, &g));
-        const int64_t c = g.c, q = ws[3], khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
+        int64_t q = 0;
         Tensor *y = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.n, g.oh, g.ow, c * q}), &y));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kForward, &g, &q, &y));
         if (y->NumElements() == 0)
             return;
+        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
         std::shared_ptr<const PreparedLut> lut;
         OP_REQUIRES_OK(ctx, GetLut(ctx->input(2), &lut));
         Tensor cols_buf, yt_buf;
@@ -132,23 +154,20 @@ public:
     }
 };
 
-class AmsimDepthwiseConv2DBackpropInputOp : public ConvKernel {
+class AmsimDepthwiseConv2DBackpropInputOp : public DepthwiseKernel {
 public:
-    using ConvKernel::ConvKernel;
+    using DepthwiseKernel::DepthwiseKernel;
 
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &w = ctx->input(1), &dy = ctx->input(2);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, ReadSizes(ctx->input(0), "input_sizes", xs));
-        OP_REQUIRES_OK(ctx, Dims4(w, "filter", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, &dy, ws[2] * ws[3], &g));
+        int64_t q = 0;
         Tensor *dx = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({xs[0], xs[1], xs[2], xs[3]}), &dx));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropInput, &g, &q, &dx));
         if (dx->NumElements() == 0)
             return;
-        const int64_t c = g.c, q = ws[3], khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
+        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
         std::shared_ptr<const PreparedLut> lut;
         OP_REQUIRES_OK(ctx, GetLut(ctx->input(3), &lut));
         Tensor dyt_buf, colst_buf, cols_buf;
@@ -173,23 +192,20 @@ public:
     }
 };
 
-class AmsimDepthwiseConv2DBackpropFilterOp : public ConvKernel {
+class AmsimDepthwiseConv2DBackpropFilterOp : public DepthwiseKernel {
 public:
-    using ConvKernel::ConvKernel;
+    using DepthwiseKernel::DepthwiseKernel;
 
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &x = ctx->input(0), &dy = ctx->input(2);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, Dims4(x, "input", xs));
-        OP_REQUIRES_OK(ctx, ReadSizes(ctx->input(1), "filter_sizes", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, &dy, ws[2] * ws[3], &g));
+        int64_t q = 0;
         Tensor *dw = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({ws[0], ws[1], ws[2], ws[3]}), &dw));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropFilter, &g, &q, &dw));
         if (dw->NumElements() == 0)
             return;
-        const int64_t c = g.c, q = ws[3], khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
+        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
         std::shared_ptr<const PreparedLut> lut;
         OP_REQUIRES_OK(ctx, GetLut(ctx->input(3), &lut));
         Tensor cols_buf, dyt_buf;

@@ -1,12 +1,13 @@
 /*
- * gpu.cc -- the GPU kernels of AmsimMatMul and of AmsimConv2D and its two gradients.
+ * gpu.cc -- the GPU kernels of AmsimMatMul, and of AmsimConv2D and AmsimDepthwiseConv2D with
+ * their gradients.
  *
  * Compiled only for a CUDA build of TensorFlow (-DGOOGLE_CUDA=1, amsim/keras/build.py), as its own
  * translation unit. The shapes, attributes and checks are the CPU kernels' (amsim_tf.h); every
  * product, sum and patch copy is the bundled CUDA kernels' (amsim_cuda.h), which give the CPU
  * engine's bits, so an op gives the same result on either device. The work is queued on the op's
  * stream; the LUT input stays in host memory, is prepared once by the CPU cache (GetLut) and
- * copied to each device once per prepared LUT. AmsimDepthwiseConv2D has no GPU kernel.
+ * copied to each device once per prepared LUT.
  */
 #if GOOGLE_CUDA
 
@@ -229,34 +230,37 @@ absl::Status CheckIntGeometry(const struct amsim_conv_geometry &g)
     return absl::OkStatus();
 }
 
-class GpuConvKernel : public ConvKernel {
-public:
-    using ConvKernel::ConvKernel;
-
-protected:
-    /* The patch matrix of x on the device: x itself when PatchesAreInput, else im2col into *buf. */
-    static absl::Status GpuPatches(OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *x,
-                                   Tensor *buf, const float **cols)
-    {
-        if (PatchesAreInput(g)) {
-            *cols = x;
-            return absl::OkStatus();
-        }
-        TF_RETURN_IF_ERROR(WorkBuffer(ctx, g.n * g.oh * g.ow * g.kh * g.kw * g.c, buf));
-        float *out = buf->flat<float>().data();
-        TF_RETURN_IF_ERROR(CudaStatus(amsim_cuda_im2col(x, (int)g.n, (int)g.h, (int)g.w, (int)g.c, (int)g.kh,
-                                                        (int)g.kw, (int)g.sh, (int)g.sw, (int)g.dh, (int)g.dw,
-                                                        (int)g.pad_top, (int)g.pad_left, (int)g.oh, (int)g.ow, out,
-                                                        Stream(ctx)),
-                                      "amsim_cuda_im2col"));
-        *cols = out;
+/* The patch matrix (N*OH*OW) x (KH*KW*C) of x on the device: x itself when PatchesAreInput,
+ * else im2col into *buf. */
+absl::Status GpuPatches(OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *x, Tensor *buf,
+                        const float **cols)
+{
+    if (PatchesAreInput(g)) {
+        *cols = x;
         return absl::OkStatus();
     }
-};
+    TF_RETURN_IF_ERROR(WorkBuffer(ctx, g.n * g.oh * g.ow * g.kh * g.kw * g.c, buf));
+    float *out = buf->flat<float>().data();
+    TF_RETURN_IF_ERROR(CudaStatus(amsim_cuda_im2col(x, (int)g.n, (int)g.h, (int)g.w, (int)g.c, (int)g.kh, (int)g.kw,
+                                                    (int)g.sh, (int)g.sw, (int)g.dh, (int)g.dw, (int)g.pad_top,
+                                                    (int)g.pad_left, (int)g.oh, (int)g.ow, out, Stream(ctx)),
+                                  "amsim_cuda_im2col"));
+    *cols = out;
+    return absl::OkStatus();
+}
 
-class GpuConv2DOp : public GpuConvKernel {
+/* dx from the patch-matrix gradient cols (N*OH*OW) x (KH*KW*C): amsim_cuda_col2im's sums. */
+absl::Status GpuCol2Im(OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *cols, float *dx)
+{
+    return CudaStatus(amsim_cuda_col2im(cols, (int)g.n, (int)g.h, (int)g.w, (int)g.c, (int)g.kh, (int)g.kw, (int)g.sh,
+                                        (int)g.sw, (int)g.dh, (int)g.dw, (int)g.pad_top, (int)g.pad_left, (int)g.oh,
+                                        (int)g.ow, dx, Stream(ctx)),
+                      "amsim_cuda_col2im");
+}
+
+class GpuConv2DOp : public ConvKernel {
 public:
-    using GpuConvKernel::GpuConvKernel;
+    using ConvKernel::ConvKernel;
 
     void Compute(OpKernelContext *ctx) override
     {
@@ -282,9 +286,9 @@ public:
     }
 };
 
-class GpuConv2DBackpropInputOp : public GpuConvKernel {
+class GpuConv2DBackpropInputOp : public ConvKernel {
 public:
-    using GpuConvKernel::GpuConvKernel;
+    using ConvKernel::ConvKernel;
 
     void Compute(OpKernelContext *ctx) override
     {
@@ -312,17 +316,13 @@ public:
         float *cols = direct ? pdx : buf.flat<float>().data();
         OP_REQUIRES_OK(ctx, gemm.Run(rows, k, o, dy.flat<float>().data(), o, 1, w.flat<float>().data(), 1, o, cols, k));
         if (!direct)
-            OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_col2im(cols, (int)g.n, (int)g.h, (int)g.w, (int)g.c, (int)g.kh,
-                                                             (int)g.kw, (int)g.sh, (int)g.sw, (int)g.dh, (int)g.dw,
-                                                             (int)g.pad_top, (int)g.pad_left, (int)g.oh, (int)g.ow,
-                                                             pdx, Stream(ctx)),
-                                           "amsim_cuda_col2im"));
+            OP_REQUIRES_OK(ctx, GpuCol2Im(ctx, g, cols, pdx));
     }
 };
 
-class GpuConv2DBackpropFilterOp : public GpuConvKernel {
+class GpuConv2DBackpropFilterOp : public ConvKernel {
 public:
-    using GpuConvKernel::GpuConvKernel;
+    using ConvKernel::ConvKernel;
 
     void Compute(OpKernelContext *ctx) override
     {
@@ -350,6 +350,116 @@ public:
     }
 };
 
+/* ------------------------------------------------------------------------------------------ */
+/* The depthwise family (the CPU kernels' GEMMs, depthwise.cc)                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Each channel's GEMM is the CPU kernel's, on the same operands in the same roles; only the
+ * layouts differ. The CPU transposes channel-major so that the engine reads contiguous
+ * matrices; here the splits read each channel's share of the NHWC tensors and of the patch
+ * matrix in place (a column of stride C), and the GEMMs write y and dW in place (leading
+ * dimension C*Q). Only the patch gradients, which the GEMM cannot write with a column stride,
+ * go through a channel-major work buffer. */
+
+class GpuDepthwiseConv2DOp : public DepthwiseKernel {
+public:
+    using DepthwiseKernel::DepthwiseKernel;
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &x = ctx->input(0), &w = ctx->input(1);
+        struct amsim_conv_geometry g;
+        int64_t q = 0;
+        Tensor *y = nullptr;
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kForward, &g, &q, &y));
+        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
+        if (y->NumElements() == 0)
+            return;
+        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
+        GpuGemm gemm(ctx, arith_);
+        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(2)));
+        OP_REQUIRES_OK(ctx, gemm.Reserve(rows * khw, khw * q));
+        Tensor buf;
+        const float *cols = nullptr;
+        OP_REQUIRES_OK(ctx, GpuPatches(ctx, g, x.flat<float>().data(), &buf, &cols));
+        const float *pw = w.flat<float>().data();
+        float *py = y->flat<float>().data();
+        for (int64_t ch = 0; ch < c; ++ch)  /* P_c: columns ch, ch + C, ... of P; W_c = W[:, :, ch, :] */
+            OP_REQUIRES_OK(ctx,
+                           gemm.Run(rows, q, khw, cols + ch, khw * c, c, pw + ch * q, c * q, 1, py + ch * q, c * q));
+    }
+};
+
+class GpuDepthwiseConv2DBackpropInputOp : public DepthwiseKernel {
+public:
+    using DepthwiseKernel::DepthwiseKernel;
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &w = ctx->input(1), &dy = ctx->input(2);
+        struct amsim_conv_geometry g;
+        int64_t q = 0;
+        Tensor *dx = nullptr;
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropInput, &g, &q, &dx));
+        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
+        if (dx->NumElements() == 0)
+            return;
+        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
+        GpuGemm gemm(ctx, arith_);
+        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
+        OP_REQUIRES_OK(ctx, gemm.Reserve(rows * q, q * khw));
+        Tensor colst_buf, cols_buf;
+        OP_REQUIRES_OK(ctx, WorkBuffer(ctx, c * rows * khw, &colst_buf));
+        float *colst = colst_buf.flat<float>().data();
+        const float *pdy = dy.flat<float>().data(), *pw = w.flat<float>().data();
+        for (int64_t ch = 0; ch < c; ++ch)  /* dy_c = dy[..., ch*Q:(ch+1)*Q]; W_c^T a strided view */
+            OP_REQUIRES_OK(ctx, gemm.Run(rows, khw, q, pdy + ch * q, c * q, 1, pw + ch * q, 1, c * q,
+                                         colst + ch * rows * khw, khw));
+        /* Back to amsim_cuda_col2im's layout (rows x KH*KW x C); for an identity geometry that is
+         * dx, as on the CPU. */
+        float *pdx = dx->flat<float>().data();
+        if (PatchesAreInput(g)) {
+            OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_transpose(colst, c, rows * khw, 1, pdx, Stream(ctx)),
+                                           "amsim_cuda_transpose"));
+            return;
+        }
+        OP_REQUIRES_OK(ctx, WorkBuffer(ctx, rows * khw * c, &cols_buf));
+        float *cols = cols_buf.flat<float>().data();
+        OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_transpose(colst, c, rows * khw, 1, cols, Stream(ctx)),
+                                       "amsim_cuda_transpose"));
+        OP_REQUIRES_OK(ctx, GpuCol2Im(ctx, g, cols, pdx));
+    }
+};
+
+class GpuDepthwiseConv2DBackpropFilterOp : public DepthwiseKernel {
+public:
+    using DepthwiseKernel::DepthwiseKernel;
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &x = ctx->input(0), &dy = ctx->input(2);
+        struct amsim_conv_geometry g;
+        int64_t q = 0;
+        Tensor *dw = nullptr;
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropFilter, &g, &q, &dw));
+        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
+        if (dw->NumElements() == 0)
+            return;
+        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
+        GpuGemm gemm(ctx, arith_);
+        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
+        OP_REQUIRES_OK(ctx, gemm.Reserve(khw * rows, rows * q));
+        Tensor buf;
+        const float *cols = nullptr;
+        OP_REQUIRES_OK(ctx, GpuPatches(ctx, g, x.flat<float>().data(), &buf, &cols));
+        const float *pdy = dy.flat<float>().data();
+        float *pdw = dw->flat<float>().data();
+        for (int64_t ch = 0; ch < c; ++ch)  /* P_c^T: the strided view (KH*KW x rows) of P_c */
+            OP_REQUIRES_OK(ctx, gemm.Run(khw, q, rows, cols + ch, c, khw * c, pdy + ch * q, c * q, 1, pdw + ch * q,
+                                         c * q));
+    }
+};
+
 }  // namespace
 }  // namespace amsim_tf
 
@@ -362,5 +472,17 @@ REGISTER_KERNEL_BUILDER(
 REGISTER_KERNEL_BUILDER(
     Name("AmsimConv2DBackpropFilter").Device(tensorflow::DEVICE_GPU).HostMemory("filter_sizes").HostMemory("lut"),
     amsim_tf::GpuConv2DBackpropFilterOp);
+REGISTER_KERNEL_BUILDER(Name("AmsimDepthwiseConv2D").Device(tensorflow::DEVICE_GPU).HostMemory("lut"),
+                        amsim_tf::GpuDepthwiseConv2DOp);
+REGISTER_KERNEL_BUILDER(Name("AmsimDepthwiseConv2DBackpropInput")
+                            .Device(tensorflow::DEVICE_GPU)
+                            .HostMemory("input_sizes")
+                            .HostMemory("lut"),
+                        amsim_tf::GpuDepthwiseConv2DBackpropInputOp);
+REGISTER_KERNEL_BUILDER(Name("AmsimDepthwiseConv2DBackpropFilter")
+                            .Device(tensorflow::DEVICE_GPU)
+                            .HostMemory("filter_sizes")
+                            .HostMemory("lut"),
+                        amsim_tf::GpuDepthwiseConv2DBackpropFilterOp);
 
 #endif  // GOOGLE_CUDA
