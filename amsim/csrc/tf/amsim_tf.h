@@ -126,23 +126,24 @@ protected:
     static absl::Status Patches(tensorflow::OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *x,
                                 tensorflow::Tensor *buf, const float **cols);
 
-    Arithmetic arith_;
-    ConvAttrs conv_;
-};
-
-/* What the depthwise kernels share on every device (depthwise.cc): their operands' checks. */
-class DepthwiseKernel : public ConvKernel {
-public:
-    using ConvKernel::ConvKernel;
-
-protected:
     enum class Pass { kForward, kBackpropInput, kBackpropFilter };
 
-    /* Reads and checks the operands of the op's pass (input or input_sizes, filter (KH, KW, C, Q)
-     * or filter_sizes, out_backprop), fills g and *q = Q, and allocates the op's output; when
-     * that output is empty there is nothing more to do. */
+    /* What every kernel of the family does first, on every device: reads and checks the
+     * operands of its pass (input or input_sizes, filter or filter_sizes, out_backprop), fills
+     * g and *q (the filter's last dimension: output channels, or the depthwise multiplier),
+     * and allocates the op's output; when that output is empty there is nothing more to do. */
     absl::Status Prologue(tensorflow::OpKernelContext *ctx, Pass pass, struct amsim_conv_geometry *g, int64_t *q,
                           tensorflow::Tensor **out) const;
+
+    Arithmetic arith_;
+    ConvAttrs conv_;
+    bool depthwise_ = false;  /* filter (KH, KW, C, Q): Q outputs per input channel */
+};
+
+/* The depthwise kernels (depthwise.cc, gpu.cc): a ConvKernel whose filter is (KH, KW, C, Q). */
+class DepthwiseKernel : public ConvKernel {
+public:
+    explicit DepthwiseKernel(tensorflow::OpKernelConstruction *ctx) : ConvKernel(ctx) { depthwise_ = true; }
 };
 
 /* Status of an engine call. */

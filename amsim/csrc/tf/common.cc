@@ -275,6 +275,31 @@ absl::Status ConvKernel::Geometry(const int64_t x[4], const int64_t w[4], const 
     return absl::OkStatus();
 }
 
+absl::Status ConvKernel::Prologue(tensorflow::OpKernelContext *ctx, Pass pass, struct amsim_conv_geometry *g,
+                                 int64_t *q, tensorflow::Tensor **out) const
+{
+    int64_t xs[4], ws[4];
+    if (pass == Pass::kBackpropInput)
+        TF_RETURN_IF_ERROR(ReadSizes(ctx->input(0), "input_sizes", xs));
+    else
+        TF_RETURN_IF_ERROR(Dims4(ctx->input(0), "input", xs));
+    if (pass == Pass::kBackpropFilter)
+        TF_RETURN_IF_ERROR(ReadSizes(ctx->input(1), "filter_sizes", ws));
+    else
+        TF_RETURN_IF_ERROR(Dims4(ctx->input(1), "filter", ws));
+    const int64_t out_channels = depthwise_ ? ws[2] * ws[3] : ws[3];
+    if (pass == Pass::kForward)
+        TF_RETURN_IF_ERROR(Geometry(xs, ws, nullptr, 0, g));
+    else
+        TF_RETURN_IF_ERROR(Geometry(xs, ws, &ctx->input(2), out_channels, g));
+    *q = ws[3];
+    const tensorflow::TensorShape shape =
+        pass == Pass::kForward         ? tensorflow::TensorShape({g->n, g->oh, g->ow, out_channels})
+        : pass == Pass::kBackpropInput ? tensorflow::TensorShape({xs[0], xs[1], xs[2], xs[3]})
+                                       : tensorflow::TensorShape({ws[0], ws[1], ws[2], ws[3]});
+    return ctx->allocate_output(0, shape, out);
+}
+
 absl::Status ConvKernel::Dims4(const Tensor &t, const char *what, int64_t out[4])
 {
     if (t.dims() != 4)

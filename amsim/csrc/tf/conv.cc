@@ -56,13 +56,10 @@ public:
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &x = ctx->input(0), &w = ctx->input(1);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, Dims4(x, "input", xs));
-        OP_REQUIRES_OK(ctx, Dims4(w, "filter", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, nullptr, 0, &g));
+        int64_t o;
         Tensor *y = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.n, g.oh, g.ow, ws[3]}), &y));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kForward, &g, &o, &y));
         if (y->NumElements() == 0)
             return;
         std::shared_ptr<const PreparedLut> lut;
@@ -70,7 +67,7 @@ public:
         Tensor buf;
         const float *cols = nullptr;
         OP_REQUIRES_OK(ctx, Patches(ctx, g, x.flat<float>().data(), &buf, &cols));
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c, o = ws[3];
+        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
         OP_REQUIRES_OK(ctx, Gemm(*lut, arith_, rows, o, k, cols, k, 1, w.flat<float>().data(), o, 1,
                                  y->flat<float>().data(), o));
     }
@@ -83,17 +80,14 @@ public:
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &w = ctx->input(1), &dy = ctx->input(2);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, ReadSizes(ctx->input(0), "input_sizes", xs));
-        OP_REQUIRES_OK(ctx, Dims4(w, "filter", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, &dy, ws[3], &g));
+        int64_t o;
         Tensor *dx = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({xs[0], xs[1], xs[2], xs[3]}), &dx));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropInput, &g, &o, &dx));
         if (dx->NumElements() == 0)
             return;
         float *pdx = dx->flat<float>().data();
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c, o = ws[3];
+        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
         std::shared_ptr<const PreparedLut> lut;
         OP_REQUIRES_OK(ctx, GetLut(ctx->input(3), &lut));
         /* W^T is the strided view (o x k) of W (k x o). col2im of an identity geometry is a copy:
@@ -117,13 +111,10 @@ public:
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &x = ctx->input(0), &dy = ctx->input(2);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, Dims4(x, "input", xs));
-        OP_REQUIRES_OK(ctx, ReadSizes(ctx->input(1), "filter_sizes", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, &dy, ws[3], &g));
+        int64_t o;
         Tensor *dw = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({ws[0], ws[1], ws[2], ws[3]}), &dw));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropFilter, &g, &o, &dw));
         if (dw->NumElements() == 0)
             return;
         std::shared_ptr<const PreparedLut> lut;
@@ -131,7 +122,7 @@ public:
         Tensor buf;
         const float *cols = nullptr;
         OP_REQUIRES_OK(ctx, Patches(ctx, g, x.flat<float>().data(), &buf, &cols));
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c, o = ws[3];
+        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
         /* P^T is the strided view (k x rows) of P (rows x k). */
         OP_REQUIRES_OK(ctx, Gemm(*lut, arith_, k, o, rows, cols, 1, k, dy.flat<float>().data(), o, 1,
                                  dw->flat<float>().data(), o));

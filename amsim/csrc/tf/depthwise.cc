@@ -11,7 +11,7 @@
  * stride C: the patch matrix (amsim_im2col), dy, y and the patch gradients are transposed
  * channel-major in work buffers, so that each channel's share is a contiguous matrix; W_c is the
  * small strided view W[:, :, c, :], and dW_c is written in place with a leading dimension of C*Q.
- * The operands' checks (DepthwiseKernel::Prologue) are shared with the GPU kernels (gpu.cc).
+ * The operands' checks (ConvKernel::Prologue) are shared with conv2d and the GPU kernels.
  */
 #include <algorithm>
 #include <cstring>
@@ -52,30 +52,6 @@ REGISTER_OP("AmsimDepthwiseConv2DBackpropFilter")
     .Doc("Gradient of AmsimDepthwiseConv2D for its filter: per channel, patches_c^T (x) dy_c.");
 
 namespace amsim_tf {
-
-absl::Status DepthwiseKernel::Prologue(tensorflow::OpKernelContext *ctx, Pass pass, struct amsim_conv_geometry *g,
-                                      int64_t *q, tensorflow::Tensor **out) const
-{
-    int64_t xs[4], ws[4];
-    if (pass == Pass::kBackpropInput)
-        TF_RETURN_IF_ERROR(ReadSizes(ctx->input(0), "input_sizes", xs));
-    else
-        TF_RETURN_IF_ERROR(Dims4(ctx->input(0), "input", xs));
-    if (pass == Pass::kBackpropFilter)
-        TF_RETURN_IF_ERROR(ReadSizes(ctx->input(1), "filter_sizes", ws));
-    else
-        TF_RETURN_IF_ERROR(Dims4(ctx->input(1), "filter", ws));
-    if (pass == Pass::kForward)
-        TF_RETURN_IF_ERROR(Geometry(xs, ws, nullptr, 0, g));
-    else
-        TF_RETURN_IF_ERROR(Geometry(xs, ws, &ctx->input(2), ws[2] * ws[3], g));
-    *q = ws[3];
-    const tensorflow::TensorShape shape =
-        pass == Pass::kForward         ? tensorflow::TensorShape({g->n, g->oh, g->ow, g->c * ws[3]})
-        : pass == Pass::kBackpropInput ? tensorflow::TensorShape({xs[0], xs[1], xs[2], xs[3]})
-                                       : tensorflow::TensorShape({ws[0], ws[1], ws[2], ws[3]});
-    return ctx->allocate_output(0, shape, out);
-}
 
 namespace {
 

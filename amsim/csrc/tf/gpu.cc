@@ -265,17 +265,14 @@ public:
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &x = ctx->input(0), &w = ctx->input(1);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, Dims4(x, "input", xs));
-        OP_REQUIRES_OK(ctx, Dims4(w, "filter", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, nullptr, 0, &g));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
+        int64_t o;
         Tensor *y = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.n, g.oh, g.ow, ws[3]}), &y));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kForward, &g, &o, &y));
+        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
         if (y->NumElements() == 0)
             return;
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c, o = ws[3];
+        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
         GpuGemm gemm(ctx, arith_);
         OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(2)));
         OP_REQUIRES_OK(ctx, gemm.Reserve(rows * k, k * o));
@@ -293,18 +290,15 @@ public:
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &w = ctx->input(1), &dy = ctx->input(2);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, ReadSizes(ctx->input(0), "input_sizes", xs));
-        OP_REQUIRES_OK(ctx, Dims4(w, "filter", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, &dy, ws[3], &g));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
+        int64_t o;
         Tensor *dx = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({xs[0], xs[1], xs[2], xs[3]}), &dx));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropInput, &g, &o, &dx));
+        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
         if (dx->NumElements() == 0)
             return;
         float *pdx = dx->flat<float>().data();
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c, o = ws[3];
+        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
         GpuGemm gemm(ctx, arith_);
         OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
         OP_REQUIRES_OK(ctx, gemm.Reserve(rows * o, o * k));
@@ -327,17 +321,14 @@ public:
     void Compute(OpKernelContext *ctx) override
     {
         const Tensor &x = ctx->input(0), &dy = ctx->input(2);
-        int64_t xs[4], ws[4];
-        OP_REQUIRES_OK(ctx, Dims4(x, "input", xs));
-        OP_REQUIRES_OK(ctx, ReadSizes(ctx->input(1), "filter_sizes", ws));
         struct amsim_conv_geometry g;
-        OP_REQUIRES_OK(ctx, Geometry(xs, ws, &dy, ws[3], &g));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
+        int64_t o;
         Tensor *dw = nullptr;
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({ws[0], ws[1], ws[2], ws[3]}), &dw));
+        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropFilter, &g, &o, &dw));
+        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
         if (dw->NumElements() == 0)
             return;
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c, o = ws[3];
+        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
         GpuGemm gemm(ctx, arith_);
         OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
         OP_REQUIRES_OK(ctx, gemm.Reserve(k * rows, rows * o));
