@@ -1,12 +1,18 @@
-"""The bundled CUDA backend: build the kernels with nvcc on first use, call them with ctypes.
+"""The bundled CUDA backend: build the kernels on first use, call them with ctypes.
 
-The CUDA sources ship inside the package (``amsim/csrc/cuda/gemm_cuda.cu``) and share
+The CUDA sources ship inside the package (``amsim/csrc/cuda/*.cu``) and share
 ``amsim_product.h`` with the CPU kernels. :func:`build` compiles them into a
 shared library with nvcc, cached under a hash of the sources and the GPU
 architecture; :func:`library` loads the one for the current GPU. The library's
 C-ABI entry points take device pointers and a stream, so TensorFlow ops, CuPy
-and numba-cuda can call them directly (see the .cu file); :func:`matmul_2d`
+and numba-cuda can call them directly (see ``amsim_cuda.h``); :func:`matmul_2d`
 is the numpy-in, numpy-out path used by :func:`amsim.gemm.matmul`.
+
+With ``AMSIM_CUDA_EMULATION=1`` the same sources are compiled with the C++
+compiler against amsim's CPU emulation of CUDA (:func:`build_emulated`,
+``amsim/csrc/cuda/emulation``): :func:`available` is then true without a GPU and
+``backend="cuda"`` runs the kernels on the CPU, for verification
+(docs/gemm-internals.md, "The CUDA emulation").
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import ctypes.util
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -26,14 +33,25 @@ import numpy as np
 from .. import cbuild
 from ..errors import AmsimError
 
-__all__ = ["CudaError", "nvcc", "supported_archs", "build", "available", "library", "library_path", "matmul_2d"]
+__all__ = ["CudaError", "ToolMissing", "MUTANTS", "nvcc", "supported_archs", "build", "build_emulated", "emulated", "device_present",
+           "available", "unavailable_reason", "check", "library", "library_path", "gpu_library_path", "load",
+           "matmul_2d"]
 
-_SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "cuda" / "gemm_cuda.cu"
-_HEADER = _SOURCE.with_name("amsim_cuda.h")  # the kernels' C ABI, included by the source
+_CUDA_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cuda"
+_EMULATION_DIR = _CUDA_DIR / "emulation"
+
+#: The deliberately broken kernel variants an emulated build can hold (launch.h), for the tests
+#: that prove the comparison with the CPU catches each kind of bug.
+MUTANTS = ("dropped_sync", "reversed_sum", "shuffle_offset", "tile_bound")
 
 
 class CudaError(AmsimError, RuntimeError):
     """No CUDA toolkit, no GPU, or a CUDA call failed."""
+
+
+class ToolMissing(CudaError):
+    """A tool a build needs is not installed (nvcc, a C++ compiler, Boost.Context); other build
+    errors are the sources' and raise :class:`CudaError` itself."""
 
 
 def nvcc() -> str:
@@ -43,7 +61,7 @@ def nvcc() -> str:
             return str(Path(home) / "bin" / "nvcc")
     found = shutil.which("nvcc") or (Path("/usr/local/cuda/bin/nvcc") if Path("/usr/local/cuda/bin/nvcc").exists() else None)
     if not found:
-        raise CudaError("no CUDA toolkit found: nvcc is not on PATH and CUDA_HOME is not set; "
+        raise ToolMissing("no CUDA toolkit found: nvcc is not on PATH and CUDA_HOME is not set; "
                         "install the CUDA toolkit or use backend='cpu'")
     return str(found)
 
@@ -59,12 +77,39 @@ def supported_archs() -> tuple[int, ...]:
     return tuple(sorted(archs))
 
 
-def _key(archs) -> str:
-    h = hashlib.sha256(_SOURCE.read_bytes() + b"\0" + _HEADER.read_bytes())
+def _sources() -> list[Path]:
+    """The CUDA sources: every ``.cu`` file of ``amsim/csrc/cuda``, compiled into one library."""
+    return sorted(_CUDA_DIR.glob("*.cu"))
+
+
+def _key(compiler: list[str], flags) -> str:
+    """Hash of everything a build depends on: sources, headers, flags and the compiler's version."""
+    h = hashlib.sha256()
+    for path in sorted([*_CUDA_DIR.glob("*.cu"), *_CUDA_DIR.glob("*.h"), *_EMULATION_DIR.glob("*")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     h.update(cbuild.headers_digest().encode())
-    h.update(",".join(f"sm_{a}" for a in archs).encode())
-    h.update(subprocess.run([nvcc(), "--version"], capture_output=True, text=True).stdout.encode())
+    h.update("\0".join(flags).encode())
+    h.update(subprocess.run([*compiler, "--version"], capture_output=True, text=True).stdout.encode())
     return h.hexdigest()[:24]
+
+
+def _compile(cmd: list[str], target: Path, folder: Path, what: str) -> None:
+    """Runs ``cmd`` (whose output path is the placeholder ``{out}``) and renames its result into place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
+        out = Path(tmp) / target.name
+        try:
+            proc = subprocess.run([str(out) if part == "{out}" else part for part in cmd], capture_output=True,
+                                  text=True, env={**os.environ, "LC_ALL": "C"})
+        except OSError as exc:
+            raise ToolMissing(f"{what}: cannot run {cmd[0]}: {exc.strerror}") from None
+        if proc.returncode != 0:
+            output = (proc.stderr + proc.stdout).strip()
+            if "boost/context/fiber.hpp: No such file" in output or "cannot find -lboost_context" in output:
+                raise ToolMissing("the CUDA emulation needs Boost.Context: install it (Debian: "
+                                  "apt-get install libboost-context-dev)")
+            raise CudaError(f"{what} failed:\n{output}")
+        os.replace(out, target)
 
 
 def build(archs, *, cache=None) -> Path:
@@ -84,22 +129,64 @@ def build(archs, *, cache=None) -> Path:
     if unsupported:
         raise CudaError(f"this nvcc cannot compile for {', '.join(f'sm_{a}' for a in unsupported)} "
                         f"(it supports {', '.join(f'sm_{a}' for a in supported_archs())})")
-    folder = Path(cache) if cache else cbuild.cache_dir()
-    target = folder / f"_amsim_cuda_{'_'.join(map(str, archs))}_{_key(archs)}.so"
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
-        out = Path(tmp) / target.name
-        cmd = [nvcc(), "-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", *gencode,
-               f"-I{cbuild.include_dir()}", str(_SOURCE), "-o", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
-        if proc.returncode != 0:
-            raise CudaError(f"nvcc failed for {', '.join(f'sm_{a}' for a in archs)}:\n"
-                            f"{(proc.stderr + proc.stdout).strip()}")
-        os.replace(out, target)
+    flags = ["-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", *gencode]
+    folder = Path(cache) if cache else cbuild.cache_dir()
+    target = folder / f"_amsim_cuda_{'_'.join(map(str, archs))}_{_key([nvcc()], flags)}.so"
+    if not target.exists():
+        _compile([nvcc(), *flags, f"-I{cbuild.include_dir()}", *map(str, _sources()), "-o", "{out}"], target, folder,
+                 f"nvcc for {', '.join(f'sm_{a}' for a in archs)}")
+    return target
+
+
+def _cxx() -> list[str]:
+    return shlex.split(os.environ.get("CXX") or "g++")
+
+
+def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | None = None) -> Path:
+    """Compile the CUDA sources with the C++ compiler against amsim's CPU emulation, cached.
+
+    The same ``.cu`` files as :func:`build`, with ``emulation/cuda_runtime.h`` in
+    place of the toolkit's and the emulator linked in (``emulation/runtime.cc``,
+    Boost.Context fibers; ``probes.cc``, kernels that test the emulator itself). Float contraction is off, so every product and sum rounds as the
+    GPU's ``__fmul_rn``/``__fadd_rn`` do.
+
+    Parameters
+    ----------
+    mutant : str, optional
+        One of :data:`MUTANTS`: a deliberately broken variant of the kernels, for
+        tests that prove the comparison with the CPU catches that kind of bug.
+    grid_y_max : int, optional
+        A smaller cap on the GEMM grid's y dimension (CUDA's is 65535), so that
+        the kernel's loop over row tiles runs on small shapes.
+
+    Raises
+    ------
+    ToolMissing
+        Without a C++ compiler or Boost.Context (the message says what to install).
+    CudaError
+        With the compiler's message when the sources do not compile.
+    """
+    if mutant is not None and mutant not in MUTANTS:
+        raise CudaError(f"unknown mutant {mutant!r}; choose from {', '.join(MUTANTS)}")
+    if grid_y_max is not None and not (isinstance(grid_y_max, int) and 1 <= grid_y_max <= 65535):
+        raise CudaError(f"grid_y_max must be an integer in [1, 65535], got {grid_y_max!r}")
+    cxx = _cxx()
+    if shutil.which(cxx[0]) is None:
+        raise ToolMissing(f"the CUDA emulation needs a C++ compiler: {cxx[0]} not found (set CXX)")
+    flags = ["-O2", "-std=c++17", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-Wno-unknown-pragmas",
+             "-Wl,-Bsymbolic"]
+    if mutant:
+        flags.append(f"-DAMSIM_CUDA_MUTANT=AMSIM_MUTANT_{mutant.upper()}")
+    if grid_y_max:
+        flags.append(f"-DAMSIM_CUDA_GRID_Y_MAX={grid_y_max}")
+    folder = Path(cache) if cache else cbuild.cache_dir()
+    target = folder / f"_amsim_cuda_emulated_{_key(cxx, flags)}.so"
+    if not target.exists():
+        _compile([*cxx, *flags, f"-I{_EMULATION_DIR}", f"-I{cbuild.include_dir()}", f"-I{_CUDA_DIR}",
+                  "-x", "c++", *map(str, _sources()), "-x", "none", *map(str, sorted(_EMULATION_DIR.glob("*.cc"))),
+                  "-o", "{out}", "-lboost_context"], target, folder, "the emulated CUDA build")
     return target
 
 
@@ -114,9 +201,14 @@ def _cudart():
     return None
 
 
+def emulated() -> bool:
+    """True when ``AMSIM_CUDA_EMULATION`` asks for the CPU emulation of the CUDA kernels."""
+    return os.environ.get("AMSIM_CUDA_EMULATION", "").strip() not in ("", "0")
+
+
 @functools.lru_cache(maxsize=1)
-def available() -> bool:
-    """True when a CUDA GPU can be used (a runtime, a driver and at least one device)."""
+def device_present() -> bool:
+    """True when a real CUDA GPU can be used (a runtime, a driver and at least one device)."""
     if os.environ.get("AMSIM_DISABLE_CUDA"):
         return False
     rt = _cudart()
@@ -129,9 +221,41 @@ def available() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def unavailable_reason() -> str | None:
+    """Why ``backend="cuda"`` cannot run here, or None when it can (a GPU, or the emulation built).
+
+    A missing tool is a reason; sources that do not compile raise :class:`CudaError`.
+    """
+    if os.environ.get("AMSIM_DISABLE_CUDA"):
+        return "AMSIM_DISABLE_CUDA is set"
+    if emulated():
+        try:
+            build_emulated()
+        except ToolMissing as exc:
+            return f"AMSIM_CUDA_EMULATION=1, but {exc}"
+        return None
+    if not device_present():
+        return "no CUDA GPU on this machine (AMSIM_CUDA_EMULATION=1 runs the kernels on the CPU)"
+    return None
+
+
+def available() -> bool:
+    """True when ``backend="cuda"`` can run: a CUDA GPU, or the CPU emulation when asked for."""
+    return unavailable_reason() is None
+
+
 def library_path() -> Path:
-    """The kernels' shared library built for the current GPU (compiled when not cached)."""
-    if not available():
+    """The kernels' shared library: the emulated build, or the one for the current GPU (compiled when not cached)."""
+    reason = unavailable_reason()
+    if reason:
+        raise CudaError(f"backend='cuda' cannot run: {reason}; use backend='cpu'")
+    return build_emulated() if emulated() else gpu_library_path()
+
+
+def gpu_library_path() -> Path:
+    """The kernels built with nvcc for the current GPU (compiled when not cached)."""
+    if not device_present():
         raise CudaError("no CUDA GPU is available (backend='cuda'); use backend='cpu'")
     rt = _cudart()
     dev, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
@@ -145,10 +269,15 @@ def library_path() -> Path:
     return build([arch if arch in candidates else max(candidates)])
 
 
-@functools.lru_cache(maxsize=1)
 def library():
-    """The kernels built for the current GPU, loaded with ctypes."""
-    lib = ctypes.CDLL(str(library_path()))
+    """The kernels for the current GPU (or the emulation), loaded with ctypes."""
+    return load(library_path())
+
+
+@functools.lru_cache(maxsize=None)
+def load(path) -> ctypes.CDLL:
+    """A kernels library (:func:`build` or :func:`build_emulated`), loaded with its argument types."""
+    lib = ctypes.CDLL(str(path))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     c_int = ctypes.c_int
     lib.amsim_cuda_split.argtypes = [ptr, i64, i64, i64, i64, c_int, c_int, ptr, ptr, ptr, ptr]
@@ -159,6 +288,8 @@ def library():
     lib.amsim_cuda_to_device.argtypes = [ptr, ptr, ctypes.c_size_t]
     lib.amsim_cuda_to_host.argtypes = [ptr, ptr, ctypes.c_size_t]
     lib.amsim_cuda_error_string.restype = ctypes.c_char_p
+    if hasattr(lib, "amsim_emu_error_detail"):
+        lib.amsim_emu_error_detail.restype = ctypes.c_char_p
     return lib
 
 
@@ -166,7 +297,7 @@ class _DeviceBuffer:
     def __init__(self, lib, nbytes):
         self.lib = lib
         self.ptr = ctypes.c_void_p()
-        _check(lib, lib.amsim_cuda_malloc(ctypes.byref(self.ptr), nbytes))
+        check(lib, lib.amsim_cuda_malloc(ctypes.byref(self.ptr), nbytes), "amsim_cuda_malloc")
 
     def free(self):
         if self.ptr:
@@ -174,16 +305,38 @@ class _DeviceBuffer:
             self.ptr = ctypes.c_void_p()
 
 
-def _check(lib, code):
+def check(lib, code: int, call: str) -> None:
+    """Raises :class:`CudaError` naming ``call`` when ``code`` is not cudaSuccess.
+
+    An emulated library adds its account of the error (which kernel, which check).
+    """
     if code != 0:
-        raise CudaError(f"CUDA error {code}: {lib.amsim_cuda_error_string(code).decode()}")
+        message = f"{call}: CUDA error {code} ({lib.amsim_cuda_error_string(code).decode()})"
+        detail = getattr(lib, "amsim_emu_error_detail", None)  # an emulated library's account
+        if detail is not None:
+            message += f": {detail().decode()}"
+        raise CudaError(message)
+
+
+def _operand(a: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The memory to upload for a 2-D operand and its element strides (rows, columns).
+
+    A transposed view (Fortran order) goes up as it lies in memory and the split
+    kernel reads it through swapped strides, as the TensorFlow ops pass their
+    transposes; any other layout is copied to C order first.
+    """
+    if a.flags.c_contiguous:
+        return a, a.shape[1], 1
+    if a.flags.f_contiguous:
+        return a.T, 1, a.shape[0]
+    return np.ascontiguousarray(a), a.shape[1], 1
 
 
 def _upload(lib, array, buffers):
     array = np.ascontiguousarray(array)
     buf = _DeviceBuffer(lib, array.nbytes)
     buffers.append(buf)
-    _check(lib, lib.amsim_cuda_to_device(buf.ptr, array.ctypes.data, array.nbytes))
+    check(lib, lib.amsim_cuda_to_device(buf.ptr, array.ctypes.data, array.nbytes), "amsim_cuda_to_device")
     return buf
 
 
@@ -200,27 +353,30 @@ def matmul_2d(a, b, mult, *, rounding="truncate", mode="ieee") -> np.ndarray:
     m_rows, k = a.shape
     n = b.shape[1]
     out = np.zeros((m_rows, n), np.float32)
-    if m_rows == 0 or n == 0 or k == 0:
-        return out
+    if m_rows == 0 or n == 0:
+        return out  # K = 0 goes to the kernels, whose sums start at +0
     buffers: list[_DeviceBuffer] = []
     try:
-        da, db, dlut = (_upload(lib, x, buffers) for x in (a, b, mult.table))
+        dlut = _upload(lib, mult.table, buffers)
         split = []
-        for dx, (rows, cols) in ((da, a.shape), (db, b.shape)):
+        for x in (a, b):
+            memory, rs, cs = _operand(x)
+            dx = _upload(lib, memory, buffers)
+            rows, cols = x.shape
             scale, idx, exponents = (_DeviceBuffer(lib, size) for size in (rows * cols * 4, rows * cols * 2, 8))
             buffers += [scale, idx, exponents]
-            _check(lib, lib.amsim_cuda_split(dx.ptr, rows, cols, cols, 1, mult.bits, int(rounding == "rne"),
-                                             scale.ptr, idx.ptr, exponents.ptr, None))
+            check(lib, lib.amsim_cuda_split(dx.ptr, rows, cols, rs, cs, mult.bits, int(rounding == "rne"),
+                                            scale.ptr, idx.ptr, exponents.ptr, None), "amsim_cuda_split")
             split.append((scale, idx, exponents))
         (sa, pa, ra), (sb, pb, rb) = split
         v_lo, v_hi = mult.table_exponents if mult.expandable else (1, 0)
         dc = _DeviceBuffer(lib, out.nbytes)
         buffers.append(dc)
-        _check(lib, lib.amsim_cuda_gemm(m_rows, n, k, sa.ptr, pa.ptr, ra.ptr, sb.ptr, pb.ptr, rb.ptr, dlut.ptr,
-                                        mult.bits, v_lo, v_hi, int(mode == "approxtrain"), int(mult.expandable),
-                                        dc.ptr, n, None))
-        _check(lib, lib.amsim_cuda_synchronize())
-        _check(lib, lib.amsim_cuda_to_host(out.ctypes.data, dc.ptr, out.nbytes))
+        check(lib, lib.amsim_cuda_gemm(m_rows, n, k, sa.ptr, pa.ptr, ra.ptr, sb.ptr, pb.ptr, rb.ptr, dlut.ptr,
+                                       mult.bits, v_lo, v_hi, int(mode == "approxtrain"), int(mult.expandable),
+                                       dc.ptr, n, None), "amsim_cuda_gemm")
+        check(lib, lib.amsim_cuda_synchronize(), "amsim_cuda_synchronize")
+        check(lib, lib.amsim_cuda_to_host(out.ctypes.data, dc.ptr, out.nbytes), "amsim_cuda_to_host")
     finally:
         for buf in buffers:
             buf.free()

@@ -133,8 +133,8 @@ def _gpu_part(tf) -> _Gpu | None:
     # The kernels for this machine's GPU; without one (a build machine), for the oldest
     # architecture this nvcc supports, whose PTX any newer GPU compiles when it loads.
     try:
-        if cuda.available():
-            kernels = cuda.library_path()
+        if cuda.device_present():  # a real GPU: the CPU emulation never goes into the op library
+            kernels = cuda.gpu_library_path()
         elif cuda.supported_archs():
             kernels = cuda.build([min(cuda.supported_archs())])
         else:

@@ -24,12 +24,12 @@
  * window where both multiplications are exact (amsim_window_exact, the test
  * the CPU kernels use): no round trip to the host decides it.
  */
-#include <cuda_runtime.h>
 #include <stdint.h>
 
 #include <amsim_product.h>
 
 #include "amsim_cuda.h"
+#include "launch.h"
 
 #define BM 64
 #define BN 64
@@ -38,6 +38,11 @@
 #define TN 4
 #define THREADS 256
 #define SHARED_LUT_MAX_BITS 7
+/* The most blocks a grid may have in y (CUDA's limit): a GEMM with more row tiles loops over them.
+ * The emulated tests build with a smaller value, so that the loop runs on small shapes. */
+#ifndef AMSIM_CUDA_GRID_Y_MAX
+#define AMSIM_CUDA_GRID_Y_MAX 65535
+#endif
 
 __global__ void range_init_kernel(int32_t *range)
 {
@@ -67,7 +72,7 @@ __global__ void split_kernel(const float *__restrict__ x, int64_t rows, int64_t 
     }
     if (range == nullptr)
         return;
-    for (int offset = 16; offset > 0; offset /= 2) {
+    for (int offset = AMSIM_MUTANT(SHUFFLE_OFFSET) ? 8 : 16; offset > 0; offset /= 2) {
         lo = min(lo, __shfl_down_sync(0xFFFFFFFFu, lo, offset));
         hi = max(hi, __shfl_down_sync(0xFFFFFFFFu, hi, offset));
     }
@@ -88,7 +93,7 @@ template <bool SHARED_LUT, bool FAST>
 __device__ __forceinline__ void gemm_tile(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa,
                                           const uint16_t *__restrict__ pa, const float *__restrict__ sb,
                                           const uint16_t *__restrict__ pb, const float *__restrict__ table, int m,
-                                          int mode, float *__restrict__ c, int64_t ldc, tiles &sh)
+                                          int mode, float *__restrict__ c, int64_t ldc, int64_t row0, tiles &sh)
 {
     float (&as)[BK][BM] = sh.as;
     uint16_t (&ap)[BK][BM] = sh.ap;
@@ -96,7 +101,7 @@ __device__ __forceinline__ void gemm_tile(int64_t M, int64_t N, int64_t K, const
     uint16_t (&bp)[BK][BN] = sh.bp;
     const int P = 1 << m;
 
-    const int64_t row0 = (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
+    const int64_t col0 = (int64_t)blockIdx.x * BN;
     const int tr = threadIdx.x / (BN / TN), tc = threadIdx.x % (BN / TN);
     float acc[TM][TN];
 #pragma unroll
@@ -110,7 +115,7 @@ __device__ __forceinline__ void gemm_tile(int64_t M, int64_t N, int64_t K, const
         for (int t = threadIdx.x; t < BM * BK; t += THREADS) {
             const int r = t / BK, kk = t % BK;
             const int64_t gr = row0 + r, gk = k0 + kk;
-            const bool in = gr < M && gk < K;
+            const bool in = gr < M && gk < K - AMSIM_MUTANT(TILE_BOUND);
             as[kk][r] = in ? sa[gr * K + gk] : 0.0f;
             ap[kk][r] = in ? pa[gr * K + gk] : 0;
         }
@@ -121,9 +126,11 @@ __device__ __forceinline__ void gemm_tile(int64_t M, int64_t N, int64_t K, const
             bs[kk][cc] = in ? sb[gk * N + gc] : 0.0f;
             bp[kk][cc] = in ? pb[gk * N + gc] : 0;
         }
-        __syncthreads();
+        if (!AMSIM_MUTANT(DROPPED_SYNC))
+            __syncthreads();
         const int kn = (K - k0 < BK) ? (int)(K - k0) : BK;
-        for (int kk = 0; kk < kn; ++kk) {
+        for (int step = 0; step < kn; ++step) {
+            const int kk = AMSIM_MUTANT(REVERSED_SUM) ? kn - 1 - step : step;
             float a_s[TM], b_s[TN];
             int a_p[TM], b_p[TN];
 #pragma unroll
@@ -167,7 +174,7 @@ gemm_kernel(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa, const
             const int32_t *__restrict__ range_b, const float *__restrict__ lut, int m, int v_lo, int v_hi, int mode,
             int fast_allowed, float *__restrict__ c, int64_t ldc)
 {
-    extern __shared__ float shared_lut[];
+    AMSIM_DYNAMIC_SHARED(float, shared_lut);
     __shared__ tiles sh;
     const int P = 1 << m;
     if (SHARED_LUT) {
@@ -178,10 +185,13 @@ gemm_kernel(int64_t M, int64_t N, int64_t K, const float *__restrict__ sa, const
     /* the same answer in every thread: the branch is uniform */
     const bool fast = fast_allowed && range_a && range_b &&
                       amsim_window_exact(range_a[0], range_a[1], range_b[0], range_b[1], v_lo, v_hi, mode);
-    if (fast)
-        gemm_tile<SHARED_LUT, true>(M, N, K, sa, pa, sb, pb, table, m, mode, c, ldc, sh);
-    else
-        gemm_tile<SHARED_LUT, false>(M, N, K, sa, pa, sb, pb, table, m, mode, c, ldc, sh);
+    /* Each tile ends with a barrier, so the next one may load into the shared tiles at once. */
+    for (int64_t row0 = (int64_t)blockIdx.y * BM; row0 < M; row0 += (int64_t)gridDim.y * BM) {
+        if (fast)
+            gemm_tile<SHARED_LUT, true>(M, N, K, sa, pa, sb, pb, table, m, mode, c, ldc, row0, sh);
+        else
+            gemm_tile<SHARED_LUT, false>(M, N, K, sa, pa, sb, pb, table, m, mode, c, ldc, row0, sh);
+    }
 }
 
 __global__ void im2col_kernel(const float *__restrict__ x, int n, int h, int w, int ch, int kh, int kw, int sh,
@@ -242,6 +252,15 @@ static int grid_for(int64_t n)
     return (int)(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
+/* A runtime call's error, returned to the caller and cleared from cudaGetLastError: left there,
+ * the next kernel launch's check would report it as its own. */
+static int returned(cudaError_t rc)
+{
+    if (rc != cudaSuccess)
+        cudaGetLastError();
+    return (int)rc;
+}
+
 extern "C" {
 
 int amsim_cuda_device_count(void)
@@ -255,9 +274,9 @@ int amsim_cuda_split(const float *x, int64_t rows, int64_t cols, int64_t rs, int
 {
     const cudaStream_t s = (cudaStream_t)stream;
     if (range)
-        range_init_kernel<<<1, 1, 0, s>>>(range);
+        AMSIM_LAUNCH(range_init_kernel, 1, 1, 0, s)(range);
     if (rows * cols > 0)
-        split_kernel<<<grid_for(rows * cols), 256, 0, s>>>(x, rows, cols, rs, cs, m, rounding, scale, idx, range);
+        AMSIM_LAUNCH(split_kernel, grid_for(rows * cols), 256, 0, s)(x, rows, cols, rs, cs, m, rounding, scale, idx, range);
     return (int)cudaGetLastError();
 }
 
@@ -267,16 +286,21 @@ int amsim_cuda_gemm(int64_t M, int64_t N, int64_t K, const float *sa, const uint
 {
     if (M == 0 || N == 0)
         return 0;
-    const dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)((M + BM - 1) / BM));
+    const int64_t row_tiles = (M + BM - 1) / BM;
+    const dim3 grid((unsigned)((N + BN - 1) / BN),
+                    (unsigned)(row_tiles < AMSIM_CUDA_GRID_Y_MAX ? row_tiles : AMSIM_CUDA_GRID_Y_MAX));
     const cudaStream_t s = (cudaStream_t)stream;
     if (m <= SHARED_LUT_MAX_BITS) {
         const size_t bytes = sizeof(float) << (2 * m);
-        cudaFuncSetAttribute(gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-        gemm_kernel<true><<<grid, THREADS, bytes, s>>>(M, N, K, sa, pa, range_a, sb, pb, range_b, lut, m, v_lo, v_hi,
-                                                       mode, fast_allowed, c, ldc);
+        const cudaError_t rc = cudaFuncSetAttribute(gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    (int)bytes);
+        if (rc != cudaSuccess)
+            return returned(rc);
+        AMSIM_LAUNCH(gemm_kernel<true>, grid, THREADS, bytes, s)(M, N, K, sa, pa, range_a, sb, pb, range_b, lut, m,
+                                                                 v_lo, v_hi, mode, fast_allowed, c, ldc);
     } else {
-        gemm_kernel<false><<<grid, THREADS, 0, s>>>(M, N, K, sa, pa, range_a, sb, pb, range_b, lut, m, v_lo, v_hi,
-                                                    mode, fast_allowed, c, ldc);
+        AMSIM_LAUNCH(gemm_kernel<false>, grid, THREADS, 0, s)(M, N, K, sa, pa, range_a, sb, pb, range_b, lut, m,
+                                                              v_lo, v_hi, mode, fast_allowed, c, ldc);
     }
     return (int)cudaGetLastError();
 }
@@ -287,8 +311,8 @@ int amsim_cuda_im2col(const float *x, int n, int h, int w, int ch, int kh, int k
     const int64_t total = (int64_t)n * oh * ow * kh * kw * ch;
     if (total == 0)
         return 0;
-    im2col_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(x, n, h, w, ch, kh, kw, sh, sw, dh, dw, pt, pl,
-                                                                     oh, ow, out);
+    AMSIM_LAUNCH(im2col_kernel, grid_for(total), 256, 0, (cudaStream_t)stream)(x, n, h, w, ch, kh, kw, sh, sw, dh, dw,
+                                                                               pt, pl, oh, ow, out);
     return (int)cudaGetLastError();
 }
 
@@ -298,8 +322,8 @@ int amsim_cuda_col2im(const float *cols, int n, int h, int w, int ch, int kh, in
     const int64_t total = (int64_t)n * h * w * ch;
     if (total == 0)
         return 0;
-    col2im_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(cols, n, h, w, ch, kh, kw, sh, sw, dh, dw, pt, pl,
-                                                                     oh, ow, dx);
+    AMSIM_LAUNCH(col2im_kernel, grid_for(total), 256, 0, (cudaStream_t)stream)(cols, n, h, w, ch, kh, kw, sh, sw, dh,
+                                                                               dw, pt, pl, oh, ow, dx);
     return (int)cudaGetLastError();
 }
 
@@ -308,22 +332,22 @@ int amsim_cuda_transpose(const float *src, int64_t rows, int64_t cols, int64_t b
     const int64_t total = rows * cols * block;
     if (total == 0)
         return 0;
-    transpose_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(src, rows, cols, block, dst);
+    AMSIM_LAUNCH(transpose_kernel, grid_for(total), 256, 0, (cudaStream_t)stream)(src, rows, cols, block, dst);
     return (int)cudaGetLastError();
 }
 
 /* Small helpers so that Python can drive the kernels with ctypes alone. */
-int amsim_cuda_malloc(void **ptr, size_t bytes) { return (int)cudaMalloc(ptr, bytes ? bytes : 1); }
-int amsim_cuda_free(void *ptr) { return (int)cudaFree(ptr); }
+int amsim_cuda_malloc(void **ptr, size_t bytes) { return returned(cudaMalloc(ptr, bytes ? bytes : 1)); }
+int amsim_cuda_free(void *ptr) { return returned(cudaFree(ptr)); }
 int amsim_cuda_to_device(void *dst, const void *src, size_t bytes)
 {
-    return (int)cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+    return returned(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 int amsim_cuda_to_host(void *dst, const void *src, size_t bytes)
 {
-    return (int)cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost);
+    return returned(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
-int amsim_cuda_synchronize(void) { return (int)cudaDeviceSynchronize(); }
+int amsim_cuda_synchronize(void) { return returned(cudaDeviceSynchronize()); }
 const char *amsim_cuda_error_string(int code) { return cudaGetErrorString((cudaError_t)code); }
 int amsim_cuda_device_arch(void)
 {
