@@ -74,8 +74,12 @@ def ready_call(a, b, mult, rounding, mode, method, threads):
 
         def call_model(a, b):
             out = np.empty(shape, _FLOAT32)
-            mine = ffi.new("struct amsim_gemm_args *", args[0])  # a copy per call: threads share `args`
-            mine.a, mine.b, mine.c = a_ptr(a), b_ptr(b), buffer("float[]", out)
+            # A copy per call, as threads share the template. The template is read through `ready`,
+            # which owns it (`args` points into it and keeps nothing alive); the pointers are held
+            # in locals for the call: a struct field keeps no cdata (or operand copy) alive.
+            mine = ffi.new("struct amsim_gemm_args *", ready.args)
+            pa, pb, pc = a_ptr(a), b_ptr(b), buffer("float[]", out)
+            mine.a, mine.b, mine.c = pa, pb, pc
             lib.amsim_gemm_model(mine, mult.bits, address, is_float)
             return out
 
