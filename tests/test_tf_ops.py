@@ -423,9 +423,8 @@ def test_gpu_kernels_compile_against_this_tensorflow(tmp_path):
     proc = subprocess.run(gpu_compile_command_or_skip(obj), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     code = obj.read_bytes()
-    for name in (b"amsim_cuda_split", b"amsim_cuda_gemm", b"amsim_cuda_im2col", b"amsim_cuda_col2im",
-                 b"amsim_cuda_transpose"):
-        assert name in code  # the bundled kernels, called through their C ABI
+    for name in (b"amsim_cuda_matmul", b"amsim_cuda_conv2d", b"amsim_cuda_conv2d_workspace"):
+        assert name in code  # the CUDA ops (ops_cuda.cu), called through their C ABI
 
 
 def test_a_cuda_build_of_tensorflow_links_the_gpu_kernels_into_the_op_library(monkeypatch, tmp_path):
@@ -438,8 +437,20 @@ def test_a_cuda_build_of_tensorflow_links_the_gpu_kernels_into_the_op_library(mo
     monkeypatch.setattr(cbuild, "cache_dir", lambda: tmp_path)
     monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
     library = build.library_path()  # compiled and linked, not loaded: this TensorFlow may have no GPU support
-    assert b"amsim_cuda_col2im" in library.read_bytes()
-    assert list(tmp_path.glob("_amsim_cuda_*.so")), "the CUDA kernels library it links"
+    kernels = list(tmp_path.glob("_amsim_cuda_*.so"))
+    assert len(kernels) == 1, "the CUDA kernels library it links"
+    # A shared library links with undefined symbols: check that the kernels library defines every
+    # function of amsim_cuda.h that the op library calls, or loading it would fail on a GPU machine.
+    calls = dynamic_symbols(library, "--undefined-only")
+    assert {"amsim_cuda_matmul", "amsim_cuda_conv2d"} <= calls
+    assert calls <= dynamic_symbols(kernels[0], "--defined-only")
+
+
+def dynamic_symbols(library, which):
+    """The amsim_cuda_* names of a shared library's dynamic symbol table (``nm -D``'s --defined-only or
+    --undefined-only)."""
+    out = subprocess.run(["nm", "-D", which, str(library)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.split() and line.split()[-1].startswith("amsim_cuda_")}
 
 
 @pytest.mark.skipif(tf.test.is_built_with_cuda(), reason="a CUDA build of TensorFlow")

@@ -82,6 +82,22 @@ def _check_operand(name, x):
     return x
 
 
+def check_options(rounding, mode, backend, method, threads) -> None:
+    """Checks the options that every GEMM of :func:`matmul` and the convolutions takes."""
+    if rounding not in reference.ROUNDINGS:
+        raise ValueError(f"rounding must be one of {reference.ROUNDINGS}, not {rounding!r}")
+    if mode not in reference.MODES:
+        raise ValueError(f"mode must be one of {reference.MODES}, not {mode!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    if threads is not None:
+        check_integer(threads, "threads (None: every available CPU)", 1)
+    if mode == "approxtrain" and rounding != "truncate":
+        raise ValueError("mode='approxtrain' truncates its operands; rounding='rne' does not apply")
+
+
 def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=False, rounding="truncate",
            mode="ieee", backend="auto", method="auto", threads=None) -> np.ndarray:
     """Approximate matrix product ``a @ b`` with every product replaced by the LUT multiplier.
@@ -121,18 +137,7 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
         call = lut._calls.get(cpu.call_key(a_2d, b_2d, rounding, mode, method, threads))
         if call is not None:
             return call(a_2d, b_2d)
-    if rounding not in reference.ROUNDINGS:
-        raise ValueError(f"rounding must be one of {reference.ROUNDINGS}, not {rounding!r}")
-    if mode not in reference.MODES:
-        raise ValueError(f"mode must be one of {reference.MODES}, not {mode!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    if threads is not None:
-        check_integer(threads, "threads (None: every available CPU)", 1)
-    if mode == "approxtrain" and rounding != "truncate":
-        raise ValueError("mode='approxtrain' truncates its operands; rounding='rne' does not apply")
+    check_options(rounding, mode, backend, method, threads)
     a = _check_operand("a", a)
     b = _check_operand("b", b)
     if transpose_a:

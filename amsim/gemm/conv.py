@@ -155,6 +155,19 @@ def _col2im(cols, g: ConvGeometry) -> np.ndarray:
     return engine.col2im(cols, g)
 
 
+def _on_gpu(pass_, g: ConvGeometry, lut, x=None, w=None, dy=None, *, bits=None, params=None, rounding="truncate",
+            mode="ieee", backend="cuda", method="auto", threads=None) -> np.ndarray:
+    """A pass with backend="cuda": the TensorFlow GPU op's whole sequence (im2col, GEMM and col2im on
+    the device, amsim.gemm.cuda.conv2d_pass), not only its GEMM. ``method`` and ``threads`` are the
+    CPU's and are checked, then ignored, as by :func:`matmul`."""
+    from . import check_options, cuda, resolve
+
+    check_options(rounding, mode, backend, method, threads)
+    mult = resolve(lut, bits, params=params)
+    mult.check(mode)
+    return cuda.conv2d_pass(pass_, g, g.o, mult, x=x, w=w, dy=dy, rounding=rounding, mode=mode)
+
+
 def _check_dy(dy, g: ConvGeometry, fn: str):
     if dy.shape != g.out_shape:
         raise ShapeError(f"{fn}: dy has shape {dy.shape}, expected {g.out_shape}")
@@ -188,6 +201,8 @@ def conv2d(x, w, lut, strides=1, padding="VALID", dilations=1, **kwargs) -> np.n
     """
     x, w = _check_operand("x", x), _check_operand("w", w)
     g = conv_geometry(x.shape, w.shape, strides, padding, dilations)
+    if kwargs.get("backend") == "cuda":
+        return _on_gpu("forward", g, lut, x=x, w=w, **kwargs)
     cols = _im2col(x, g)
     y = matmul(cols, w.reshape(g.kh * g.kw * g.c, g.o), lut, **kwargs)
     return y.reshape(g.out_shape)
@@ -204,6 +219,8 @@ def conv2d_backprop_input(input_shape, w, dy, lut, strides=1, padding="VALID", d
     w, dy = _check_operand("w", w), _check_operand("dy", dy)
     g = conv_geometry(input_shape, w.shape, strides, padding, dilations)
     _check_dy(dy, g, "conv2d_backprop_input")
+    if kwargs.get("backend") == "cuda":
+        return _on_gpu("backprop_input", g, lut, w=w, dy=dy, **kwargs)
     rows, k = g.n * g.oh * g.ow, g.kh * g.kw * g.c
     cols = matmul(dy.reshape(rows, g.o), w.reshape(k, g.o), lut, transpose_b=True, **kwargs)
     return _col2im(cols, g)
@@ -218,6 +235,8 @@ def conv2d_backprop_filter(x, filter_shape, dy, lut, strides=1, padding="VALID",
     x, dy = _check_operand("x", x), _check_operand("dy", dy)
     g = conv_geometry(x.shape, filter_shape, strides, padding, dilations)
     _check_dy(dy, g, "conv2d_backprop_filter")
+    if kwargs.get("backend") == "cuda":
+        return _on_gpu("backprop_filter", g, lut, x=x, dy=dy, **kwargs)
     cols = _im2col(x, g)
     dw = matmul(cols, dy.reshape(g.n * g.oh * g.ow, g.o), lut, transpose_a=True, **kwargs)
     return dw.reshape(g.kh, g.kw, g.c, g.o)

@@ -33,9 +33,10 @@ import numpy as np
 from .. import cbuild
 from ..errors import AmsimError
 
-__all__ = ["CudaError", "ToolMissing", "MUTANTS", "nvcc", "supported_archs", "build", "build_emulated", "emulated", "device_present",
-           "available", "unavailable_reason", "check", "library", "library_path", "gpu_library_path", "load",
-           "matmul_2d"]
+__all__ = ["CudaError", "ToolMissing", "MUTANTS", "CONV_PASSES", "Arith", "Geometry", "Device", "nvcc",
+           "supported_archs", "build", "build_emulated", "emulated", "device_present", "available",
+           "unavailable_reason", "check", "library", "library_path", "gpu_library_path", "load", "matmul_2d",
+           "conv2d_pass"]
 
 _CUDA_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cuda"
 _EMULATION_DIR = _CUDA_DIR / "emulation"
@@ -274,35 +275,52 @@ def library():
     return load(library_path())
 
 
+class Arith(ctypes.Structure):
+    """``struct amsim_cuda_arith``: a device LUT and the arithmetic of an op's products."""
+
+    _fields_ = [("lut", ctypes.c_void_p), ("m", ctypes.c_int), ("fast", ctypes.c_int), ("v_lo", ctypes.c_int),
+                ("v_hi", ctypes.c_int), ("rounding", ctypes.c_int), ("mode", ctypes.c_int)]
+
+
+class Geometry(ctypes.Structure):
+    """``struct amsim_conv_geometry`` (amsim_gemm.h)."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("n", "h", "w", "c", "kh", "kw", "sh", "sw", "dh", "dw",
+                                                    "pad_top", "pad_left", "oh", "ow")]
+
+    @classmethod
+    def of(cls, g) -> "Geometry":
+        """From a :class:`amsim.gemm.conv.ConvGeometry`."""
+        (sh, sw), (dh, dw), pads = g.strides, g.dilations, g.pads
+        return cls(g.n, g.h, g.w, g.c, g.kh, g.kw, sh, sw, dh, dw, pads[0], pads[2], g.oh, g.ow)
+
+
+#: enum amsim_cuda_conv_pass
+CONV_PASSES = {"forward": 0, "backprop_input": 1, "backprop_filter": 2}
+
+
 @functools.lru_cache(maxsize=None)
 def load(path) -> ctypes.CDLL:
     """A kernels library (:func:`build` or :func:`build_emulated`), loaded with its argument types."""
     lib = ctypes.CDLL(str(path))
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    c_int = ctypes.c_int
+    i64, ptr, c_int, size_t = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    p_i64, p_size, p_arith, p_geometry = (ctypes.POINTER(t) for t in (i64, size_t, Arith, Geometry))
     lib.amsim_cuda_split.argtypes = [ptr, i64, i64, i64, i64, c_int, c_int, ptr, ptr, ptr, ptr]
     lib.amsim_cuda_gemm.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, c_int, c_int, c_int, c_int,
                                     c_int, ptr, i64, ptr]
-    lib.amsim_cuda_malloc.argtypes = [ctypes.POINTER(ptr), ctypes.c_size_t]
+    lib.amsim_cuda_matmul_workspace.argtypes = [i64, i64, i64, p_size]
+    lib.amsim_cuda_matmul.argtypes = [i64, i64, i64, ptr, i64, i64, ptr, i64, i64, i64, p_i64, p_i64, ptr, p_arith,
+                                      ptr, size_t, ptr]
+    lib.amsim_cuda_conv2d_workspace.argtypes = [c_int, c_int, p_geometry, i64, p_size]
+    lib.amsim_cuda_conv2d.argtypes = [c_int, c_int, p_geometry, i64, ptr, ptr, ptr, ptr, p_arith, ptr, size_t, ptr]
+    lib.amsim_cuda_malloc.argtypes = [ctypes.POINTER(ptr), size_t]
     lib.amsim_cuda_free.argtypes = [ptr]
-    lib.amsim_cuda_to_device.argtypes = [ptr, ptr, ctypes.c_size_t]
-    lib.amsim_cuda_to_host.argtypes = [ptr, ptr, ctypes.c_size_t]
+    lib.amsim_cuda_to_device.argtypes = [ptr, ptr, size_t]
+    lib.amsim_cuda_to_host.argtypes = [ptr, ptr, size_t]
     lib.amsim_cuda_error_string.restype = ctypes.c_char_p
     if hasattr(lib, "amsim_emu_error_detail"):
         lib.amsim_emu_error_detail.restype = ctypes.c_char_p
     return lib
-
-
-class _DeviceBuffer:
-    def __init__(self, lib, nbytes):
-        self.lib = lib
-        self.ptr = ctypes.c_void_p()
-        check(lib, lib.amsim_cuda_malloc(ctypes.byref(self.ptr), nbytes), "amsim_cuda_malloc")
-
-    def free(self):
-        if self.ptr:
-            self.lib.amsim_cuda_free(self.ptr)
-            self.ptr = ctypes.c_void_p()
 
 
 def check(lib, code: int, call: str) -> None:
@@ -316,6 +334,58 @@ def check(lib, code: int, call: str) -> None:
         if detail is not None:
             message += f": {detail().decode()}"
         raise CudaError(message)
+
+
+class Device:
+    """Device memory of a kernels library for one piece of work, freed when the ``with`` block ends.
+
+    >>> with Device(library()) as dev:
+    ...     d_x, d_y = dev.upload(x), dev.empty(y.nbytes)
+    ...     dev.check(dev.lib.amsim_cuda_transpose(d_x, rows, cols, 1, d_y, None), "amsim_cuda_transpose")
+    ...     dev.download(d_y, y)
+    """
+
+    def __init__(self, lib):
+        self.lib = lib
+        self._pointers: list[ctypes.c_void_p] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for ptr in self._pointers:
+            self.lib.amsim_cuda_free(ptr)
+        self._pointers.clear()
+        return False
+
+    def check(self, code: int, call: str) -> None:
+        check(self.lib, code, call)
+
+    def empty(self, nbytes: int) -> ctypes.c_void_p:
+        ptr = ctypes.c_void_p()
+        self.check(self.lib.amsim_cuda_malloc(ctypes.byref(ptr), max(int(nbytes), 1)), "amsim_cuda_malloc")
+        self._pointers.append(ptr)
+        return ptr
+
+    def upload(self, array: np.ndarray) -> ctypes.c_void_p:
+        array = np.ascontiguousarray(array)
+        ptr = self.empty(array.nbytes)
+        self.check(self.lib.amsim_cuda_to_device(ptr, array.ctypes.data, array.nbytes), "amsim_cuda_to_device")
+        return ptr
+
+    def download(self, ptr: ctypes.c_void_p, out: np.ndarray) -> np.ndarray:
+        """Waits for the device, then copies the buffer into the C-contiguous ``out``."""
+        self.check(self.lib.amsim_cuda_synchronize(), "amsim_cuda_synchronize")
+        self.check(self.lib.amsim_cuda_to_host(out.ctypes.data, ptr, out.nbytes), "amsim_cuda_to_host")
+        return out
+
+    def arith(self, mult, rounding: str, mode: str) -> Arith:
+        """The multiplier's LUT on the device, with the fields of its ``struct amsim_lut``."""
+        if mult.table is None:
+            raise CudaError("the CUDA backend needs a LUT (M <= 12); model mode runs on the CPU only")
+        v_lo, v_hi = mult.table_exponents if mult.expandable else (1, 0)
+        return Arith(self.upload(mult.table).value, mult.bits, int(mult.expandable), v_lo, v_hi,
+                     int(rounding == "rne"), int(mode == "approxtrain"))
 
 
 def _operand(a: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -332,52 +402,64 @@ def _operand(a: np.ndarray) -> tuple[np.ndarray, int, int]:
     return np.ascontiguousarray(a), a.shape[1], 1
 
 
-def _upload(lib, array, buffers):
-    array = np.ascontiguousarray(array)
-    buf = _DeviceBuffer(lib, array.nbytes)
-    buffers.append(buf)
-    check(lib, lib.amsim_cuda_to_device(buf.ptr, array.ctypes.data, array.nbytes), "amsim_cuda_to_device")
-    return buf
-
-
 def matmul_2d(a, b, mult, *, rounding="truncate", mode="ieee") -> np.ndarray:
     """C = a (x) b on the GPU for numpy float32 operands; equals the CPU backend bit for bit.
 
-    The split kernels reduce each operand's exponent range on the device and
-    the GEMM kernel tests the exactness window there, so nothing but the
-    result comes back to the host.
+    The TensorFlow op's sequence (``amsim_cuda_matmul``: split A, split B, GEMM):
+    the split kernels reduce each operand's exponent range on the device and the
+    GEMM kernel tests the exactness window there, so nothing but the result comes
+    back to the host.
     """
-    if mult.table is None:
-        raise CudaError("the CUDA backend needs a LUT (M <= 12); model mode runs on the CPU only")
-    lib = library()
     m_rows, k = a.shape
     n = b.shape[1]
     out = np.zeros((m_rows, n), np.float32)
     if m_rows == 0 or n == 0:
         return out  # K = 0 goes to the kernels, whose sums start at +0
-    buffers: list[_DeviceBuffer] = []
-    try:
-        dlut = _upload(lib, mult.table, buffers)
-        split = []
-        for x in (a, b):
-            memory, rs, cs = _operand(x)
-            dx = _upload(lib, memory, buffers)
-            rows, cols = x.shape
-            scale, idx, exponents = (_DeviceBuffer(lib, size) for size in (rows * cols * 4, rows * cols * 2, 8))
-            buffers += [scale, idx, exponents]
-            check(lib, lib.amsim_cuda_split(dx.ptr, rows, cols, rs, cs, mult.bits, int(rounding == "rne"),
-                                            scale.ptr, idx.ptr, exponents.ptr, None), "amsim_cuda_split")
-            split.append((scale, idx, exponents))
-        (sa, pa, ra), (sb, pb, rb) = split
-        v_lo, v_hi = mult.table_exponents if mult.expandable else (1, 0)
-        dc = _DeviceBuffer(lib, out.nbytes)
-        buffers.append(dc)
-        check(lib, lib.amsim_cuda_gemm(m_rows, n, k, sa.ptr, pa.ptr, ra.ptr, sb.ptr, pb.ptr, rb.ptr, dlut.ptr,
-                                       mult.bits, v_lo, v_hi, int(mode == "approxtrain"), int(mult.expandable),
-                                       dc.ptr, n, None), "amsim_cuda_gemm")
-        check(lib, lib.amsim_cuda_synchronize(), "amsim_cuda_synchronize")
-        check(lib, lib.amsim_cuda_to_host(out.ctypes.data, dc.ptr, out.nbytes), "amsim_cuda_to_host")
-    finally:
-        for buf in buffers:
-            buf.free()
-    return out
+    lib = library()
+    (mem_a, ars, acs), (mem_b, brs, bcs) = _operand(a), _operand(b)
+    bytes_ = ctypes.c_size_t()
+    check(lib, lib.amsim_cuda_matmul_workspace(m_rows, n, k, ctypes.byref(bytes_)), "amsim_cuda_matmul_workspace")
+    offset = (ctypes.c_int64 * 1)(0)
+    with Device(lib) as dev:
+        arith = dev.arith(mult, rounding, mode)
+        d_c = dev.empty(out.nbytes)
+        check(lib, lib.amsim_cuda_matmul(m_rows, n, k, dev.upload(mem_a), ars, acs, dev.upload(mem_b), brs, bcs, 1,
+                                         offset, offset, d_c, ctypes.byref(arith), dev.empty(bytes_.value),
+                                         bytes_.value, None), "amsim_cuda_matmul")
+        return dev.download(d_c, out)
+
+
+def conv2d_pass(pass_: str, g, q: int, mult, *, x=None, w=None, dy=None, depthwise=False, rounding="truncate",
+                mode="ieee") -> np.ndarray:
+    """One pass of conv2d (or of the depthwise conv2d) on the GPU, the TensorFlow op's sequence.
+
+    ``amsim_cuda_conv2d``: patches by im2col on the device, the pass's GEMMs, and
+    col2im's sums for the input gradient; equals the CPU backend bit for bit.
+
+    Parameters
+    ----------
+    pass_ : {"forward", "backprop_input", "backprop_filter"}
+        Reads (x, w), (w, dy) or (x, dy) and returns y, dx or dw.
+    g : amsim.gemm.conv.ConvGeometry
+    q : int
+        The filter's last dimension (output channels, or the depthwise multiplier).
+    """
+    geometry = Geometry.of(g)
+    outputs = {"forward": (g.n, g.oh, g.ow, g.c * q if depthwise else q), "backprop_input": (g.n, g.h, g.w, g.c),
+               "backprop_filter": (g.kh, g.kw, g.c, q)}
+    out = np.zeros(outputs[pass_], np.float32)
+    if out.size == 0:
+        return out
+    lib = library()
+    code, depthwise = CONV_PASSES[pass_], int(bool(depthwise))
+    bytes_ = ctypes.c_size_t()
+    check(lib, lib.amsim_cuda_conv2d_workspace(code, depthwise, ctypes.byref(geometry), q, ctypes.byref(bytes_)),
+          "amsim_cuda_conv2d_workspace")
+    with Device(lib) as dev:
+        arith = dev.arith(mult, rounding, mode)
+        d_x, d_w, d_dy = (None if v is None else dev.upload(np.asarray(v, np.float32)) for v in (x, w, dy))
+        d_out = dev.empty(out.nbytes)
+        check(lib, lib.amsim_cuda_conv2d(code, depthwise, ctypes.byref(geometry), q, d_x, d_w, d_dy, d_out,
+                                         ctypes.byref(arith), dev.empty(bytes_.value), bytes_.value, None),
+              "amsim_cuda_conv2d")
+        return dev.download(d_out, out)

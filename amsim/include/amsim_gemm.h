@@ -121,6 +121,26 @@ void amsim_set_costs(const struct amsim_costs *plain, const struct amsim_costs *
 
 /* AMSIM_CDEF_END */
 
+/* The rules of a conv2d geometry, for every caller that walks one: the engine (conv.c), the
+ * TensorFlow ops and the CUDA ops (amsim/csrc/cuda/ops_cuda.cu). Inline, so outside the cffi block. */
+
+/* Sizes that amsim_im2col and amsim_col2im take: none negative, filter and steps at least 1. */
+static inline int amsim_conv_geometry_valid(const struct amsim_conv_geometry *g)
+{
+    return g && g->n >= 0 && g->h >= 0 && g->w >= 0 && g->c >= 0 && g->kh >= 1 && g->kw >= 1 && g->sh >= 1 &&
+           g->sw >= 1 && g->dh >= 1 && g->dw >= 1 && g->pad_top >= 0 && g->pad_left >= 0 && g->oh >= 0 &&
+           g->ow >= 0;
+}
+
+/* True when the patch matrix is the input itself (1x1 filter, stride 1, no padding, output of
+ * the input's size): im2col is then the identity, and col2im a copy, since a sum from +0 is never
+ * -0 and adding it to +0 changes nothing; callers skip both. */
+static inline int amsim_conv_patches_are_input(const struct amsim_conv_geometry *g)
+{
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pad_top == 0 && g->pad_left == 0 &&
+           g->oh == g->h && g->ow == g->w;
+}
+
 #ifdef __cplusplus
 }
 #endif

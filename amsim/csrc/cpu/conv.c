@@ -8,13 +8,6 @@
 
 #define CONV_PARALLEL_MIN 65536  /* floats written: less is done by the caller alone */
 
-static int geometry_valid(const struct amsim_conv_geometry *g)
-{
-    return g && g->n >= 0 && g->h >= 0 && g->w >= 0 && g->c >= 0 && g->kh >= 1 && g->kw >= 1 && g->sh >= 1 &&
-           g->sw >= 1 && g->dh >= 1 && g->dw >= 1 && g->pad_top >= 0 && g->pad_left >= 0 && g->oh >= 0 &&
-           g->ow >= 0;
-}
-
 struct conv_job {
     const struct amsim_conv_geometry *g;
     const float *in;
@@ -101,7 +94,7 @@ static void run_conv(part_fn fn, struct conv_job *j, int64_t written)
 
 int amsim_im2col(const struct amsim_conv_geometry *g, const float *x, float *cols)
 {
-    if (!geometry_valid(g))
+    if (!amsim_conv_geometry_valid(g))
         return AMSIM_ERR_ARGS;
     const int64_t written = g->n * g->oh * g->ow * g->kh * g->kw * g->c;
     if (written > 0 && (!x || !cols))
@@ -114,7 +107,7 @@ int amsim_im2col(const struct amsim_conv_geometry *g, const float *x, float *col
 
 int amsim_col2im(const struct amsim_conv_geometry *g, const float *cols, float *dx)
 {
-    if (!geometry_valid(g))
+    if (!amsim_conv_geometry_valid(g))
         return AMSIM_ERR_ARGS;
     const int64_t written = g->n * g->h * g->w * g->c;
     if (written > 0 && (!dx || (g->oh * g->ow * g->kh * g->kw > 0 && !cols)))

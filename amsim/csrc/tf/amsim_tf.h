@@ -93,10 +93,6 @@ absl::Status ReadConvAttrs(Context *ctx, ConvAttrs *out);
 absl::Status ConvGeometry(const ConvAttrs &attrs, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
                           int64_t kw, struct amsim_conv_geometry *g);
 
-/* True when the patch matrix is the input itself (1x1 filter, stride 1, no padding), so
- * im2col and col2im are identities and are skipped. */
-bool PatchesAreInput(const struct amsim_conv_geometry &g);
-
 /* The 4 sizes of an int32 shape tensor (a backprop op's input_sizes or filter_sizes). */
 absl::Status ReadSizes(const tensorflow::Tensor &sizes, const char *name, int64_t out[4]);
 
@@ -112,6 +108,10 @@ class ConvKernel : public tensorflow::OpKernel {
 public:
     explicit ConvKernel(tensorflow::OpKernelConstruction *ctx);
 
+    /* The passes of the family, numbered as amsim_cuda.h's enum amsim_cuda_conv_pass (gpu.cc
+     * asserts it), so that the GPU kernels hand a pass to the CUDA ops as it is. */
+    enum class Pass { kForward = 0, kBackpropInput = 1, kBackpropFilter = 2 };
+
 protected:
     /* The geometry of an input of shape x and a filter of shape w (HWIO, or HW C Q for
      * depthwise); dy, when given, must have the output's shape with out_channels channels. */
@@ -121,12 +121,10 @@ protected:
     /* The shape of a 4-D operand. */
     static absl::Status Dims4(const tensorflow::Tensor &t, const char *what, int64_t out[4]);
 
-    /* The patch matrix (N*OH*OW) x (KH*KW*C) of x: x itself when PatchesAreInput, else
-     * amsim_im2col into a work buffer kept alive by *buf. */
+    /* The patch matrix (N*OH*OW) x (KH*KW*C) of x: x itself when amsim_conv_patches_are_input,
+     * else amsim_im2col into a work buffer kept alive by *buf. */
     static absl::Status Patches(tensorflow::OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *x,
                                 tensorflow::Tensor *buf, const float **cols);
-
-    enum class Pass { kForward, kBackpropInput, kBackpropFilter };
 
     /* What every kernel of the family does first, on every device: reads and checks the
      * operands of its pass (input or input_sizes, filter or filter_sizes, out_backprop), fills

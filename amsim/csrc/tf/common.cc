@@ -223,12 +223,6 @@ absl::Status ConvGeometry(const ConvAttrs &attrs, int64_t n, int64_t h, int64_t 
     return absl::OkStatus();
 }
 
-bool PatchesAreInput(const struct amsim_conv_geometry &g)
-{
-    return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pad_top == 0 && g.pad_left == 0 && g.oh == g.h &&
-           g.ow == g.w;
-}
-
 absl::Status ConvOutputShape(InferenceContext *c, bool depthwise)
 {
     ShapeHandle x, w;
@@ -313,7 +307,7 @@ absl::Status ConvKernel::Dims4(const Tensor &t, const char *what, int64_t out[4]
 absl::Status ConvKernel::Patches(tensorflow::OpKernelContext *ctx, const struct amsim_conv_geometry &g,
                                  const float *x, Tensor *buf, const float **cols)
 {
-    if (PatchesAreInput(g)) {
+    if (amsim_conv_patches_are_input(&g)) {
         *cols = x;
         return absl::OkStatus();
     }

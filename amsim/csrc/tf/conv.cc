@@ -92,7 +92,7 @@ public:
         OP_REQUIRES_OK(ctx, GetLut(ctx->input(3), &lut));
         /* W^T is the strided view (o x k) of W (k x o). col2im of an identity geometry is a copy:
          * the GEMM writes dx directly (a sum from +0 is never -0, so adding it to +0 is a copy). */
-        const bool direct = PatchesAreInput(g);
+        const bool direct = amsim_conv_patches_are_input(&g);
         Tensor buf;
         if (!direct)
             OP_REQUIRES_OK(ctx, WorkBuffer(ctx, rows * k, &buf));

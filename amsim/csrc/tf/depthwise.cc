@@ -90,7 +90,7 @@ absl::Status ChannelPatches(OpKernelContext *ctx, const struct amsim_conv_geomet
     const int64_t taps = g.n * g.oh * g.ow * g.kh * g.kw;
     Tensor patches;
     const float *p = x;
-    if (!PatchesAreInput(g)) {
+    if (!amsim_conv_patches_are_input(&g)) {
         TF_RETURN_IF_ERROR(WorkBuffer(ctx, taps * g.c, &patches));
         TF_RETURN_IF_ERROR(EngineStatus(amsim_im2col(&g, x, patches.flat<float>().data()), "amsim_im2col"));
         p = patches.flat<float>().data();
@@ -158,7 +158,7 @@ public:
         /* back to amsim_col2im's layout (rows x khw x c); for an identity geometry that is dx, as
          * col2im would copy it (a sum from +0 is never -0, so adding it to +0 is a copy) */
         float *pdx = dx->flat<float>().data();
-        if (PatchesAreInput(g)) {
+        if (amsim_conv_patches_are_input(&g)) {
             Transpose(colst, c, rows * khw, 1, pdx);
             return;
         }

@@ -1,13 +1,16 @@
 /*
  * gpu.cc -- the GPU kernels of AmsimMatMul, and of AmsimConv2D and AmsimDepthwiseConv2D with
- * their gradients.
+ * their gradients: TensorFlow's plumbing around the CUDA ops (amsim_cuda.h, ops_cuda.cu).
  *
  * Compiled only for a CUDA build of TensorFlow (-DGOOGLE_CUDA=1, amsim/keras/build.py), as its own
- * translation unit. The shapes, attributes and checks are the CPU kernels' (amsim_tf.h); every
- * product, sum and patch copy is the bundled CUDA kernels' (amsim_cuda.h), which give the CPU
- * engine's bits, so an op gives the same result on either device. The work is queued on the op's
- * stream; the LUT input stays in host memory, is prepared once by the CPU cache (GetLut) and
- * copied to each device once per prepared LUT.
+ * translation unit. What an op computes is defined elsewhere, once: the operands' checks, shapes
+ * and output with the CPU kernels (amsim_tf.h: PlanMatMul, ConvKernel::Prologue), the sequence
+ * of kernel calls and its workspace with every caller of the CUDA ops (amsim_cuda_matmul,
+ * amsim_cuda_conv2d), which the suite runs on the CPU emulation against the CPU engine bit for
+ * bit. What is left here runs only on a GPU (docs/gemm-internals.md, "The GPU ops, and what only
+ * a GPU runs"): the device copies of the prepared LUTs, the workspace from TensorFlow's allocator,
+ * the op's stream, and the cudaError_t turned into a Status. The LUT input stays in host memory,
+ * is prepared once by the CPU cache (GetLut) and copied to each device once per prepared LUT.
  */
 #if GOOGLE_CUDA
 
@@ -15,7 +18,7 @@
 #define EIGEN_USE_GPU
 #endif
 
-#include <limits>
+#include <algorithm>
 #include <list>
 #include <mutex>
 
@@ -103,76 +106,36 @@ absl::Status DeviceTable(OpKernelContext *ctx, const std::shared_ptr<const Prepa
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* GEMM                                                                                       */
+/* One call of a CUDA op                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-/* A float32 operand split into scales and mantissa indices on the device (amsim_cuda_split),
- * with the exponent range the GEMM's exactness test reads. */
-struct SplitOperand {
-    Tensor scale, idx, range;
-
-    absl::Status Allocate(OpKernelContext *ctx, int64_t count)
-    {
-        const int64_t n = std::max<int64_t>(count, 1);
-        TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({n}), &scale));
-        TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_UINT16, TensorShape({n}), &idx));
-        return ctx->allocate_temp(tensorflow::DT_INT32, TensorShape({2}), &range);
-    }
-
-    absl::Status Split(OpKernelContext *ctx, const Arithmetic &arith, int m, const float *x, int64_t rows,
-                       int64_t cols, int64_t rs, int64_t cs)
-    {
-        return CudaStatus(amsim_cuda_split(x, rows, cols, rs, cs, m, arith.rounding, scale.flat<float>().data(),
-                                           idx.flat<tensorflow::uint16>().data(), range.flat<int32_t>().data(),
-                                           Stream(ctx)),
-                          "amsim_cuda_split");
-    }
-};
-
-/* The GEMMs of one op call on one LUT: C = A (x) B with Gemm's (amsim_tf.h) arguments. */
-class GpuGemm {
+/* What an op call hands a CUDA op (amsim_cuda.h) besides its operands: the arithmetic, with the
+ * device copy of its LUT, and a workspace from TensorFlow's allocator. TensorFlow orders the
+ * temporary's reuse after the work queued on the op's stream, which is where the op runs. */
+class CudaCall {
 public:
-    GpuGemm(OpKernelContext *ctx, const Arithmetic &arith) : ctx_(ctx), arith_(arith) {}
-
-    absl::Status Init(const Tensor &table)
+    /* lut: the op's LUT input; bytes: what the op's _workspace function reported. */
+    absl::Status Init(OpKernelContext *ctx, const Tensor &lut, const Arithmetic &arith, size_t bytes)
     {
-        TF_RETURN_IF_ERROR(GetLut(table, &lut_));
-        return DeviceTable(ctx_, lut_, &table_);
-    }
-
-    /* Buffers for operands of up to a_count and b_count elements. */
-    absl::Status Reserve(int64_t a_count, int64_t b_count)
-    {
-        TF_RETURN_IF_ERROR(a_.Allocate(ctx_, a_count));
-        return b_.Allocate(ctx_, b_count);
-    }
-
-    /* split_a/split_b false: the operand is the one split by the previous call. */
-    absl::Status Run(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars, int64_t acs, const float *b,
-                     int64_t brs, int64_t bcs, float *c, int64_t ldc, bool split_a = true, bool split_b = true)
-    {
-        if (M == 0 || N == 0)
-            return absl::OkStatus();
+        TF_RETURN_IF_ERROR(GetLut(lut, &lut_));
+        const float *table = nullptr;
+        TF_RETURN_IF_ERROR(DeviceTable(ctx, lut_, &table));
         const struct amsim_lut &l = lut_->lut;
-        if (split_a)
-            TF_RETURN_IF_ERROR(a_.Split(ctx_, arith_, l.m, a, M, K, ars, acs));
-        if (split_b)
-            TF_RETURN_IF_ERROR(b_.Split(ctx_, arith_, l.m, b, K, N, brs, bcs));
-        /* An empty sum (K = 0) is +0, as the kernel's accumulators start. */
-        return CudaStatus(amsim_cuda_gemm(M, N, K, a_.scale.flat<float>().data(),
-                                          a_.idx.flat<tensorflow::uint16>().data(), a_.range.flat<int32_t>().data(),
-                                          b_.scale.flat<float>().data(), b_.idx.flat<tensorflow::uint16>().data(),
-                                          b_.range.flat<int32_t>().data(), table_, l.m, l.v_lo, l.v_hi, arith_.mode,
-                                          l.fast, c, ldc, Stream(ctx_)),
-                          "amsim_cuda_gemm");
+        arith_ = {table, l.m, l.fast, l.v_lo, l.v_hi, arith.rounding, arith.mode};
+        bytes_ = bytes;
+        return ctx->allocate_temp(tensorflow::DT_UINT8, TensorShape({static_cast<int64_t>(std::max<size_t>(bytes, 1))}),
+                                  &workspace_);
     }
+
+    const struct amsim_cuda_arith *arith() const { return &arith_; }
+    void *workspace() { return workspace_.flat<tensorflow::uint8>().data(); }
+    size_t bytes() const { return bytes_; }
 
 private:
-    OpKernelContext *ctx_;
-    const Arithmetic &arith_;
-    std::shared_ptr<const PreparedLut> lut_;
-    const float *table_ = nullptr;
-    SplitOperand a_, b_;
+    std::shared_ptr<const PreparedLut> lut_;  /* held for the call, as the CPU kernels hold theirs */
+    struct amsim_cuda_arith arith_ = {};
+    Tensor workspace_;
+    size_t bytes_ = 0;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -197,19 +160,18 @@ public:
         OP_REQUIRES_OK(ctx, ctx->allocate_output(0, batch.out_shape, &out));
         if (out->NumElements() == 0)
             return;
-        const int64_t M = batch.M, N = batch.N, K = batch.K;
-        GpuGemm gemm(ctx, arith_);
-        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(2)));
-        OP_REQUIRES_OK(ctx, gemm.Reserve(M * K, K * N));
-        const float *pa = a.flat<float>().data(), *pb = b.flat<float>().data();
-        float *pc = out->flat<float>().data();
-        for (size_t t = 0; t < batch.a_offset.size(); ++t) {
-            /* A broadcast operand is split once for the run of matrices that share it. */
-            const bool new_a = t == 0 || batch.a_offset[t] != batch.a_offset[t - 1];
-            const bool new_b = t == 0 || batch.b_offset[t] != batch.b_offset[t - 1];
-            OP_REQUIRES_OK(ctx, gemm.Run(M, N, K, pa + batch.a_offset[t], batch.ars, batch.acs, pb + batch.b_offset[t],
-                                         batch.brs, batch.bcs, pc + t * M * N, N, new_a, new_b));
-        }
+        size_t bytes = 0;
+        OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_matmul_workspace(batch.M, batch.N, batch.K, &bytes),
+                                       "amsim_cuda_matmul_workspace"));
+        CudaCall call;
+        OP_REQUIRES_OK(ctx, call.Init(ctx, ctx->input(2), arith_, bytes));
+        OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_matmul(batch.M, batch.N, batch.K, a.flat<float>().data(), batch.ars,
+                                                         batch.acs, b.flat<float>().data(), batch.brs, batch.bcs,
+                                                         static_cast<int64_t>(batch.a_offset.size()),
+                                                         batch.a_offset.data(), batch.b_offset.data(),
+                                                         out->flat<float>().data(), call.arith(), call.workspace(),
+                                                         call.bytes(), Stream(ctx)),
+                                       "amsim_cuda_matmul"));
     }
 
 private:
@@ -218,238 +180,54 @@ private:
 };
 
 /* ------------------------------------------------------------------------------------------ */
-/* The conv2d family (the CPU kernels' formulas, conv.cc)                                      */
+/* The conv2d family                                                                          */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The CUDA kernels take the geometry as ints. */
-absl::Status CheckIntGeometry(const struct amsim_conv_geometry &g)
-{
-    for (int64_t v : {g.n, g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pad_top, g.pad_left, g.oh, g.ow})
-        if (v > std::numeric_limits<int>::max())
-            return absl::InvalidArgumentError("amsim GPU conv2d: a size or stride exceeds 2^31 - 1");
-    return absl::OkStatus();
-}
+using Pass = ConvKernel::Pass;
+static_assert(static_cast<int>(Pass::kForward) == AMSIM_CUDA_CONV_FORWARD &&
+                  static_cast<int>(Pass::kBackpropInput) == AMSIM_CUDA_CONV_BACKPROP_INPUT &&
+                  static_cast<int>(Pass::kBackpropFilter) == AMSIM_CUDA_CONV_BACKPROP_FILTER,
+              "ConvKernel::Pass numbers the passes as enum amsim_cuda_conv_pass does");
 
-/* The patch matrix (N*OH*OW) x (KH*KW*C) of x on the device: x itself when PatchesAreInput,
- * else im2col into *buf. */
-absl::Status GpuPatches(OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *x, Tensor *buf,
-                        const float **cols)
-{
-    if (PatchesAreInput(g)) {
-        *cols = x;
-        return absl::OkStatus();
-    }
-    TF_RETURN_IF_ERROR(WorkBuffer(ctx, g.n * g.oh * g.ow * g.kh * g.kw * g.c, buf));
-    float *out = buf->flat<float>().data();
-    TF_RETURN_IF_ERROR(CudaStatus(amsim_cuda_im2col(x, (int)g.n, (int)g.h, (int)g.w, (int)g.c, (int)g.kh, (int)g.kw,
-                                                    (int)g.sh, (int)g.sw, (int)g.dh, (int)g.dw, (int)g.pad_top,
-                                                    (int)g.pad_left, (int)g.oh, (int)g.ow, out, Stream(ctx)),
-                                  "amsim_cuda_im2col"));
-    *cols = out;
-    return absl::OkStatus();
-}
-
-/* dx from the patch-matrix gradient cols (N*OH*OW) x (KH*KW*C): amsim_cuda_col2im's sums. */
-absl::Status GpuCol2Im(OpKernelContext *ctx, const struct amsim_conv_geometry &g, const float *cols, float *dx)
-{
-    return CudaStatus(amsim_cuda_col2im(cols, (int)g.n, (int)g.h, (int)g.w, (int)g.c, (int)g.kh, (int)g.kw, (int)g.sh,
-                                        (int)g.sw, (int)g.dh, (int)g.dw, (int)g.pad_top, (int)g.pad_left, (int)g.oh,
-                                        (int)g.ow, dx, Stream(ctx)),
-                      "amsim_cuda_col2im");
-}
-
-class GpuConv2DOp : public ConvKernel {
+/* One pass of AmsimConv2D (Family = ConvKernel) or AmsimDepthwiseConv2D (DepthwiseKernel). Its
+ * inputs: forward (input, filter, lut), backprop_input (input_sizes, filter, out_backprop, lut),
+ * backprop_filter (input, filter_sizes, out_backprop, lut). */
+template <class Family, Pass kPass>
+class GpuConvOp : public Family {
 public:
-    using ConvKernel::ConvKernel;
+    using Family::Family;
 
     void Compute(OpKernelContext *ctx) override
     {
-        const Tensor &x = ctx->input(0), &w = ctx->input(1);
-        struct amsim_conv_geometry g;
-        int64_t o;
-        Tensor *y = nullptr;
-        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kForward, &g, &o, &y));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
-        if (y->NumElements() == 0)
-            return;
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
-        GpuGemm gemm(ctx, arith_);
-        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(2)));
-        OP_REQUIRES_OK(ctx, gemm.Reserve(rows * k, k * o));
-        Tensor buf;
-        const float *cols = nullptr;
-        OP_REQUIRES_OK(ctx, GpuPatches(ctx, g, x.flat<float>().data(), &buf, &cols));
-        OP_REQUIRES_OK(ctx, gemm.Run(rows, o, k, cols, k, 1, w.flat<float>().data(), o, 1, y->flat<float>().data(), o));
-    }
-};
-
-class GpuConv2DBackpropInputOp : public ConvKernel {
-public:
-    using ConvKernel::ConvKernel;
-
-    void Compute(OpKernelContext *ctx) override
-    {
-        const Tensor &w = ctx->input(1), &dy = ctx->input(2);
-        struct amsim_conv_geometry g;
-        int64_t o;
-        Tensor *dx = nullptr;
-        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropInput, &g, &o, &dx));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
-        if (dx->NumElements() == 0)
-            return;
-        float *pdx = dx->flat<float>().data();
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
-        GpuGemm gemm(ctx, arith_);
-        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
-        OP_REQUIRES_OK(ctx, gemm.Reserve(rows * o, o * k));
-        /* As on the CPU: W^T is a strided view, and an identity geometry lets the GEMM write dx. */
-        const bool direct = PatchesAreInput(g);
-        Tensor buf;
-        if (!direct)
-            OP_REQUIRES_OK(ctx, WorkBuffer(ctx, rows * k, &buf));
-        float *cols = direct ? pdx : buf.flat<float>().data();
-        OP_REQUIRES_OK(ctx, gemm.Run(rows, k, o, dy.flat<float>().data(), o, 1, w.flat<float>().data(), 1, o, cols, k));
-        if (!direct)
-            OP_REQUIRES_OK(ctx, GpuCol2Im(ctx, g, cols, pdx));
-    }
-};
-
-class GpuConv2DBackpropFilterOp : public ConvKernel {
-public:
-    using ConvKernel::ConvKernel;
-
-    void Compute(OpKernelContext *ctx) override
-    {
-        const Tensor &x = ctx->input(0), &dy = ctx->input(2);
-        struct amsim_conv_geometry g;
-        int64_t o;
-        Tensor *dw = nullptr;
-        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropFilter, &g, &o, &dw));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
-        if (dw->NumElements() == 0)
-            return;
-        const int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.c;
-        GpuGemm gemm(ctx, arith_);
-        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
-        OP_REQUIRES_OK(ctx, gemm.Reserve(k * rows, rows * o));
-        Tensor buf;
-        const float *cols = nullptr;
-        OP_REQUIRES_OK(ctx, GpuPatches(ctx, g, x.flat<float>().data(), &buf, &cols));
-        /* P^T is the strided view (k x rows) of P (rows x k): the split reads it in place. */
-        OP_REQUIRES_OK(ctx,
-                       gemm.Run(k, o, rows, cols, 1, k, dy.flat<float>().data(), o, 1, dw->flat<float>().data(), o));
-    }
-};
-
-/* ------------------------------------------------------------------------------------------ */
-/* The depthwise family (the CPU kernels' GEMMs, depthwise.cc)                                 */
-/* ------------------------------------------------------------------------------------------ */
-
-/* Each channel's GEMM is the CPU kernel's, on the same operands in the same roles; only the
- * layouts differ. The CPU transposes channel-major so that the engine reads contiguous
- * matrices; here the splits read each channel's share of the NHWC tensors and of the patch
- * matrix in place (a column of stride C), and the GEMMs write y and dW in place (leading
- * dimension C*Q). Only the patch gradients, which the GEMM cannot write with a column stride,
- * go through a channel-major work buffer. */
-
-class GpuDepthwiseConv2DOp : public DepthwiseKernel {
-public:
-    using DepthwiseKernel::DepthwiseKernel;
-
-    void Compute(OpKernelContext *ctx) override
-    {
-        const Tensor &x = ctx->input(0), &w = ctx->input(1);
         struct amsim_conv_geometry g;
         int64_t q = 0;
-        Tensor *y = nullptr;
-        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kForward, &g, &q, &y));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
-        if (y->NumElements() == 0)
+        Tensor *out = nullptr;
+        OP_REQUIRES_OK(ctx, this->Prologue(ctx, kPass, &g, &q, &out));
+        if (out->NumElements() == 0)
             return;
-        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
-        GpuGemm gemm(ctx, arith_);
-        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(2)));
-        OP_REQUIRES_OK(ctx, gemm.Reserve(rows * khw, khw * q));
-        Tensor buf;
-        const float *cols = nullptr;
-        OP_REQUIRES_OK(ctx, GpuPatches(ctx, g, x.flat<float>().data(), &buf, &cols));
-        const float *pw = w.flat<float>().data();
-        float *py = y->flat<float>().data();
-        for (int64_t ch = 0; ch < c; ++ch)  /* P_c: columns ch, ch + C, ... of P; W_c = W[:, :, ch, :] */
-            OP_REQUIRES_OK(ctx,
-                           gemm.Run(rows, q, khw, cols + ch, khw * c, c, pw + ch * q, c * q, 1, py + ch * q, c * q));
+        const int pass = static_cast<int>(kPass), depthwise = this->depthwise_;
+        size_t bytes = 0;
+        /* After Prologue's checks, the CUDA ops refuse only what their int parameters cannot hold. */
+        OP_REQUIRES(ctx, amsim_cuda_conv2d_workspace(pass, depthwise, &g, q, &bytes) == 0,
+                    absl::InvalidArgumentError(this->name() +
+                                               ": the GPU kernels take sizes, strides, dilations and paddings below 2^31"));
+        CudaCall call;
+        OP_REQUIRES_OK(ctx, call.Init(ctx, ctx->input(kPass == Pass::kForward ? 2 : 3), this->arith_, bytes));
+        const float *x = kPass == Pass::kBackpropInput ? nullptr : ctx->input(0).flat<float>().data();
+        const float *w = kPass == Pass::kBackpropFilter ? nullptr : ctx->input(1).flat<float>().data();
+        const float *dy = kPass == Pass::kForward ? nullptr : ctx->input(2).flat<float>().data();
+        OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_conv2d(pass, depthwise, &g, q, x, w, dy, out->flat<float>().data(),
+                                                         call.arith(), call.workspace(), call.bytes(), Stream(ctx)),
+                                       "amsim_cuda_conv2d"));
     }
 };
 
-class GpuDepthwiseConv2DBackpropInputOp : public DepthwiseKernel {
-public:
-    using DepthwiseKernel::DepthwiseKernel;
-
-    void Compute(OpKernelContext *ctx) override
-    {
-        const Tensor &w = ctx->input(1), &dy = ctx->input(2);
-        struct amsim_conv_geometry g;
-        int64_t q = 0;
-        Tensor *dx = nullptr;
-        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropInput, &g, &q, &dx));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
-        if (dx->NumElements() == 0)
-            return;
-        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
-        GpuGemm gemm(ctx, arith_);
-        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
-        OP_REQUIRES_OK(ctx, gemm.Reserve(rows * q, q * khw));
-        Tensor colst_buf, cols_buf;
-        OP_REQUIRES_OK(ctx, WorkBuffer(ctx, c * rows * khw, &colst_buf));
-        float *colst = colst_buf.flat<float>().data();
-        const float *pdy = dy.flat<float>().data(), *pw = w.flat<float>().data();
-        for (int64_t ch = 0; ch < c; ++ch)  /* dy_c = dy[..., ch*Q:(ch+1)*Q]; W_c^T a strided view */
-            OP_REQUIRES_OK(ctx, gemm.Run(rows, khw, q, pdy + ch * q, c * q, 1, pw + ch * q, 1, c * q,
-                                         colst + ch * rows * khw, khw));
-        /* Back to amsim_cuda_col2im's layout (rows x KH*KW x C); for an identity geometry that is
-         * dx, as on the CPU. */
-        float *pdx = dx->flat<float>().data();
-        if (PatchesAreInput(g)) {
-            OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_transpose(colst, c, rows * khw, 1, pdx, Stream(ctx)),
-                                           "amsim_cuda_transpose"));
-            return;
-        }
-        OP_REQUIRES_OK(ctx, WorkBuffer(ctx, rows * khw * c, &cols_buf));
-        float *cols = cols_buf.flat<float>().data();
-        OP_REQUIRES_OK(ctx, CudaStatus(amsim_cuda_transpose(colst, c, rows * khw, 1, cols, Stream(ctx)),
-                                       "amsim_cuda_transpose"));
-        OP_REQUIRES_OK(ctx, GpuCol2Im(ctx, g, cols, pdx));
-    }
-};
-
-class GpuDepthwiseConv2DBackpropFilterOp : public DepthwiseKernel {
-public:
-    using DepthwiseKernel::DepthwiseKernel;
-
-    void Compute(OpKernelContext *ctx) override
-    {
-        const Tensor &x = ctx->input(0), &dy = ctx->input(2);
-        struct amsim_conv_geometry g;
-        int64_t q = 0;
-        Tensor *dw = nullptr;
-        OP_REQUIRES_OK(ctx, Prologue(ctx, Pass::kBackpropFilter, &g, &q, &dw));
-        OP_REQUIRES_OK(ctx, CheckIntGeometry(g));
-        if (dw->NumElements() == 0)
-            return;
-        const int64_t c = g.c, khw = g.kh * g.kw, rows = g.n * g.oh * g.ow;
-        GpuGemm gemm(ctx, arith_);
-        OP_REQUIRES_OK(ctx, gemm.Init(ctx->input(3)));
-        OP_REQUIRES_OK(ctx, gemm.Reserve(khw * rows, rows * q));
-        Tensor buf;
-        const float *cols = nullptr;
-        OP_REQUIRES_OK(ctx, GpuPatches(ctx, g, x.flat<float>().data(), &buf, &cols));
-        const float *pdy = dy.flat<float>().data();
-        float *pdw = dw->flat<float>().data();
-        for (int64_t ch = 0; ch < c; ++ch)  /* P_c^T: the strided view (KH*KW x rows) of P_c */
-            OP_REQUIRES_OK(ctx, gemm.Run(khw, q, rows, cols + ch, c, khw * c, pdy + ch * q, c * q, 1, pdw + ch * q,
-                                         c * q));
-    }
-};
+using GpuConv2DOp = GpuConvOp<ConvKernel, Pass::kForward>;
+using GpuConv2DBackpropInputOp = GpuConvOp<ConvKernel, Pass::kBackpropInput>;
+using GpuConv2DBackpropFilterOp = GpuConvOp<ConvKernel, Pass::kBackpropFilter>;
+using GpuDepthwiseConv2DOp = GpuConvOp<DepthwiseKernel, Pass::kForward>;
+using GpuDepthwiseConv2DBackpropInputOp = GpuConvOp<DepthwiseKernel, Pass::kBackpropInput>;
+using GpuDepthwiseConv2DBackpropFilterOp = GpuConvOp<DepthwiseKernel, Pass::kBackpropFilter>;
 
 }  // namespace
 }  // namespace amsim_tf
