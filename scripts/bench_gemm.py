@@ -9,12 +9,12 @@ time and their ratio (the figure we track; goal <= 3), plus the environment:
 CPU, threads, the BLAS library and kernel numpy ran, and OPENBLAS_CORETYPE.
 
     .venv/bin/python scripts/bench_gemm.py [--model mitchell --bits 7] [--quick] [--threads N] [--runs 3]
-    .venv/bin/python scripts/bench_gemm.py --backend cuda     # needs a GPU and CuPy
+    .venv/bin/python scripts/bench_gemm.py --backend cuda     # scripts/bench_cuda.py: a GPU, CuPy or PyTorch
     .venv/bin/python scripts/bench_gemm.py --calibrate        # thorough fit of the planner's costs on this CPU
 
-With ``--backend cuda`` the device kernels (amsim_cuda_gemm, called through its
-C ABI on CuPy device arrays) are timed with CUDA events against cuBLAS SGEMM
-(cupy.matmul) on the same GPU, at 4096^3 and the shapes above (goal <= 2 at 4096^3).
+``--backend cuda`` runs scripts/bench_cuda.py (with --model, --bits and --quick): the device
+kernels timed with CUDA events against cuBLAS SGEMM on the same GPU, at 4096^3 and the shapes
+above (goal <= 2 at 4096^3).
 """
 
 from __future__ import annotations
@@ -177,59 +177,11 @@ def calibrate():
 
 
 def bench_cuda(args):
-    """amsim's CUDA kernels against cuBLAS SGEMM (through CuPy), device time only."""
-    import ctypes
+    """The GPU benchmark lives in scripts/bench_cuda.py; ``--backend cuda`` runs it with these options."""
+    import bench_cuda
 
-    import cupy as cp
-
-    from amsim.gemm import cuda
-
-    mult = gemm.resolve(args.model, args.bits)
-    lib = cuda.library()
-    lut = cp.asarray(mult.table)
-    stream = cp.cuda.get_current_stream()
-    results = []
-    for label, m, k, n, _ta, _tb in [("4096^3", 4096, 4096, 4096, False, False)] + shapes(args.quick):
-        a = cp.random.standard_normal((m, k), dtype=cp.float32)
-        b = cp.random.standard_normal((k, n), dtype=cp.float32)
-        sa, pa, ra = cp.empty((m, k), cp.float32), cp.empty((m, k), cp.uint16), cp.empty(2, cp.int32)
-        sb, pb, rb = cp.empty((k, n), cp.float32), cp.empty((k, n), cp.uint16), cp.empty(2, cp.int32)
-        c = cp.empty((m, n), cp.float32)
-        ptr = lambda x: ctypes.c_void_p(x.data.ptr)  # noqa: E731
-        v_lo, v_hi = mult.table_exponents
-
-        def approx():
-            s = ctypes.c_void_p(stream.ptr)
-            lib.amsim_cuda_split(ptr(a), m, k, k, 1, mult.bits, 0, ptr(sa), ptr(pa), ptr(ra), s)
-            lib.amsim_cuda_split(ptr(b), k, n, n, 1, mult.bits, 0, ptr(sb), ptr(pb), ptr(rb), s)
-            lib.amsim_cuda_gemm(m, n, k, ptr(sa), ptr(pa), ptr(ra), ptr(sb), ptr(pb), ptr(rb), ptr(lut), mult.bits,
-                                v_lo, v_hi, 0, 1, ptr(c), n, s)
-
-        def timed(fn):
-            fn()
-            start, stop = cp.cuda.Event(), cp.cuda.Event()
-            best = float("inf")
-            for _ in range(max(args.repeat, 5)):
-                start.record(stream)
-                fn()
-                stop.record(stream)
-                stop.synchronize()
-                best = min(best, cp.cuda.get_elapsed_time(start, stop) / 1e3)
-            return best
-
-        t_cublas = timed(lambda: cp.matmul(a, b))
-        t_am = timed(approx)
-        results.append({"shape": label, "M": m, "K": k, "N": n, "cublas_s": t_cublas, "approx_s": t_am,
-                        "ratio": t_am / t_cublas})
-        print(f"{label:28s} cuBLAS {t_cublas * 1e3:9.3f} ms  approx {t_am * 1e3:9.3f} ms  "
-              f"ratio {t_am / t_cublas:6.2f}", file=sys.stderr)
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    env = {"gpu": props["name"].decode(), "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
-           "cupy": cp.__version__, "multiplier": f"{args.model} M={args.bits}",
-           "note": "the fast (exact-window) kernel path; operands drawn from N(0, 1)"}
-    print(json.dumps({"benchmark": "gemm-cuda", "environment": env, "goal": "ratio <= 2 at 4096^3",
-                      "results": results}, indent=1))
+    return bench_cuda.main(["--model", args.model, "--bits", str(args.bits), *(["--quick"] if args.quick else [])])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -112,3 +115,56 @@ def environment() -> dict:
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
         "blas": blas_info(),
     }
+
+
+def _output(cmd: list[str], timeout_s: float = 30) -> str | None:
+    """A command's stdout, or None when it cannot run, fails or hangs (a wedged driver can)."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _nvcc() -> str | None:
+    """The nvcc amsim builds its kernels with (amsim.gemm.cuda.nvcc's rule), else the one on PATH."""
+    try:
+        from amsim.gemm.cuda import nvcc
+
+        return nvcc()
+    except Exception:  # noqa: BLE001 -- amsim not importable yet (a bare machine), or no nvcc where it looks
+        return shutil.which("nvcc")
+
+
+def gpu_environment() -> dict:
+    """The GPUs as nvidia-smi describes them, their driver's CUDA version and nvcc's release.
+
+    Per GPU its model, memory, compute capability and driver version; never a serial number, UUID
+    or bus id, since the JSON is shared. Nothing here raises: a missing or failing tool leaves its
+    fields None and says why under "errors". nvidia-smi lists every GPU whatever
+    CUDA_VISIBLE_DEVICES says; the variable is recorded beside them.
+    """
+    env = {"gpus": [], "driver": None, "cuda_driver": None, "nvcc": None,
+           "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"), "errors": []}
+    smi = shutil.which("nvidia-smi")
+    query = smi and _output([smi, "--query-gpu=name,driver_version,memory.total,compute_cap",
+                             "--format=csv,noheader,nounits"])
+    if not smi:
+        env["errors"].append("nvidia-smi not found")
+    elif query is None:
+        env["errors"].append("nvidia-smi failed")
+    else:
+        for name, driver, memory, cap in csv.reader(query.strip().splitlines(), skipinitialspace=True):
+            env["gpus"].append({"name": name, "memory_mib": int(memory) if memory.isdigit() else memory,
+                                "compute_capability": cap})
+            env["driver"] = driver
+        # The CUDA version the driver supports is only in nvidia-smi's banner.
+        found = re.search(r"CUDA Version\s*:\s*([0-9.]+)", _output([smi]) or "")
+        env["cuda_driver"] = found and found.group(1)
+    nvcc = _nvcc()
+    release = nvcc and re.search(r"release [0-9.]+, V([0-9.]+)", _output([nvcc, "--version"]) or "")
+    if release:
+        env["nvcc"] = release.group(1)
+    else:
+        env["errors"].append("nvcc not found" if not nvcc else "nvcc --version failed")
+    return env
