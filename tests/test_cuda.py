@@ -284,8 +284,14 @@ def test_conv2d_and_its_gradients_equal_cpu(x_shape, w_shape, strides, padding, 
         assert bits_equal(fn(*args, mult, backend="cuda", **geometry), fn(*args, mult, backend="cpu", **geometry))
 
 
-def _geometry_args(g):
-    return (g.n, g.h, g.w, g.c, g.kh, g.kw, *g.strides, *g.dilations, g.pads[0], g.pads[2], g.oh, g.ow)
+def _patch_kernel(name, src, g, out):
+    """Runs amsim_cuda_im2col or amsim_cuda_col2im (``name``) from src into out, which it returns."""
+    lib = cuda.library()
+    geometry = (g.n, g.h, g.w, g.c, g.kh, g.kw, *g.strides, *g.dilations, g.pads[0], g.pads[2], g.oh, g.ow)
+    with Device(lib) as dev:
+        d_src, d_out = dev.upload(src), dev.empty(out.nbytes)
+        dev.check(getattr(lib, name)(d_src, *geometry, d_out, None), name)
+        return dev.download(d_out, out)
 
 
 @needs_cuda
@@ -293,12 +299,7 @@ def _geometry_args(g):
 def test_im2col_copies_the_cpu_patches(x_shape, w_shape, strides, padding, dilations):
     g = conv_geometry(x_shape, w_shape, strides, padding, dilations)
     x = np.random.default_rng(4).standard_normal(x_shape).astype(np.float32)
-    lib = cuda.library()
-    cols = np.empty((g.n * g.oh * g.ow, g.kh * g.kw * g.c), np.float32)
-    with Device(lib) as dev:
-        d_x, d_cols = dev.upload(x), dev.empty(cols.nbytes)
-        dev.check(lib.amsim_cuda_im2col(d_x, *_geometry_args(g), d_cols, None), "amsim_cuda_im2col")
-        dev.download(d_cols, cols)
+    cols = _patch_kernel("amsim_cuda_im2col", x, g, np.empty((g.n * g.oh * g.ow, g.kh * g.kw * g.c), np.float32))
     assert bits_equal(cols, engine.im2col(x, g))
 
 
@@ -310,12 +311,7 @@ def test_col2im_adds_in_the_cpu_order_bit_for_bit(x_shape, w_shape, strides, pad
     # magnitudes far apart, so that another order of additions would round differently
     shape = (g.n * g.oh * g.ow, g.kh * g.kw * g.c)
     cols = np.ldexp(rng.standard_normal(shape), rng.integers(-20, 20, shape)).astype(np.float32)
-    lib = cuda.library()
-    dx = np.empty((g.n, g.h, g.w, g.c), np.float32)
-    with Device(lib) as dev:
-        d_cols, d_dx = dev.upload(cols), dev.empty(dx.nbytes)
-        dev.check(lib.amsim_cuda_col2im(d_cols, *_geometry_args(g), d_dx, None), "amsim_cuda_col2im")
-        dev.download(d_dx, dx)
+    dx = _patch_kernel("amsim_cuda_col2im", cols, g, np.empty((g.n, g.h, g.w, g.c), np.float32))
     assert bits_equal(dx, engine.col2im(cols, g))
 
 
