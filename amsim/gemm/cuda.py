@@ -12,7 +12,7 @@ With ``AMSIM_CUDA_EMULATION=1`` the same sources are compiled with the C++
 compiler against amsim's CPU emulation of CUDA (:func:`build_emulated`,
 ``amsim/csrc/cuda/emulation``): :func:`available` is then true without a GPU and
 ``backend="cuda"`` runs the kernels on the CPU, for verification
-(docs/gemm-internals.md, "The CUDA emulation").
+(docs/cuda.md).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def nvcc() -> str:
     found = shutil.which("nvcc") or (Path("/usr/local/cuda/bin/nvcc") if Path("/usr/local/cuda/bin/nvcc").exists() else None)
     if not found:
         raise ToolMissing("no CUDA toolkit found: nvcc is not on PATH and CUDA_HOME is not set; "
-                        "install the CUDA toolkit or use backend='cpu'")
+                          "install the CUDA toolkit or use backend='cpu'")
     return str(found)
 
 
@@ -83,10 +83,12 @@ def _sources() -> list[Path]:
     return sorted(_CUDA_DIR.glob("*.cu"))
 
 
-def _key(compiler: list[str], flags) -> str:
-    """Hash of everything a build depends on: sources, headers, flags and the compiler's version."""
+def _key(compiler: list[str], flags, *, emulated: bool) -> str:
+    """Hash of everything a build depends on: sources, headers (the emulator's for an emulated
+    build), flags and the compiler's version."""
     h = hashlib.sha256()
-    for path in sorted([*_CUDA_DIR.glob("*.cu"), *_CUDA_DIR.glob("*.h"), *_EMULATION_DIR.glob("*")]):
+    emulator = sorted(_EMULATION_DIR.glob("*")) if emulated else []
+    for path in sorted([*_CUDA_DIR.glob("*.cu"), *_CUDA_DIR.glob("*.h")]) + emulator:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     h.update(cbuild.headers_digest().encode())
     h.update("\0".join(flags).encode())
@@ -134,7 +136,7 @@ def build(archs, *, cache=None) -> Path:
     gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
     flags = ["-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", *gencode]
     folder = Path(cache) if cache else cbuild.cache_dir()
-    target = folder / f"_amsim_cuda_{'_'.join(map(str, archs))}_{_key([nvcc()], flags)}.so"
+    target = folder / f"_amsim_cuda_{'_'.join(map(str, archs))}_{_key([nvcc()], flags, emulated=False)}.so"
     if not target.exists():
         _compile([nvcc(), *flags, f"-I{cbuild.include_dir()}", *map(str, _sources()), "-o", "{out}"], target, folder,
                  f"nvcc for {', '.join(f'sm_{a}' for a in archs)}")
@@ -150,8 +152,9 @@ def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | N
 
     The same ``.cu`` files as :func:`build`, with ``emulation/cuda_runtime.h`` in
     place of the toolkit's and the emulator linked in (``emulation/runtime.cc``,
-    Boost.Context fibers; ``probes.cc``, kernels that test the emulator itself). Float contraction is off, so every product and sum rounds as the
-    GPU's ``__fmul_rn``/``__fadd_rn`` do.
+    Boost.Context fibers; ``probes.cc``, kernels that test the emulator itself).
+    Float contraction is off, so every product and sum rounds as the GPU's
+    ``__fmul_rn``/``__fadd_rn`` do.
 
     Parameters
     ----------
@@ -183,7 +186,7 @@ def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | N
     if grid_y_max:
         flags.append(f"-DAMSIM_CUDA_GRID_Y_MAX={grid_y_max}")
     folder = Path(cache) if cache else cbuild.cache_dir()
-    target = folder / f"_amsim_cuda_emulated_{_key(cxx, flags)}.so"
+    target = folder / f"_amsim_cuda_emulated_{_key(cxx, flags, emulated=True)}.so"
     if not target.exists():
         _compile([*cxx, *flags, f"-I{_EMULATION_DIR}", f"-I{cbuild.include_dir()}", f"-I{_CUDA_DIR}",
                   "-x", "c++", *map(str, _sources()), "-x", "none", *map(str, sorted(_EMULATION_DIR.glob("*.cc"))),
@@ -247,7 +250,8 @@ def available() -> bool:
 
 
 def library_path() -> Path:
-    """The kernels' shared library: the emulated build, or the one for the current GPU (compiled when not cached)."""
+    """The kernels' shared library: the emulated build, or the one for the current GPU (built when
+    not cached)."""
     reason = unavailable_reason()
     if reason:
         raise CudaError(f"backend='cuda' cannot run: {reason}; use backend='cpu'")
