@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "non_negative_int", "positive_number"]
+__all__ = ["positive_int", "non_negative_int", "positive_number", "DEFAULT_TIMEOUT"]
+
+#: Default --timeout (seconds per model): an hour, far beyond any exhaustive sweep; it exists to end a
+#: model that never returns.
+DEFAULT_TIMEOUT = 3600.0
 
 
 def _integer(text: str, low: int, expected: str) -> int:

@@ -6,12 +6,17 @@ against both float references. :func:`characterise` computes statistics for
 the ``stats`` command. :func:`run_isolated` runs one such job in a forked
 child process, so that a segmentation fault in user C code costs only that
 model: the parent reports it by name and carries on. :func:`run_batch` also
-stops a model past its time limit, and lets no child outlive the run.
+stops a model past its time limit, and lets no child outlive the run. A
+:class:`Sandbox` keeps one such child for many calls of one model (``amsim check``).
+:func:`cached_mantissa_lut` is the table a model multiplies with, swept in
+such a child once and then read from amsim's cache.
 """
 
 from __future__ import annotations
 
 import ctypes
+import faulthandler
+import hashlib
 import math
 import multiprocessing
 import os
@@ -20,14 +25,16 @@ import sys
 import time
 import traceback
 from multiprocessing.connection import wait
+from pathlib import Path
 
-from . import errors, stats, sweep
-from .errors import AmsimError, ModelCrashed, ModelTimedOut, RangeError
+from . import cbuild, errors, stats, sweep
+from . import lut as lutmod
+from .errors import AmsimError, LUTError, ModelCrashed, ModelTimedOut, RangeError
 from .lut import LUT
 from .models import format_widths
 
-__all__ = ["MAX_LUT_BITS", "mantissa_width", "compile_for_mantissa", "mantissa_lut", "integer_lut", "characterise",
-           "run_isolated", "run_batch"]
+__all__ = ["MAX_LUT_BITS", "mantissa_width", "compile_for_mantissa", "mantissa_lut", "cached_mantissa_lut",
+           "lut_cache_path", "integer_lut", "characterise", "run_isolated", "run_batch", "Sandbox"]
 
 #: Largest M with a stored LUT: 2^24 entries (64 MiB as float32). Beyond it, statistics only.
 MAX_LUT_BITS = 12
@@ -77,9 +84,7 @@ def mantissa_lut(model, m: int, params=None, *, rounding="truncate", samples=Non
     statistics : bool
         False builds the table alone (what the GEMM engine needs), with empty ``stats``.
     """
-    if not 1 <= errors.check_integer(m, "the mantissa width M") <= MAX_LUT_BITS:
-        raise RangeError(f"LUTs are generated for M = 1..{MAX_LUT_BITS} (2^(2M) entries); M={m} has none. "
-                         "Use `amsim stats` for wider mantissas")
+    _check_lut_width(m)
     params = model.resolve_params(params)
     cm = compile_for_mantissa(model, m, params)
     label = None if progress is None else f"{model.name} M={m}"
@@ -96,6 +101,53 @@ def mantissa_lut(model, m: int, params=None, *, rounding="truncate", samples=Non
     meta["zeros_as_exact"] = bool(zeros_as_exact)
     return LUT(table=table, bits=m, kind="mantissa", model=model.name, params=params, rounding=rounding,
                source_sha256=model.source_sha256, stats=result, meta=meta)
+
+
+def _check_lut_width(m) -> None:
+    if not 1 <= errors.check_integer(m, "the mantissa width M") <= MAX_LUT_BITS:
+        raise RangeError(f"LUTs are generated for M = 1..{MAX_LUT_BITS} (2^(2M) entries); M={m} has none. "
+                         "Use `amsim stats` for wider mantissas")
+
+
+#: Bumped whenever the table a sweep makes of a model changes (the sweep, the lifting rule), so that
+#: LUTs cached by an older amsim are swept again.
+_TABLE_VERSION = "1"
+
+
+def lut_cache_path(cm, m: int) -> Path:
+    """Where :func:`cached_mantissa_lut` keeps the M-bit mantissa LUT of the compiled model ``cm``.
+
+    The key is the build's (:attr:`amsim.models.CompiledModel.key`: the C source, width, parameters,
+    amsim's headers, the compiler and its flags) with M and the sweep's version: whatever changes the
+    table changes the file, so an edited model is swept again and an unchanged one never is. The
+    name starts as the LUT's own file name would, for people looking into the cache.
+    """
+    key = hashlib.sha256("\0".join([cm.key, str(m), _TABLE_VERSION]).encode()).hexdigest()[:24]
+    stem = lutmod.lut_filename(cm.model.name, cm.params, m).removesuffix(".npz")
+    return cbuild.cache_dir() / "luts" / f"{stem}-{key}.npz"
+
+
+def cached_mantissa_lut(model, m: int, params=None, *, timeout=None) -> LUT:
+    """The M-bit mantissa LUT of ``model`` without statistics: the table a multiplier multiplies with.
+
+    It is swept on first use and written to amsim's cache (:func:`lut_cache_path`, atomically);
+    later calls, in this process or any other, read it from there. The model is compiled here, so a
+    compile error is raised with its file and line; the sweep runs in a child process
+    (:func:`run_isolated`), so a model that crashes, or runs past ``timeout`` seconds, raises
+    :class:`~amsim.errors.ModelCrashed` or :class:`~amsim.errors.ModelTimedOut` and this process
+    carries on. A cached file that does not verify is swept again.
+    """
+    _check_lut_width(m)
+    params = model.resolve_params(params)
+    path = lut_cache_path(compile_for_mantissa(model, m, params), m)
+    if path.is_file():
+        try:
+            return lutmod.load(path, bits=m, kind="mantissa")
+        except LUTError:  # damaged (a full disk, an edit): sweep it again
+            pass
+    lut = run_isolated(model.name, mantissa_lut, model, m, params, statistics=False, timeout=timeout)
+    lutmod.save(lut, path)
+    return lut
 
 
 def integer_lut(model, n: int, params=None, *, zeros_as_exact=False, threads=None, progress=None) -> LUT:
@@ -183,20 +235,33 @@ def _die_with_parent(parent_pid: int) -> None:
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _child(conn, parent_pid, fn, args, kwargs):
+def _become_child(parent_pid: int) -> None:
+    """What a forked child of :func:`run_batch` or :class:`Sandbox` does first."""
     # The parent ends the run on these signals and stops its children itself; a child that inherited
     # the parent's handlers would instead raise into the model's caller and try to report back.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    # The parent reports a crash by the model's name, in one line; a fault handler inherited from it
+    # (pytest's, PYTHONFAULTHANDLER's) would add this child's Python stack, which says nothing about C code.
+    faulthandler.disable()
     _die_with_parent(parent_pid)
+
+
+def _outcome(fn, *args, **kwargs):
+    """What a child sends its parent: ``("ok", result)``, or ``("error", class name, message)``,
+    which :func:`_rebuild` turns back into the exception."""
     try:
-        result = ("ok", fn(*args, **kwargs))
+        return ("ok", fn(*args, **kwargs))
     except AmsimError as exc:
-        result = ("error", type(exc).__name__, str(exc))
+        return ("error", type(exc).__name__, str(exc))
     except BaseException as exc:  # noqa: BLE001 - report anything to the parent, never hang it
-        result = ("error", "AmsimError", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return ("error", "AmsimError", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+
+
+def _child(conn, parent_pid, fn, args, kwargs):
+    _become_child(parent_pid)
     try:
-        conn.send(result)
+        conn.send(_outcome(fn, *args, **kwargs))
     finally:
         conn.close()
         os._exit(0)  # skip atexit handlers inherited from the parent
@@ -294,10 +359,91 @@ def _stop(proc, conn) -> None:
     conn.close()
 
 
-def run_isolated(name, fn, *args, **kwargs):
-    """Run ``fn(*args, **kwargs)`` in a forked child; return its result or raise its error."""
-    (_, outcome), = run_batch([(name, fn, args, kwargs)])
+def run_isolated(name, fn, *args, timeout=None, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in a forked child; return its result or raise its error.
+
+    ``timeout`` is :func:`run_batch`'s (seconds; None: no limit), not an argument of ``fn``.
+    """
+    (_, outcome), = run_batch([(name, fn, args, kwargs)], timeout=timeout)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
+
+class Sandbox:
+    """Calls of one compiled model, made in a persistent forked child so that its C code cannot end
+    this process.
+
+    ``call(fn, *args)`` runs ``fn(cm, progress, *args)`` in the child and returns its result. A crash
+    there (a segmentation fault, an abort) raises :class:`~amsim.errors.ModelCrashed`, and a call
+    that goes ``timeout`` seconds without progress is stopped and raises
+    :class:`~amsim.errors.ModelTimedOut`; the next call starts a fresh child. ``fn`` may set
+    ``progress.value`` to the index of the item it is working on: each change restarts the time
+    limit, and the error carries the last value as ``index`` (-1: none), so that the caller can tell
+    which operands were being evaluated. Use it as a context manager, or :meth:`close` it.
+    """
+
+    def __init__(self, cm, timeout: float):
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise RangeError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.cm, self.timeout = cm, float(timeout)
+        self._ctx = multiprocessing.get_context("fork")
+        self._proc = self._conn = self._progress = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _start(self):
+        self._progress = self._ctx.Value("q", -1, lock=False)  # shared memory, read while the child runs
+        self._conn, child_end = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_serve, args=(child_end, os.getpid(), self.cm, self._progress),
+                                       daemon=True)
+        self._proc.start()
+        child_end.close()
+
+    def call(self, fn, *args):
+        if self._proc is None:
+            self._start()
+        self._progress.value = -1
+        self._conn.send((fn, args))
+        last, deadline = -1, time.monotonic() + self.timeout
+        while not self._conn.poll(max(0.0, min(0.25, deadline - time.monotonic()))):
+            seen = self._progress.value
+            if seen != last:
+                last, deadline = seen, time.monotonic() + self.timeout
+            elif time.monotonic() >= deadline:
+                self.close()
+                error = ModelTimedOut(f"model {self.cm.model.name} gave no answer within {self.timeout:g} s")
+                error.index = seen
+                raise error
+        try:
+            reply = self._conn.recv()
+        except (EOFError, OSError):
+            index = self._progress.value
+            self._proc.join()
+            error = ModelCrashed(f"model {self.cm.model.name} crashed ({_describe_exit(self._proc.exitcode)})")
+            error.index = index
+            self.close()
+            raise error from None
+        if reply[0] == "ok":
+            return reply[1]
+        raise _rebuild(reply[1], reply[2])
+
+    def close(self):
+        if self._proc is not None:
+            _stop(self._proc, self._conn)
+            self._proc = self._conn = None
+
+
+def _serve(conn, parent_pid, cm, progress):
+    """The sandbox's child: answer calls until the parent closes the pipe."""
+    _become_child(parent_pid)
+    while True:
+        try:
+            fn, args = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        conn.send(_outcome(fn, cm, progress, *args))

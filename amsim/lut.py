@@ -31,9 +31,9 @@ import numpy as np
 
 from .errors import LUTError
 
-__all__ = ["LUT", "save", "load", "load_any", "to_approxtrain", "from_approxtrain", "save_approxtrain",
-           "load_approxtrain", "to_tfapprox", "save_tfapprox", "load_tfapprox", "lut_filename",
-           "atomic_write_bytes"]
+__all__ = ["LUT", "save", "load", "load_any", "names_lut_file", "LUT_SUFFIXES", "to_approxtrain",
+           "from_approxtrain", "save_approxtrain", "load_approxtrain", "to_tfapprox", "save_tfapprox",
+           "load_tfapprox", "lut_filename", "atomic_write_bytes"]
 
 FORMAT_TAG = "amsim-lut"
 FORMAT_VERSION = 1
@@ -277,6 +277,21 @@ def load(path, *, bits: int | None = None, kind: str | None = None) -> LUT:
                    amsim_version=meta.get("amsim_version", ""))
     except LUTError as exc:
         raise LUTError(f"{path}: {exc}") from None
+
+
+#: File name suffixes of mantissa LUT files: amsim's own, ApproxTrain's.
+LUT_SUFFIXES = (".npz", ".bin")
+
+
+def names_lut_file(text) -> bool:
+    """True when ``text``, given where a multiplier is named, is a LUT file rather than a C model.
+
+    The rule: a LUT suffix (a missing file is then reported as a missing LUT), or any existing file
+    other than C source. Everything else is a model, by name or by its ``.c`` file
+    (:func:`amsim.models.find_model`).
+    """
+    path = Path(text)
+    return path.suffix in LUT_SUFFIXES or (path.suffix != ".c" and path.is_file())
 
 
 def load_any(path, *, bits: int | None = None) -> LUT:

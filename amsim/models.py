@@ -39,6 +39,7 @@ import numbers
 import os
 import re
 import shlex
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from . import cbuild
 from .errors import CompileError, ModelError, RangeError, UnknownModelError, check_integer
 
 __all__ = [
-    "Param", "Cost", "Model", "CompiledModel", "load_model", "find_model",
+    "Param", "Cost", "Claim", "CLAIM_BOUNDS", "parse_bound", "Model", "CompiledModel", "load_model", "find_model",
     "list_models", "builtin_models_dir", "include_dir", "cache_dir",
 ]
 
@@ -192,6 +193,89 @@ def _parse_cost(text: str, where: str) -> Cost:
         raise ModelError(f"{where}: cost figures must be numbers: {text!r}") from None
 
 
+#: The bound keys of a claim, in the order amsim check reports them (docs/designs.md, "Claims").
+CLAIM_BOUNDS = ("max_rel_error", "max_abs_error", "mean_rel_error", "bias_within")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim line of a model's ``@amsim`` block, checked by ``amsim check`` (docs/designs.md, "Claims").
+
+    ``properties: commutative, zero`` names properties; ``max_rel_error: 1/9`` (or another of
+    :data:`CLAIM_BOUNDS`) states a bound. Either may end in conditions, ``bits=8..16 k=6``: the
+    widths and parameter values the claim is made for (none: every configuration).
+    """
+
+    key: str  # "properties" or one of CLAIM_BOUNDS
+    value: tuple[str, ...] | Fraction  # the property names, or the bound
+    conditions: dict  # name -> (lo, hi), inclusive
+    where: str  # file:line, for messages
+
+    def applies_to(self, bits: int, params: dict) -> bool:
+        for name, (lo, hi) in self.conditions.items():
+            actual = bits if name == "bits" else params.get(name)
+            if actual is None or not lo <= actual <= hi:
+                return False
+        return True
+
+
+def parse_bound(text, what: str) -> Fraction:
+    """A bound as an exact fraction: a decimal (``0.0385``, ``1e-3``) or a ratio (``1/9``), finite and >= 0.
+
+    Exact, so that a bound a design attains (Mitchell's 1/9) can be stated as it is. Numbers are
+    taken by their shortest decimal (0.1 is 1/10, not the binary double nearest it).
+    """
+    if isinstance(text, Fraction):
+        value = text
+    else:
+        if isinstance(text, bool) or not isinstance(text, (str, numbers.Real)):
+            raise RangeError(f"{what} must be a number >= 0 such as 0.05 or 1/9, not {text!r}")
+        try:
+            value = Fraction(text.strip() if isinstance(text, str) else repr(float(text)))
+        except (ValueError, ZeroDivisionError):
+            raise RangeError(f"{what} must be a number >= 0 such as 0.05 or 1/9, not {text!r}") from None
+    if value < 0:
+        raise RangeError(f"{what} must be >= 0, not {text}")
+    return value
+
+
+_CONDITION_RE = re.compile(r"([A-Za-z_]\w*)=(-?\d+)(?:\.\.(-?\d+))?")
+_PROPERTY_NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def _parse_claim(key: str, text: str, where: str, params: dict) -> Claim:
+    """``commutative, zero bits=8..16`` (key ``properties``) or ``0.0782 bits=8..32 t=0`` (a bound)."""
+    conditions, words = {}, []
+    for word in text.replace(",", " ").split():
+        if "=" not in word:
+            words.append(word)
+            continue
+        m = _CONDITION_RE.fullmatch(word)
+        if not m:
+            raise ModelError(f"{where}: condition {word!r} must read NAME=VALUE or NAME=LO..HI (integers)")
+        name, lo, hi = m.group(1), int(m.group(2)), int(m.group(3) or m.group(2))
+        if name != "bits" and name not in params:
+            known = ", ".join(["bits", *params])
+            raise ModelError(f"{where}: condition {word!r} names neither the width nor a parameter ({known})")
+        if name in conditions or lo > hi:
+            raise ModelError(f"{where}: condition {word!r} is empty or repeats {name!r}")
+        conditions[name] = (lo, hi)
+    if key == "properties":
+        if not words:
+            raise ModelError(f"{where}: 'properties:' names no property")
+        for word in words:
+            if not _PROPERTY_NAME_RE.fullmatch(word):
+                raise ModelError(f"{where}: {word!r} is not a property name (lower case, digits and -)")
+        return Claim(key, tuple(words), conditions, where)
+    if len(words) != 1:
+        raise ModelError(f"{where}: '{key}:' takes one bound, such as 0.05 or 1/9, then optional conditions")
+    try:
+        bound = parse_bound(words[0], key)
+    except RangeError as exc:
+        raise ModelError(f"{where}: {exc}") from None
+    return Claim(key, bound, conditions, where)
+
+
 #: Model names, function names and ApproxTrain stems: C identifiers (ASCII), safe as file names.
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -298,6 +382,8 @@ class Model:
     has_header: bool = True
     #: Files of models of the same name that this one hides (see :func:`list_models`), first listed first.
     shadows: tuple[Path, ...] = ()
+    #: What the block claims about the design (``properties:`` and bound lines), for ``amsim check``.
+    claims: tuple[Claim, ...] = ()
 
     # -- validation --------------------------------------------------------------------------
 
@@ -337,6 +423,11 @@ class Model:
         matches = [c for c in self.costs if c.applies_to(bits, params)]
         # Prefer the most specific figure (most conditions).
         return max(matches, key=lambda c: len(c.conditions), default=None)
+
+    def claims_for(self, bits: int, params: dict | None = None) -> list[Claim]:
+        """The claims made for this width and parameter set (defaults filled in)."""
+        params = self.resolve_params(params)
+        return [c for c in self.claims if c.applies_to(bits, params)]
 
     @property
     def expected_prototype(self) -> str:
@@ -483,8 +574,11 @@ def load_model(path) -> Model:
         if absolute:
             costs.append(Cost(node="NanGate 45 nm (PDK45)", source="EvoApproxLib header", absolute=absolute))
 
+    claims = [_parse_claim(key, value, where, params)
+              for key in ("properties", *CLAIM_BOUNDS) for value, where in (header or {}).get(key, [])]
+
     known = {"name", "kind", "function", "bits", "signed", "param", "description", "citation", "cost",
-             "approxtrain"}
+             "approxtrain", "properties", *CLAIM_BOUNDS}
     for key, values in (header or {}).items():
         if key not in known:
             raise ModelError(f"{values[0][1]}: unknown key {key!r} in the @amsim block (known: {', '.join(sorted(known))})")
@@ -497,7 +591,7 @@ def load_model(path) -> Model:
         name=name, kind=kind, function=function, bits=bits, signed=signed, params=params,
         description=one("description"), citation=citation, costs=tuple(costs), path=path,
         source_sha256=hashlib.sha256(raw).hexdigest(), prototype=proto,
-        approxtrain=one("approxtrain"), evoapprox=evo, has_header=header is not None,
+        approxtrain=one("approxtrain"), evoapprox=evo, has_header=header is not None, claims=tuple(claims),
     )
 
 
@@ -553,9 +647,15 @@ def list_models(models_dirs=()) -> dict[str, Model]:
 
 
 def find_model(name: str, models_dirs=()) -> Model:
-    """Return the model called ``name``, or raise :class:`UnknownModelError` listing the known ones."""
+    """The model ``name`` names: a path to a ``.c`` file, or a model's name (the built-ins, then
+    ``models_dirs``); an unknown name raises :class:`UnknownModelError` listing the known ones.
+
+    This is the one place that decides what a model argument means, so every command and every
+    function taking a model takes a C file as well as a name. Names are C identifiers, so a name
+    ending in ``.c`` is always a file, and a missing one is reported as such.
+    """
     candidate = Path(name)
-    if candidate.suffix == ".c" and candidate.is_file():
+    if candidate.suffix == ".c":
         return load_model(candidate)
     models = list_models(models_dirs)
     if name not in models:
@@ -586,12 +686,17 @@ class CompiledModel:
     lib, ffi
         The cffi module; it is registered with Numba, so ``lib.amsim__model``
         can also be called from your own ``@njit`` code.
+    key : str
+        The build's name in the cache: a hash of everything that went into the
+        shared object (source, width, parameters, amsim's headers, compiler and
+        flags). What is computed from the model alone may be cached under it.
     """
 
     def __init__(self, model: Model, bits: int, params: dict, module):
         self.model = model
         self.bits = bits
         self.params = params
+        self.key = module.__name__
         self.ffi = module.ffi
         self.lib = module.lib
         self.address = int(self.ffi.cast("uintptr_t", self.ffi.addressof(self.lib, "amsim__model")))

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cliargs import non_negative_int, positive_int, positive_number
+from ..cliargs import DEFAULT_TIMEOUT, non_negative_int, positive_int, positive_number
 from . import ExperimentError
 from .architectures import ARCHITECTURES, OPTIMIZERS
 from .datasets import DATASETS
@@ -40,10 +40,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--model-file", type=Path, metavar="FILE.keras",
                    help="train this Keras model instead of --arch (its own initial weights)")
     p.add_argument("--multipliers", default="float32", metavar="SPEC[,SPEC...]",
-                   help="float32, NAME or NAME:M[:key=value] (a C model at mantissa width M), or a LUT file "
-                        "(default float32)")
+                   help="float32, NAME or NAME:M[:key=value] (a C model at mantissa width M; NAME may be a .c "
+                        "file: ./my_mul.c:7), or a LUT file (default float32)")
     p.add_argument("--bits", type=positive_int, default=7, metavar="M",
                    help="mantissa width of multipliers given without :M (default 7)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder of C models named in --multipliers (repeatable)")
+    p.add_argument("--timeout", type=positive_number, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="time limit for sweeping each model's LUT (swept once, then cached); a model past it "
+                        f"stops the study before training (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--gradient", default="approximate", choices=("approximate", "exact"),
                    help="backward products: with the multiplier (default) or exact float32")
     p.add_argument("--epochs", type=positive_int, default=5, metavar="N", help="epochs (default 5)")
@@ -81,7 +86,8 @@ def cmd_train(args) -> int:
         raise ExperimentError("--resume and --force exclude each other")
     if args.workers and args.scheduler:
         raise ExperimentError("--workers starts a local cluster, --scheduler uses an existing one: give one of them")
-    multipliers = parse_multipliers(args.multipliers, default_bits=args.bits)
+    multipliers = parse_multipliers(args.multipliers, default_bits=args.bits, models_dirs=args.models_dir,
+                                    timeout=args.timeout)
     base = RunConfig(dataset=args.dataset, arch=args.arch, multiplier=multipliers[0], epochs=args.epochs,
                      batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate,
                      gradient=args.gradient, validation=args.validation, limit_train=args.limit_train,

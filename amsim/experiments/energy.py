@@ -250,7 +250,7 @@ def relative_power(spec: MultiplierSpec, models_dirs=()) -> CostFigure:
     from ..generate import mantissa_width
     from ..models import find_model
 
-    name, params = spec.name, dict(spec.params)
+    name, params = spec.model, dict(spec.params)  # a model's file when it is not built in: its own cost figures
     if spec.kind == "lut":
         from ..lut import load_any
 
@@ -259,13 +259,13 @@ def relative_power(spec: MultiplierSpec, models_dirs=()) -> CostFigure:
         if not name:
             return CostFigure(None, spec.bits, f"LUT {spec.name} names no model, so no cost data")
     try:
-        model = find_model(name)
+        model = find_model(name, models_dirs)
         width = mantissa_width(model, spec.bits)
         cost = model.cost_for(width, params)
     except AmsimError as exc:
         return CostFigure(None, spec.bits, f"no cost data ({exc})")
     if cost is None or cost.power is None:
-        return CostFigure(None, spec.bits, f"model {name} has no power figure for {width}-bit operands")
+        return CostFigure(None, spec.bits, f"model {model.name} has no power figure for {width}-bit operands")
     where = ", ".join(x for x in (cost.source, cost.node) if x)
     lifted = f" ({width}-bit significand multiplier)" if model.kind == "int" else ""
     return CostFigure(float(cost.power), spec.bits, f"{where}{lifted}; relative to an exact multiplier of that width")

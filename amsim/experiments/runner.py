@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import __version__
 from ..lut import atomic_write_bytes
+from ..tfquiet import quiet_tensorflow
 from . import ExperimentError
 from .architectures import build_model, get_architecture, make_optimizer
 from .datasets import load_dataset, standardize_per_image
@@ -134,7 +135,7 @@ _configured: dict = {}
 
 def _tensorflow(threads: int | None = None):
     """Import TensorFlow once, with op determinism on and (when asked before its first op) a thread count."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()  # its start-up noise, in this process and in the workers of a study
     import tensorflow as tf
 
     if not _configured:

@@ -106,10 +106,10 @@ def matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose_b=
     ----------
     a, b : ndarray of float32, shape (..., M, K) and (..., K, N)
         Leading dimensions broadcast as in :func:`numpy.matmul`. Any strides.
-    lut : LUT, LUT file, model name, (2^M, 2^M) array or Multiplier
+    lut : LUT, LUT file, C model (name or .c file), (2^M, 2^M) array or Multiplier
         See :func:`resolve`.
     bits : int, optional
-        Expected mantissa width M (required with a model name).
+        Expected mantissa width M (required with a model).
     transpose_a, transpose_b : bool
         Use the transpose of the last two axes (no copy).
     rounding : {"truncate", "rne"}

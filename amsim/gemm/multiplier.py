@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import functools
+import collections
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .. import generate, reference
 from ..errors import LUTError, RangeError, check_integer
-from ..lut import LUT, load_any
+from ..lut import LUT, load_any, names_lut_file
 from ..models import find_model
 from . import engine
 
@@ -99,31 +100,58 @@ class Multiplier:
         return self.engine_lut().exponents
 
 
-@functools.lru_cache(maxsize=64)
-def _model_multiplier(name: str, bits: int, params: tuple, models_dirs: tuple):
-    """The multiplier of a model: its LUT from the LUT layer (M <= 12), and the compiled model
-    itself, which model mode calls per product (the only way for M > 12)."""
-    model = find_model(name, models_dirs)
-    cm = generate.compile_for_mantissa(model, bits, dict(params))
+#: Multipliers made from models in this process, by build (CompiledModel.key) and M, least recently used
+#: first: naming a model again costs its lookup, not its table, and gives the same Multiplier, whose
+#: prepared LUT and GEMM plans the engine keeps.
+_FROM_MODELS: collections.OrderedDict = collections.OrderedDict()
+_FROM_MODELS_MAX = 64
+_FROM_MODELS_LOCK = threading.Lock()
+
+
+def _model_multiplier(model, bits: int, params) -> Multiplier:
+    """The M-bit multiplier of a C model: its LUT (M <= 12, from amsim's cache, swept on first use), and
+    the compiled model itself, which model mode calls per product (the only way for M > 12)."""
+    params = model.resolve_params(params)
+    cm = generate.compile_for_mantissa(model, bits, params)
+    key = (cm.key, bits)
+    with _FROM_MODELS_LOCK:
+        if key in _FROM_MODELS:
+            _FROM_MODELS.move_to_end(key)
+            return _FROM_MODELS[key]
     if bits > generate.MAX_LUT_BITS:
-        return Multiplier(bits, model=cm, name=name)
-    lut = generate.mantissa_lut(model, bits, dict(params), statistics=False)
-    return Multiplier(bits, table=lut.table, model=cm, name=name)
+        mult = Multiplier(bits, model=cm, name=model.name)
+    else:
+        lut = generate.cached_mantissa_lut(model, bits, params)
+        mult = Multiplier(bits, table=lut.table, model=cm, name=model.name)
+    with _FROM_MODELS_LOCK:
+        mult = _FROM_MODELS.setdefault(key, mult)  # a thread that got there first wins: one Multiplier per build
+        while len(_FROM_MODELS) > _FROM_MODELS_MAX:
+            _FROM_MODELS.popitem(last=False)
+    return mult
 
 
 def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Multiplier:
     """Turn what the user passed as ``lut`` into a :class:`Multiplier`.
 
+    Every place that takes a multiplier resolves it here (the GEMM functions, the TensorFlow ops,
+    the Keras layers and ``approximate()``; ``amsim train`` through them), so each takes the same
+    things.
+
     Parameters
     ----------
     lut : Multiplier, amsim.lut.LUT, str, Path or ndarray
-        A LUT object; a LUT file (native ``.npz`` or ApproxTrain ``NAME_M.bin``);
-        a model name (then ``bits`` is required: M <= 12 builds the LUT, M > 12
-        uses the model directly); or a (2^M, 2^M) table.
+        A LUT object; a LUT file (native ``.npz`` or ApproxTrain ``NAME_M.bin``:
+        :func:`amsim.lut.names_lut_file` tells files from models); a C model, by
+        name or by the path of its ``.c`` file (then ``bits`` is required: M <= 12
+        uses its LUT, swept once and cached, see
+        :func:`amsim.generate.cached_mantissa_lut`; M > 12 uses the model
+        directly); or a (2^M, 2^M) table.
     bits : int, optional
         Expected M; a LUT for another M is refused.
     params : dict, optional
-        Model parameters when ``lut`` is a model name.
+        Model parameters when ``lut`` is a model.
+    models_dirs : iterable of path, optional
+        Folders of C models searched by name after the built-ins.
     """
     if bits is not None:
         check_integer(bits, "bits (mantissa fraction bits M)", 1, MAX_BITS)
@@ -133,19 +161,20 @@ def resolve(lut, bits: int | None = None, *, params=None, models_dirs=()) -> Mul
         if lut.kind != "mantissa":
             raise LUTError(f"the GEMM needs a mantissa LUT; this is an {lut.kind} table")
         mult = Multiplier(lut.bits, table=lut.table, name=lut.model)
-    elif isinstance(lut, (str, Path)) and (Path(lut).suffix in (".npz", ".bin") or Path(lut).is_file()):
+    elif isinstance(lut, (str, Path)) and names_lut_file(lut):
         return resolve(load_any(lut, bits=bits))
-    elif isinstance(lut, str):
+    elif isinstance(lut, (str, Path)):
         if bits is None:
-            raise RangeError(f"model {lut!r} given as the LUT: say which mantissa width with bits=M")
-        mult = _model_multiplier(lut, int(bits), tuple(sorted((params or {}).items())), tuple(map(str, models_dirs)))
+            raise RangeError(f"model {str(lut)!r} given as the LUT: say which mantissa width with bits=M")
+        mult = _model_multiplier(find_model(str(lut), models_dirs), int(bits), params)
     elif isinstance(lut, np.ndarray):
         size = lut.shape[0] if lut.ndim == 2 else 0
         if lut.ndim != 2 or lut.shape[1] != size or size < 2 or size & (size - 1) or size > 1 << generate.MAX_LUT_BITS:
             raise LUTError(f"a LUT array must be (2^M, 2^M) with M = 1..{generate.MAX_LUT_BITS}, not {lut.shape}")
         mult = Multiplier(size.bit_length() - 1, table=lut)
     else:
-        raise TypeError(f"lut must be a LUT, a LUT file, a model name or an array, not {type(lut).__name__}")
+        raise TypeError(f"lut must be a LUT, a LUT file, a model name or .c file, or an array, not "
+                        f"{type(lut).__name__}")
     if bits is not None and mult.bits != int(bits):
         raise LUTError(f"LUT is for M={mult.bits}, not M={bits}")
     return mult

@@ -75,10 +75,10 @@ def am_matmul(a, b, lut, *, bits=None, params=None, transpose_a=False, transpose
         Rank >= 2; the leading dimensions broadcast as in ``tf.linalg.matmul``.
         Floating dtypes other than float32 are multiplied in float32 and the
         result cast back.
-    lut : Multiplier, LUT, LUT file, model name or (2^M, 2^M) array
+    lut : Multiplier, LUT, LUT file, C model (name or .c file) or (2^M, 2^M) array
         Anything :func:`amsim.gemm.resolve` takes (a resolved ``Multiplier`` costs nothing).
     bits, params : optional
-        Mantissa width M (required with a model name) and model parameters.
+        Mantissa width M (required with a model) and model parameters.
     transpose_a, transpose_b : bool
         Multiply by the transpose of the last two axes (no copy).
     rounding : {"truncate", "rne"}

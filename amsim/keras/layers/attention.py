@@ -105,8 +105,9 @@ class AMMultiHeadAttention(Approximate, keras.layers.MultiHeadAttention):
             ``use_bias``, ``output_shape``, ``attention_axes``, ...), except
             ``flash_attention=True``: a fused exact kernel has no
             approximate products.
-        lut: the multiplier: a model name (with ``bits``), a LUT file, an
-            ``amsim.lut.LUT``, an ``amsim.gemm.Multiplier`` or an array.
+        lut: the multiplier: a C model, by name or ``.c`` file (with ``bits``),
+            a LUT file, an ``amsim.lut.LUT``, an ``amsim.gemm.Multiplier`` or
+            an array.
         bits, params, rounding, mode, gradient: as for ``AMDense``.
 
     Call arguments, inputs and outputs:

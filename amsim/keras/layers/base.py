@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from ...errors import AmsimError, LUTError
 from ...gemm import Multiplier, resolve
-from ...lut import LUT, table_checksum
+from ...lut import LUT, LUT_SUFFIXES, table_checksum
 from ...reference import MODES, ROUNDINGS
 from ..ops import GRADIENTS, XlaCompileError
 
@@ -118,10 +118,10 @@ def resolve_lut(lut, bits=None, params=None) -> Multiplier:
         if bits is not None and mult.bits != int(bits):
             raise LUTError(f"LUT is for M={mult.bits}, not M={bits}")
         return mult
-    if isinstance(lut, (str, Path)) and (Path(lut).suffix in (".npz", ".bin") and not Path(lut).is_file()):
+    if isinstance(lut, (str, Path)) and (Path(lut).suffix in LUT_SUFFIXES and not Path(lut).is_file()):
         raise LUTError(f"{lut}: no such LUT file")
     if not isinstance(lut, (Multiplier, LUT, str, Path, np.ndarray)):
-        raise LUTError(f"lut must be a model name, a LUT file, an amsim.lut.LUT, a Multiplier or a "
+        raise LUTError(f"lut must be a model name or .c file, a LUT file, an amsim.lut.LUT, a Multiplier or a "
                        f"(2^M, 2^M) array, not {type(lut).__name__}")
     return resolve(lut, bits, params=params)
 
@@ -155,7 +155,8 @@ class Approximate:
         self.supports_jit = False
         try:
             if lut is None:
-                raise LayerConfigError("lut= is required: a model name (with bits=M), a LUT file or a LUT object")
+                raise LayerConfigError("lut= is required: a model name or .c file (with bits=M), a LUT file or a "
+                                       "LUT object")
             self.rounding = _choice(rounding, ROUNDINGS, "rounding")
             self.mode = _choice(mode, MODES, "mode")
             self.gradient = _choice(gradient, GRADIENTS, "gradient")

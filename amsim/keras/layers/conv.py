@@ -9,12 +9,13 @@ from ..ops import am_conv2d, am_depthwise_conv2d
 from .base import Approximate
 
 _AM_DOC = """
-        lut: the multiplier: a model name (with ``bits``), a LUT file
-            (``.npz`` or ApproxTrain's ``NAME_M.bin``), an ``amsim.lut.LUT``,
-            an ``amsim.gemm.Multiplier`` or a (2^M, 2^M) array.
-        bits: mantissa width M; required with a model name, checked
-            against a LUT.
-        params: model parameters, with a model name.
+        lut: the multiplier: a C model, by name or ``.c`` file (with
+            ``bits``; its LUT is swept once and cached), a LUT file (``.npz``
+            or ApproxTrain's ``NAME_M.bin``), an ``amsim.lut.LUT``, an
+            ``amsim.gemm.Multiplier`` or a (2^M, 2^M) array.
+        bits: mantissa width M; required with a model, checked against a
+            LUT.
+        params: model parameters, with a model.
         rounding: ``"truncate"`` (default) or ``"rne"``.
         mode: ``"ieee"`` (default) or ``"approxtrain"``.
         gradient: ``"approximate"`` (default: the input and filter gradients

@@ -84,8 +84,8 @@ def approximate(model, lut, *, bits=None, layers=None, **am_kwargs):
 
     Args:
         model: a Sequential or functional ``keras.Model`` (nested models too).
-        lut: the multiplier, as for the AM layers (a model name with ``bits``,
-            a LUT file, a LUT object, ...).
+        lut: the multiplier, as for the AM layers (a C model's name or
+            ``.c`` file with ``bits``, a LUT file, a LUT object, ...).
         bits: mantissa width M.
         layers: ``None`` (every such layer), or layer names and/or classes
             (e.g. ``["fc1", keras.layers.Conv2D]``): only those.
