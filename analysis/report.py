@@ -98,7 +98,7 @@ def _git_commit() -> str:
 def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=("power", "mean_abs_re"),
                  pareto_reference: str = "truncated", rounding: str = "truncate", samples=None, seed: int = 0,
                  models_dirs=(), command: str | None = None, isolate: bool = True, max_parallel: int = 1,
-                 runs=()) -> Path:
+                 runs=(), design: dict | None = None) -> Path:
     """Write the report of ``models`` (default: every model supporting M = ``bits``) into folder ``out``.
 
     Parameters
@@ -121,6 +121,9 @@ def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=
         Build each model's LUT in a forked process (a crashing model is listed as failed).
     runs : sequence of paths
         Training run or study folders (``amsim train``): adds a training section.
+    design : dict, optional
+        ``amsim study``'s verdict on one design: ``label``, ``summary`` (a paragraph) and ``check``
+        (:meth:`amsim.check.Report.to_json`), shown first.
 
     Returns
     -------
@@ -167,6 +170,8 @@ def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=
             from . import training
 
             info["training"] = training.report_section(runs, stage)
+        if design:
+            info["design"] = design
         (stage / "report.json").write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
         (stage / "index.html").write_text(_html(info, grids, front), encoding="utf-8")
         (stage / MARKER).write_text("amsim report folder: `amsim report` may replace it\n", encoding="utf-8")
@@ -316,18 +321,41 @@ def _cost_text(cost: dict | None) -> str:
     return ", ".join(parts) + (f" ({where})" if where else "") + (f"; for {cond}" if cond else "")
 
 
+def _design_html(design: dict) -> str:
+    """``amsim study``'s verdict: the summary paragraph, then a line per checked property."""
+    check = design["check"]
+    how = (f"exhaustive over all {check['pairs']} operand pairs" if check["exhaustive"] else
+           f"sampled: hypothesis, {check['examples']} examples per property, seed {check['seed']}")
+    rows = []
+    for r in check["results"]:
+        detail = r.get("counterexample_text") or r.get("note", "")
+        bound = f" &le; {_e(r['bound'])}" if "bound" in r else ""
+        cls = "" if r["status"] == "holds" else ' class="fail"'
+        rows.append(f"<tr{cls}><td>{_e(r['property'])}{bound}</td><td>{_e(r['operands'])}</td>"
+                    f"<td>{_e(', '.join(r['sources']))}</td><td>{_e(r['status'])}</td><td>{_e(r['method'])}</td>"
+                    f"<td>{_e(detail)}</td></tr>")
+    return (f'<h2>Verdict</h2><p class="summary">{_e(design["summary"])}</p>'
+            f"<h3>Properties (amsim check)</h3><p class='muted'>{_e(how)}; docs/designs.md defines each "
+            "property.</p><table><tr><th>property</th><th>operands</th><th>from</th><th>status</th>"
+            "<th>method</th><th>counterexample or note</th></tr>" + "".join(rows) + "</table>")
+
+
 def _html(info: dict, grids, front) -> str:
     bits = info["bits"]
     full_samples = info.get("samples")
+    design = info.get("design")
+    title = (f"amsim study: {design['label']}" if design else f"amsim report: M = {bits} mantissa multipliers")
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>amsim report: M = {bits} mantissa multipliers</title>", f"<style>{_CSS}</style></head><body>",
-           f"<h1>amsim report: M = {bits} mantissa multipliers</h1>",
+           f"<title>{_e(title)}</title>", f"<style>{_CSS}</style></head><body>", f"<h1>{_e(title)}</h1>",
            f'<p class="muted">Generated {_e(info["created"])} by amsim {_e(info["versions"]["amsim"])}. '
            f'{len(grids)} model configuration(s). Data: <a href="report.json">report.json</a>.</p>']
     if info["failed"]:
         out.append('<div class="fail"><strong>Failed:</strong><ul>'
                    + "".join(f"<li>{_e(f['label'])}: {_e(f['error'])}</li>" for f in info["failed"]) + "</ul></div>")
+
+    if design:
+        out.append(_design_html(design))
 
     # Statistics table
     out.append("<h2>Error statistics</h2>")

@@ -1,4 +1,4 @@
-"""The ``amsim train`` and ``amsim plot-runs`` commands: their arguments and main functions.
+"""The ``amsim train``, ``amsim study`` and ``amsim plot-runs`` commands: their arguments and main functions.
 
 :mod:`amsim.cli` registers them through :func:`add_parsers` and :data:`COMMANDS`. Importing this
 module imports neither TensorFlow nor matplotlib; the commands do when they run.
@@ -10,12 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cliargs import DEFAULT_TIMEOUT, non_negative_int, positive_int, positive_number
+from ..cliargs import DEFAULT_TIMEOUT, model_param, non_negative_int, param_dict, positive_int, positive_number
 from . import ExperimentError
 from .architectures import ARCHITECTURES, OPTIMIZERS
 from .datasets import DATASETS
 
-__all__ = ["add_parsers", "cmd_train", "cmd_plot_runs", "COMMANDS"]
+__all__ = ["add_parsers", "cmd_train", "cmd_study", "cmd_plot_runs", "COMMANDS"]
 
 
 def _seeds(text: str) -> list[int]:
@@ -29,7 +29,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def add_parsers(sub) -> None:
-    """Add ``train`` and ``plot-runs`` to the subparsers ``sub`` of the amsim command line."""
+    """Add ``train``, ``study`` and ``plot-runs`` to the subparsers ``sub`` of the amsim command line."""
     p = sub.add_parser("train", help="train a network with several multipliers from identical initial weights",
                        description="Train one run per multiplier and seed, from identical initial weights and in "
                                    "identical data order; summarise accuracy, time and multiplier energy.")
@@ -71,6 +71,32 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not draw the accuracy and loss figures")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
+    p = sub.add_parser("study", help="one C model to a verdict: check, LUT, statistics, Pareto place, training, "
+                                     "report",
+                       description="Check the model's properties, build its LUT, place it among the built-in "
+                                   "designs (statistics, Pareto front), train it against float32 and the two "
+                                   "built-ins closest in error from identical initial weights, and write one HTML "
+                                   "report with a summary of the result in numbers.")
+    p.add_argument("model", metavar="MODEL.c", help="the design: a .c file (or a model name)")
+    p.add_argument("--bits", type=positive_int, default=7, metavar="M", help="mantissa width (default 7)")
+    p.add_argument("--param", action="append", type=model_param, default=[], metavar="NAME=VALUE",
+                   help="model parameter (repeatable)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder of C models (repeatable)")
+    p.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset (default digits)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder of the dataset's files")
+    p.add_argument("--arch", default="mlp", choices=sorted(ARCHITECTURES), help="architecture (default mlp)")
+    p.add_argument("--epochs", type=positive_int, default=5, metavar="N", help="epochs (default 5)")
+    p.add_argument("--seeds", type=_seeds, default=[0], metavar="S[,S...]", help="training seeds (default 0)")
+    p.add_argument("--examples", type=positive_int, default=200, metavar="N",
+                   help="hypothesis examples per sampled property, where the check cannot be exhaustive "
+                        "(default 200)")
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="seed of the sampled checks")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="study folder (report in DIR/report)")
+    p.add_argument("--resume", action="store_true", help="keep what an earlier run in --out finished")
+    p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
     p = sub.add_parser("plot-runs", help="accuracy and loss curves and final accuracy of training runs (PNG + SVG)")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                    help="run folders, or study folders (all their runs)")
@@ -110,6 +136,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from .design_study import run_design_study
+
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    verdict = run_design_study(args.model, bits=args.bits, params=param_dict(args.param),
+                               models_dirs=args.models_dir, out=args.out, dataset=args.dataset,
+                               data_dir=args.data_dir, arch=args.arch, epochs=args.epochs, seeds=args.seeds,
+                               examples=args.examples, seed=args.seed, resume=args.resume, force=args.force,
+                               verbose=verbose, log=log, command=" ".join(["amsim", *sys.argv[1:]]))
+    print(verdict["summary"])
+    print(f"wrote {verdict['report']}")
+    return 0
+
+
 def _absolute(path) -> str | None:
     """Paths as Dask workers with another working directory see them too."""
     return None if path is None else str(Path(path).resolve())
@@ -143,4 +184,4 @@ def cmd_plot_runs(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "plot-runs": cmd_plot_runs}
+COMMANDS = {"train": cmd_train, "study": cmd_study, "plot-runs": cmd_plot_runs}
