@@ -1,5 +1,5 @@
-"""The ``amsim`` command line: ``models``, ``generate-lut``, ``stats``, ``lut-info``, and the analysis
-commands ``plot``, ``pareto`` and ``report`` (implemented in :mod:`amsim.analysis`).
+"""The ``amsim`` command line: ``models``, ``generate-lut``, ``stats``, ``check``, ``lut-info``, and the
+analysis commands ``plot``, ``pareto`` and ``report`` (implemented in :mod:`amsim.analysis`).
 
 Errors a user can cause exit non-zero with one line on stderr, never a traceback.
 
@@ -21,26 +21,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-from . import __version__
-from .cliargs import non_negative_int, positive_int, positive_number
+from . import __version__, tfquiet
+from .cliargs import DEFAULT_TIMEOUT, model_param, non_negative_int, param_dict, positive_int, positive_number
 from .errors import AmsimError, Interrupted, ModelError, RangeError
 from .experiments import cli as experiments_cli
 
 FORMATS = ("amsim", "approxtrain", "tfapprox")
-
-#: Default --timeout: an hour per model, far beyond an exhaustive sweep; it exists to end a model that
-#: never returns.
-DEFAULT_TIMEOUT = 3600.0
-
-
-def _param(text: str) -> tuple[str, int]:
-    name, eq, value = text.partition("=")
-    if not eq or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name.strip(), int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"parameter value must be an integer: {text!r}") from None
 
 
 _INT_LIST_RE = r"-?\d+(?:\.\.-?\d+)?(?:,-?\d+(?:\.\.-?\d+)?)*"
@@ -67,7 +53,7 @@ def _add_model_options(p, *, multiple: bool):
                        help="model name or .c file (repeatable; default: every model supporting --bits)")
     else:
         p.add_argument("--model", required=True, metavar="NAME", help="model name or .c file")
-    p.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+    p.add_argument("--param", action="append", type=model_param, default=[], metavar="NAME=VALUE",
                    help="model parameter (repeatable)")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of C models (repeatable)")
@@ -131,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Monte Carlo dot products for --dot-length (default 2000; seeded by --seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
+    p = sub.add_parser("check", help="check a model's properties against exact products; exit 1 when one fails")
+    _add_check_arguments(p)
+
     p = sub.add_parser("lut-info", help="verify a LUT file and print its metadata")
     p.add_argument("path", type=Path)
     p.add_argument("--format", choices=FORMATS, help="default: by extension (.npz amsim, .bin ApproxTrain)")
@@ -183,10 +172,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", type=Path, default=(), metavar="RUN",
                    help="training run or study folders (amsim train): adds a training section")
     experiments_cli.add_parsers(sub)  # train, plot-runs
+    for p in sub.choices.values():  # every command
+        _add_verbose_option(p)
     return parser
 
 
+def _add_verbose_option(p):
+    p.add_argument("--verbose", action="store_true",
+                   help="let TensorFlow's start-up messages and logs through (default: amsim says what matters)")
+
+
 PLOT_KINDS = ("distribution", "heatmap", "operand", "width")
+
+
+def _bound(text: str):
+    """A bound of ``check``: a number >= 0, ``0.05`` or ``1/9`` (exact)."""
+    from .models import parse_bound
+
+    try:
+        return parse_bound(text, "the bound")
+    except RangeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_check_arguments(p):
+    p.add_argument("model", metavar="MODEL",
+                   help="a model name, a .c file, or a mantissa LUT file (.npz, ApproxTrain's NAME_M.bin)")
+    p.add_argument("--bits", type=positive_int, metavar="N",
+                   help="operand width n (integer models) or mantissa width M (float models); a LUT's own M")
+    p.add_argument("--param", action="append", type=model_param, default=[], metavar="NAME=VALUE",
+                   help="model parameter (repeatable)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder of C models (repeatable)")
+    p.add_argument("--property", action="append", default=[], metavar="NAME",
+                   help="also check this property (repeatable): commutative, zero, one, monotone, sign-symmetric, "
+                        "no-overestimate, ... (docs/designs.md)")
+    for flag, what in (("--max-rel-error", "largest |relative error|"), ("--max-abs-error", "largest |error|"),
+                       ("--mean-rel-error", "mean |relative error|"), ("--bias-within", "|mean relative error|")):
+        p.add_argument(flag, type=_bound, metavar="B", help=f"also check: {what} <= B (0.05, or exactly 1/9)")
+    p.add_argument("--examples", type=positive_int, metavar="N",
+                   help="hypothesis examples per sampled property (default 1000); sampled above 2^24 pairs")
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
+                   help="seed of the sampled checks (default 0)")
+    p.add_argument("--samples", type=positive_int, metavar="N",
+                   help="seeded pairs behind a sampled statistic (default 1048576)")
+    p.add_argument("--timeout", type=positive_number, metavar="SECONDS",
+                   help="a model computing this long without progress counts as hanging (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _add_analysis_model_options(p):
@@ -268,16 +300,6 @@ def _warn_shadowing(models) -> None:
             print(f"amsim: warning: model {m.name!r} from {m.path} hides the one in {hidden}", file=sys.stderr)
 
 
-def _params(pairs) -> dict:
-    """--param NAME=VALUE pairs as a dict; one name given two different values is refused."""
-    params = {}
-    for name, value in pairs:
-        if params.get(name, value) != value:
-            raise RangeError(f"--param {name} is given twice, with {params[name]} and {value}; give it once")
-        params[name] = value
-    return params
-
-
 def _prepare_output_folder(out: Path) -> None:
     """Create --out and try a write there before any model is swept, so that a bad --out costs no sweep."""
     if out.exists() and not out.is_dir():
@@ -311,7 +333,7 @@ def _select_models(args, *, fmt: str, bits: int):
         if not models:
             raise RangeError(f"no model supports {bits} bits")
     _warn_shadowing(models)
-    params = _params(args.param)
+    params = param_dict(args.param)
     for name in params:
         if not any(name in m.params for m in models):
             raise RangeError(f"no selected model has a parameter {name!r}")
@@ -400,7 +422,7 @@ def cmd_stats(args) -> int:
 
     model = find_model(args.model, args.models_dir)
     _warn_shadowing([model])
-    params = model.resolve_params(_params(args.param))
+    params = model.resolve_params(param_dict(args.param))
     if model.kind == "float" and args.as_float:
         raise RangeError("--float applies to integer models; float models are mantissa multipliers already")
     if args.operands is not None or args.dot_length is not None:
@@ -696,7 +718,35 @@ def cmd_lut_info(args) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "generate-lut": cmd_generate, "stats": cmd_stats, "lut-info": cmd_lut_info,
+def cmd_check(args) -> int:
+    from . import check
+    from .lut import names_lut_file
+    from .models import cache_dir, find_model
+
+    # hypothesis keeps files (no examples: check runs without a database, but a cache of constants)
+    # under ./.hypothesis; a command must not write into the folder it is run from.
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(cache_dir() / "hypothesis"))
+    options = {k: getattr(args, k) for k in ("examples", "samples", "timeout") if getattr(args, k) is not None}
+    try:
+        target = args.model
+        if not names_lut_file(target):  # a model: say which one it is, if a user's hides another
+            target = find_model(target, args.models_dir)
+            _warn_shadowing([target])
+        report = check.check(target, args.bits, params=param_dict(args.param), models_dirs=args.models_dir,
+                             properties=args.property, max_rel_error=args.max_rel_error,
+                             max_abs_error=args.max_abs_error, mean_rel_error=args.mean_rel_error,
+                             bias_within=args.bias_within, seed=args.seed, **options)
+    except AmsimError as exc:
+        # Exit 1 says that a property fails, so that CI can tell it from bad input: here every error
+        # (an unknown model, an unreadable LUT, a compile error) is a usage error, exit 2.
+        print(f"amsim: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=1) if args.json else report.format())
+    return 0 if report.holds else 1
+
+
+COMMANDS = {"models": cmd_models, "generate-lut": cmd_generate, "stats": cmd_stats, "check": cmd_check,
+            "lut-info": cmd_lut_info,
             "plot": cmd_plot, "pareto": cmd_pareto, "report": cmd_report, **experiments_cli.COMMANDS}
 
 
@@ -726,6 +776,9 @@ def _signals_end_the_run():
 
 
 def _run(prog, command, args) -> int:
+    if getattr(args, "verbose", False):
+        os.environ[tfquiet.VERBOSE_ENV] = "1"  # for this process and those it starts (a study's workers)
+    tfquiet.quiet_tensorflow(announce=True)  # before any command imports TensorFlow
     try:
         with _signals_end_the_run():
             return command(args)
@@ -757,6 +810,7 @@ def generate_lut_main(argv=None) -> int:
     parser = _Parser(prog="generate-lut", description="Sweep models into LUT files.")
     parser.add_argument("--version", action="version", version=f"amsim {__version__}")
     _add_generate_arguments(parser)
+    _add_verbose_option(parser)
     return _run("generate-lut", cmd_generate, parser.parse_args(argv))
 
 

@@ -166,15 +166,17 @@ def int_grid(cm, a_values: range, b_values: range, *, threads=None, progress=Non
     return out
 
 
-def float_grid(cm, m: int, *, threads=None, progress=None) -> np.ndarray:
-    """Float model on every pair of M-bit significands (1 + i/2^M, 1 + j/2^M), float32."""
+def float_grid(cm, m: int, *, rows: range | None = None, threads=None, progress=None) -> np.ndarray:
+    """Float model on pairs of M-bit significands (1 + i/2^M, 1 + j/2^M), float32: every i of ``rows``
+    (default: all 2^M), every j."""
     n = 1 << m
-    out = np.empty((n, n), np.float32)
-    chunks = _row_chunks(n, n)
+    rows = range(n) if rows is None else rows
+    out = np.empty((len(rows), n), np.float32)
+    chunks = _row_chunks(len(rows), n)
 
     def work(c):
         r0, r1 = chunks[c]
-        _float_grid_rows(cm.address, m, r0, r1, out[r0:r1])
+        _float_grid_rows(cm.address, m, rows.start + r0, rows.start + r1, out[r0:r1])
 
     run_chunks(work, len(chunks), threads=threads, progress=progress)
     return out

@@ -8,6 +8,10 @@
  * citation: W. Liu, J. Xu, D. Wang, C. Wang, P. Montuschi, F. Lombardi, "Design and Evaluation of Approximate
  *   Logarithmic Multipliers for Low Power Error-Tolerant Applications", IEEE Transactions on Circuits and
  *   Systems I: Regular Papers, vol. 65, no. 9, pp. 2856-2868, 2018.
+ * properties: commutative, zero, monotone
+ * properties: one, no-overestimate w=0
+ * max_rel_error: 1
+ * max_rel_error: 1/9 w=0
  */
 #include <amsim_model.h>
 

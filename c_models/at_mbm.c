@@ -10,6 +10,12 @@
  *   S. Parameswaran, "Minimally Biased Multipliers for Approximate Integer and Floating-Point
  *   Multiplication", IEEE Transactions on Computer-Aided Design of Integrated Circuits and Systems,
  *   vol. 37, no. 11, pp. 2623-2635, 2018.
+ * properties: commutative
+ * properties: monotone bits=1..5
+ * max_rel_error: 1
+ * max_rel_error: 1/4 bits=3..7
+ * max_rel_error: 1/8 bits=5..7
+ * max_rel_error: 3/32 bits=7
  */
 #include <amsim_model.h>
 

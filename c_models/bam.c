@@ -9,6 +9,11 @@
  * citation: H. R. Mahdiani, A. Ahmadi, S. M. Fakhraie, C. Lucas, "Bio-Inspired Imprecise Computational Blocks
  *   for Efficient VLSI Implementation of Soft-Computing Applications", IEEE Transactions on Circuits and
  *   Systems I: Regular Papers, vol. 57, no. 4, pp. 850-862, 2010.
+ * properties: zero, monotone, no-overestimate
+ * properties: commutative h=0
+ * properties: one h=0 v=0
+ * max_rel_error: 1
+ * max_rel_error: 0 h=0 v=0
  */
 #include <amsim_model.h>
 

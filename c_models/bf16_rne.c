@@ -5,6 +5,9 @@
  * description: Exact significand product rounded to nearest even at M fraction bits (the honest bfloat16 baseline at M = 7)
  * citation: IEEE Standard for Floating-Point Arithmetic, IEEE Std 754-2019 (roundTiesToEven); bfloat16
  *   as in Google's TPU and Intel's BF16 format (M = 7).
+ * properties: commutative, one, monotone
+ * max_rel_error: 1/9
+ * max_rel_error: 1/256 bits=7..23
  */
 #include <amsim_model.h>
 

@@ -7,6 +7,9 @@
  * citation: J. Gong, H. Saadat, H. Gamaarachchi, H. Javaid, X. S. Hu, S. Parameswaran, "ApproxTrain: Fast
  *   Simulation of Approximate Multipliers for DNN Training and Inference", IEEE Transactions on
  *   Computer-Aided Design of Integrated Circuits and Systems, 2023 (the ACC_7 table).
+ * properties: commutative, one, monotone, no-overestimate
+ * max_rel_error: 1/9
+ * max_rel_error: 1/128 bits=7..23
  */
 #include <amsim_model.h>
 

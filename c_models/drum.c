@@ -8,6 +8,11 @@
  * citation: S. Hashemi, R. I. Bahar, S. Reda, "DRUM: A Dynamic Range Unbiased Multiplier for Approximate
  *   Applications", IEEE/ACM International Conference on Computer-Aided Design (ICCAD), pp. 418-425, 2015.
  * cost: power=0.30 area=0.30 delay= node="65 nm" source="Hashemi et al., ICCAD 2015" bits=16 k=6
+ * properties: commutative, zero, monotone
+ * max_rel_error: 5/4
+ * max_rel_error: 17/64 k=4..32
+ * max_rel_error: 65/1024 k=6..32
+ * max_rel_error: 257/16384 k=8..32
  */
 #include <amsim_model.h>
 

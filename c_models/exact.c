@@ -6,6 +6,10 @@
  * citation: IEEE Standard for Floating-Point Arithmetic, IEEE Std 754-2019 (exact significand product
  *   of operands truncated to M fraction bits, without rounding of the product).
  * cost: power=1.0 area=1.0 delay=1.0 node="any" source="by definition (the exact multiplier)"
+ * properties: commutative, one, monotone
+ * properties: no-overestimate bits=1..11
+ * max_rel_error: 1/16777216
+ * max_rel_error: 0 bits=1..11
  */
 #include <amsim_model.h>
 

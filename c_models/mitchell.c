@@ -6,6 +6,10 @@
  * description: Mitchell's logarithmic multiplier: add the linear log approximations k + x, take the antilog linearly
  * citation: J. N. Mitchell, "Computer Multiplication and Division Using Binary Logarithms", IRE Transactions
  *   on Electronic Computers, vol. EC-11, no. 4, pp. 512-517, 1962.
+ * properties: commutative, zero, one, monotone, no-overestimate
+ * max_rel_error: 1/9
+ * mean_rel_error: 0.03849
+ * bias_within: 0.03849
  */
 #include <amsim_model.h>
 
