@@ -17,6 +17,9 @@ hypothesis samples pairs (seeded, no example database) and shrinks a failure to 
 counterexample. Statistics (mean relative error, bias) come from :mod:`amsim.stats`, over every pair
 or over seeded samples. A model's C code runs in a :class:`amsim.generate.Sandbox`, so a crash or a
 hang is a failed ``no-crash`` with the operands that caused it.
+
+One file, although long: each property is written once, as a vectorised predicate over operand
+pairs, and the exhaustive scan, the hypothesis search and the reports all run that one definition.
 """
 
 from __future__ import annotations

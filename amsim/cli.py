@@ -3,9 +3,10 @@ analysis commands ``plot``, ``pareto`` and ``report`` (implemented in :mod:`amsi
 
 Errors a user can cause exit non-zero with one line on stderr, never a traceback.
 
-One file for every subcommand but ``train`` and ``plot-runs`` (:mod:`amsim.experiments.cli`): they
-share one parser, one set of common flags and one error handler, and each subcommand's function is
-a short translation of its flags into calls of the library.
+One file for every subcommand but ``train``, ``study`` and ``plot-runs``
+(:mod:`amsim.experiments.cli`): they share one parser, one set of common flags and one error
+handler, and each subcommand's function is a short translation of its flags into calls of the
+library.
 """
 
 from __future__ import annotations
