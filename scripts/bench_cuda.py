@@ -281,8 +281,7 @@ class AmsimGemm:
         # op(A) and op(B) as the op takes them: pointer, then element strides of rows and columns
         self.a_view = (dev.ptr(a), *((1, m) if ta else (k, 1)))
         self.b_view = (dev.ptr(b), *((1, k) if tb else (n, 1)))
-        v_lo, v_hi = mult.table_exponents if mult.expandable else (1, 0)  # as amsim.gemm.cuda's Device.arith
-        self.arith = cuda.Arith(dev.ptr(lut), mult.bits, int(mult.expandable), v_lo, v_hi, 0, 0)
+        self.arith = cuda.Arith.of(mult, dev.ptr(lut))
         size = ctypes.c_size_t()
         self._check(lib.amsim_cuda_matmul_workspace(m, n, k, ctypes.byref(size)), "amsim_cuda_matmul_workspace")
         self.workspace, self.workspace_bytes = dev.empty(max(size.value, 1), np.uint8), size.value

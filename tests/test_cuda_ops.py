@@ -29,11 +29,6 @@ def lib():
     return cuda.library()
 
 
-def arith(dev, mult, rounding="truncate", mode="ieee") -> cuda.Arith:
-    """The LUT on the device, with struct amsim_lut's fields for it, as gpu.cc fills them."""
-    return dev.arith(mult, rounding, mode)
-
-
 def garbage(dev, nbytes):
     """A device buffer of NaNs (0xFF bytes): an op that reads what it did not write, or leaves an output
     element unwritten, shows."""
@@ -68,7 +63,7 @@ def run_matmul(lib, dev, a, b, mult, ta=False, tb=False, **arithmetic):
     rc = lib.amsim_cuda_matmul(M, N, K, dev.upload(a), *((1, a1) if ta else (a1, 1)), dev.upload(b),
                                *((1, b1) if tb else (b1, 1)), count, a_offset.ctypes.data_as(ctypes.POINTER(i64)),
                                b_offset.ctypes.data_as(ctypes.POINTER(i64)), d_c,
-                               ctypes.byref(arith(dev, mult, **arithmetic)), garbage(dev, bytes_.value), bytes_.value,
+                               ctypes.byref(dev.arith(mult, **arithmetic)), garbage(dev, bytes_.value), bytes_.value,
                                None)
     dev.check(rc, "amsim_cuda_matmul")
     return dev.download(d_c, out)
@@ -125,7 +120,7 @@ def run_conv(lib, dev, pass_, depthwise, g, q, x, w, dy, out_shape, mult):
     d_out = garbage(dev, out.nbytes)
     inputs = [None if t is None else dev.upload(t) for t in (x, w, dy)]
     rc = lib.amsim_cuda_conv2d(pass_, depthwise, ctypes.byref(geometry), q, *inputs, d_out,
-                               ctypes.byref(arith(dev, mult)), garbage(dev, bytes_.value), bytes_.value, None)
+                               ctypes.byref(dev.arith(mult)), garbage(dev, bytes_.value), bytes_.value, None)
     dev.check(rc, "amsim_cuda_conv2d")
     return dev.download(d_out, out)
 
@@ -214,7 +209,7 @@ def test_ops_refuse_a_short_workspace_or_missing_operands_before_queueing_anythi
     assert lib.amsim_cuda_conv2d_workspace(FORWARD, 0, ctypes.byref(g), 4, ctypes.byref(bytes_)) == 0
     with Device(lib) as dev:
         x, w, y = dev.empty(50 * 4), dev.empty(72 * 4), dev.empty(100 * 4)
-        ar = arith(dev, mbm)
+        ar = dev.arith(mbm)
         ws = dev.empty(bytes_.value)
         assert lib.amsim_cuda_conv2d(FORWARD, 0, ctypes.byref(g), 4, x, w, None, y, ctypes.byref(ar), ws,
                                      bytes_.value - 1, None) == INVALID_VALUE

@@ -285,6 +285,16 @@ class Arith(ctypes.Structure):
     _fields_ = [("lut", ctypes.c_void_p), ("m", ctypes.c_int), ("fast", ctypes.c_int), ("v_lo", ctypes.c_int),
                 ("v_hi", ctypes.c_int), ("rounding", ctypes.c_int), ("mode", ctypes.c_int)]
 
+    @classmethod
+    def of(cls, mult, lut, rounding: str = "truncate", mode: str = "ieee") -> "Arith":
+        """The fields of ``mult``'s ``struct amsim_lut`` (as gpu.cc fills them), with ``lut`` the device
+        address of its table."""
+        if mult.table is None:
+            raise CudaError("the CUDA backend needs a LUT (M <= 12); model mode runs on the CPU only")
+        v_lo, v_hi = mult.table_exponents if mult.expandable else (1, 0)
+        return cls(lut, mult.bits, int(mult.expandable), v_lo, v_hi, int(rounding == "rne"),
+                   int(mode == "approxtrain"))
+
 
 class Geometry(ctypes.Structure):
     """``struct amsim_conv_geometry`` (amsim_gemm.h)."""
@@ -383,13 +393,11 @@ class Device:
         self.check(self.lib.amsim_cuda_to_host(out.ctypes.data, ptr, out.nbytes), "amsim_cuda_to_host")
         return out
 
-    def arith(self, mult, rounding: str, mode: str) -> Arith:
+    def arith(self, mult, rounding: str = "truncate", mode: str = "ieee") -> Arith:
         """The multiplier's LUT on the device, with the fields of its ``struct amsim_lut``."""
         if mult.table is None:
-            raise CudaError("the CUDA backend needs a LUT (M <= 12); model mode runs on the CPU only")
-        v_lo, v_hi = mult.table_exponents if mult.expandable else (1, 0)
-        return Arith(self.upload(mult.table).value, mult.bits, int(mult.expandable), v_lo, v_hi,
-                     int(rounding == "rne"), int(mode == "approxtrain"))
+            return Arith.of(mult, None)  # refused there, before anything is uploaded
+        return Arith.of(mult, self.upload(mult.table).value, rounding, mode)
 
 
 def _operand(a: np.ndarray) -> tuple[np.ndarray, int, int]:
