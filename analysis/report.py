@@ -98,7 +98,7 @@ def _git_commit() -> str:
 def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=("power", "mean_abs_re"),
                  pareto_reference: str = "truncated", rounding: str = "truncate", samples=None, seed: int = 0,
                  models_dirs=(), command: str | None = None, isolate: bool = True, max_parallel: int = 1,
-                 runs=(), design: dict | None = None) -> Path:
+                 runs=(), design: dict | None = None, grids=None) -> Path:
     """Write the report of ``models`` (default: every model supporting M = ``bits``) into folder ``out``.
 
     Parameters
@@ -124,6 +124,9 @@ def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=
     design : dict, optional
         ``amsim study``'s verdict on one design: ``label``, ``summary`` (a paragraph) and ``check``
         (:meth:`amsim.check.Report.to_json`), shown first.
+    grids : list of ErrorGrid, optional
+        Grids the caller built already (:func:`amsim.analysis.data.build_grids`, with these
+        ``rounding``, ``samples`` and ``seed``), reported instead of ``models`` and ``param_specs``.
 
     Returns
     -------
@@ -133,15 +136,12 @@ def build_report(out, bits: int = 7, models=None, param_specs=(), *, objectives=
     out = Path(out)
     objectives = pareto.parse_objectives(objectives)
     _check_replaceable(out)
-    configs = data.select_configs(models, param_specs, bits, models_dirs=models_dirs)
-    built = data.build_luts(configs, bits, rounding=rounding, samples=samples, seed=seed, isolate=isolate,
-                            max_parallel=max_parallel)
-    grids, failures = [], []
-    for config, outcome in built:
-        if isinstance(outcome, BaseException):
-            failures.append((config.label, str(outcome)))
-        else:
-            grids.append(data.grid_from_lut(outcome, config.label, config))
+    failures = []
+    if grids is None:
+        configs = data.select_configs(models, param_specs, bits, models_dirs=models_dirs)
+        grids, failed = data.build_grids(configs, bits, rounding=rounding, samples=samples, seed=seed,
+                                         isolate=isolate, max_parallel=max_parallel)
+        failures = [(label, str(exc)) for label, exc in failed]
     if not grids:
         raise AnalysisError("no model could be characterised: "
                             + "; ".join(f"{name}: {msg}" for name, msg in failures))

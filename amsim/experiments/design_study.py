@@ -131,7 +131,9 @@ def run_design_study(model_file, *, bits: int = 7, params=None, models_dirs=(), 
     builtin_dir = builtin_models_dir().resolve()
     source = model.path.resolve()
     configs = [c for c in data.select_configs(None, (), bits) if c.model.path.resolve() != source]
-    grids, _ = data.build_grids(configs, bits)
+    grids, failed = data.build_grids(configs, bits)
+    for name, exc in failed:
+        log(f"  {name}: left out ({exc})")
     stats = {g.label: g.stats["truncated"]["mean_abs_re"] for g in grids
              if g.stats["truncated"]["mean_abs_re"] is not None}
     nearest = closest_builtins(stats, mine["mean_abs_re"], neighbours)
@@ -150,7 +152,8 @@ def run_design_study(model_file, *, bits: int = 7, params=None, models_dirs=(), 
     summary = run_study(out / "training", base, specs, seeds, resume=resume, force=force, verbose=verbose, log=log)
 
     log("[5/5] the report")
-    front_of = _pareto_status(pareto, data, configs, grids, model, params, bits, lut)
+    mine_grid = data.grid_from_lut(lut, data.config_label(model.name, params), data.Config(model, params))
+    front_of = _pareto_status(pareto, grids, mine_grid, model, bits)
     verdict = {"model": model.name, "source": str(model.path), "params": params, "bits": bits, "label": label,
                "check": {"holds": checked["holds"], "exhaustive": checked["exhaustive"], "pairs": checked["pairs"],
                          "failed": [r["property"] for r in checked["results"] if r["status"] != "holds"],
@@ -164,9 +167,8 @@ def run_design_study(model_file, *, bits: int = 7, params=None, models_dirs=(), 
                                 "neighbours": [s.label for s in specs[2:]]}}}
     verdict["summary"] = summary_paragraph(verdict)
     try:
-        index = report.build_report(out / "report", bits, models=[*sorted({c.model.name for c in configs}),
-                                                                   str(model.path)],
-                                    models_dirs=models_dirs, runs=[out / "training"], command=command,
+        index = report.build_report(out / "report", bits, grids=[*grids, mine_grid], runs=[out / "training"],
+                                    command=command,
                                     design={"summary": verdict["summary"], "check": checked, "label": label})
     except AnalysisError as exc:
         raise ExperimentError(f"amsim study: the report could not be built: {exc}") from None
@@ -175,17 +177,15 @@ def run_design_study(model_file, *, bits: int = 7, params=None, models_dirs=(), 
     return verdict
 
 
-def _pareto_status(pareto, data, configs, grids, model, params, bits, lut) -> dict:
-    """The design's place on the Pareto front over power and mean |RE| among the built-ins."""
-    mine = data.Config(model, params)
-    candidates = [pareto.make_candidate(g.config, bits, g.stats.get("truncated")) for g in grids]
-    candidates.append(pareto.make_candidate(mine, bits, lut.stats["truncated"]))
+def _pareto_status(pareto, grids, mine, model, bits) -> dict:
+    """The design's place (grid ``mine``) on the Pareto front over power and mean |RE| among the built-ins."""
+    candidates = [pareto.make_candidate(g.config, bits, g.stats.get("truncated")) for g in [*grids, mine]]
     objectives = pareto.parse_objectives(("power", "mean_abs_re"))
     result = pareto.pareto_front(candidates, objectives)
     entry = pareto.to_json(result)
     for group in ("front", "dominated", "no_cost_data"):
         for c in entry[group]:
-            if c["label"] == mine.label and c["model"] == model.name:
+            if c["label"] == mine.config.label and c["model"] == model.name:
                 return {"status": c["status"], "dominated_by": c.get("dominated_by"),
                         "objectives": list(objectives), "front": [x["label"] for x in entry["front"]]}
     raise AmsimError("the design is missing from its own Pareto front")  # pragma: no cover
