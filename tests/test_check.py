@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import amsim
-from amsim import check, cli, lut as lutmod
+from amsim import check, lut as lutmod
 from amsim.check import Domain
 from amsim.errors import ModelError, RangeError
+from cli_run import run
 
 BIN = Path(sys.executable).parent
 FEW = 60  # hypothesis examples per sampled property: enough for these models, quick
@@ -311,15 +312,6 @@ def test_statistics_are_exact_over_every_pair_and_carry_a_standard_error_when_sa
 # ----------------------------------------------------------------------------------------------
 # The command line
 # ----------------------------------------------------------------------------------------------
-
-
-def run(argv, capsys):
-    try:
-        rc = cli.main(argv)
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_check_exits_0_when_every_property_holds_and_1_when_one_fails(capsys, lopsided):

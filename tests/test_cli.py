@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amsim import cli
 from amsim.lut import load
+from cli_run import run
 
 import reference_designs as ref
 
@@ -94,18 +94,6 @@ uint64_t crasher(uint64_t a, uint64_t b)
     return a * b;
 }
 """
-
-
-def run(argv, capsys):
-    """Run ``amsim ARGV`` in-process: (exit status, stdout, stderr)."""
-    try:
-        rc = cli.main(argv)
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    except Exception as exc:  # noqa: BLE001 - the command line must never let one escape
-        pytest.fail(f"amsim {' '.join(argv)} raised {exc!r} instead of exiting with one line on stderr")
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def script(name, *args, cwd):

@@ -12,22 +12,13 @@ import numpy as np
 import pytest
 
 import amsim
-from amsim import cli, generate, stats, sweep
+from amsim import generate, stats, sweep
 from amsim.errors import LUTError, ModelError, RangeError, ResultRangeError
 from amsim.lut import LUT
 from amsim.models import builtin_models_dir
+from cli_run import run
 
 SAMPLES = "2000"
-
-
-def run(argv, capsys):
-    """Run ``amsim ARGV`` in-process: (exit status, stdout, stderr)."""
-    try:
-        rc = cli.main(argv)
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_line_error(rc, err) -> str:
