@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from ..ops import am_matmul
-from .base import Approximate, LayerConfigError
+from .base import Approximate, LayerConfigError, replaces
 
 
 def am_einsum(equation: str, x, y, lut, **kwargs):
@@ -89,7 +89,7 @@ class _AMEinsumDense(keras.layers.EinsumDense):
         return y
 
 
-@keras.saving.register_keras_serializable(package="amsim")
+@replaces(keras.layers.MultiHeadAttention)
 class AMMultiHeadAttention(Approximate, keras.layers.MultiHeadAttention):
     """Multi-head attention whose projections and attention matmuls use an approximate multiplier.
 

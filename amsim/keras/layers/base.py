@@ -23,6 +23,7 @@ import threading
 import zlib
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -129,6 +130,23 @@ def resolve_lut(lut, bits=None, params=None) -> Multiplier:
 # ----------------------------------------------------------------------------------------------
 # The mixin
 # ----------------------------------------------------------------------------------------------
+
+
+#: Each Keras layer class that has an AM version, and that version (filled by :func:`replaces`).
+APPROXIMATE: dict[type, type] = {}
+
+
+def replaces(keras_cls):
+    """Class decorator of an AM layer: it replaces ``keras_cls`` in :func:`approximate` and back in
+    :func:`precise`, and Keras finds it by name in saved models."""
+
+    def register(am_cls):
+        if not issubclass(am_cls, keras_cls):
+            raise TypeError(f"{am_cls.__name__} must subclass the layer it replaces, {keras_cls.__name__}")
+        APPROXIMATE[keras_cls] = am_cls
+        return keras.saving.register_keras_serializable(package="amsim")(am_cls)
+
+    return register
 
 
 def _choice(value, allowed, name):

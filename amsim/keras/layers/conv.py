@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from ..ops import am_conv2d, am_depthwise_conv2d
-from .base import Approximate
+from .base import Approximate, replaces
 
 _AM_DOC = """
         lut: the multiplier: a C model, by name or ``.c`` file (with
@@ -38,7 +38,7 @@ class _Conv(Approximate):
         return self._from_float32(y)
 
 
-@keras.saving.register_keras_serializable(package="amsim")
+@replaces(keras.layers.Conv2D)
 class AMConv2D(_Conv, keras.layers.Conv2D):
     """2-D convolution whose products use an approximate multiplier.
 
@@ -86,7 +86,7 @@ class AMConv2D(_Conv, keras.layers.Conv2D):
         return {**super().get_config(), **self._approximate_config()}
 
 
-@keras.saving.register_keras_serializable(package="amsim")
+@replaces(keras.layers.DepthwiseConv2D)
 class AMDepthwiseConv2D(_Conv, keras.layers.DepthwiseConv2D):
     """Depthwise 2-D convolution whose products use an approximate multiplier.
 

@@ -11,15 +11,7 @@ from __future__ import annotations
 import keras
 
 from ...errors import AmsimError
-from .attention import AMMultiHeadAttention
-from .base import Approximate, LayerConfigError, resolve_lut
-from .conv import AMConv2D, AMDepthwiseConv2D
-from .dense import AMDense
-
-#: Each Keras layer that approximate() replaces, and its AM layer.
-APPROXIMATE = {keras.layers.Dense: AMDense, keras.layers.Conv2D: AMConv2D,
-               keras.layers.DepthwiseConv2D: AMDepthwiseConv2D,
-               keras.layers.MultiHeadAttention: AMMultiHeadAttention}
+from .base import APPROXIMATE, Approximate, LayerConfigError, resolve_lut
 
 
 def _keras_class(layer):

@@ -6,10 +6,10 @@ import keras
 import tensorflow as tf
 
 from ..ops import am_matmul
-from .base import Approximate
+from .base import Approximate, replaces
 
 
-@keras.saving.register_keras_serializable(package="amsim")
+@replaces(keras.layers.Dense)
 class AMDense(Approximate, keras.layers.Dense):
     """Densely-connected layer whose matmul uses an approximate multiplier.
 
