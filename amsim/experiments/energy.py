@@ -2,22 +2,14 @@
 
 Counting
 --------
-Only the products of the layers :func:`amsim.keras.approximate` replaces are counted (Dense,
-Conv2D, DepthwiseConv2D, MultiHeadAttention): those are the ones an approximate multiplier would
-perform. Per example, from the layer's input and output shapes:
-
-* Dense: ``L * in * units`` (``L``: the product of the dimensions between batch and features).
-* Conv2D: ``Ho * Wo * Cout * kh * kw * Cin / groups``.
-* DepthwiseConv2D: ``Ho * Wo * Cin * depth_multiplier * kh * kw``.
-* MultiHeadAttention: the four projections (and the gate's, with ``use_gate``) as Dense layers,
-  ``h * Tq * Tv * key_dim`` for the scores and ``h * Tq * Tv * value_dim`` for the weighted values.
-
-Each GEMM ``Y = X W`` has two gradients of the same size as the forward product: ``dX = dY Wᵀ``
-(*input gradient*) and ``dW = Xᵀ dY`` (*weight gradient*). The input gradient is only computed
-when something upstream is trainable (TensorFlow skips the first layer's); the weight gradient only
-for trainable layers. The attention GEMMs multiply two activations, so both of their gradients are
-input gradients. A training example costs forward + input gradient + weight gradient; an inference
-costs the forward products.
+The products of a network's matrix products and convolutions are counted per example by
+:func:`amsim.keras.coverage` (its one definition of the counts, per Keras layer class; a custom
+layer's from its traced graph): those are the ones an approximate multiplier performs. Each GEMM
+``Y = X W`` has two gradients of the same size as the forward product: ``dX = dY Wᵀ`` (*input
+gradient*, only computed when something upstream is trainable: TensorFlow skips the first
+layer's) and ``dW = Xᵀ dY`` (*weight gradient*, only for trainable layers); a product of two
+activations (attention) has two input gradients. A training example costs forward + input gradient
++ weight gradient; an inference costs the forward products.
 
 Pricing
 -------
@@ -33,11 +25,9 @@ source. Whatever has no figure is reported as unknown, never estimated.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 
-from . import ExperimentError
 from .multipliers import FLOAT32, MultiplierSpec
 
 __all__ = ["LayerCount", "MultiplicationCounts", "count_multiplications", "CostFigure", "relative_power",
@@ -115,113 +105,14 @@ class MultiplicationCounts:
                 "layers": [dataclasses.asdict(c) for c in self.layers]}
 
 
-def _dims(shape) -> list[int]:
-    dims = list(shape[1:])
-    if any(d is None for d in dims):
-        raise ExperimentError(f"cannot count multiplications for an unknown dimension in shape {tuple(shape)}")
-    return [int(d) for d in dims]
+def count_multiplications(model, input_shape=None) -> MultiplicationCounts:
+    """Per-example multiplications of a built Keras model's matrix products and convolutions, layer by
+    layer: :func:`amsim.keras.coverage`'s counts (every call of a shared layer, nested models too)."""
+    from amsim.keras.coverage import coverage
 
-
-def _history(tensor):
-    return getattr(tensor, "_keras_history", None)
-
-
-def _upstream_trainable(tensor, memo: dict) -> bool:
-    """True when a trainable layer lies upstream of ``tensor`` (then its gradient is computed)."""
-    history = _history(tensor)
-    if history is None:
-        return False
-    op, node_index = history[0], history[1]
-    key = (id(op), node_index)
-    if key not in memo:
-        memo[key] = False  # guards against cycles while recursing
-        own = bool(getattr(op, "trainable_weights", None))
-        node = op._inbound_nodes[node_index]
-        memo[key] = own or any(_upstream_trainable(t, memo) for t in node.input_tensors)
-    return memo[key]
-
-
-def _graph_nodes(model) -> list:
-    """The call nodes of a built Keras model's graph, inputs first (Sequential models wrap a functional one)."""
-    graph = getattr(model, "_functional", None) or model
-    by_depth = getattr(graph, "_nodes_by_depth", None)
-    if by_depth is None:
-        raise ExperimentError(f"cannot count the multiplications of {type(model).__name__} {model.name!r}: "
-                              "it is not a built Sequential or functional Keras model")
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
-
-
-def _node_count(node, memo: dict) -> LayerCount | None:
-    from keras import layers as L
-
-    layer = node.operation
-    if not _is_counted(layer):
-        return None
-    inputs = node.input_tensors
-    trainable = bool(layer.trainable and layer.trainable_weights)
-    if isinstance(layer, L.MultiHeadAttention):
-        return _attention_count(layer, inputs, trainable, memo)
-    needs_dx = any(_upstream_trainable(t, memo) for t in inputs)
-    x = _dims(inputs[0].shape)
-    y = _dims(node.output_tensors[0].shape)
-    if isinstance(layer, L.Dense):
-        forward = math.prod(x[:-1]) * x[-1] * layer.units
-    else:
-        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
-        cin = x[-1] if channels_last else x[0]
-        spatial = y[:-1] if channels_last else y[1:]
-        kh, kw = layer.kernel_size
-        if isinstance(layer, L.DepthwiseConv2D):
-            forward = math.prod(spatial) * cin * layer.depth_multiplier * kh * kw
-        else:
-            forward = math.prod(spatial) * layer.filters * kh * kw * cin // layer.groups
-    return LayerCount(layer.name, type(layer).__name__, forward, forward if needs_dx else 0,
-                      forward if trainable else 0)
-
-
-def _attention_count(layer, inputs, trainable, memo) -> LayerCount:
-    query, value = inputs[0], inputs[1]
-    key = inputs[2] if len(inputs) > 2 else value
-    q, v, k = (_dims(t.shape) for t in (query, value, key))
-    heads, key_dim = layer.num_heads, layer.key_dim
-    value_dim = layer.value_dim or key_dim
-    out_dim = q[-1] if layer._output_shape is None else math.prod(
-        layer._output_shape if isinstance(layer._output_shape, (tuple, list)) else (layer._output_shape,))
-    tq, tv = math.prod(q[:-1]), math.prod(v[:-1])
-    projections = [(query, tq * q[-1] * heads * key_dim), (key, tv * k[-1] * heads * key_dim),
-                   (value, tv * v[-1] * heads * value_dim)]
-    if getattr(layer, "_use_gate", False):  # the gate is a projection of the query to the values' size
-        projections.append((query, tq * q[-1] * heads * value_dim))
-    attention = heads * tq * tv * key_dim + heads * tq * tv * value_dim
-    output = tq * heads * value_dim * out_dim
-    forward = sum(n for _, n in projections) + attention + output
-    input_grad = sum(n for t, n in projections if _upstream_trainable(t, memo)) + 2 * attention + output
-    weight_grad = sum(n for _, n in projections) + output if trainable else 0
-    return LayerCount(layer.name, "MultiHeadAttention", forward, input_grad, weight_grad)
-
-
-def count_multiplications(model) -> MultiplicationCounts:
-    """Per-example multiplications of a built Keras model's Dense/Conv2D/DepthwiseConv2D/MultiHeadAttention
-    layers (every call of a shared layer counts; nested models are counted from their own inputs)."""
-    import keras
-
-    memo: dict = {}
-    counts = []
-    for node in _graph_nodes(model):
-        layer = node.operation
-        if isinstance(layer, keras.Model) and not _is_counted(layer):
-            counts += count_multiplications(layer).layers
-        else:
-            count = _node_count(node, memo)
-            if count is not None:
-                counts.append(count)
-    return MultiplicationCounts(tuple(counts))
-
-
-def _is_counted(layer) -> bool:
-    from keras import layers as L
-
-    return isinstance(layer, (L.Dense, L.Conv2D, L.DepthwiseConv2D, L.MultiHeadAttention))
+    report = coverage(model, input_shape)
+    return MultiplicationCounts(tuple(LayerCount(r.name, r.kind, r.forward, r.input_grad, r.weight_grad)
+                                      for r in report.layers))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,6 +179,17 @@ class Energy:
             return None
         return sum(n * table[m][1] for m, n in self.units.items()) * 1e-12
 
+    @classmethod
+    def sum(cls, energies) -> Energy:
+        """The energy of several parts (unknown when any part is)."""
+        units: dict = {}
+        for part in energies:
+            if part.units is None:
+                return cls(None, part.note)
+            for m, n in part.units.items():
+                units[m] = units.get(m, 0) + n
+        return cls(units)
+
     def ratio(self, other: Energy, exact_energy_pj=None) -> float | None:
         """self / other: directly when both are in one unit, else through absolute figures, else None."""
         if self.units is None or other.units is None:
@@ -321,19 +223,33 @@ def _fmt(value, fmt="{:.3g}"):
 
 
 def energy_table(rows, exact_energy_pj=None) -> list[dict]:
-    """One line per run description ``{"label", "spec", "gradient", "epoch_counts", "epochs"}``.
+    """One line per run description ``{"label", "spec", "gradient", "epoch_counts", "epochs"}``, or
+    ``{"label", "groups", "epochs"}`` for a run whose products are shared among several multipliers:
+    ``groups`` lists ``(spec, epoch_counts)``, each priced on its own multiplier (float32 for the
+    products left exact) and summed.
 
     Columns: multiplications per epoch, energy per epoch and per run in joules, the ratios to the
     same multiplications on exact float32 and exact bfloat16 multipliers, the cost figure and its
-    source. Missing data stays "unknown".
+    source (each multiplier's, for several). Missing data stays "unknown".
     """
     table = exact_energy_pj or EXACT_ENERGY_PJ
     out = []
     for row in rows:
-        spec, counts = row["spec"], row["epoch_counts"]
-        figure = row.get("figure") or relative_power(spec)
-        energy = run_energy(counts, spec, figure, row.get("gradient", "approximate"))
-        total = sum(counts.values())
+        if "groups" in row:
+            parts = [(spec, counts, relative_power(spec), "approximate") for spec, counts in row["groups"]]
+        else:
+            spec = row["spec"]
+            parts = [(spec, row["epoch_counts"], row.get("figure") or relative_power(spec),
+                      row.get("gradient", "approximate"))]
+        energy = Energy.sum(run_energy(counts, spec, figure, gradient) for spec, counts, figure, gradient in parts)
+        total = sum(sum(counts.values()) for _, counts, _, _ in parts)
+        priced = [(spec, figure) for spec, _, figure, _ in parts if spec.kind != FLOAT32] or \
+            [(spec, figure) for spec, _, figure, _ in parts]
+        if len(priced) == 1:
+            power, source = priced[0][1].power, priced[0][1].source
+        else:
+            power = None
+            source = "; ".join(f"{spec.label}: {_fmt(figure.power)} ({figure.source})" for spec, figure in priced)
         per_epoch = energy.joules(table)
         out.append({
             "label": row["label"], "multiplications_per_epoch": total,
@@ -341,7 +257,7 @@ def energy_table(rows, exact_energy_pj=None) -> list[dict]:
             "energy_per_run_j": None if per_epoch is None else per_epoch * row.get("epochs", 1),
             "vs_float32": energy.ratio(Energy({FLOAT32_M: total}), table),
             "vs_bfloat16": energy.ratio(Energy({BFLOAT16_M: total}), table),
-            "relative_power": figure.power, "power_source": figure.source,
+            "relative_power": power, "power_source": source, "mixed": len(priced) > 1,
             "exact_energy_sources": {table[m][0]: table[m][2] for m in (energy.units or {}) if m in table},
         })
     return out
@@ -351,7 +267,7 @@ def format_energy(table: list[dict]) -> list[list[str]]:
     """The table's cells as text, unknowns spelled out."""
     return [[r["label"], f"{r['multiplications_per_epoch']:.3e}", _fmt(r["energy_per_epoch_j"]),
              _fmt(r["energy_per_run_j"]), _fmt(r["vs_float32"], "{:.3f}"), _fmt(r["vs_bfloat16"], "{:.3f}"),
-             _fmt(r["relative_power"], "{:.3g}"), r["power_source"]] for r in table]
+             "mixed" if r.get("mixed") else _fmt(r["relative_power"], "{:.3g}"), r["power_source"]] for r in table]
 
 
 ENERGY_HEADER = ["multiplier", "mults/epoch", "J/epoch", "J/run", "vs float32", "vs bfloat16", "rel. power",

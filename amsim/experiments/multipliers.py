@@ -6,7 +6,13 @@ A specification is one of
 * ``NAME`` or ``NAME:M``: the C model ``NAME`` as an M-bit mantissa multiplier (M defaults to
   ``default_bits``), with model parameters as further ``:key=value`` fields (``drum:7:k=4``);
   ``NAME`` may be a ``.c`` file (``./my_mul.c:7``), and is looked up in ``models_dirs`` too;
-* a LUT file (``luts/x.npz``, ApproxTrain's ``MBM_7.bin``): its table, at the M it was made for.
+* a LUT file (``luts/x.npz``, ApproxTrain's ``MBM_7.bin``): its table, at the M it was made for;
+* an assignment (``amsim train --assign``): a multiplier per layer, ``PATTERN=SPEC,...``
+  (``conv*=drum:7:k=4,dense_2=exact,*=mbm:7``) or a JSON/TOML file of such pairs, each SPEC one of
+  the forms above or ``exact``; a layer takes the first pattern its name matches.
+
+The syntax is :mod:`amsim.specs`' (shared with the per-layer assignments of
+:func:`amsim.keras.approximate`); this module checks what the text names.
 
 Parsing checks everything that can be checked without TensorFlow, so a study with a misspelt
 multiplier stops before its first epoch, not after the others have trained: the model exists and
@@ -21,12 +27,13 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ..lut import names_lut_file
+from ..specs import EXACT, FLOAT32, SpecError, parse_assignment, parse_spec
 from . import ExperimentError
 
-__all__ = ["MultiplierSpec", "parse_multiplier", "parse_multipliers", "FLOAT32"]
+__all__ = ["MultiplierSpec", "parse_multiplier", "parse_multipliers", "parse_assignment_spec", "FLOAT32", "ASSIGN"]
 
-FLOAT32 = "float32"
+#: The kind of a per-layer assignment of multipliers.
+ASSIGN = "assign"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +42,10 @@ class MultiplierSpec:
 
     Attributes
     ----------
-    kind : {"float32", "model", "lut"}
+    kind : {"float32", "model", "lut", "assign"}
     name : str
-        ``float32``, the model name, or the LUT file's path.
+        ``float32``, the model name, the LUT file's path, or an assignment's text (its patterns and
+        its multipliers' texts).
     bits : int or None
         Mantissa fraction bits M (None for float32).
     params : tuple of (name, value)
@@ -45,6 +53,8 @@ class MultiplierSpec:
     source : str
         The C file of a model that is not built in (absolute: workers may run elsewhere, and need
         no ``--models-dir``); empty for a built-in, which its name finds.
+    entries : tuple of (pattern, MultiplierSpec or None)
+        An assignment's layer-name patterns and their multipliers, in order (None: left exact).
     """
 
     kind: str
@@ -52,6 +62,7 @@ class MultiplierSpec:
     bits: int | None = None
     params: tuple = ()
     source: str = ""
+    entries: tuple = ()
 
     @property
     def label(self) -> str:
@@ -60,6 +71,9 @@ class MultiplierSpec:
             return FLOAT32
         if self.kind == "lut":
             return "lut-" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(self.name).stem)
+        if self.kind == ASSIGN:  # conv*=drum:7:k=4,*=mbm:7 -> conv-drum-M7-k4+all-mbm-M7
+            return "+".join(f"{re.sub(r'[^A-Za-z0-9_.-]', '', pattern) or 'all'}-{spec.label if spec else EXACT}"
+                            for pattern, spec in self.entries)
         return "-".join([self.name, f"M{self.bits}", *(f"{k}{v}" for k, v in self.params)])
 
     @property
@@ -78,22 +92,35 @@ class MultiplierSpec:
     def approximate(self) -> bool:
         return self.kind != FLOAT32
 
+    @property
+    def multipliers(self) -> tuple:
+        """The approximate multipliers this specification uses: itself, or an assignment's."""
+        if self.kind == ASSIGN:
+            return tuple(dict.fromkeys(spec for _, spec in self.entries if spec is not None))
+        return (self,) if self.approximate else ()
+
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "name": self.name, "bits": self.bits, "params": dict(self.params),
              "label": self.label, "text": self.text}
         if self.source:  # only then: the runs of built-ins read as they did before models could be files
             d["source"] = self.source
+        if self.entries:
+            d["entries"] = [[pattern, spec.to_dict() if spec else EXACT] for pattern, spec in self.entries]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> MultiplierSpec:
+        entries = tuple((pattern, None if spec == EXACT else cls.from_dict(spec))
+                        for pattern, spec in d.get("entries", ()))
         return cls(d["kind"], d["name"], d.get("bits"), tuple(sorted(dict(d.get("params") or {}).items())),
-                   d.get("source", ""))
+                   d.get("source", ""), entries)
 
     def layer_arguments(self) -> dict:
         """What :func:`amsim.keras.approximate` takes for this multiplier: ``lut``, ``bits``, ``params``."""
         if self.kind == FLOAT32:
             raise ExperimentError("float32 is the network itself; it has no approximate layer arguments")
+        if self.kind == ASSIGN:  # the dict approximate() takes, each multiplier as (model, M, params)
+            return {"lut": {pattern: EXACT if spec is None else _as_tuple(spec) for pattern, spec in self.entries}}
         out = {"lut": self.model, "bits": self.bits}
         if self.params:
             out["params"] = dict(self.params)
@@ -105,46 +132,60 @@ def parse_multiplier(text: str, *, default_bits: int = 7, models_dirs=(), timeou
 
     ``timeout``: seconds a model's LUT may take to sweep (None: no limit).
     """
-    text = text.strip()
-    if not text:
-        raise ExperimentError("empty multiplier in --multipliers; write e.g. float32,mbm:7")
-    if text == FLOAT32:
+    try:
+        written = parse_spec(text)  # the syntax, shared with amsim.keras.approximate's assignments
+    except SpecError as exc:
+        raise ExperimentError(str(exc)) from None
+    if written.kind == FLOAT32:
         return MultiplierSpec(FLOAT32, FLOAT32)
-    name, *fields = text.split(":")
-    # A C file takes :M and parameters like a name; any other path is a LUT file, which takes neither.
-    if not name.endswith(".c") and (names_lut_file(text) or "/" in text):
-        return _lut_spec(text)
-    bits, params = default_bits, {}
-    for i, field in enumerate(fields):
-        key, eq, value = field.partition("=")
-        if not eq and i == 0:
-            bits = _integer(field, f"mantissa width in {text!r}")
-        elif eq and key:
-            params[key] = _integer(value, f"parameter {key} in {text!r}")
-        else:
-            raise ExperimentError(f"cannot read {field!r} in multiplier {text!r}; write NAME, NAME:M or "
-                                  "NAME:M:key=value (e.g. mbm:7, drum:7:k=4, ./my_mul.c:7), float32, or a LUT "
-                                  "file path")
-    return _model_spec(name, bits, params, models_dirs, timeout)
+    if written.kind == "lut":
+        return _lut_spec(written.name)
+    bits = default_bits if written.bits is None else written.bits
+    return _model_spec(written.name, bits, dict(written.params), models_dirs, timeout)
 
 
-def parse_multipliers(text, *, default_bits: int = 7, models_dirs=(), timeout=None) -> list[MultiplierSpec]:
-    """Parse a comma-separated list (or an iterable of specifications); duplicates are refused."""
+def parse_multipliers(text, *, default_bits: int = 7, models_dirs=(), timeout=None, assignments=()) \
+        -> list[MultiplierSpec]:
+    """Parse a comma-separated list (or an iterable of specifications) and the ``assignments`` (texts
+    or files, see :func:`parse_assignment_spec`), one run each; duplicates are refused."""
     items = text.split(",") if isinstance(text, str) else list(text)
     specs = [parse_multiplier(item, default_bits=default_bits, models_dirs=models_dirs, timeout=timeout)
              for item in items]
+    specs += [parse_assignment_spec(a, default_bits=default_bits, models_dirs=models_dirs, timeout=timeout)
+              for a in assignments]
     labels = [s.label for s in specs]
     repeated = sorted({x for x in labels if labels.count(x) > 1})
     if repeated:
-        raise ExperimentError(f"--multipliers names {', '.join(repeated)} more than once")
+        raise ExperimentError(f"--multipliers and --assign name {', '.join(repeated)} more than once")
     return specs
 
 
-def _integer(text: str, what: str) -> int:
+def parse_assignment_spec(text, *, default_bits: int = 7, models_dirs=(), timeout=None) -> MultiplierSpec:
+    """Parse and check an assignment of multipliers to layers (``conv*=drum:7:k=4,dense_2=exact,*=mbm:7``
+    or a ``.json``/``.toml`` file of such pairs): every multiplier is checked as :func:`parse_multiplier`
+    checks it; ``exact`` and ``float32`` leave the layers they match exact."""
     try:
-        return int(text)
-    except ValueError:
-        raise ExperimentError(f"{what} must be an integer, not {text!r}") from None
+        table = parse_assignment(text)
+    except SpecError as exc:
+        raise ExperimentError(f"--assign: {exc}") from None
+    entries = []
+    for pattern, value in table.items():
+        if isinstance(value, tuple):  # [NAME, M] or [NAME, M, {params}] from a file
+            name, bits, *params = value
+            value = ":".join([name, str(bits), *(f"{k}={v}" for k, v in (params[0] if params else {}).items())])
+        spec = None if value == EXACT else parse_multiplier(value, default_bits=default_bits,
+                                                             models_dirs=models_dirs, timeout=timeout)
+        entries.append((pattern, spec if spec is not None and spec.approximate else None))
+    if not any(spec for _, spec in entries):
+        raise ExperimentError(f"--assign {text}: assigns no approximate multiplier (every layer would stay exact; "
+                              "that run is float32)")
+    name = ",".join(f"{pattern}={spec.text if spec else EXACT}" for pattern, spec in entries)
+    return MultiplierSpec(ASSIGN, name, entries=tuple(entries))
+
+
+def _as_tuple(spec: MultiplierSpec) -> tuple:
+    """A model or LUT multiplier as the value ``(lut, M, params)`` of approximate()'s assignment."""
+    return (spec.model, spec.bits, *((dict(spec.params),) if spec.params else ()))
 
 
 def _model_spec(name: str, bits: int, params: dict, models_dirs, timeout) -> MultiplierSpec:

@@ -58,6 +58,7 @@ from . import cpu
 from .multiplier import Multiplier, resolve
 
 __all__ = ["Multiplier", "resolve", "matmul", "conv2d", "conv2d_backprop_input", "conv2d_backprop_filter",
+           "conv3d", "conv3d_backprop_input", "conv3d_backprop_filter",
            "ShapeError", "BACKENDS", "METHODS"]
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
@@ -180,4 +181,5 @@ def _matmul_2d(a, b, mult, rounding, mode, backend, method, threads):
 
 
 
-from .conv import conv2d, conv2d_backprop_filter, conv2d_backprop_input  # noqa: E402  (conv uses matmul)
+from .conv import (conv2d, conv2d_backprop_filter, conv2d_backprop_input, conv3d,  # noqa: E402  (conv uses matmul)
+                   conv3d_backprop_filter, conv3d_backprop_input)

@@ -1,12 +1,16 @@
 """Keras 3 layers whose products use an approximate multiplier, on amsim's TensorFlow ops.
 
-``AMDense``, ``AMConv2D``, ``AMDepthwiseConv2D`` and ``AMMultiHeadAttention``
-are the Keras layers they replace with two things added: every product goes
-through the LUT multiplier (forward and, by default, backward), and the
+``AMDense``, the convolutions (``AMConv1D``/``2D``/``3D``, their transposes,
+``AMDepthwiseConv1D``/``2D``, ``AMSeparableConv1D``/``2D``),
+``AMMultiHeadAttention``, ``AMEinsumDense``, ``AMSimpleRNN``, ``AMLSTM``,
+``AMGRU`` (and their cells) are the Keras layers they replace with two
+things added: every product goes through the LUT multiplier (forward and, by default, backward), and the
 arguments ``lut``, ``bits``, ``params``, ``rounding``, ``mode`` and
 ``gradient``. ``approximate(model, lut, bits=...)`` swaps a whole model's
-layers, weights kept; ``precise(model)`` swaps them back. ``am_matmul`` is
-the op itself. ApproxTrain's layer names live in :mod:`amsim.keras.approxtrain`.
+layers, weights kept (naming in one ``ExactLayersWarning`` any multiplying layer it
+leaves exact); ``precise(model)`` swaps them back; ``coverage(model)`` counts
+which products are approximate, layer by layer. ``am_matmul`` and
+``am_einsum`` are the ops. ApproxTrain's layer names live in :mod:`amsim.keras.approxtrain`.
 
 Needs TensorFlow (``pip install amsim[tf]``) with Keras 3 on its TensorFlow
 backend. See docs/keras.md.
@@ -29,14 +33,25 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the
     raise AmsimError(f"amsim.keras runs on TensorFlow ops: Keras' backend is {keras.backend.backend()!r}; "
                      "set KERAS_BACKEND=tensorflow")
 
-from .layers import (AMConv2D, AMDense, AMDepthwiseConv2D, AMMultiHeadAttention, LayerConfigError,  # noqa: E402
+from .layers import (AMGRU, AMLSTM, AMConv2D, AMDense, AMDepthwiseConv2D, AMEinsumDense, AMGRUCell,  # noqa: E402
+                     AMLSTMCell, AMMultiHeadAttention, AMSimpleRNN, AMSimpleRNNCell, LayerConfigError,
                      LayerDTypeError, LayerXlaError, approximate, precise)
-from .ops import am_conv2d, am_depthwise_conv2d, am_matmul  # noqa: E402
+from .layers import (AMConv1D, AMConv1DTranspose, AMConv2DTranspose, AMConv3D, AMConv3DTranspose,  # noqa: E402
+                     AMDepthwiseConv1D, AMSeparableConv1D, AMSeparableConv2D)
+from .ops import am_conv2d, am_depthwise_conv2d, am_einsum, am_matmul  # noqa: E402
+from .ops import am_conv2d_transpose, am_conv3d, am_conv3d_transpose  # noqa: E402
+
+from .layers import ExactLayersWarning  # noqa: E402
+from .coverage import Coverage, CoverageError, ElementwiseCount, LayerCoverage, coverage  # noqa: E402
 
 # Registers ApproxTrain's layer names with Keras too, so that importing amsim.keras is all a
 # process needs before keras.models.load_model reads a model holding any of the layers.
 from . import approxtrain  # noqa: E402,F401
 
-__all__ = ["AMDense", "AMConv2D", "AMDepthwiseConv2D", "AMMultiHeadAttention", "am_matmul", "am_conv2d",
-           "am_depthwise_conv2d", "approximate", "precise", "LayerConfigError", "LayerDTypeError",
-           "LayerXlaError"]
+__all__ = ["AMDense", "AMConv1D", "AMConv2D", "AMConv3D", "AMDepthwiseConv1D", "AMDepthwiseConv2D",
+           "AMConv1DTranspose", "AMConv2DTranspose", "AMConv3DTranspose", "AMSeparableConv1D", "AMSeparableConv2D",
+           "AMMultiHeadAttention", "AMEinsumDense", "AMSimpleRNN",
+           "AMLSTM", "AMGRU", "AMSimpleRNNCell", "AMLSTMCell", "AMGRUCell", "am_matmul", "am_einsum", "am_conv2d",
+           "am_depthwise_conv2d", "am_conv2d_transpose", "am_conv3d", "am_conv3d_transpose", "approximate",
+           "precise", "ExactLayersWarning", "coverage", "Coverage", "LayerCoverage", "ElementwiseCount",
+           "CoverageError", "LayerConfigError", "LayerDTypeError", "LayerXlaError"]

@@ -3,8 +3,9 @@
 The four projections (query, key, value, output; the gate too when
 ``use_gate``) and both attention matmuls (query x key, scores x value) run
 on the approximate multiplier; the scaling, the softmax, masks and dropout
-are Keras' own. Two-operand einsums, which Keras writes these steps as, are
-turned into one batched approximate matmul each (:func:`am_einsum`).
+are Keras' own. Keras writes these steps as two-operand einsums; each is one
+batched approximate matmul (:func:`amsim.keras.ops.am_einsum`), the
+projections through AMEinsumDense's call.
 """
 
 from __future__ import annotations
@@ -14,54 +15,9 @@ import math
 import keras
 import tensorflow as tf
 
-from ..ops import am_matmul
+from ..ops import am_einsum
 from .base import Approximate, LayerConfigError, replaces
-
-
-def am_einsum(equation: str, x, y, lut, **kwargs):
-    """A two-operand einsum ``"X,Y->Z"`` as one batched approximate matmul (``x`` is the LUT's row operand).
-
-    Letters in X, Y and Z are batch axes, those in X and Y only are summed,
-    those in one operand and Z are its free axes. The operands are laid out
-    as (batch, free, summed) and (batch, summed, free), with a transposed
-    view instead of a copy when that matches an operand's layout, flattened
-    to three (or two) dimensions, multiplied, and put back in Z's order.
-    """
-    inputs, out = equation.replace(" ", "").split("->")
-    xs, ys = inputs.split(",")
-    batch = [c for c in xs if c in ys and c in out]
-    summed = [c for c in xs if c in ys and c not in out]
-    free_x = [c for c in xs if c not in ys]
-    free_y = [c for c in ys if c not in xs]
-    if any(c not in out for c in free_x + free_y) or sorted(out) != sorted(batch + free_x + free_y) \
-            or len(set(xs)) != len(xs) or len(set(ys)) != len(ys):
-        raise LayerConfigError(f"einsum {equation!r} is not a (batched) matrix product")
-    x_shape, y_shape = tf.shape(x), tf.shape(y)
-    size = {c: x_shape[i] for i, c in enumerate(xs)} | {c: y_shape[i] for i, c in enumerate(ys)}
-    static = {c: x.shape[i] for i, c in enumerate(xs)} | {c: y.shape[i] for i, c in enumerate(ys)}
-
-    def flat(letters):
-        return tf.reduce_prod(tf.stack([size[c] for c in letters])) if letters else tf.constant(1)
-
-    def arrange(t, have, first, second):
-        """t as (batch, first, second), or a view of it as (batch, second, first) and the flag True."""
-        have = list(have)
-        transposed = have == batch + second + first and have != batch + first + second
-        if not transposed and have != batch + first + second:
-            t = tf.transpose(t, [have.index(c) for c in batch + first + second])
-        lead, rest = (second, first) if transposed else (first, second)
-        dims = ([flat(batch)] if batch else []) + [flat(lead), flat(rest)]
-        return tf.reshape(t, tf.stack(dims)), transposed
-
-    a, ta = arrange(x, xs, free_x, summed)
-    b, tb = arrange(y, ys, summed, free_y)
-    z = am_matmul(a, b, lut, transpose_a=ta, transpose_b=tb, **kwargs)
-    order = batch + free_x + free_y
-    z = tf.reshape(z, tf.stack([size[c] for c in order]))
-    if order != list(out):
-        z = tf.transpose(z, [order.index(c) for c in out])
-    z.set_shape([static[c] for c in out])
-    return z
+from .einsum_dense import AMEinsumDense
 
 
 class _OpSpec:
@@ -73,20 +29,20 @@ class _OpSpec:
         self.multiplier, self.kwargs, self.refuse_xla = multiplier, kwargs, refuse_xla
 
 
-class _AMEinsumDense(keras.layers.EinsumDense):
-    """An EinsumDense projection of an AMMultiHeadAttention, its einsum approximate."""
+class _AMProjection(AMEinsumDense):
+    """A projection of an AMMultiHeadAttention: AMEinsumDense's call with its attention layer's multiplier
+    and options (Keras builds the projections as EinsumDense layers, which the attention layer turns into
+    this class; see AMMultiHeadAttention.build)."""
 
-    def call(self, inputs, training=None):
-        spec = self._am_spec
-        spec.refuse_xla()
-        y = am_einsum(self.equation, tf.cast(inputs, tf.float32), tf.cast(self.kernel, tf.float32),
-                      spec.multiplier, **spec.kwargs)
-        y = tf.cast(y, self.compute_dtype)
-        if self.bias is not None:
-            y = tf.add(y, tf.cast(self.bias, y.dtype))
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
+    @property
+    def multiplier(self):
+        return self._am_spec.multiplier
+
+    def _op_kwargs(self):
+        return self._am_spec.kwargs
+
+    def _refuse_xla(self):
+        self._am_spec.refuse_xla()
 
 
 @replaces(keras.layers.MultiHeadAttention)
@@ -104,11 +60,7 @@ class AMMultiHeadAttention(Approximate, keras.layers.MultiHeadAttention):
             (``num_heads``, ``key_dim``, ``value_dim``, ``dropout``,
             ``use_bias``, ``output_shape``, ``attention_axes``, ...), except
             ``flash_attention=True``: a fused exact kernel has no
-            approximate products.
-        lut: the multiplier: a C model, by name or ``.c`` file (with ``bits``),
-            a LUT file, an ``amsim.lut.LUT``, an ``amsim.gemm.Multiplier`` or
-            an array.
-        bits, params, rounding, mode, gradient: as for ``AMDense``.
+            approximate products.{am_args}
 
     Call arguments, inputs and outputs:
         As ``keras.layers.MultiHeadAttention``: ``query`` ``(B, T, dim)``,
@@ -136,7 +88,7 @@ class AMMultiHeadAttention(Approximate, keras.layers.MultiHeadAttention):
         for projection in (self._query_dense, self._key_dense, self._value_dense, self._output_dense,
                            getattr(self, "_gate_dense", None)):
             if projection is not None:
-                projection.__class__ = _AMEinsumDense
+                projection.__class__ = _AMProjection
                 projection._am_spec = spec
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None,

@@ -132,6 +132,21 @@ def resolve_lut(lut, bits=None, params=None) -> Multiplier:
 # ----------------------------------------------------------------------------------------------
 
 
+#: The AM arguments in a layer's docstring, after the Keras layer's own: :func:`replaces` puts them
+#: where the docstring says ``{am_args}``.
+AM_ARGS_DOC = """
+        lut: the multiplier: a C model, by name or ``.c`` file (with
+            ``bits``; its LUT is swept once and cached), a LUT file (``.npz``
+            or ApproxTrain's ``NAME_M.bin``), an ``amsim.lut.LUT``, an
+            ``amsim.gemm.Multiplier`` or a (2^M, 2^M) array.
+        bits: mantissa width M; required with a model, checked against a
+            LUT.
+        params: model parameters, with a model.
+        rounding: ``"truncate"`` (default) or ``"rne"``.
+        mode: ``"ieee"`` (default) or ``"approxtrain"``.
+        gradient: ``"approximate"`` (default: the backward products use the
+            same multiplier) or ``"exact"``."""
+
 #: Each Keras layer class that has an AM version, and that version (filled by :func:`replaces`).
 APPROXIMATE: dict[type, type] = {}
 
@@ -144,6 +159,8 @@ def replaces(keras_cls):
         if not issubclass(am_cls, keras_cls):
             raise TypeError(f"{am_cls.__name__} must subclass the layer it replaces, {keras_cls.__name__}")
         APPROXIMATE[keras_cls] = am_cls
+        if am_cls.__doc__:
+            am_cls.__doc__ = am_cls.__doc__.replace("{am_args}", AM_ARGS_DOC)
         return keras.saving.register_keras_serializable(package="amsim")(am_cls)
 
     return register

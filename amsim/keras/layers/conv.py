@@ -1,45 +1,87 @@
-"""AMConv2D and AMDepthwiseConv2D: Keras' 2-D convolutions with every product approximate."""
+"""AMConv1D, AMConv2D, AMConv3D, AMDepthwiseConv1D and AMDepthwiseConv2D: Keras' convolutions with every
+product approximate.
+
+The 1-D layers are the 2-D ops on a height-1 axis (:mod:`.conv_base`), the 2-D
+ones the engine's conv ops, and Conv3D the GEMM of its patches
+(:func:`amsim.keras.ops.am_conv3d`). In every one the input patch is the LUT's
+row operand and the kernel its column operand.
+"""
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from ..ops import am_conv2d, am_depthwise_conv2d
-from .base import Approximate, replaces
-
-_AM_DOC = """
-        lut: the multiplier: a C model, by name or ``.c`` file (with
-            ``bits``; its LUT is swept once and cached), a LUT file (``.npz``
-            or ApproxTrain's ``NAME_M.bin``), an ``amsim.lut.LUT``, an
-            ``amsim.gemm.Multiplier`` or a (2^M, 2^M) array.
-        bits: mantissa width M; required with a model, checked against a
-            LUT.
-        params: model parameters, with a model.
-        rounding: ``"truncate"`` (default) or ``"rne"``.
-        mode: ``"ieee"`` (default) or ``"approxtrain"``.
-        gradient: ``"approximate"`` (default: the input and filter gradients
-            use the same multiplier) or ``"exact"``."""
+from ..ops import am_conv2d, am_conv3d, am_depthwise_conv2d
+from .base import replaces
+from .conv_base import ConvBase
 
 
-class _Conv(Approximate):
-    """The NHWC float32 view the ops take, whatever the layer's data format and dtype."""
+class _AMConv(ConvBase):
+    """Conv1D, Conv2D and Conv3D: the op of the layer's rank, one group after another."""
 
-    def _op_geometry(self) -> dict:
-        return {"strides": tuple(self.strides), "padding": self.padding.upper(),
-                "dilations": tuple(self.dilation_rate)}
+    def convolution_op(self, inputs, kernel):
+        x, w = self._causal(self._channels_last(inputs)), self._op_kernel(kernel)
+        conv, geometry = am_conv3d if self.rank == 3 else am_conv2d, self._op_geometry()
 
-    def _nhwc(self, x):
-        x = self._to_float32(x)
-        return tf.transpose(x, [0, 2, 3, 1]) if self.data_format == "channels_first" else x
+        def one(x, w):
+            return conv(x, w, self.multiplier, **geometry, **self._op_kwargs())
 
-    def _from_nhwc(self, y):
-        y = tf.transpose(y, [0, 3, 1, 2]) if self.data_format == "channels_first" else y
-        return self._from_float32(y)
+        if self.groups == 1:
+            y = one(x, w)
+        else:
+            y = tf.concat([one(xg, wg) for xg, wg in zip(tf.split(x, self.groups, axis=-1),
+                                                         tf.split(w, self.groups, axis=-1))], axis=-1)
+        return self._from_channels_last(y)
+
+    def call(self, inputs):
+        # Not Keras' call: Conv1D's pads a causal input and calls its backend's conv, not
+        # convolution_op (which here pads it); and BaseConv's adds the bias with keras.ops.add,
+        # which takes a channels-first bias for a channels-last one when the last spatial size
+        # equals the filter count.
+        return self._finish(self.convolution_op(inputs, self.kernel), self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), **self._approximate_config()}
+
+
+@replaces(keras.layers.Conv1D)
+class AMConv1D(_AMConv, keras.layers.Conv1D):
+    """1-D convolution whose products use an approximate multiplier.
+
+    The convolution of ``keras.layers.Conv1D`` (cross-correlation) with every
+    product of an input patch and the kernel the LUT multiplier's (the patch
+    is the LUT's row operand, the kernel its column operand): the 2-D op on a
+    height-1 axis, a "causal" input padded on the left as Keras pads it. Sums,
+    the bias and the activation as in Keras. Groups are convolved one after another.
+
+    Args:
+        *args, **kwargs: every argument of ``keras.layers.Conv1D``
+            (``filters``, ``kernel_size``, ``strides``, ``padding`` including
+            ``"causal"``, ``data_format``, ``dilation_rate``, ``groups``,
+            ``activation``, ...).{am_args}
+
+    Input shape:
+        3D tensor ``(batch_size, steps, channels)``, or
+        ``(batch_size, channels, steps)`` with ``data_format="channels_first"``.
+
+    Output shape:
+        3D tensor ``(batch_size, new_steps, filters)``, or
+        ``(batch_size, filters, new_steps)`` with ``data_format="channels_first"``.
+
+    Example:
+
+    >>> layer = AMConv1D(32, 3, padding="causal", lut="mbm", bits=7)
+    """
+
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
+                 gradient="approximate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient)
 
 
 @replaces(keras.layers.Conv2D)
-class AMConv2D(_Conv, keras.layers.Conv2D):
+class AMConv2D(_AMConv, keras.layers.Conv2D):
     """2-D convolution whose products use an approximate multiplier.
 
     The convolution of ``keras.layers.Conv2D`` (cross-correlation) with every
@@ -50,7 +92,7 @@ class AMConv2D(_Conv, keras.layers.Conv2D):
     Args:
         *args, **kwargs: every argument of ``keras.layers.Conv2D``
             (``filters``, ``kernel_size``, ``strides``, ``padding``,
-            ``data_format``, ``dilation_rate``, ``groups``, ``activation``, ...).""" + _AM_DOC + """
+            ``data_format``, ``dilation_rate``, ``groups``, ``activation``, ...).{am_args}
 
     Input shape:
         4D tensor ``(batch_size, height, width, channels)``, or
@@ -72,22 +114,86 @@ class AMConv2D(_Conv, keras.layers.Conv2D):
         super().__init__(*args, **kwargs)
         self._init_approximate(lut, bits, params, rounding, mode, gradient)
 
-    def convolution_op(self, inputs, kernel):
-        x, w = self._nhwc(inputs), tf.cast(kernel, tf.float32)
-        conv = lambda x, w: am_conv2d(x, w, self.multiplier, **self._op_geometry(), **self._op_kwargs())  # noqa: E731
-        if self.groups == 1:
-            y = conv(x, w)
-        else:
-            y = tf.concat([conv(xg, wg) for xg, wg in zip(tf.split(x, self.groups, axis=-1),
-                                                          tf.split(w, self.groups, axis=-1))], axis=-1)
-        return self._from_nhwc(y)
+
+@replaces(keras.layers.Conv3D)
+class AMConv3D(_AMConv, keras.layers.Conv3D):
+    """3-D convolution whose products use an approximate multiplier.
+
+    The convolution of ``keras.layers.Conv3D`` as the GEMM of the input's
+    patches (the LUT's row operand, columns in (kd, kh, kw, channel) order)
+    with the kernel (the column operand), :func:`amsim.keras.ops.am_conv3d`;
+    sums, the bias and the activation as in Keras. Groups are convolved one
+    after another. The input's spatial dimensions must be known when the
+    layer is traced (the patches are static slices).
+
+    Args:
+        *args, **kwargs: every argument of ``keras.layers.Conv3D``
+            (``filters``, ``kernel_size``, ``strides``, ``padding``,
+            ``data_format``, ``dilation_rate``, ``groups``, ``activation``, ...).{am_args}
+
+    Input shape:
+        5D tensor ``(batch_size, spatial_dim1, spatial_dim2, spatial_dim3, channels)``,
+        or ``(batch_size, channels, spatial_dim1, spatial_dim2, spatial_dim3)``
+        with ``data_format="channels_first"``.
+
+    Output shape:
+        5D tensor ``(batch_size, new_spatial_dim1, new_spatial_dim2, new_spatial_dim3, filters)``,
+        or channels first likewise.
+
+    Example:
+
+    >>> layer = AMConv3D(16, 3, padding="same", lut="mbm", bits=7)
+    """
+
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
+                 gradient="approximate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient)
+
+
+class _AMDepthwise(ConvBase):
+    """DepthwiseConv1D and DepthwiseConv2D: the depthwise op, on a height-1 axis for 1-D."""
+
+    def call(self, inputs):
+        y = am_depthwise_conv2d(self._channels_last(inputs), self._op_kernel(self.kernel), self.multiplier,
+                                **self._op_geometry(), **self._op_kwargs())
+        return self._finish(self._from_channels_last(y), self.bias)
 
     def get_config(self):
         return {**super().get_config(), **self._approximate_config()}
 
 
+@replaces(keras.layers.DepthwiseConv1D)
+class AMDepthwiseConv1D(_AMDepthwise, keras.layers.DepthwiseConv1D):
+    """Depthwise 1-D convolution whose products use an approximate multiplier.
+
+    Each input channel is convolved with its own ``depth_multiplier`` filters,
+    as in ``keras.layers.DepthwiseConv1D``, with every product the LUT
+    multiplier's (input patch as the row operand, kernel as the column one):
+    the 2-D depthwise op on a height-1 axis.
+
+    Args:
+        *args, **kwargs: every argument of ``keras.layers.DepthwiseConv1D``
+            (``kernel_size``, ``strides``, ``padding``, ``depth_multiplier``,
+            ``data_format``, ``dilation_rate``, ``activation``, ...).{am_args}
+
+    Input shape:
+        3D tensor ``(batch_size, steps, channels)``, or
+        ``(batch_size, channels, steps)`` with ``data_format="channels_first"``.
+
+    Output shape:
+        3D tensor ``(batch_size, new_steps, channels * depth_multiplier)``, or
+        channels first likewise.
+    """
+
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
+                 gradient="approximate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient)
+
+
 @replaces(keras.layers.DepthwiseConv2D)
-class AMDepthwiseConv2D(_Conv, keras.layers.DepthwiseConv2D):
+class AMDepthwiseConv2D(_AMDepthwise, keras.layers.DepthwiseConv2D):
     """Depthwise 2-D convolution whose products use an approximate multiplier.
 
     Each input channel is convolved with its own ``depth_multiplier`` filters,
@@ -97,7 +203,7 @@ class AMDepthwiseConv2D(_Conv, keras.layers.DepthwiseConv2D):
     Args:
         *args, **kwargs: every argument of ``keras.layers.DepthwiseConv2D``
             (``kernel_size``, ``strides``, ``padding``, ``depth_multiplier``,
-            ``data_format``, ``dilation_rate``, ``activation``, ...).""" + _AM_DOC + """
+            ``data_format``, ``dilation_rate``, ``activation``, ...).{am_args}
 
     Input shape:
         4D tensor ``(batch_size, height, width, channels)``, or
@@ -113,19 +219,3 @@ class AMDepthwiseConv2D(_Conv, keras.layers.DepthwiseConv2D):
                  gradient="approximate", **kwargs):
         super().__init__(*args, **kwargs)
         self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
-    def call(self, inputs):
-        y = am_depthwise_conv2d(self._nhwc(inputs), tf.cast(self.kernel, tf.float32), self.multiplier,
-                                **self._op_geometry(), **self._op_kwargs())
-        y = self._from_nhwc(y)
-        if self.use_bias:
-            axis = -1 if self.data_format == "channels_last" else 1
-            shape = [1, 1, 1, 1]
-            shape[axis] = -1
-            y = tf.add(y, tf.reshape(tf.cast(self.bias, y.dtype), shape))
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
-
-    def get_config(self):
-        return {**super().get_config(), **self._approximate_config()}

@@ -22,20 +22,7 @@ class AMDense(Approximate, keras.layers.Dense):
     Args:
         *args, **kwargs: every argument of ``keras.layers.Dense`` (``units``,
             ``activation``, ``use_bias``, initializers, regularizers,
-            constraints, ``lora_rank``, ``name``, ``dtype``, ...).
-        lut: the multiplier: a C model, by name or ``.c`` file (with
-            ``bits``; its LUT is swept once and cached), a LUT file (``.npz``
-            or ApproxTrain's ``NAME_M.bin``), an ``amsim.lut.LUT``, an
-            ``amsim.gemm.Multiplier`` or a (2^M, 2^M) array.
-        bits: mantissa width M; required with a model, checked against a
-            LUT.
-        params: model parameters, with a model.
-        rounding: ``"truncate"`` (default) or ``"rne"``: how operands are
-            cut to M bits.
-        mode: ``"ieee"`` (default) or ``"approxtrain"`` (ApproxTrain's
-            arithmetic in the normal range).
-        gradient: ``"approximate"`` (default: the backward matmuls use the
-            same multiplier) or ``"exact"`` (exact float32 products).
+            constraints, ``lora_rank``, ``name``, ``dtype``, ...).{am_args}
 
     Input shape:
         N-D tensor with shape ``(batch_size, ..., input_dim)``.

@@ -1,0 +1,99 @@
+"""AMSeparableConv1D and AMSeparableConv2D: Keras' separable convolutions with both of their products
+approximate.
+
+A separable convolution is a depthwise convolution (each input channel with its
+own ``depth_multiplier`` filters) followed by a pointwise one (a 1x1
+convolution mixing the channels), as TensorFlow's ``separable_conv2d``
+computes it. Both are the LUT multiplier's: the depthwise products with the
+input patch as the LUT's row operand and the depthwise kernel as its column
+operand, then the pointwise products with the depthwise result (float32) as
+the row operand and the pointwise kernel as the column operand. 1-D layers
+are the 2-D ops on a height-1 axis.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from ..ops import am_conv2d, am_depthwise_conv2d
+from .base import replaces
+from .conv_base import ConvBase
+
+
+class _AMSeparable(ConvBase):
+    """Depthwise op, then the 1x1 conv op (a GEMM of the depthwise result, which it reads in place)."""
+
+    def call(self, inputs):
+        depthwise = am_depthwise_conv2d(self._channels_last(inputs), self._op_kernel(self.depthwise_kernel),
+                                        self.multiplier, **self._op_geometry(), **self._op_kwargs())
+        y = am_conv2d(depthwise, self._op_kernel(self.pointwise_kernel), self.multiplier, **self._op_kwargs())
+        return self._finish(self._from_channels_last(y), self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), **self._approximate_config()}
+
+
+@replaces(keras.layers.SeparableConv1D)
+class AMSeparableConv1D(_AMSeparable, keras.layers.SeparableConv1D):
+    """Separable 1-D convolution whose depthwise and pointwise products use an approximate multiplier.
+
+    ``keras.layers.SeparableConv1D``: a depthwise convolution then a pointwise
+    one, every product of both the LUT multiplier's (the input patch, then the
+    depthwise result, as the LUT's row operand; the kernels as its column
+    operand). Sums, the bias and the activation as in Keras.
+
+    Args:
+        *args, **kwargs: every argument of ``keras.layers.SeparableConv1D``
+            (``filters``, ``kernel_size``, ``strides``, ``padding``,
+            ``data_format``, ``dilation_rate``, ``depth_multiplier``,
+            ``activation``, ...).{am_args}
+
+    Input shape:
+        3D tensor ``(batch_size, steps, channels)``, or
+        ``(batch_size, channels, steps)`` with ``data_format="channels_first"``.
+
+    Output shape:
+        3D tensor ``(batch_size, new_steps, filters)``, or
+        ``(batch_size, filters, new_steps)`` with ``data_format="channels_first"``.
+    """
+
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
+                 gradient="approximate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient)
+
+
+@replaces(keras.layers.SeparableConv2D)
+class AMSeparableConv2D(_AMSeparable, keras.layers.SeparableConv2D):
+    """Separable 2-D convolution whose depthwise and pointwise products use an approximate multiplier.
+
+    ``keras.layers.SeparableConv2D``: a depthwise convolution then a pointwise
+    one, every product of both the LUT multiplier's (the input patch, then the
+    depthwise result, as the LUT's row operand; the kernels as its column
+    operand). Sums, the bias and the activation as in Keras.
+
+    Args:
+        *args, **kwargs: every argument of ``keras.layers.SeparableConv2D``
+            (``filters``, ``kernel_size``, ``strides``, ``padding``,
+            ``data_format``, ``dilation_rate``, ``depth_multiplier``,
+            ``activation``, ...).{am_args}
+
+    Input shape:
+        4D tensor ``(batch_size, height, width, channels)``, or
+        ``(batch_size, channels, height, width)`` with
+        ``data_format="channels_first"``.
+
+    Output shape:
+        4D tensor ``(batch_size, new_height, new_width, filters)``, or
+        ``(batch_size, filters, new_height, new_width)`` with
+        ``data_format="channels_first"``.
+
+    Example:
+
+    >>> layer = AMSeparableConv2D(32, 3, padding="same", depth_multiplier=2, lut="mbm", bits=7)
+    """
+
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
+                 gradient="approximate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient)
