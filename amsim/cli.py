@@ -795,8 +795,9 @@ def _run(prog, command, args) -> int:
             return 1
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # SIGINT (Ctrl-C): Python's own handler raised it
+        print(f"{prog}: {Interrupted(signal.SIGINT)}; stopped", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def main(argv=None) -> int:

@@ -105,6 +105,21 @@ def test_the_summary_names_failed_properties_and_the_accuracy_difference():
     assert "Mean |RE| 5.00 %" in text and "dominated on power and mean |RE| by mbm" in text
     assert "test accuracy 87.50 % against 90.00 % in float32 (-2.50 points); mbm-M7 88.00 %" in text
     assert "declared power is 0.5 of an exact multiplier's" in text
+    assert "approximate" not in text.split("declared power")[1]  # no coverage given: nothing said of it
+
+
+def test_the_summary_says_when_the_network_was_only_partly_approximate():
+    rows = [{"multiplier": "float32", "complete": 1, "test_accuracy": 0.9, "coverage": 0.0, "exact_layers": []},
+            {"multiplier": "x-M7", "complete": 1, "test_accuracy": 0.9, "coverage": 0.25, "exact_layers": ["custom"]}]
+    verdict = {"model": "x", "bits": 7,
+               "check": {"holds": True, "exhaustive": True, "pairs": 65536, "properties": 5, "failed": []},
+               "statistics": {"truncated": {"mean_abs_re": 0.05, "mean_re": -0.01, "max_abs_re": 0.2}},
+               "neighbours": {}, "pareto": {"status": "front"},
+               "training": {"dataset": "digits", "arch": "mlp", "epochs": 5, "seeds": [0], "rows": rows,
+                            "energy": [], "labels": {"float32": "float32", "design": "x-M7", "neighbours": []}}}
+    assert "Only 25.0 % of the network's products were approximate: custom stayed exact" in summary_paragraph(verdict)
+    rows[1].update(coverage=1.0, exact_layers=[])
+    assert "Only" not in summary_paragraph(verdict)
 
 
 def test_a_design_that_does_not_compile_is_one_line_and_exit_2(tmp_path, capsys):

@@ -19,6 +19,17 @@ multiplier trains the same graph.
 * ``resnet``: a small ResNet (He et al. 2016): a 3x3 stem of 16 channels and three stages of
   one basic block each (16, 32, 64 channels, stride 2 between stages) with batch
   normalisation, global average pooling, Dense softmax. Adam 1e-3, batch 64.
+* ``mobilenetv2``: ``keras.applications.MobileNetV2`` (Sandler et al. 2018) at width multiplier
+  0.35, untrained (``weights=None``: nothing is downloaded), with its own classifier (global average
+  pooling, Dense softmax); images smaller than the 32x32 it accepts at least are resized to it
+  first (digits' 8x8, MNIST's 28x28). Adam 1e-3, batch 64.
+* ``lstm``: the image read row by row as a sequence (H steps of W*C features): LSTM of 64 units,
+  Dense softmax on its last output. Adam 1e-3, batch 64.
+* ``transformer``: a one-block encoder (Vaswani et al. 2017, post-norm) with the image's rows as
+  tokens: a linear embedding to 32 features whose bias, one per token and feature, is the learned
+  position embedding (an EinsumDense), 4-head self-attention with a residual connection and layer
+  normalisation, a feed-forward Dense 64 ReLU, Dense 32 with a residual connection and layer
+  normalisation, average over the tokens, Dense softmax. Adam 1e-3, batch 64.
 """
 
 from __future__ import annotations
@@ -132,6 +143,49 @@ def _resnet(input_shape, classes):
     return Model(inputs, layers.Dense(classes, activation="softmax")(x), name="resnet")
 
 
+#: The smallest image side keras.applications.MobileNetV2 accepts.
+_MOBILENET_MIN_SIDE = 32
+
+
+def _mobilenetv2(input_shape, classes):
+    import keras
+    from keras import Input, Sequential, layers
+
+    height, width, channels = input_shape
+    size = (max(height, _MOBILENET_MIN_SIDE), max(width, _MOBILENET_MIN_SIDE))
+    resize = [layers.Resizing(*size)] if size != (height, width) else []
+    return Sequential([
+        Input(input_shape),
+        *resize,
+        keras.applications.MobileNetV2(input_shape=(*size, channels), alpha=0.35, weights=None, classes=classes),
+    ], name="mobilenetv2")
+
+
+def _lstm(input_shape, classes):
+    from keras import Input, Sequential, layers
+
+    height, width, channels = input_shape
+    return Sequential([Input(input_shape), layers.Reshape((height, width * channels)), layers.LSTM(64),
+                       layers.Dense(classes, activation="softmax")], name="lstm")
+
+
+def _transformer(input_shape, classes, *, d_model=32, heads=4, d_ff=64):
+    from keras import Input, Model, layers
+
+    height, width, channels = input_shape
+    inputs = Input(input_shape)
+    tokens = layers.Reshape((height, width * channels))(inputs)
+    # x_t W + b + p_t with a learned p_t per token t is x_t W plus one bias per (token, feature).
+    x = layers.EinsumDense("btf,fd->btd", output_shape=(height, d_model), bias_axes="td",
+                           bias_initializer="random_normal", name="embedding")(tokens)
+    attended = layers.MultiHeadAttention(heads, d_model // heads)(x, x)
+    x = layers.LayerNormalization()(layers.Add()([x, attended]))
+    fed = layers.Dense(d_model)(layers.Dense(d_ff, activation="relu")(x))
+    x = layers.LayerNormalization()(layers.Add()([x, fed]))
+    x = layers.GlobalAveragePooling1D()(x)
+    return Model(inputs, layers.Dense(classes, activation="softmax")(x), name="transformer")
+
+
 ARCHITECTURES = {a.name: a for a in (
     Architecture("mlp", _mlp, "adam", 1e-3, 32, description="Flatten, Dense 128 ReLU, Dense softmax"),
     Architecture("lenet5", _lenet5, "adam", 1e-3, 64, description="LeNet-5 layout, ReLU, max pooling"),
@@ -140,6 +194,11 @@ ARCHITECTURES = {a.name: a for a in (
     Architecture("alexnet-cifar", _alexnet_cifar, "sgd", 1e-3, 32, "per_image",
                  "the reference study's AlexNet layers on 32x32 inputs"),
     Architecture("resnet", _resnet, "adam", 1e-3, 64, description="small ResNet: 3 stages of one basic block"),
+    Architecture("mobilenetv2", _mobilenetv2, "adam", 1e-3, 64,
+                 description="keras.applications.MobileNetV2, width 0.35, on images of at least 32x32"),
+    Architecture("lstm", _lstm, "adam", 1e-3, 64, description="rows as a sequence: LSTM 64, Dense softmax"),
+    Architecture("transformer", _transformer, "adam", 1e-3, 64,
+                 description="rows as tokens: one encoder block of 4-head attention, d_model 32"),
 )}
 
 

@@ -42,6 +42,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--multipliers", default="float32", metavar="SPEC[,SPEC...]",
                    help="float32, NAME or NAME:M[:key=value] (a C model at mantissa width M; NAME may be a .c "
                         "file: ./my_mul.c:7), or a LUT file (default float32)")
+    p.add_argument("--assign", action="append", default=[], metavar="PATTERN=SPEC[,...]|FILE",
+                   help="one more run with a multiplier per layer: layer-name patterns and multipliers, the first "
+                        "pattern a layer matches decides (conv*=drum:7:k=4,dense_2=exact,*=mbm:7), or a .json/.toml "
+                        "file of such pairs (repeatable: one run each)")
     p.add_argument("--bits", type=positive_int, default=7, metavar="M",
                    help="mantissa width of multipliers given without :M (default 7)")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
@@ -106,14 +110,15 @@ def add_parsers(sub) -> None:
 def cmd_train(args) -> int:
     from .multipliers import parse_multipliers
     from .runner import RunConfig
-    from .study import format_summary, run_study, text_table
+    from .study import format_summary, partial_coverage, refuse_if_in_use, run_study, text_table
 
     if args.resume and args.force:
         raise ExperimentError("--resume and --force exclude each other")
     if args.workers and args.scheduler:
         raise ExperimentError("--workers starts a local cluster, --scheduler uses an existing one: give one of them")
+    refuse_if_in_use(args.out)  # before sweeping any LUT: a study already training there stops this one at once
     multipliers = parse_multipliers(args.multipliers, default_bits=args.bits, models_dirs=args.models_dir,
-                                    timeout=args.timeout)
+                                    timeout=args.timeout, assignments=args.assign)
     base = RunConfig(dataset=args.dataset, arch=args.arch, multiplier=multipliers[0], epochs=args.epochs,
                      batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate,
                      gradient=args.gradient, validation=args.validation, limit_train=args.limit_train,
@@ -125,6 +130,8 @@ def cmd_train(args) -> int:
                         resume=args.resume, force=args.force, verbose=verbose, threads=args.threads, log=log)
     head, rows = format_summary(summary)
     print(text_table(head, rows))
+    for line in partial_coverage(summary):
+        print(f"partly approximate: {line}")
     _print_energy(summary)
     if not args.no_plots:
         _plot_study(args.out)

@@ -3,7 +3,7 @@
 * ``digits``: scikit-learn's 8x8 handwritten digits (bundled with scikit-learn, no download);
   the first 1437 images train, the last 360 test.
 * ``mnist`` and ``fashion-mnist``: the four IDX files as distributed (``train-images-idx3-ubyte.gz``,
-  ...); for ``mnist`` also Keras's ``mnist.npz``.
+  ...) or unpacked (``train-images-idx3-ubyte``); for ``mnist`` also Keras's ``mnist.npz``.
 * ``cifar10``: the python version's pickle batches (``data_batch_1`` .. ``data_batch_5``,
   ``test_batch``) in ``cifar-10-batches-py/``.
 
@@ -11,7 +11,7 @@ Files are looked for in ``data_dir`` (and its subfolder named like Keras's), the
 folder ``~/.keras/datasets`` (``KERAS_HOME`` moves it), where ``keras.datasets`` leaves them. When
 they are missing, the error says which files to put where. Every file is checked against its
 format (magic numbers, sizes, label ranges, counts), so a truncated download is refused with the
-reason instead of training on garbage.
+file's name and the reason instead of training on garbage.
 
 Validation follows the reference study: the *first* ``validation`` training images (5000 for
 CIFAR-10 as there) are held out, the rest train. Pixels are scaled to [0, 1]; labels are int32.
@@ -23,22 +23,30 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import math
 import os
 import pickle
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import RangeError
 from . import ExperimentError
 
-__all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "keras_cache_dir", "standardize_per_image",
-           "read_idx", "read_cifar_batch"]
+__all__ = ["Dataset", "DatasetError", "DatasetSplitError", "DATASETS", "load_dataset", "keras_cache_dir",
+           "standardize_per_image", "read_idx", "read_cifar_batch"]
 
 
 class DatasetError(ExperimentError):
     """A dataset's files are missing, corrupt or inconsistent."""
+
+
+class DatasetSplitError(DatasetError, RangeError):
+    """``validation``, ``limit_train`` or ``limit_test`` asks for more images than the dataset has: a
+    value out of range (the command line's usage error), not a damaged file."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,7 +106,7 @@ def read_idx(path, *, ndim: int) -> np.ndarray:
                            f"(magic {data[:4].hex()}, expected 000008{ndim:02x})")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = data[4 + 4 * ndim:]
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # exact: three 32-bit sizes can overflow numpy's int64
     if len(body) != expected:
         raise DatasetError(f"{path}: header says {'x'.join(map(str, shape))} = {expected} bytes of data, "
                            f"the file holds {len(body)}; it is {'truncated' if len(body) < expected else 'corrupt'}")
@@ -128,24 +136,31 @@ class _ArraysOnly(pickle.Unpickler):
 def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 python batch: (N, 32, 32, 3) uint8 images and (N,) labels."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
+    with open(path, "rb") as f:
+        try:
             batch = _ArraysOnly(f, encoding="bytes").load()
-    except _Refused as exc:
-        raise DatasetError(f"{path}: not a CIFAR-10 python batch: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc or type(exc).__name__}); "
-                           "it may be truncated: download it again") from None
+        except _Refused as exc:
+            raise DatasetError(f"{path}: not a CIFAR-10 python batch: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged pickle makes the unpickler raise
+            raise DatasetError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc}); "
+                               "it may be truncated: download it again") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: not a CIFAR-10 python batch (holds a {type(batch).__name__}, not a dict)")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
-        raise DatasetError(f"{path}: a CIFAR-10 batch needs 'data' and 'labels'; it has {sorted(batch)}")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DatasetError(f"{path}: 'data' must be N x 3072 uint8, not {data.shape} {data.dtype}")
-    if labels.shape != (len(data),):
+        raise DatasetError(f"{path}: a CIFAR-10 batch needs 'data' and 'labels'; it has "
+                           f"{sorted(map(str, batch))}")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = f"{data.shape} {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        raise DatasetError(f"{path}: 'data' must be an N x 3072 uint8 array, not {shape}")
+    try:
+        labels = np.asarray(batch["labels"])
+    except ValueError as exc:  # ragged nesting
+        raise DatasetError(f"{path}: 'labels' must be a list of integers ({exc})") from None
+    if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
+        raise DatasetError(f"{path}: 'labels' must be a list of integers, not {labels.dtype} of shape {labels.shape}")
+    if len(labels) != len(data):
         raise DatasetError(f"{path}: {len(data)} images but {labels.size} labels")
     _check_labels(labels, 10, path)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int32)
@@ -199,41 +214,61 @@ def _candidates(name: str, data_dir) -> list[Path]:
     return out
 
 
-def _find(name: str, data_dir) -> tuple[Path, tuple]:
-    """The folder holding all of ``name``'s files (or Keras's mnist.npz), else a DatasetError saying where."""
+def _present(folder: Path, file: str) -> Path | None:
+    """``folder/file``, or for a gzip file as distributed the same file unpacked, when it is there."""
+    for name in (file, file.removesuffix(".gz")):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _find(name: str, data_dir) -> tuple[Path, list[Path]]:
+    """The folder holding all of ``name``'s files (or Keras's mnist.npz) and their paths, else a
+    DatasetError saying where to put them."""
     _sub, files, origin, _val = _FILES[name]
     for folder in _candidates(name, data_dir):
-        if all((folder / f).is_file() for f in files):
-            return folder, files
+        paths = [_present(folder, f) for f in files]
+        if None not in paths:
+            return folder, paths
         if name == "mnist" and (folder / "mnist.npz").is_file():
-            return folder, ("mnist.npz",)
+            return folder, [folder / "mnist.npz"]
     places = " or ".join(str(p) for p in _candidates(name, data_dir))
-    raise DatasetError(f"{name}: files not found; put {', '.join(files)} into {places} "
+    unpacked = " (or unpacked)" if any(f.endswith(".gz") for f in files) else ""
+    raise DatasetError(f"{name}: files not found; put {', '.join(files)}{unpacked} into {places} "
                        f"(from {origin}), or name their folder with --data-dir")
 
 
+def _read_mnist_npz(path: Path) -> list[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DatasetError(f"{path}: not a complete mnist.npz ({type(exc).__name__}: {exc})") from None
+
+
 def _load_idx(name, data_dir):
-    folder, files = _find(name, data_dir)
-    paths = [folder / f for f in files]
-    if files == ("mnist.npz",):
-        try:
-            with np.load(paths[0], allow_pickle=False) as z:
-                arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-        except (OSError, KeyError, ValueError, zlib.error) as exc:
-            raise DatasetError(f"{paths[0]}: not a complete mnist.npz ({exc})") from None
+    folder, paths = _find(name, data_dir)
+    if paths[0].name == "mnist.npz":
+        arrays = _read_mnist_npz(paths[0])
+        where = str(paths[0])
     else:
         arrays = [read_idx(p, ndim=3 if "images" in p.name else 1) for p in paths]
+        where = f"{name} in {folder}"
     x_train, y_train, x_test, y_test = arrays
     for x, y, which in ((x_train, y_train, "training"), (x_test, y_test, "test")):
-        if x.ndim != 3 or len(x) != len(y):
-            raise DatasetError(f"{name} in {folder}: {which} images {x.shape} and labels {y.shape} do not match")
-        _check_labels(y, 10, f"{name} {which} labels in {folder}")
+        if x.dtype != np.uint8 or x.ndim != 3 or y.ndim != 1 or len(x) != len(y) \
+                or not np.issubdtype(y.dtype, np.integer):
+            raise DatasetError(f"{where}: {which} images ({x.dtype} {x.shape}) and labels ({y.dtype} {y.shape}) do "
+                               "not match: expected N images of uint8 pixels and N integer labels")
+        _check_labels(y, 10, f"{where}: {which} labels")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(f"{where}: training images are {'x'.join(map(str, x_train.shape[1:]))}, test images "
+                           f"{'x'.join(map(str, x_test.shape[1:]))}")
     return (x_train[..., None], y_train, x_test[..., None], y_test), 255.0, _source(paths)
 
 
 def _load_cifar(name, data_dir):
-    folder, files = _find(name, data_dir)
-    paths = [folder / f for f in files]
+    _folder, paths = _find(name, data_dir)
     parts = [read_cifar_batch(p) for p in paths]
     x_train = np.concatenate([x for x, _ in parts[:5]])
     y_train = np.concatenate([y for _, y in parts[:5]])
@@ -278,13 +313,19 @@ def load_dataset(name: str = "digits", data_dir=None, *, validation: int | None 
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     folder = None if data_dir is None else str(data_dir)
     (x_train, y_train, x_test, y_test), scale, source = _LOADERS[name](name, folder)
+    if not len(x_test):
+        raise DatasetError(f"{name}: the test set holds no images ({source})")
     validation = default_validation(name) if validation is None else int(validation)
     if not 0 <= validation < len(x_train):
-        raise DatasetError(f"validation={validation} must lie in 0..{len(x_train) - 1} for {name} "
-                           f"({len(x_train)} training images)")
-    for what, value in (("limit_train", limit_train), ("limit_test", limit_test)):
-        if value is not None and int(value) < 1:
-            raise DatasetError(f"{what} must be at least 1, not {value}")
+        raise DatasetSplitError(f"validation={validation} must lie in 0..{len(x_train) - 1} for {name} "
+                                f"({len(x_train)} training images; at least one must train)")
+    # A limit beyond the images there are would silently train or test on fewer than asked for.
+    for what, value, available, of in (
+            ("limit_train", limit_train, len(x_train) - validation,
+             f"training images after validation={validation}"),
+            ("limit_test", limit_test, len(x_test), "test images")):
+        if value is not None and not 1 <= int(value) <= available:
+            raise DatasetSplitError(f"{what}={value} must lie in 1..{available}: {name} has {available} {of}")
 
     def prepare(x, y, limit=None):
         x, y = x[:limit], y[:limit]

@@ -227,9 +227,13 @@ def summary_paragraph(v: dict) -> str:
                  + (f", {energy['vs_float32']:.3f} of float32's multiplier energy per epoch"
                     if energy.get("vs_float32") is not None else "") + ".")
     seeds = t["seeds"]
+    share = (mine or {}).get("coverage")
+    partial = "" if share is None or share >= 1 else (
+        f" Only {100 * share:.1f} % of the network's products were approximate: "
+        f"{', '.join(mine['exact_layers'])} stayed exact float32, which flatters the design's accuracy.")
     return (f"{v['model']} at M = {v['bits']}: {checked}. Mean |RE| {_fraction(s['mean_abs_re'])} "
             f"(bias {100 * s['mean_re']:+.3f} %, peak {_fraction(s['max_abs_re'])}; truncated reference), "
             f"beside the closest built-ins {near}; {place.get(p['status'], p['status'])}. "
             f"Trained on {t['dataset']} with {t['arch']} for {t['epochs']} epoch(s), "
             f"{len(seeds)} seed(s) from identical initial weights: test accuracy {_accuracy(mine)} against "
-            f"{_accuracy(ref)} in float32{delta}; {others}.{power}")
+            f"{_accuracy(ref)} in float32{delta}; {others}.{power}{partial}")

@@ -18,6 +18,13 @@ A run folder holds ``config.json`` (the resolved configuration, seeds, the initi
 digest, versions and machine), ``history.csv`` and ``history.json`` (per epoch: training and
 validation loss and accuracy, seconds), ``checkpoint.npz``, ``tensorboard/``, and when the run
 is complete ``result.json`` (final and best metrics, test metrics, timing) and ``model.keras``.
+Every file is written whole or not at all (a temporary file renamed into place), so an interrupted
+run leaves the checkpoint of its last complete epoch.
+
+One file, past the usual size, because its parts are the three rules above: the network a run
+trains (built, or read from a model file and checked against the dataset before anything is
+written), its conversion to the multiplier, and the checkpoint and records that make it resumable
+all turn on one :class:`RunConfig` and one folder layout.
 """
 
 from __future__ import annotations
@@ -32,13 +39,18 @@ import os
 import platform
 import shutil
 import socket
+import tempfile
 import time
+import warnings
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..errors import AmsimError
 from ..lut import atomic_write_bytes
 from ..tfquiet import quiet_tensorflow
 from . import ExperimentError
@@ -47,8 +59,8 @@ from .datasets import load_dataset, standardize_per_image
 from .energy import board_energy_meter, count_multiplications
 from .multipliers import FLOAT32, MultiplierSpec, parse_multiplier
 
-__all__ = ["RunConfig", "run", "initial_weights", "weights_digest", "convert_model", "read_run", "RunFolderError",
-           "GRADIENTS", "environment"]
+__all__ = ["RunConfig", "run", "initial_weights", "weights_digest", "convert_model", "preflight", "read_run",
+           "RunFolderError", "GRADIENTS", "environment"]
 
 GRADIENTS = ("approximate", "exact")
 _LOSS = "sparse_categorical_crossentropy"
@@ -151,9 +163,14 @@ def _tensorflow(threads: int | None = None):
     return tf
 
 
-def _data(config: RunConfig):
-    data = load_dataset(config.dataset, config.data_dir, validation=config.validation,
+def _dataset(config: RunConfig):
+    return load_dataset(config.dataset, config.data_dir, validation=config.validation,
                         limit_train=config.limit_train, limit_test=config.limit_test)
+
+
+def _data(config: RunConfig):
+    """The dataset and its training, validation and test images as the network takes them."""
+    data = _dataset(config)
     if config.preprocess == "per_image":
         return data, tuple(standardize_per_image(x) for x in (data.x_train, data.x_val, data.x_test))
     return data, (data.x_train, data.x_val, data.x_test)
@@ -163,24 +180,99 @@ def _base_model(config: RunConfig, data):
     import keras
 
     keras.utils.set_random_seed(int(config.seed))  # weights and the dropout layers' random streams
-    if config.model_file:
+    if not config.model_file:
+        return build_model(config.arch, data.input_shape, data.classes)
+    model = _load_model_file(Path(config.model_file))
+    where = f"--model-file {config.model_file}"
+    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    if not inputs or not outputs:
+        raise ExperimentError(f"{where}: {type(model).__name__} {model.name!r} declares no inputs and outputs; "
+                              "save a Sequential or functional model")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ExperimentError(f"{where}: the model has {len(inputs)} input(s) and {len(outputs)} output(s); "
+                              "an image classifier has one of each")
+    takes, gives = tuple(inputs[0].shape[1:]), tuple(outputs[0].shape[1:])
+    if len(takes) != len(data.input_shape) or any(t not in (None, d) for t, d in zip(takes, data.input_shape)):
+        raise ExperimentError(f"{where}: the model takes inputs {takes}; {config.dataset} has images "
+                              f"{data.input_shape}")
+    if gives != (data.classes,):
+        raise ExperimentError(f"{where}: the model outputs {gives}; {config.dataset} needs one score per class, "
+                              f"({data.classes},)")
+    return model
+
+
+def _load_model_file(path: Path):
+    """The Keras model in ``path``, or one line saying why there is none.
+
+    Keras's own messages mislead here (a text file is "not found") or run to pages (a layer that fails
+    to deserialize is reported with every enclosing config), so the file is checked first: it exists,
+    a ``.keras`` file is a zip archive holding ``config.json``, and every LUT embedded in an AM layer
+    matches its checksum.
+    """
+    import keras
+
+    if not path.is_file():
+        raise ExperimentError(f"--model-file {path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
+    if path.suffix not in (".keras", ".h5"):
+        raise ExperimentError(f"--model-file {path}: not a Keras model file (.keras, or the legacy .h5)")
+    if path.suffix == ".keras":
+        _check_keras_archive(path)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises whatever the damaged part made it raise
+        raise ExperimentError(f"--model-file {path}: Keras cannot load it ({_keras_reason(exc)})") from None
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Refuse a ``.keras`` file that is no Keras archive, or whose embedded LUTs fail their checksums."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except zipfile.BadZipFile:
+        raise ExperimentError(f"--model-file {path}: not a .keras archive (not a zip file)") from None
+    except KeyError:
+        raise ExperimentError(f"--model-file {path}: a zip file but not a .keras archive (no config.json)") \
+            from None
+    except (OSError, ValueError, zlib.error) as exc:  # a damaged member; config.json that is not JSON
+        raise ExperimentError(f"--model-file {path}: damaged .keras archive ({exc})") from None
+    embedded = list(_embedded_luts(config))
+    if not embedded:
+        return
+    try:
+        import amsim.keras  # noqa: F401 - registers the AM layers, which Keras then deserializes
+        from amsim.keras.layers.base import lut_from_config
+    except ImportError as exc:
+        raise ExperimentError(f"--model-file {path} holds AM layers, which need amsim.keras: {exc}") from None
+    for layer, lut in embedded:
         try:
-            model = keras.models.load_model(config.model_file, compile=False)
-        except (OSError, ValueError) as exc:
-            raise ExperimentError(f"cannot load --model-file {config.model_file}: {exc}") from None
-        expected = tuple(model.inputs[0].shape[1:])
-        if expected != data.input_shape:
-            raise ExperimentError(f"{config.model_file} takes inputs {expected}; {config.dataset} has "
-                                  f"{data.input_shape}")
-        return model
-    return build_model(config.arch, data.input_shape, data.classes)
+            lut_from_config(lut)
+        except (AmsimError, KeyError, TypeError, ValueError) as exc:
+            raise ExperimentError(f"--model-file {path}: layer {layer!r}: {exc}") from None
+
+
+def _embedded_luts(node, layer=None):
+    """(layer name, embedded LUT config) for every AM layer in a Keras model config, nested models too."""
+    if isinstance(node, dict):
+        if isinstance(node.get("lut"), dict):
+            yield node.get("name", layer), node["lut"]
+        for value in node.values():
+            yield from _embedded_luts(value, node.get("name", layer))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _embedded_luts(value, layer)
+
+
+def _keras_reason(exc: Exception) -> str:
+    """The root of a Keras loading error in one line: Keras wraps a layer's own error in the message of
+    each enclosing object ("... could not be deserialized ... Exception encountered: REASON")."""
+    reason = str(exc).rsplit("Exception encountered:", 1)[-1].strip()
+    return (reason.splitlines() or [type(exc).__name__])[0]
 
 
 def initial_weights(config: RunConfig) -> list[np.ndarray]:
     """The initial weights of ``config``'s float32 network (drawn from its seed, or read from its model file)."""
     _tensorflow()
-    data, _ = _data(config)
-    return [np.array(w) for w in _base_model(config, data).get_weights()]
+    return [np.array(w) for w in _base_model(config, _dataset(config)).get_weights()]
 
 
 def weights_digest(weights) -> str:
@@ -202,14 +294,58 @@ def convert_model(model, spec: MultiplierSpec, gradient: str = "approximate"):
         copy.set_weights(model.get_weights())
         return copy
     try:
-        from amsim.keras import approximate
+        from amsim.keras import ExactLayersWarning, approximate
+        from amsim.keras.layers.base import APPROXIMATE, Approximate
     except ImportError as exc:
         raise ExperimentError(f"multiplier {spec.text} needs amsim.keras, which cannot be imported: {exc}") from None
     kwargs = spec.layer_arguments()
-    lut = kwargs.pop("lut")
     if gradient != "approximate":
         kwargs["gradient"] = gradient
-    return approximate(model, lut, **kwargs)
+    with warnings.catch_warnings():
+        # Layers left exact are the run's coverage (config.json), which the study's summary reports.
+        warnings.simplefilter("ignore", ExactLayersWarning)
+        copy = approximate(model, kwargs.pop("lut"), **kwargs)  # params stay in the layers' configs
+    if not any(isinstance(layer, Approximate) for layer in _layers(copy)):
+        raise ExperimentError(f"model {model.name!r} has no layer that multiplies (none of the {len(APPROXIMATE)} "
+                              "layer types amsim.keras.approximate() replaces, such as Dense and Conv2D): "
+                              f"multiplier {spec.text} would have nothing to approximate; train it with float32 only")
+    return copy
+
+
+def _coverage(model, spec: MultiplierSpec) -> dict:
+    """The run model's coverage table (:func:`amsim.keras.coverage`) and the multiplier behind each of its
+    labels (``pricing``), with which the study prices every layer's products on its own multiplier."""
+    from amsim.keras.coverage import coverage
+
+    pricing = {}
+    if spec.approximate:
+        from amsim.keras.layers.base import resolve_lut
+        from amsim.keras.products import multiplier_label
+
+        for each in spec.multipliers:
+            params = dict(each.params) or None
+            pricing[multiplier_label(resolve_lut(each.model, each.bits, params), params)] = each.to_dict()
+    return {"coverage": coverage(model).to_dict(), "pricing": pricing}
+
+
+def _layers(model):
+    """Every layer of ``model``, those of nested models included."""
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _layers(layer)
+
+
+def preflight(config: RunConfig, multipliers=()) -> None:
+    """Refuse, before a study writes anything, what would stop every one of its runs: the dataset's
+    files and split, a model file that does not load or does not fit the dataset, and approximate
+    multipliers for a model with no layer to approximate (the layers do not depend on the multiplier,
+    so the first approximate one is converted)."""
+    data = _dataset(config)
+    _tensorflow()
+    base = _base_model(config, data)
+    approximate = [spec for spec in multipliers if spec.approximate]
+    if approximate:
+        convert_model(base, approximate[0], config.gradient)
 
 
 def _seed_states(model) -> list:
@@ -298,8 +434,21 @@ def _checkpoint_bytes(model, epoch: int, history: list[dict]) -> bytes:
 
 
 def _write_records(folder: Path, history: list[dict], checkpoint: bytes) -> None:
-    _write_history(folder, history)
+    # The checkpoint first: a write that fails between the two leaves the history one epoch behind
+    # the checkpoint (a resume rewrites it from the checkpoint), never claiming an epoch not saved.
     atomic_write_bytes(folder / "checkpoint.npz", checkpoint)
+    _write_history(folder, history)
+
+
+def _save_model(model, path: Path) -> None:
+    """``model.save(path)``, atomically: Keras writes the file in a temporary folder beside ``path``,
+    and it replaces ``path`` once complete and on disk; an interrupted or failed save leaves no part."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp") as scratch:
+        tmp = Path(scratch) / path.name
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def _load_checkpoint(folder: Path, model) -> tuple[int, list[dict]]:
@@ -465,6 +614,7 @@ def run(config: RunConfig, out, *, initial=None, resume: bool = False, force: bo
         initial = [np.array(w) for w in _base_model(cfg, data).get_weights()]
     model, digest, base = _run_model(cfg, data, initial)
     counts = count_multiplications(base)
+    products = _coverage(model, cfg.multiplier)
 
     history: list[dict] = []
     first_epoch = 0
@@ -478,7 +628,7 @@ def run(config: RunConfig, out, *, initial=None, resume: bool = False, force: bo
             "run": cfg.to_dict(), "label": cfg.label, "initial_weights_sha256": digest,
             "seeds": {"weights": cfg.seed, "data_order": f"numpy default_rng([{cfg.seed}, epoch])",
                       "dropout": cfg.seed},
-            "dataset": data.describe(), "multiplications": counts.to_dict(), "study": study or {},
+            "dataset": data.describe(), "multiplications": counts.to_dict(), **products, "study": study or {},
             "tensorboard": "tensorboard/" if tensorboard else "not written (the tensorboard package is missing)",
             "environment": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
@@ -503,7 +653,7 @@ def run(config: RunConfig, out, *, initial=None, resume: bool = False, force: bo
     result = _result(cfg, history, {k: float(v) for k, v in test.items()}, digest,
                      weights_digest(model.get_weights()))
     if save_model:
-        model.save(folder / "model.keras")
+        _save_model(model, folder / "model.keras")
     _write_json(folder / "result.json", result)
     return result
 

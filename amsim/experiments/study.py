@@ -8,6 +8,11 @@ Layout of a study folder::
     mbm-M7/seed0/ ...
     summary.json .csv .md          final and best accuracy per multiplier (mean, spread over seeds),
                                    time per epoch, slowdown against float32, energy
+    .lock                          held (flock) by the one process writing the study
+
+A study refuses bad input before it touches the folder: another process's lock, occupied run
+folders (without resume or force), the data, the model, the multipliers and the Dask scheduler are
+checked first, so a refused study leaves the folder as it was.
 
 The initial weights are drawn once per seed, written to ``initial-weights/``, and every run of that
 seed gets a copy; a resumed study reads them back rather than drawing them again. Runs are
@@ -19,25 +24,34 @@ lost worker costs one run's progress since its last epoch, and Dask's retry cont
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
+import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from .. import tfquiet
 from ..lut import atomic_write_bytes
 from . import ExperimentError
 from .energy import ENERGY_HEADER, EXACT_ENERGY_PJ, energy_table, format_energy
 from .multipliers import FLOAT32, MultiplierSpec
 from .runner import RunConfig, RunFolderError, read_run, weights_digest
 
-__all__ = ["run_study", "study_runs", "summarize", "format_summary", "SUMMARY_HEADER"]
+__all__ = ["run_study", "study_runs", "summarize", "format_summary", "refuse_if_in_use", "StudyInUseError",
+           "SUMMARY_HEADER", "LOCK_FILE", "SCHEDULER_CONNECT_TIMEOUT_S"]
 
 
 def study_runs(base: RunConfig, multipliers, seeds) -> list[RunConfig]:
@@ -49,38 +63,140 @@ def run_folder(out: Path, config: RunConfig) -> Path:
     return Path(out) / config.multiplier.label / f"seed{config.seed}"
 
 
-def _check_folders(out: Path, runs, *, resume: bool, force: bool) -> None:
-    """Refuse occupied run folders before anything trains; with ``force``, empty them."""
-    occupied = [run_folder(out, r) for r in runs if run_folder(out, r).is_dir() and any(run_folder(out, r).iterdir())]
-    if force:
-        for folder in occupied:
-            shutil.rmtree(folder)
-        shutil.rmtree(out / "initial-weights", ignore_errors=True)
-    elif occupied and not resume:
-        raise RunFolderError(f"{len(occupied)} run folder(s) of this study exist already (first: {occupied[0]}); "
-                             "--resume continues them, --force replaces them")
+def _occupied(out: Path, runs) -> list[Path]:
+    return [run_folder(out, r) for r in runs if run_folder(out, r).is_dir() and any(run_folder(out, r).iterdir())]
 
 
-def _initial_weights(out: Path, config: RunConfig) -> list[np.ndarray]:
-    """The seed's initial weights: read from the study folder, else drawn once and written there."""
+# ----------------------------------------------------------------------------------------------
+# One study per folder at a time
+# ----------------------------------------------------------------------------------------------
+
+#: The lock file in a study folder, held (flock) by the process writing the study.
+LOCK_FILE = ".lock"
+
+
+class StudyInUseError(RunFolderError):
+    """Another process is writing the study folder (it holds the folder's lock)."""
+
+
+def _in_use(out: Path, fd: int) -> StudyInUseError:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    who = f"process {holder}" if holder.isdigit() else "another process"
+    return StudyInUseError(f"{out} is in use: {who} is training into it (it holds {out / LOCK_FILE}); wait for it "
+                           "to end, or use another --out")
+
+
+def refuse_if_in_use(out) -> None:
+    """Refuse at once a study folder that another process is writing, before any work is done here.
+
+    :func:`run_study` takes the lock itself once its inputs are checked; this only looks, so that a
+    second ``amsim train`` on the same folder stops before it loads data or sweeps a LUT.
+    """
+    out = Path(out)
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(out, fd) from None
+    finally:
+        os.close(fd)  # also releases the shared lock just taken
+
+
+@contextlib.contextmanager
+def _study_lock(out: Path):
+    """Hold the study folder's lock (an exclusive ``flock`` on DIR/.lock) while the study writes.
+
+    The kernel releases a flock when its process ends, however it ends, so a killed study leaves no
+    stale lock behind. The file stays: removing it would let a process that opened it just before
+    lock a file no later process sees. Worker processes do not inherit it (Python opens files
+    non-inheritable and Dask spawns its workers).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(out, fd) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message of the process refused
+        yield
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Initial weights
+# ----------------------------------------------------------------------------------------------
+
+
+def _weights_path(out: Path, seed: int) -> Path:
+    return out / "initial-weights" / f"seed{seed}.npz"
+
+
+def _initial_weights(out: Path, config: RunConfig, *, stored: bool) -> list[np.ndarray]:
+    """The seed's initial weights: read from the study folder when ``stored`` and there, else drawn."""
     from .runner import initial_weights
 
-    path = out / "initial-weights" / f"seed{config.seed}.npz"
-    if path.is_file():
+    path = _weights_path(out, config.seed)
+    if not (stored and path.is_file()):
+        return initial_weights(config)
+    try:
         with np.load(path, allow_pickle=False) as z:
             return [z[f"w{i:04d}"] for i in range(len(z.files))]
-    weights = initial_weights(config)
-    buf = io.BytesIO()
-    np.savez(buf, **{f"w{i:04d}": w for i, w in enumerate(weights)})
-    atomic_write_bytes(path, buf.getvalue())
-    return weights
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise RunFolderError(f"{path}: unreadable initial weights ({exc}); --force draws them again") from None
+
+
+def _store_initial_weights(out: Path, weights: dict) -> None:
+    """Write each seed's initial weights that the study folder does not hold yet."""
+    for seed, arrays in weights.items():
+        path = _weights_path(out, seed)
+        if not path.is_file():
+            buf = io.BytesIO()
+            np.savez(buf, **{f"w{i:04d}": w for i, w in enumerate(arrays)})
+            atomic_write_bytes(path, buf.getvalue())
 
 
 def _run_task(config: dict, folder: str, weights, threads, study: dict) -> dict:
     """One run as a Dask task (a fresh worker process imports TensorFlow here)."""
     from .runner import run
 
-    return run(RunConfig.from_dict(config), folder, initial=weights, resume=True, threads=threads, study=study)
+    tfquiet.quiet_tensorflow()  # before the callback below imports Keras, and TensorFlow with it
+    return run(RunConfig.from_dict(config), folder, initial=weights, resume=True, threads=threads, study=study,
+               callbacks=[_stop_when_the_worker_closes()])
+
+
+class WorkerClosing(ExperimentError):
+    """A run on a Dask worker stopped because the worker is closing (its study was interrupted)."""
+
+
+def _stop_when_the_worker_closes():
+    """A Keras callback that ends the run at the next batch once its Dask worker is closing.
+
+    Dask cannot interrupt a running task: a worker told to close (the study ended by a signal) waits
+    for it, and its nanny kills it seconds later, after it has trained on and written checkpoints
+    for epochs nobody asked for. Stopping here makes the worker end at once, the run's last
+    complete checkpoint on disk, as a run in the study's own process stops on Ctrl-C.
+    """
+    import keras
+    from distributed import get_worker
+    from distributed.core import Status
+
+    worker = get_worker()
+    closing = (Status.closing, Status.closing_gracefully, Status.closed)
+
+    class StopWhenTheWorkerCloses(keras.callbacks.Callback):
+        def _check(self, batch, logs=None):
+            if worker.status in closing:
+                raise WorkerClosing(f"Dask worker {worker.address} is closing; the run stops at its last checkpoint")
+
+        on_train_batch_end = on_test_batch_end = _check
+
+    return StopWhenTheWorkerCloses()
 
 
 def run_study(out, base: RunConfig, multipliers, seeds=(0,), *, workers: int = 0, scheduler: str | None = None,
@@ -115,30 +231,47 @@ def run_study(out, base: RunConfig, multipliers, seeds=(0,), *, workers: int = 0
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ExperimentError(f"seeds must be distinct and at least one, not {seeds}")
     runs = study_runs(base, multipliers, seeds)
-    _check_folders(out, runs, resume=resume, force=force)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (workers or scheduler):
-        from .runner import _tensorflow
+    # Everything that can refuse the study does so before the folder is touched: its lock, occupied
+    # run folders, the data, the model, the multipliers, the initial weights, the Dask scheduler.
+    refuse_if_in_use(out)
+    occupied = _occupied(out, runs)
+    if occupied and not (resume or force):
+        raise RunFolderError(f"{len(occupied)} run folder(s) of this study exist already (first: {occupied[0]}); "
+                             "--resume continues them, --force replaces them")
+    from .runner import _tensorflow, preflight
 
-        _tensorflow(threads)  # before drawing the initial weights runs TensorFlow's first op
-    weights = {s: _initial_weights(out, dataclasses.replace(base, seed=s).resolved()) for s in seeds}
-    shared = {k: v for k, v in base.resolved().to_dict().items() if k not in ("multiplier", "seed")}
-    study = {"base": shared, "multipliers": [m.to_dict() for m in multipliers], "seeds": seeds,
-             "initial_weights_sha256": {str(s): weights_digest(w) for s, w in weights.items()},
-             "runs": [str(run_folder(out, r).relative_to(out)) for r in runs],
-             "execution": ("dask " + scheduler) if scheduler else (f"dask LocalCluster({workers})" if workers else
-                                                                   "in process")}
-    _write_json(out / "study.json", study)
-    tag = {"folder": str(out.resolve()), "initial_weights_sha256": study["initial_weights_sha256"]}
-    started = time.perf_counter()
-    if workers or scheduler:
-        failures = _run_on_dask(out, runs, weights, workers, scheduler, threads, tag, log)
-    else:
-        failures = _run_here(out, runs, weights, verbose, threads, tag, log)
-    summary = summarize(out, runs)
-    summary["failures"] = failures
-    summary["wall_time_s"] = time.perf_counter() - started
-    _write_summary(out, summary)
+    if not (workers or scheduler):
+        _tensorflow(threads)  # before preflight runs TensorFlow's first op in this process
+    preflight(base.resolved(), multipliers)
+    weights = {s: _initial_weights(out, dataclasses.replace(base, seed=s).resolved(), stored=not force)
+               for s in seeds}
+    with contextlib.ExitStack() as stack:
+        client = _dask_client(workers, scheduler, stack) if workers or scheduler else None
+        stack.enter_context(_study_lock(out))
+        if force:
+            for folder in _occupied(out, runs):
+                shutil.rmtree(folder)
+            shutil.rmtree(out / "initial-weights", ignore_errors=True)
+        _store_initial_weights(out, weights)
+        shared = {k: v for k, v in base.resolved().to_dict().items() if k not in ("multiplier", "seed")}
+        study = {"base": shared, "multipliers": [m.to_dict() for m in multipliers], "seeds": seeds,
+                 "initial_weights_sha256": {str(s): weights_digest(w) for s, w in weights.items()},
+                 "runs": [str(run_folder(out, r).relative_to(out)) for r in runs],
+                 "execution": ("dask " + scheduler) if scheduler else (f"dask LocalCluster({workers})" if workers
+                                                                       else "in process")}
+        _write_json(out / "study.json", study)
+        tag = {"folder": str(out.resolve()), "initial_weights_sha256": study["initial_weights_sha256"]}
+        started = time.perf_counter()
+        if client is not None:
+            if workers:
+                threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
+            failures = _run_on_dask(client, out, runs, weights, threads, tag, log)
+        else:
+            failures = _run_here(out, runs, weights, verbose, threads, tag, log)
+        summary = summarize(out, runs)
+        summary["failures"] = failures
+        summary["wall_time_s"] = time.perf_counter() - started
+        _write_summary(out, summary)
     return summary
 
 
@@ -152,7 +285,7 @@ def _run_here(out, runs, weights, verbose, threads, tag, log) -> dict:
         try:
             result = run(config, folder, initial=weights[config.seed], resume=True, verbose=verbose,
                          threads=threads, study=tag)
-        except ExperimentError:
+        except (ExperimentError, OSError):  # bad input, a full disk: every later run would fail alike
             raise
         except Exception as exc:  # noqa: BLE001 - one failed run is reported; the others still train
             failures[config.label] = f"{type(exc).__name__}: {exc}"
@@ -162,41 +295,70 @@ def _run_here(out, runs, weights, verbose, threads, tag, log) -> dict:
     return failures
 
 
-def _run_on_dask(out, runs, weights, workers, scheduler, threads, tag, log) -> dict:
+#: Seconds to wait for a --scheduler to answer (Dask's own default is 30): a wrong address or a
+#: scheduler that is down is reported promptly.
+SCHEDULER_CONNECT_TIMEOUT_S = 5
+
+
+def _dask_client(workers: int, scheduler: str | None, stack: contextlib.ExitStack):
+    """A Dask client of the scheduler at ``scheduler``, or of a new LocalCluster of ``workers``
+    single-threaded worker processes; ``stack`` closes both."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, LocalCluster
     except ImportError:
         raise ExperimentError("--workers and --scheduler need Dask's distributed: pip install 'dask[distributed]'") \
             from None
-    cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout=SCHEDULER_CONNECT_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a bad address, a refused or timed-out connection
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ExperimentError(f"cannot reach the Dask scheduler at {scheduler} ({reason}); nothing was "
+                                  "trained") from None
     else:
-        threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        # Dask's warnings (a task cancelled by Ctrl-C, a busy worker killed on the way out) would bury
+        # the command's one line; its errors still show, and --verbose shows everything.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.WARNING if tfquiet.verbose() else logging.ERROR,
+                               preload=[__name__])  # dask_setup below, in each worker
+        stack.callback(cluster.close)
         client = Client(cluster)
+    stack.callback(client.close)
+    return client
+
+
+def dask_setup(worker) -> None:
+    """Dask's preload hook, run in each LocalCluster worker process as it starts: Ctrl-C is left to
+    the study's own process.
+
+    A terminal sends SIGINT to every process of the job, workers included. The study's process
+    answers it by closing the cluster, which stops each run at its next batch; a worker that took
+    the signal itself would die mid-task and print Dask's tracebacks over the one line.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_on_dask(client, out, runs, weights, threads, tag, log) -> dict:
+    from distributed import as_completed
+
     failures = {}
-    try:
-        shared = {s: client.scatter([w])[0] for s, w in weights.items()}
-        futures = {}
-        for config in runs:
-            future = client.submit(_run_task, config.to_dict(), str(run_folder(out, config)), shared[config.seed],
-                                   threads, tag, key=f"amsim-train-{config.label}-{os.getpid()}-{time.time_ns()}",
-                                   pure=False, retries=1)
-            futures[future] = config
-        log(f"submitted {len(futures)} run(s) to {client.scheduler.address}")
-        for future in as_completed(list(futures)):
-            config = futures[future]
-            if future.status == "error":
-                exc = future.exception()
-                failures[config.label] = f"{type(exc).__name__}: {exc}"
-                log(f"{config.label}: FAILED: {failures[config.label]}")
-            else:
-                log(f"{config.label}: {_one_line(future.result())}")
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    shared = {s: client.scatter([w])[0] for s, w in weights.items()}
+    futures = {}
+    for config in runs:
+        future = client.submit(_run_task, config.to_dict(), str(run_folder(out, config)), shared[config.seed],
+                               threads, tag, key=f"amsim-train-{config.label}-{os.getpid()}-{time.time_ns()}",
+                               pure=False, retries=1)
+        futures[future] = config
+    log(f"submitted {len(futures)} run(s) to {client.scheduler.address}")
+    for future in as_completed(list(futures)):
+        config = futures[future]
+        if future.status == "error":
+            exc = future.exception()
+            failures[config.label] = f"{type(exc).__name__}: {exc}"
+            log(f"{config.label}: FAILED: {failures[config.label]}")
+        else:
+            log(f"{config.label}: {_one_line(future.result())}")
     return failures
 
 
@@ -233,7 +395,8 @@ def summarize(out, runs) -> dict:
     rows = []
     for label, members in groups.items():
         results = [r["result"] for _, r in members if r and r["result"]]
-        row = {"multiplier": label, "runs": len(members), "complete": len(results)}
+        row = {"multiplier": label, "runs": len(members), "complete": len(results), "coverage": None,
+               "exact_layers": []}
         for key, pick in (("final_val_accuracy", lambda r: r["final"].get("val_accuracy")),
                           ("best_val_accuracy", lambda r: r["best_val_accuracy"]),
                           ("test_accuracy", lambda r: r["test"].get("accuracy")),
@@ -248,21 +411,44 @@ def summarize(out, runs) -> dict:
         row["slowdown"] = (row["epoch_time_s"] / reference if reference and row["epoch_time_s"] is not None
                            else None)
     energy_rows = []
-    for label, members in groups.items():
+    for row, (label, members) in zip(rows, groups.items(), strict=True):
         config, record = members[0]
         if record is None:
             continue
-        per_example = record["config"]["multiplications"]["per_example"]
+        products = record["config"].get("coverage")
+        row["coverage"] = products["fraction"] if products else None
+        row["exact_layers"] = products["exact_layers"] if products else []
         ds = record["config"]["dataset"]
-        counts = {"forward": per_example["forward"] * (ds["train"] + ds["validation"]),
-                  "input_grad": per_example["input_grad"] * ds["train"],
-                  "weight_grad": per_example["weight_grad"] * ds["train"]}
-        energy_rows.append({"label": label, "spec": specs[label], "gradient": config.gradient,
-                            "epoch_counts": counts, "epochs": config.epochs})
+
+        def per_epoch(per_example):
+            return {"forward": per_example["forward"] * (ds["train"] + ds["validation"]),
+                    "input_grad": per_example["input_grad"] * ds["train"],
+                    "weight_grad": per_example["weight_grad"] * ds["train"]}
+
+        if products:  # each layer's products priced on the multiplier that performs them
+            pricing = record["config"]["pricing"]
+            energy_rows.append({"label": label, "epochs": config.epochs, "groups": [
+                (_FLOAT32_SPEC if key == FLOAT32 else MultiplierSpec.from_dict(pricing[key]), per_epoch(counts))
+                for key, counts in products["by_multiplier"].items()]})
+        else:  # a run recorded without its coverage: every counted product on the run's multiplier
+            energy_rows.append({"label": label, "spec": specs[label], "gradient": config.gradient,
+                                "epoch_counts": per_epoch(record["config"]["multiplications"]["per_example"]),
+                                "epochs": config.epochs})
     return {"rows": rows, "energy": energy_table(energy_rows)}
 
 
-SUMMARY_HEADER = ["multiplier", "runs", "final val acc", "best val acc", "test acc", "s/epoch", "slowdown"]
+_FLOAT32_SPEC = MultiplierSpec(FLOAT32, FLOAT32)
+
+
+def partial_coverage(summary: dict) -> list[str]:
+    """One line per multiplier whose runs left matrix products exact (coverage below 100 %)."""
+    return [f"{r['multiplier']}: {100 * r['coverage']:.1f} % of the products approximate; exact: "
+            f"{', '.join(r['exact_layers'])}" for r in summary["rows"]
+            if r["multiplier"] != FLOAT32 and r.get("coverage") is not None and r["coverage"] < 1]
+
+
+SUMMARY_HEADER = ["multiplier", "runs", "approx.", "final val acc", "best val acc", "test acc", "s/epoch",
+                  "slowdown"]
 
 
 def _pm(mean, std, n):
@@ -275,7 +461,8 @@ def format_summary(summary: dict) -> tuple[list[str], list[list[str]]]:
     cells = []
     for r in summary["rows"]:
         n = r["complete"]
-        cells.append([r["multiplier"], f"{n}/{r['runs']}", _pm(r["final_val_accuracy"], r["final_val_accuracy_std"], n),
+        share = r.get("coverage")
+        cells.append([r["multiplier"], f"{n}/{r['runs']}", "-" if share is None else f"{100 * share:.1f} %", _pm(r["final_val_accuracy"], r["final_val_accuracy_std"], n),
                       _pm(r["best_val_accuracy"], r["best_val_accuracy_std"], n),
                       _pm(r["test_accuracy"], r["test_accuracy_std"], n),
                       "-" if r["epoch_time_s"] is None else f"{r['epoch_time_s']:.3g}",
@@ -323,9 +510,15 @@ def _write_summary(out: Path, summary: dict) -> None:
     writer.writerow(keys)
     writer.writerows([[r[k] for k in keys] for r in summary["rows"]])
     atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
-    text = ["# Training study summary", "", "Accuracies in per cent, mean ± sample standard deviation over seeds.", "",
-            _markdown(head, rows), "", "## Multiplier energy (GEMM multiplications of one training epoch)", "",
-            _markdown(ENERGY_HEADER, format_energy(summary["energy"])), "", _ENERGY_NOTE, ""]
+    text = ["# Training study summary", "", "Accuracies in per cent, mean ± sample standard deviation over seeds. "
+            "Approx.: the share of the forward pass's matrix-product multiplications the approximate multipliers "
+            "perform (amsim.keras.coverage; the rest are exact float32).", "", _markdown(head, rows), ""]
+    partial = partial_coverage(summary)
+    if partial:
+        text += ["## Products left exact", "", "These runs are only partly approximate:", "",
+                 *(f"- {line}" for line in partial), ""]
+    text += ["## Multiplier energy (GEMM multiplications of one training epoch)", "",
+             _markdown(ENERGY_HEADER, format_energy(summary["energy"])), "", _ENERGY_NOTE, ""]
     if summary.get("failures"):
         text += ["## Failed runs", "", *(f"- {k}: {v}" for k, v in summary["failures"].items()), ""]
     atomic_write_bytes(out / "summary.md", "\n".join(text).encode())
