@@ -18,17 +18,9 @@ import amsim.keras as ak  # noqa: E402
 from amsim import gemm, reference  # noqa: E402
 from amsim.gemm import ShapeError  # noqa: E402
 
-M = 7
+from tests.keras_support import M, exact, mbm  # noqa: E402,F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def exact():
-    return gemm.resolve("exact", M)
-
-
-@pytest.fixture(scope="module")
-def mbm():
-    return gemm.resolve("mbm", M)
 
 
 @pytest.fixture(scope="module")

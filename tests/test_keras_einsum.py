@@ -12,22 +12,10 @@ import amsim.keras as ak  # noqa: E402
 from amsim import gemm  # noqa: E402
 from amsim.keras.ops import OpArgumentError  # noqa: E402
 
-M = 7
+from tests.keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def exact():
-    return gemm.resolve("exact", M)
 
-
-@pytest.fixture(scope="module")
-def mbm():
-    return gemm.resolve("mbm", M)
-
-
-def at_m_bits(rng, shape):
-    """Values with at most M fraction bits: the exact LUT multiplies them exactly."""
-    return (rng.integers(-(1 << M), 1 << M, size=shape) / (1 << (M - 1))).astype(np.float32)
 
 
 def mm(a, b, lut):

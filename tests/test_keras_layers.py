@@ -18,22 +18,10 @@ from amsim.errors import AmsimError, LUTError  # noqa: E402
 from amsim.keras.approxtrain import AMConv2D as ATConv2D  # noqa: E402
 from amsim.keras.approxtrain import denseam  # noqa: E402
 
-M = 7
+from tests.keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def exact():
-    return gemm.resolve("exact", M)
 
-
-@pytest.fixture(scope="module")
-def mbm():
-    return gemm.resolve("mbm", M)
-
-
-def at_m_bits(rng, shape, bits=M):
-    """Values whose significands have at most ``bits`` fraction bits: the exact LUT multiplies them exactly."""
-    return (rng.integers(-(1 << bits), 1 << bits, size=shape) / (1 << (bits - 1))).astype(np.float32)
 
 
 def same_weights(reference, layer, rng):

@@ -14,18 +14,10 @@ from amsim.errors import LUTError  # noqa: E402
 from amsim.keras.layers.recurrent import approximate_cell, precise_cell  # noqa: E402
 from amsim.keras.ops import am_matmul  # noqa: E402
 
-M = 7
+from tests.keras_support import M, exact, mbm  # noqa: E402,F401 (fixtures)
 B, T, F, U = 3, 5, 4, 6
 
 
-@pytest.fixture(scope="module")
-def exact():
-    return gemm.resolve("exact", M)
-
-
-@pytest.fixture(scope="module")
-def mbm():
-    return gemm.resolve("mbm", M)
 
 
 # Each kind of layer: the AM layer, the Keras layer, the AM cell, and its arguments.

@@ -16,7 +16,7 @@ from amsim import gemm  # noqa: E402
 from amsim.errors import AmsimError  # noqa: E402
 from amsim.keras import build, ops  # noqa: E402
 
-M = 7
+from tests.keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
 CONV_CASES = [  # (x shape, w shape, strides, padding, dilations)
     ((2, 9, 8, 3), (3, 3, 3, 4), 1, "VALID", 1),
     ((2, 9, 8, 3), (3, 3, 3, 4), 1, "SAME", 1),
@@ -47,19 +47,7 @@ MATMUL_CASES = [  # (a shape, b shape, transpose_a, transpose_b)
 ]
 
 
-@pytest.fixture(scope="module")
-def exact():
-    return gemm.resolve("exact", M)
 
-
-@pytest.fixture(scope="module")
-def mbm():
-    return gemm.resolve("mbm", M)
-
-
-def at_m_bits(rng, shape):
-    """Values with at most M fraction bits: the exact LUT multiplies them exactly."""
-    return (rng.integers(-(1 << M), 1 << M, size=shape) / (1 << (M - 1))).astype(np.float32)
 
 
 def tf_padding(padding):
