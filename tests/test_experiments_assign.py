@@ -114,9 +114,9 @@ def study(tmp_path_factory):
 
 
 def test_train_assign_trains_one_run_per_assignment_and_reports_its_coverage(study, capsys):
-    code, stdout, _ = run(["train", *QUICK, "--multipliers", "float32", "--assign", "dense=drum:7:k=4,*=mbm:7",
-                           "--assign", "dense_1=mbm:7", "--out", str(study)], capsys)
-    assert code == 0
+    code, stdout, stderr = run(["train", *QUICK, "--multipliers", "float32", "--assign", "dense=drum:7:k=4,*=mbm:7",
+                                "--assign", "dense_1=mbm:7", "--out", str(study)], capsys)
+    assert code == 0, stderr
     summary = json.loads((study / "summary.json").read_text())
     rows = {r["multiplier"]: r for r in summary["rows"]}
     assert set(rows) == {"float32", "dense-drum-M7-k4+all-mbm-M7", "dense_1-mbm-M7"}

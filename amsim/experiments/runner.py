@@ -179,6 +179,10 @@ def _data(config: RunConfig):
 def _base_model(config: RunConfig, data):
     import keras
 
+    if not config.model_file:
+        # In a fresh Keras session, the layers get the names a fresh process gives them (dense, dense_1,
+        # ...), whatever ran before in this one: the names --assign patterns match.
+        keras.backend.clear_session()
     keras.utils.set_random_seed(int(config.seed))  # weights and the dropout layers' random streams
     if not config.model_file:
         return build_model(config.arch, data.input_shape, data.classes)
