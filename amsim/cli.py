@@ -26,8 +26,9 @@ from . import __version__, tfquiet
 from .cliargs import DEFAULT_TIMEOUT, model_param, non_negative_int, param_dict, positive_int, positive_number
 from .errors import AmsimError, Interrupted, ModelError, RangeError
 from .experiments import cli as experiments_cli
+from .lutformats import FORMATS as INTEGER_FORMATS
 
-FORMATS = ("amsim", "approxtrain", "tfapprox")
+FORMATS = ("amsim", "approxtrain", *INTEGER_FORMATS)
 
 
 _INT_LIST_RE = r"-?\d+(?:\.\.-?\d+)?(?:,-?\d+(?:\.\.-?\d+)?)*"
@@ -123,7 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lut-info", help="verify a LUT file and print its metadata")
     p.add_argument("path", type=Path)
-    p.add_argument("--format", choices=FORMATS, help="default: by extension (.npz amsim, .bin ApproxTrain)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="default: by extension (.npz amsim; .bin ApproxTrain, or TFApprox when 131072 bytes; "
+                        ".npy TorchApprox; .h AdaPT/TransAxx; .txt ApproxTorch)")
+    signedness = p.add_mutually_exclusive_group()
+    signedness.add_argument("--signed", action="store_const", const=True, dest="signed",
+                            help="integer formats: the table is a signed multiplier's (default: what the file "
+                                 "says, else the reading closest to a multiplier)")
+    signedness.add_argument("--unsigned", action="store_const", const=False, dest="signed",
+                            help="integer formats: the table is an unsigned multiplier's")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("plot", help="figures of relative errors (PNG + SVG)")
@@ -236,7 +245,8 @@ def _add_analysis_model_options(p):
 
 def _add_generate_arguments(p):
     p.add_argument("--bits", type=positive_int, default=7, metavar="M",
-                   help="mantissa bits M (default 7, bfloat16); for --format tfapprox the integer width")
+                   help="mantissa bits M (default 7, bfloat16); for the integer formats (tfapprox, torchapprox, "
+                        "adapt, approxtorch) the operand width, 8")
     _add_model_options(p, multiple=True)
     p.add_argument("--out", type=Path, default=Path("luts"), metavar="DIR", help="output folder (default luts/)")
     p.add_argument("--format", choices=FORMATS, default="amsim")
@@ -276,7 +286,8 @@ def cmd_models(args) -> int:
                            for p in m.params.values()},
                 "description": m.description, "citation": m.citation, "path": str(m.path),
                 "costs": [{"power": c.power, "area": c.area, "delay": c.delay, "node": c.node, "source": c.source,
-                           "conditions": c.conditions, "absolute": c.absolute} for c in m.costs]}
+                           "conditions": c.conditions, "absolute": c.absolute} for c in m.costs],
+                "header": m.evoapprox}
                for m in models.values()]
         print(json.dumps(out, indent=1))
         return 0
@@ -288,6 +299,9 @@ def cmd_models(args) -> int:
         rows.append([m.name, kind, format_widths(m.bits), params, costs, m.description])
     print(_table(["model", "kind", "bits", "parameters", "cost (vs exact)", "description"], rows))
     for m in models.values():
+        errors = {k: v for k, v in m.evoapprox.items() if not k.startswith("PDK45_")}  # PDK45_*: the costs
+        if errors:  # `amsim stats` compares MAE and WCE with its own exhaustive figures
+            print(f"header of {m.name} (EvoApproxLib): " + "  ".join(f"{k}={v:g}" for k, v in errors.items()))
         if m.shadows:
             print(f"note: {m.name} is {m.path}; it hides the model of the same name in "
                   f"{', '.join(map(str, m.shadows))}")
@@ -326,8 +340,8 @@ def _select_models(args, *, fmt: str, bits: int):
         models = [find_model(name, args.models_dir) for name in args.model]
     else:
         available = list_models(args.models_dir).values()
-        if fmt == "tfapprox":
-            models = [m for m in available if m.kind == "int" and not m.signed and bits in m.bits]
+        if fmt in INTEGER_FORMATS:
+            models = [m for m in available if m.kind == "int" and bits in m.bits]
         else:
             models = [m for m in available
                       if (bits in m.bits if m.kind == "float" else (bits + 1 in m.bits and not m.signed))]
@@ -342,14 +356,14 @@ def _select_models(args, *, fmt: str, bits: int):
 
 
 def cmd_generate(args) -> int:
-    from . import generate, lut as lutmod
+    from . import generate, lut as lutmod, lutformats
     from .stats import format_table
 
     fmt, bits = args.format, args.bits
     if fmt == "approxtrain" and bits > 7:
         raise RangeError(f"ApproxTrain's format holds M <= 7, not M={bits}")
-    if fmt == "tfapprox" and bits != 8:
-        raise RangeError("TFApprox's table is for 8-bit integer operands: use --bits 8")
+    if fmt in INTEGER_FORMATS and bits != 8:
+        raise RangeError(f"{fmt}'s table is for 8-bit integer operands: use --bits 8")
     if bits > generate.MAX_LUT_BITS:
         raise RangeError(f"LUTs are generated for M = 1..{generate.MAX_LUT_BITS} (2^(2M) entries), not M={bits}; "
                          "use `amsim stats` for wider mantissas")
@@ -357,7 +371,7 @@ def cmd_generate(args) -> int:
     filenames, owners = [], {}
     for model, params in selected:  # refuse bad widths/parameters and clashing outputs before any work starts
         resolved = model.resolve_params(params)
-        if fmt == "tfapprox":
+        if fmt in INTEGER_FORMATS:
             model.check_bits(bits)
         else:
             generate.mantissa_width(model, bits)
@@ -377,7 +391,7 @@ def cmd_generate(args) -> int:
     show_progress = "" if sys.stderr.isatty() else None
     jobs = []
     for model, params in selected:
-        if fmt == "tfapprox":
+        if fmt in INTEGER_FORMATS:
             jobs.append((model.name, generate.integer_lut, (model, bits, params),
                          dict(zeros_as_exact=args.zeros_as_exact, threads=threads, progress=show_progress)))
         else:
@@ -399,7 +413,7 @@ def cmd_generate(args) -> int:
             elif fmt == "approxtrain":
                 lutmod.save_approxtrain(outcome, path)
             else:
-                lutmod.save_tfapprox(outcome, path)
+                lutformats.save(outcome, path, fmt)
         except (AmsimError, OSError) as exc:
             failures.append((name, exc))
             continue
@@ -411,7 +425,7 @@ def cmd_generate(args) -> int:
         print(json.dumps({"luts": rows, "failed": {n: str(e) for n, e in failures}}, indent=1))
     else:
         if rows:
-            print(format_table(rows, width_label="n" if fmt == "tfapprox" else "M"))
+            print(format_table(rows, width_label="n" if fmt in INTEGER_FORMATS else "M"))
             print(f"\nwrote {len(written)} file(s) to {args.out}/")
     return _report_failures(failures)
 
@@ -419,7 +433,7 @@ def cmd_generate(args) -> int:
 def cmd_stats(args) -> int:
     from . import generate
     from .models import find_model
-    from .stats import format_table
+    from .stats import format_header, format_table, header_comparison
 
     model = find_model(args.model, args.models_dir)
     _warn_shadowing([model])
@@ -441,8 +455,11 @@ def cmd_stats(args) -> int:
         print(f"amsim: note: statistics over all {result['pairs']} pairs; --samples applies where they are "
               "sampled: the full reference, the truncated one beyond M = 12, integers beyond 16 bits",
               file=sys.stderr)
+    header = header_comparison(model, result)
+    for message in header["mismatches"] if header else ():
+        print(f"amsim: warning: {message}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps({**result, "header": header} if header else result, indent=1))
         return 0
     label = result["model"] + "".join(f" {k}={v}" for k, v in params.items())
     print(format_table([{**result, "model": label}], width_label="n" if result["reference"] == "integer" else "M"))
@@ -450,6 +467,8 @@ def cmd_stats(args) -> int:
         print(f"\nMonte Carlo: {result['samples']} pairs, seed {result['seed']}")
     extra = {k: result[k] for k in ("mean_error", "mae", "wce", "mse", "nmed", "nmed_denominator")}
     print("  ".join(f"{k}={v:.6g}" for k, v in extra.items() if v is not None))
+    if header:
+        print(format_header(header))
     return 0
 
 
@@ -696,15 +715,34 @@ def cmd_report(args) -> int:
                                 seed=args.seed, models_dirs=args.models_dir, command=command,
                                 max_parallel=_jobs(args, 2), runs=args.runs)
     info = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    for entry in info["models"]:
+        for message in (entry.get("header") or {}).get("mismatches", ()):
+            print(f"amsim: warning: {message}", file=sys.stderr)
     print(f"wrote {index} ({len(info['models'])} model configuration(s), {len(info['figures'])} figures)")
     return _report_failures([(f["label"], f["error"]) for f in info["failed"]])
 
 
-def cmd_lut_info(args) -> int:
-    from . import lut as lutmod
+def _lut_file_format(path: Path) -> str:
+    """A LUT file's format by its suffix; a ``.bin`` is TFApprox's when it has the size of one (no
+    ApproxTrain table, 4^M bytes with M <= 7, has it)."""
+    from .lutformats import SUFFIXES, TFAPPROX_BYTES
 
-    fmt = args.format or ("approxtrain" if args.path.suffix == ".bin" else "amsim")
-    lut = {"amsim": lutmod.load, "approxtrain": lutmod.load_approxtrain, "tfapprox": lutmod.load_tfapprox}[fmt](args.path)
+    if path.suffix == ".bin":
+        return "tfapprox" if path.is_file() and path.stat().st_size == TFAPPROX_BYTES else "approxtrain"
+    return next((fmt for fmt, suffix in SUFFIXES.items() if suffix == path.suffix), "amsim")
+
+
+def cmd_lut_info(args) -> int:
+    from . import lut as lutmod, lutformats
+
+    fmt = args.format or _lut_file_format(args.path)
+    if args.signed is not None and fmt not in INTEGER_FORMATS:
+        raise AmsimError(f"--signed/--unsigned are for the integer formats ({', '.join(INTEGER_FORMATS)}); "
+                         f"a {fmt} file says what it holds")
+    if fmt in INTEGER_FORMATS:
+        lut = lutformats.load(args.path, fmt, signed=args.signed)
+    else:
+        lut = {"amsim": lutmod.load, "approxtrain": lutmod.load_approxtrain}[fmt](args.path)
     meta = lut.metadata()
     if args.json:
         print(json.dumps(meta, indent=1))
@@ -713,6 +751,8 @@ def cmd_lut_info(args) -> int:
     for key in ("kind", "model", "params", "bits", "rounding", "dtype", "amsim_version", "created",
                 "source_sha256", "table_sha256"):
         print(f"  {key:14} {meta[key]}")
+    if lut.kind == "integer":
+        print(f"  {'signed':14} {bool(lut.meta.get('signed'))}")
     for reference, result in lut.stats.items():
         print(f"  stats[{reference}] mean|RE|={result['mean_abs_re']:.6f} bias={result['mean_re']:+.6f} "
               f"peak={result['max_abs_re']:.6f} pairs={result['pairs']}")

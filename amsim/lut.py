@@ -1,11 +1,11 @@
-"""Lookup tables: the native amsim format, ApproxTrain's ``NAME_M.bin`` and TFApprox's 8-bit table.
+"""Lookup tables: the native amsim format and ApproxTrain's ``NAME_M.bin``.
 
 A *mantissa* LUT (docs/numerics.md section 1) holds, for every pair of M-bit
 mantissas (i, j), the significand product the multiplier returns for
 (1 + i/2^M) x (1 + j/2^M): row = operand A, column = operand B, never
 transposed. It is float32 when every entry is exact in float32, float64
 otherwise. An *integer* LUT holds the full product table of an n-bit integer
-model (TFApprox's format).
+model (the peers' 8-bit formats are :mod:`amsim.lutformats`).
 
 Native files are ``.npz`` archives with two members: ``table`` and ``meta``
 (UTF-8 JSON: format tag, model, parameters, M, rounding, sha256 of the C
@@ -32,8 +32,7 @@ import numpy as np
 from .errors import LUTError
 
 __all__ = ["LUT", "save", "load", "load_any", "names_lut_file", "LUT_SUFFIXES", "to_approxtrain",
-           "from_approxtrain", "save_approxtrain", "load_approxtrain", "to_tfapprox", "save_tfapprox",
-           "load_tfapprox", "lut_filename", "atomic_write_bytes"]
+           "from_approxtrain", "save_approxtrain", "load_approxtrain", "lut_filename", "atomic_write_bytes"]
 
 FORMAT_TAG = "amsim-lut"
 FORMAT_VERSION = 1
@@ -159,16 +158,19 @@ def _check_shape(shape, bits, kind):
 
 
 def lut_filename(model: str, params: dict, bits: int, fmt: str = "amsim", approxtrain_stem: str = "") -> str:
-    """Default file name: ``drum_k6_m7.npz``, ``MBM_7.bin`` (ApproxTrain), ``mul8u_x_k6.bin`` (TFApprox)."""
+    """Default file name: ``drum_k6_m7.npz``, ``MBM_7.bin`` (ApproxTrain), ``mul8u_x_k6.bin`` (TFApprox;
+    the other integer formats of :mod:`amsim.lutformats` with their own suffix)."""
     suffix = "".join(f"_{k}{v}" for k, v in sorted(params.items()))
     if fmt == "amsim":
         return f"{model}{suffix}_m{bits}.npz"
     if fmt == "approxtrain":
         # ApproxTrain reads M from the last "_M" of the name.
         return f"{approxtrain_stem or model.upper()}{suffix.upper()}_{bits}.bin"
-    if fmt == "tfapprox":
-        return f"{model}{suffix}.bin"
-    raise LUTError(f"unknown LUT format {fmt!r}; use amsim, approxtrain or tfapprox")
+    from .lutformats import SUFFIXES
+
+    if fmt in SUFFIXES:
+        return f"{model}{suffix}{SUFFIXES[fmt]}"
+    raise LUTError(f"unknown LUT format {fmt!r}; use amsim, approxtrain or {', '.join(SUFFIXES)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,40 +411,3 @@ def load_approxtrain(path) -> LUT:
     except OSError as exc:
         raise LUTError(f"{path}: cannot read: {exc.strerror}") from None
     return from_approxtrain(data, int(match.group(1)), name=str(path))
-
-
-# ----------------------------------------------------------------------------------------------
-# TFApprox: 256 x 256 little-endian uint16, index (a << 8) | b, unsigned 8-bit operands
-# ----------------------------------------------------------------------------------------------
-
-
-def to_tfapprox(lut: LUT) -> bytes:
-    """Encode an unsigned 8-bit integer product table in TFApprox's layout."""
-    if lut.kind != "integer" or lut.bits != 8:
-        raise LUTError(f"TFApprox's table is the 8-bit integer product table; this is a {lut.kind} LUT "
-                       f"at {lut.bits} bits (use --bits 8 with an integer model)")
-    if lut.meta.get("signed"):
-        raise LUTError("TFApprox's table holds unsigned 8-bit multipliers; this model is signed")
-    t = lut.table
-    if t.min() < 0 or t.max() > 0xFFFF:
-        i, j = map(int, np.argwhere((t < 0) | (t > 0xFFFF))[0])
-        raise LUTError(f"TFApprox stores uint16 products; entry ({i}, {j}) = {int(t[i, j])} does not fit")
-    return t.astype("<u2").tobytes()
-
-
-def save_tfapprox(lut: LUT, path) -> Path:
-    return atomic_write_bytes(path, to_tfapprox(lut))
-
-
-def load_tfapprox(path) -> LUT:
-    """Read TFApprox's 8-bit table as an integer LUT."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise LUTError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) != 2 * 256 * 256:
-        raise LUTError(f"{path}: {len(data)} bytes; a TFApprox table is 256x256 uint16 = 131072 bytes")
-    table = np.frombuffer(data, "<u2").reshape(256, 256).astype(np.int64)
-    return LUT(table=table, bits=8, kind="integer", model=path.stem,
-               meta={"imported_from": "tfapprox", "file": str(path), "signed": False})

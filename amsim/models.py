@@ -39,6 +39,7 @@ import numbers
 import os
 import re
 import shlex
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 
@@ -48,8 +49,8 @@ from . import cbuild
 from .errors import CompileError, ModelError, RangeError, UnknownModelError, check_integer
 
 __all__ = [
-    "Param", "Cost", "Claim", "CLAIM_BOUNDS", "parse_bound", "Model", "CompiledModel", "load_model", "find_model",
-    "list_models", "builtin_models_dir", "include_dir", "cache_dir",
+    "Param", "Cost", "Claim", "CLAIM_BOUNDS", "EVOAPPROX_EXACT_PDK45", "parse_bound", "Model", "CompiledModel",
+    "load_model", "find_model", "list_models", "builtin_models_dir", "include_dir", "cache_dir",
 ]
 
 #: Bumped whenever the generated wrapper changes, so stale cache entries are not reused.
@@ -311,9 +312,50 @@ _EVO_RE = re.compile(r"^//\s*([A-Z][A-Z0-9_]*%?)\s*=\s*([-+0-9.eE]+)\s*(\S*)\s*$
 _EVO_NAME_RE = re.compile(r"^mul(\d+)(?:x(\d+))?([us])_")
 
 
-def _parse_evoapprox(source: str) -> dict:
-    """EvoApproxLib's header figures: ``// MAE% = 1.78 %`` -> {"MAE%": 1.78}."""
-    return {key: float(value) for key, value, _unit in _EVO_RE.findall(source)}
+def _parse_evoapprox(source: str) -> tuple[dict, dict]:
+    """EvoApproxLib's header figures and how finely each is printed.
+
+    ``// MAE% = 1.78 %`` gives ``{"MAE%": 1.78}`` and the rounding ``{"MAE%": 0.005}``: half a unit
+    of the last digit shown, the most by which the true figure can differ from the printed one.
+    """
+    figures, rounding = {}, {}
+    for key, value, _unit in _EVO_RE.findall(source):
+        try:
+            last_digit = Decimal(value).as_tuple().exponent  # "36" -> 0, "1.78" -> -2, "5e-3" -> -3
+        except InvalidOperation:  # "1.2.3", "-": not a figure
+            continue
+        figures[key] = float(value)
+        rounding[key] = 0.5 * 10.0 ** last_digit
+    return figures, rounding
+
+
+#: EvoApproxLib's own exact circuits, (width, signed) -> (circuit, PDK45 power mW, area um2, delay ns), as
+#: their header comments give them: the reference that turns a header's absolute PDK45 figures into the
+#: figures relative to an exact multiplier that amsim's costs are (the library synthesises every
+#: circuit with the same flow, so the ratios compare like with like).
+EVOAPPROX_EXACT_PDK45 = {
+    (8, False): ("mul8u_1JJQ", 0.391, 709.6, 1.43),
+    (8, True): ("mul8s_1KV6", 0.425, 729.8, 1.48),
+}
+
+
+def _evoapprox_cost(evo: dict, bits: tuple, signed: bool) -> Cost | None:
+    """The header's PDK45 figures as a :class:`Cost`, relative to EvoApproxLib's exact circuit of the
+    same width where the library has one (absolute figures only otherwise)."""
+    absolute = {unit_key: evo[key] for key, unit_key in
+                (("PDK45_PWR", "power_mw"), ("PDK45_AREA", "area_um2"), ("PDK45_DELAY", "delay_ns")) if key in evo}
+    if not absolute:
+        return None
+    node, source = "NanGate 45 nm (PDK45)", "EvoApproxLib header"
+    exact = EVOAPPROX_EXACT_PDK45.get((bits[0], signed)) if len(bits) == 1 else None
+    if exact is None:
+        return Cost(node=node, source=source, absolute=absolute)
+    name, *reference = exact
+    relative = {field: (absolute[unit_key] / ref if unit_key in absolute else None)
+                for field, unit_key, ref in zip(("power", "area", "delay"), ("power_mw", "area_um2", "delay_ns"),
+                                                reference)}
+    return Cost(**relative, node=node, conditions={"bits": bits[0]}, absolute=absolute,
+                source=f"{source}, relative to EvoApproxLib's exact {name} ({reference[0]:g} mW)")
 
 
 def _strip_comments(source: str) -> str:
@@ -378,7 +420,10 @@ class Model:
     source_sha256: str
     prototype: _Prototype
     approxtrain: str = ""
+    #: EvoApproxLib's header figures (``{"MAE": 36.0, "PDK45_PWR": 0.0023, ...}``), as the file states them.
     evoapprox: dict = dataclasses.field(default_factory=dict)
+    #: How finely each of them is printed: half a unit of its last digit.
+    evoapprox_rounding: dict = dataclasses.field(default_factory=dict)
     has_header: bool = True
     #: Files of models of the same name that this one hides (see :func:`list_models`), first listed first.
     shadows: tuple[Path, ...] = ()
@@ -477,7 +522,7 @@ def load_model(path) -> Model:
     source = raw.decode("utf-8", errors="replace")
     header = _parse_header(source, str(path))
     definitions = _find_definitions(source)
-    evo = _parse_evoapprox(source)
+    evo, evo_rounding = _parse_evoapprox(source)
 
     def one(key, default=""):
         values = (header or {}).get(key)
@@ -566,13 +611,9 @@ def load_model(path) -> Model:
             raise ModelError(f"{where}: param {p.name!r} given twice")
         params[p.name] = p
     costs = [_parse_cost(value, where) for value, where in (header or {}).get("cost", [])]
-    if evo:
-        absolute = {}
-        for key, unit_key in (("PDK45_PWR", "power_mw"), ("PDK45_AREA", "area_um2"), ("PDK45_DELAY", "delay_ns")):
-            if key in evo:
-                absolute[unit_key] = evo[key]
-        if absolute:
-            costs.append(Cost(node="NanGate 45 nm (PDK45)", source="EvoApproxLib header", absolute=absolute))
+    header_cost = _evoapprox_cost(evo, bits, signed) if kind == "int" else None
+    if header_cost is not None:
+        costs.append(header_cost)
 
     claims = [_parse_claim(key, value, where, params)
               for key in ("properties", *CLAIM_BOUNDS) for value, where in (header or {}).get(key, [])]
@@ -591,7 +632,8 @@ def load_model(path) -> Model:
         name=name, kind=kind, function=function, bits=bits, signed=signed, params=params,
         description=one("description"), citation=citation, costs=tuple(costs), path=path,
         source_sha256=hashlib.sha256(raw).hexdigest(), prototype=proto,
-        approxtrain=one("approxtrain"), evoapprox=evo, has_header=header is not None, claims=tuple(claims),
+        approxtrain=one("approxtrain"), evoapprox=evo, evoapprox_rounding=evo_rounding,
+        has_header=header is not None, claims=tuple(claims),
     )
 
 

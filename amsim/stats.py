@@ -29,7 +29,7 @@ from .sweep import (DEFAULT_SAMPLES, MAX_RE, MIN_RE, N, N_ERR, N_NONZERO, SUM_AB
                     SUM_RE2, WCE)
 
 __all__ = ["METRIC_KEYS", "MAX_EXHAUSTIVE_INT_BITS", "metrics_from_moments", "int_stats", "mantissa_stats",
-           "DEFAULT_SAMPLES"]
+           "DEFAULT_SAMPLES", "HEADER_CHECKED", "header_comparison", "format_header"]
 
 #: Integer statistics cover every operand pair up to this width (2^32 pairs), seeded samples above it.
 MAX_EXHAUSTIVE_INT_BITS = 16
@@ -128,6 +128,51 @@ def mantissa_stats(m: int, *, table=None, cm=None, reference="truncated", roundi
     result = metrics_from_moments(acc, exhaustive=exhaustive, nmed_denominator=denom,
                                   zeros_as_exact=zeros_as_exact)
     return _sampling(result, samples, seed)
+
+
+#: The header figures of an EvoApproxLib circuit that amsim recomputes and compares: (header key, metric
+#: key). Both are absolute over every operand pair, so they mean the same on both sides; the header's
+#: percentages (MAE%, MRE%, ...) depend on the library's normalisation and are shown, not compared.
+HEADER_CHECKED = (("MAE", "mae"), ("WCE", "wce"))
+
+
+def header_comparison(model, result: dict) -> dict | None:
+    """An EvoApproxLib circuit's header figures beside amsim's statistics ``result`` of that circuit.
+
+    Returns None when the model's file has no header figures, else ``{"figures": {key: value},
+    "compared": {key: {"header", "amsim", "agrees"}}, "mismatches": [message, ...]}``. A figure is
+    compared only where the statistics are exhaustive integer ones at the circuit's own width (what
+    the header describes), and agrees when the two differ by no more than the header's rounding
+    (half a unit of its last printed digit). A mismatch means the file is not the circuit its
+    header describes.
+    """
+    figures = dict(model.evoapprox)
+    if not figures:
+        return None
+    comparable = (result.get("reference") == "integer" and result.get("exhaustive")
+                  and tuple(model.bits) == (result.get("bits"),))
+    compared, mismatches = {}, []
+    for key, metric in HEADER_CHECKED if comparable else ():
+        if key not in figures or result.get(metric) is None:
+            continue
+        declared, measured = figures[key], float(result[metric])
+        # The relative slack absorbs the float64 rounding of amsim's own mean, nothing more.
+        agrees = abs(measured - declared) <= model.evoapprox_rounding.get(key, 0.0) + 1e-9 * max(1.0, declared)
+        compared[key] = {"header": declared, "amsim": measured, "agrees": agrees}
+        if not agrees:
+            mismatches.append(f"{model.path} is not what it says: its header gives {key} = {declared:g}, "
+                              f"amsim measures {measured:.6g} over all {result['pairs']} pairs")
+    return {"figures": figures, "compared": compared, "mismatches": mismatches}
+
+
+def format_header(comparison: dict) -> str:
+    """One line for people: the header's figures, each compared one with amsim's value beside it."""
+    parts = []
+    for key, value in comparison["figures"].items():
+        seen = comparison["compared"].get(key)
+        note = "" if seen is None else f" (amsim {seen['amsim']:.6g}{'' if seen['agrees'] else ', MISMATCH'})"
+        parts.append(f"{key}={value:g}{note}")
+    return "header (EvoApproxLib): " + "  ".join(parts)
 
 
 def format_table(rows: list[dict], columns=None, *, width_label="M") -> str:

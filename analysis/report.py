@@ -29,7 +29,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from amsim import __version__
+from amsim import __version__, generate, stats
 
 from . import AnalysisError, data, pareto, plots
 
@@ -250,7 +250,20 @@ def _model_entry(g, bits) -> dict:
         "cost": cost_dict(cost) if cost is not None else None,
         "all_costs": [cost_dict(c) for c in model.costs],
         "stats": g.stats, "table_sha256": g.lut.checksum,
+        "header": _header_entry(model, params),
     }
+
+
+def _header_entry(model, params) -> dict | None:
+    """An EvoApproxLib circuit's header figures beside amsim's exhaustive integer statistics of the
+    circuit at its own width (the report's own statistics are of the lifted mantissa multiplier, which
+    the header does not describe); None for a model without header figures."""
+    if not model.evoapprox:
+        return None
+    result = {}
+    if len(model.bits) == 1 and model.bits[0] <= stats.MAX_EXHAUSTIVE_INT_BITS:
+        result = generate.run_isolated(model.name, generate.characterise, model, model.bits[0], params)
+    return stats.header_comparison(model, result)
 
 
 def _param_args(params) -> str:
@@ -386,9 +399,13 @@ def _html(info: dict, grids, front) -> str:
                 f"<strong>Cost</strong>: no cost data for this configuration (looked up for {m['cost_bits']}-bit "
                 "operands)" + (". Published figures: " + "; ".join(_e(_cost_text(c)) for c in m["all_costs"])
                                if m["all_costs"] else ""))
+        header = ""
+        if m.get("header"):
+            header = f"<p>{_e(stats.format_header(m['header']))}</p>" + "".join(
+                f"<p><strong>Warning</strong>: {_e(message)}</p>" for message in m["header"]["mismatches"])
         out.append(f'<div class="model"><h3>{_e(m["label"])}</h3>'
                    f"<p>{_e(m['description']) or '<em>no description</em>'} <span class='muted'>({_e(kind)})</span></p>"
-                   f"<p><strong>Citation</strong>: {_e(m['citation']) or '<em>none given</em>'}</p><p>{cost}</p>"
+                   f"<p><strong>Citation</strong>: {_e(m['citation']) or '<em>none given</em>'}</p><p>{cost}</p>{header}"
                    f"<p class='muted'>Source {_e(m['source'])} (sha256 {_e(m['source_sha256'][:16])}…), "
                    f"table sha256 {_e(m['table_sha256'][:16])}…</p></div>")
 

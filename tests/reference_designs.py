@@ -209,6 +209,46 @@ def bam(a, b, n, h=0, v=0):
     return p
 
 
+# --------------------------------------------------- signed 8-bit circuits
+# Signed references take int8 values (-128..127) and return int64 products.
+
+def _signed_bits(v):
+    """The two's-complement bit pattern of each 8-bit value, as 0..255."""
+    return _as_int_array(v) & 0xFF
+
+
+def mul8s_bam(a, b, h=0, v=0):
+    """Signed broken array: the exact product less the partial-product bits the array drops.
+
+    With a = -a_7 2^7 + sum_{i<7} a_i 2^i (b likewise), a b is the sum of a_i b_j 2^(i+j) weighted -1
+    where exactly one of i, j is 7; the array drops the bits of rows j < h and of columns i + j < v.
+    """
+    ua, ub = _signed_bits(a), _signed_bits(b)
+    p = _as_int_array(a) * _as_int_array(b)
+    for i in range(8):
+        for j in range(8):
+            if j < h or i + j < v:
+                weight = -1 if (i == 7) != (j == 7) else 1
+                p = p - weight * ((_bit(ua, i) & _bit(ub, j)) << (i + j))
+    return p
+
+
+def mul8s_trunc(a, b, k=6):
+    """Signed array with its k lowest columns dropped: the broken array with h = 0, v = k."""
+    return mul8s_bam(a, b, h=0, v=k)
+
+
+def mul8s_log(a, b):
+    """Mitchell's product of the magnitudes (9-bit: |-128| = 2^7 needs the 8th bit), with the product's sign."""
+    a, b = _as_int_array(a), _as_int_array(b)
+    magnitude = mitchell(np.abs(a), np.abs(b), 9).astype(np.int64)
+    return np.sign(a * b) * magnitude
+
+
+def mul8s_exact(a, b):
+    return _as_int_array(a) * _as_int_array(b)
+
+
 # ---------------------------------------------- float significand tables
 
 def _sig_grid(M):
@@ -319,6 +359,13 @@ INT_REFERENCES = {
     "ilm": ilm,
     "alm_soa": alm_soa,
     "bam": bam,
+}
+
+SIGNED_REFERENCES = {
+    "mul8s_exact": mul8s_exact,
+    "mul8s_trunc": mul8s_trunc,
+    "mul8s_bam": mul8s_bam,
+    "mul8s_log": mul8s_log,
 }
 
 FLOAT_TABLES = {

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from amsim.lut import load
+from amsim.models import EVOAPPROX_EXACT_PDK45
 from cli_run import run
 
 import reference_designs as ref
@@ -41,7 +42,14 @@ BUILTINS = {
     "ilm": ("int", "2..32", "stages=1[0..3]"),
     "alm_soa": ("int", "2..32", "w=4[0..31]"),
     "bam": ("int", "1..32", "h=0[0..64] v=0[0..64]"),
+    "mul8s_exact": ("int signed", "8", "-"),
+    "mul8s_trunc": ("int signed", "8", "k=6[0..15]"),
+    "mul8s_bam": ("int signed", "8", "h=2[0..8] v=6[0..15]"),
+    "mul8s_log": ("int signed", "8", "-"),
 }
+
+#: The built-ins that lift to mantissa multipliers: every one but the signed integer circuits.
+LIFTABLE = [name for name, (kind, _, _) in BUILTINS.items() if kind != "int signed"]
 
 EVO_UNSIGNED = """\
 /***
@@ -175,8 +183,8 @@ def test_models_json_parses_and_describes_every_builtin(capsys):
     assert sorted(entries) == sorted(BUILTINS)
     for name, m in entries.items():
         assert set(m) >= {"name", "kind", "bits", "signed", "params", "description", "citation", "path", "costs"}
-        assert m["kind"] == BUILTINS[name][0]
-        assert m["signed"] is False
+        assert m["kind"] + (" signed" if m["signed"] else "") == BUILTINS[name][0]
+        assert m["signed"] is name.startswith("mul8s_")
         assert m["description"] and m["citation"]
 
 
@@ -223,10 +231,10 @@ def test_generate_lut_writes_one_npz_per_builtin_and_one_table_with_both_referen
     # names carry the resolved default parameters
     defaults = {"mbm": "_t0", "drum": "_k6", "ilm": "_stages1", "alm_soa": "_w4", "bam": "_h0_v0"}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{name}{defaults.get(name, '')}_m7.npz" for name in BUILTINS)
-    assert {load(p, bits=7).model for p in tmp_path.iterdir()} == set(BUILTINS)
+        f"{name}{defaults.get(name, '')}_m7.npz" for name in LIFTABLE)
+    assert {load(p, bits=7).model for p in tmp_path.iterdir()} == set(LIFTABLE)
     rows = table_rows(out)
-    assert sorted(rows) == sorted((name, r) for name in BUILTINS for r in ("truncated", "full"))
+    assert sorted(rows) == sorted((name, r) for name in LIFTABLE for r in ("truncated", "full"))
 
 
 def test_generate_lut_with_a_parameter_names_the_file_after_it(tmp_path, capsys):
@@ -615,7 +623,9 @@ def test_evoapprox_file_keeps_its_absolute_pdk45_figures(evo_dir, capsys):
     entry = evo_entries(evo_dir, capsys)["mul8u_TEST"]
     assert [c["absolute"] for c in entry["costs"]] == [{"power_mw": 0.391, "area_um2": 709.5, "delay_ns": 1.43}]
     assert "45" in entry["costs"][0]["node"]
-    assert entry["costs"][0]["power"] is None  # no relative figure is invented
+    # Relative figures come from EvoApproxLib's own exact circuit's header (docs/designs.md), never a default.
+    exact_power_mw = EVOAPPROX_EXACT_PDK45[(8, False)][1]
+    assert entry["costs"][0]["power"] == pytest.approx(0.391 / exact_power_mw)
 
 
 def test_evoapprox_signed_file_is_listed_as_signed(evo_dir, capsys):

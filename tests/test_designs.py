@@ -71,6 +71,10 @@ EXPECTED_METADATA = {
     "ilm": ("int", tuple(range(2, 33)), {"stages": 1}),
     "alm_soa": ("int", tuple(range(2, 33)), {"w": 4}),
     "bam": ("int", tuple(range(1, 33)), {"h": 0, "v": 0}),
+    "mul8s_exact": ("int", (8,), {}),
+    "mul8s_trunc": ("int", (8,), {"k": 6}),
+    "mul8s_bam": ("int", (8,), {"h": 2, "v": 6}),
+    "mul8s_log": ("int", (8,), {}),
 }
 
 
@@ -81,7 +85,7 @@ def test_builtin_model_metadata_declares_kind_widths_and_params(name):
     assert spec.name == name and spec.path.stem == name
     assert spec.kind == kind
     assert spec.bits == bits
-    assert not spec.signed
+    assert spec.signed == name.startswith("mul8s_")  # EvoApproxLib's naming: mul8s_ signed, mul8u_ unsigned
     assert {p: spec.params[p].default for p in spec.params} == defaults
     assert spec.description and spec.citation
 
@@ -139,6 +143,23 @@ def test_int_model_equals_reference_on_all_8bit_pairs(config):
     a, b = all_pairs(8)
     got = evaluate_int(name, 8, a, b, **params)
     want = ref.INT_REFERENCES[name](a, b, 8, **params)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, [(int(a[i]), int(b[i]), int(got[i]), int(want[i])) for i in bad[:5]]
+
+
+SIGNED_8BIT = (
+    [("mul8s_exact", {}), ("mul8s_log", {})]
+    + [("mul8s_trunc", {"k": k}) for k in range(16)]
+    + [("mul8s_bam", {"h": h, "v": v}) for h in (0, 2, 5, 8) for v in (0, 3, 7, 10, 15)]
+)
+
+
+@pytest.mark.parametrize("config", SIGNED_8BIT, ids=_config_id)
+def test_signed_circuit_equals_reference_on_all_8bit_pairs(config):
+    name, params = config
+    a, b = (x.ravel() for x in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij"))
+    got = compiled(name, 8, **params).evaluate(a, b).astype(np.int64)
+    want = ref.SIGNED_REFERENCES[name](a, b, **params)
     bad = np.flatnonzero(got != want)
     assert bad.size == 0, [(int(a[i]), int(b[i]), int(got[i]), int(want[i])) for i in bad[:5]]
 

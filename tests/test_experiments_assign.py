@@ -12,7 +12,7 @@ from amsim.experiments.multipliers import ASSIGN, MultiplierSpec, parse_assignme
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 
-from tests.cli_run import run  # noqa: E402
+from cli_run import run  # noqa: E402
 
 QUICK = ["--dataset", "digits", "--arch", "mlp", "--limit-train", "200", "--limit-test", "100", "--validation", "50",
          "--epochs", "1", "--quiet", "--no-plots"]

@@ -42,7 +42,7 @@ def _not_sources(folder, names):
 _SHIPPED = {
     "amsim": ("amsim", ["**/*.py", "include/**/*", "csrc/**/*"]),
     "analysis": ("amsim/analysis", ["**/*.py"]),
-    "c_models": ("amsim/c_models", ["*.c", "*.py"]),
+    "c_models": ("amsim/c_models", ["*.c", "*.h", "*.py"]),
 }
 
 #: Runs in the installed venv: the GEMM of two saved operands with the model by name and with the

@@ -18,7 +18,7 @@ import amsim.keras as ak  # noqa: E402
 from amsim import gemm, reference  # noqa: E402
 from amsim.gemm import ShapeError  # noqa: E402
 
-from tests.keras_support import M, exact, mbm  # noqa: E402,F401 (fixtures)
+from keras_support import M, exact, mbm  # noqa: E402,F401 (fixtures)
 
 
 

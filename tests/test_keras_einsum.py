@@ -12,7 +12,7 @@ import amsim.keras as ak  # noqa: E402
 from amsim import gemm  # noqa: E402
 from amsim.keras.ops import OpArgumentError  # noqa: E402
 
-from tests.keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
+from keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
 
 
 

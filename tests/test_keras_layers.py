@@ -18,7 +18,7 @@ from amsim.errors import AmsimError, LUTError  # noqa: E402
 from amsim.keras.approxtrain import AMConv2D as ATConv2D  # noqa: E402
 from amsim.keras.approxtrain import denseam  # noqa: E402
 
-from tests.keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
+from keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
 
 
 

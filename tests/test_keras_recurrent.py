@@ -14,7 +14,7 @@ from amsim.errors import LUTError  # noqa: E402
 from amsim.keras.layers.recurrent import approximate_cell, precise_cell  # noqa: E402
 from amsim.keras.ops import am_matmul  # noqa: E402
 
-from tests.keras_support import M, exact, mbm  # noqa: E402,F401 (fixtures)
+from keras_support import M, exact, mbm  # noqa: E402,F401 (fixtures)
 B, T, F, U = 3, 5, 4, 6
 
 

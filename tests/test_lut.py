@@ -1,5 +1,5 @@
 """Tests of the LUT formats in ``amsim.lut``: the native ``.npz`` format, ApproxTrain's
-``NAME_M.bin`` files and TFApprox's 8-bit integer table.
+``NAME_M.bin`` files (the peers' 8-bit integer tables: tests/test_lut_interop.py).
 
 The ApproxTrain tests compare amsim's exports with the bytes computed by the
 independent reference in ``reference_designs.py`` (written from docs/designs.md).
@@ -18,8 +18,8 @@ import amsim
 from amsim import cli
 from amsim.errors import LUTError
 from amsim.generate import integer_lut, mantissa_lut
-from amsim.lut import (LUT, from_approxtrain, load, load_approxtrain, load_tfapprox, lut_filename, save,
-                       save_approxtrain, save_tfapprox, to_approxtrain, to_tfapprox)
+from amsim.lut import (LUT, from_approxtrain, load, load_approxtrain, lut_filename, save, save_approxtrain,
+                       to_approxtrain)
 
 import reference_designs as ref
 
@@ -391,75 +391,6 @@ def test_approxtrain_import_refuses_a_name_without_m(tmp_path):
     path.write_bytes(b"\x80" * 16384)
     with pytest.raises(LUTError, match="_M.bin"):
         load_approxtrain(path)
-
-
-# ==============================================================================================
-# TFApprox
-# ==============================================================================================
-
-
-def all_pairs_8bit():
-    a, b = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
-    return a.ravel(), b.ravel()
-
-
-def tfapprox_entries(data):
-    """TFApprox's table as numbers: little-endian uint16 at index (a << 8) | b."""
-    assert len(data) == 131072
-    a, b = all_pairs_8bit()
-    words = np.frombuffer(data, "<u2")
-    return words[(a << 8) | b].astype(np.int64)
-
-
-def test_tfapprox_export_of_exact_int_holds_every_product():
-    a, b = all_pairs_8bit()
-    assert np.array_equal(tfapprox_entries(to_tfapprox(built_integer_lut("exact_int", 8))), a * b)
-
-
-def test_tfapprox_export_of_mitchell_holds_the_models_products():
-    a, b = all_pairs_8bit()
-    products = amsim.find_model("mitchell").compile(8).evaluate(a, b)
-    got = tfapprox_entries(to_tfapprox(built_integer_lut("mitchell", 8)))
-    assert np.array_equal(got, products)
-    assert np.array_equal(got, ref.mitchell(a, b, 8).astype(np.int64))
-
-
-def test_tfapprox_export_puts_row_a_column_b_at_index_a_shl_8_or_b():
-    a, b = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
-    asymmetric = lut_of((a << 8 | b).astype(np.int64), 8, kind="integer")
-    assert np.array_equal(np.frombuffer(to_tfapprox(asymmetric), "<u2"), np.arange(65536))
-
-
-def test_tfapprox_file_round_trip_gives_the_identical_table(tmp_path):
-    original = built_integer_lut("mitchell", 8)
-    loaded = load_tfapprox(save_tfapprox(original, tmp_path / "mul8u_mitchell.bin"))
-    assert loaded.kind == "integer" and loaded.bits == 8
-    assert np.array_equal(loaded.table, original.table)
-
-
-def test_tfapprox_export_refuses_a_mantissa_lut():
-    with pytest.raises(LUTError, match="integer product table"):
-        to_tfapprox(built_mantissa_lut("at_mitchell", 7))
-
-
-def test_tfapprox_export_refuses_a_table_that_is_not_8_bit():
-    with pytest.raises(LUTError, match="8-bit"):
-        to_tfapprox(built_integer_lut("exact_int", 7))
-
-
-def test_tfapprox_export_refuses_a_signed_model(tmp_path):
-    source = tmp_path / "mul8s_sgn.c"
-    source.write_text("#include <stdint.h>\nint16_t mul8s_sgn(int8_t A, int8_t B)\n{\n    return A * B;\n}\n")
-    lut = integer_lut(amsim.load_model(source), 8)
-    with pytest.raises(LUTError, match=r"unsigned.*signed"):
-        to_tfapprox(lut)
-
-
-def test_tfapprox_import_refuses_a_file_of_the_wrong_size(tmp_path):
-    path = tmp_path / "short.bin"
-    path.write_bytes(b"\0" * 1000)
-    with pytest.raises(LUTError, match="131072 bytes"):
-        load_tfapprox(path)
 
 
 # ==============================================================================================

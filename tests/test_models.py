@@ -12,7 +12,7 @@ from amsim import cbuild, models
 from amsim.errors import CompileError, ModelError, RangeError, UnknownModelError
 
 BUILTINS = {"exact", "bf16_trunc", "bf16_rne", "at_mbm", "at_mitchell", "mitchell", "mbm", "drum", "ilm",
-            "alm_soa", "bam", "exact_int"}
+            "alm_soa", "bam", "exact_int", "mul8s_exact", "mul8s_trunc", "mul8s_bam", "mul8s_log"}
 
 
 def write(tmp_path, name, text):

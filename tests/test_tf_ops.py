@@ -16,7 +16,7 @@ from amsim import gemm  # noqa: E402
 from amsim.errors import AmsimError  # noqa: E402
 from amsim.keras import build, ops  # noqa: E402
 
-from tests.keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
+from keras_support import M, at_m_bits, exact, mbm  # noqa: E402,F401 (fixtures)
 CONV_CASES = [  # (x shape, w shape, strides, padding, dilations)
     ((2, 9, 8, 3), (3, 3, 3, 4), 1, "VALID", 1),
     ((2, 9, 8, 3), (3, 3, 3, 4), 1, "SAME", 1),
@@ -161,19 +161,87 @@ def test_conv2d_and_its_gradients_are_gemm_conv2d_bit_for_bit(mbm, x_shape, w_sh
                             gemm.conv2d_backprop_filter(x, w.shape, dy, mbm, **geometry)])
 
 
+def depthwise_channel_by_channel(x, w, dy, lut, **geometry):
+    """The depthwise output, input gradient and filter gradient for cotangent dy, each channel
+    as amsim.gemm's conv2d family on that channel alone."""
+    q = w.shape[3]
+    y, dx, dw = np.empty(dy.shape, np.float32), np.empty(x.shape, np.float32), np.empty(w.shape, np.float32)
+    for c in range(x.shape[3]):
+        xc, wc, dyc = x[..., c:c + 1], w[:, :, c:c + 1, :], np.ascontiguousarray(dy[..., c * q:(c + 1) * q])
+        y[..., c * q:(c + 1) * q] = gemm.conv2d(xc, wc, lut, **geometry)
+        dx[..., c:c + 1] = gemm.conv2d_backprop_input(xc.shape, wc, dyc, lut, **geometry)
+        dw[:, :, c:c + 1, :] = gemm.conv2d_backprop_filter(xc, wc.shape, dyc, lut, **geometry)
+    return [y, dx, dw]
+
+
 @pytest.mark.parametrize("x_shape, w_shape, strides, padding", DEPTHWISE_CASES)
 def test_depthwise_is_gemm_conv2d_of_each_channel_bit_for_bit(mbm, x_shape, w_shape, strides, padding):
     rng = np.random.default_rng(6)
     x, w = normal(rng, x_shape), normal(rng, w_shape)
     geometry = {"strides": strides, "padding": padding, "dilations": (1, 2) if w_shape[1] > 1 else 1}
-    (y, dx, dw), dy = with_grads(lambda x, w: ops.am_depthwise_conv2d(x, w, mbm, **geometry), x, w)
-    q = w.shape[3]
-    for c in range(x.shape[3]):
-        xc, wc, dyc = x[..., c:c + 1], w[:, :, c:c + 1, :], np.ascontiguousarray(dy[..., c * q:(c + 1) * q])
-        assert_bits_equal([y[..., c * q:(c + 1) * q], dx[..., c:c + 1], dw[:, :, c:c + 1, :]],
-                          [gemm.conv2d(xc, wc, mbm, **geometry),
-                           gemm.conv2d_backprop_input(xc.shape, wc, dyc, mbm, **geometry),
-                           gemm.conv2d_backprop_filter(xc, wc.shape, dyc, mbm, **geometry)])
+    got, dy = with_grads(lambda x, w: ops.am_depthwise_conv2d(x, w, mbm, **geometry), x, w)
+    assert_bits_equal(got, depthwise_channel_by_channel(x, w, dy, mbm, **geometry))
+
+
+DEPTHWISE_ODD_CASES = [  # (x shape, w shape (KH, KW, C, Q), strides, padding, dilations)
+    ((1, 7, 5, 19), (3, 3, 19, 1), 2, "SAME", 1),                    # channels past one vector of 16
+    ((2, 5, 9, 5), (2, 3, 5, 3), (1, 2), "VALID", (2, 1)),            # multiplier 3, strides with dilations
+    ((1, 6, 6, 17), (3, 1, 17, 2), 1, ((2, 1), (0, 2)), 1),           # explicit padding, 34 outputs
+    ((1, 4, 3, 3), (5, 5, 3, 1), 1, "SAME", 1),                       # a filter larger than the input
+    ((1, 9, 8, 6), (3, 3, 6, 1), 3, "SAME", (1, 2)),                  # taps that cover no input
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding, dilations", DEPTHWISE_ODD_CASES)
+def test_depthwise_on_odd_geometries_is_gemm_conv2d_of_each_channel_bit_for_bit(mbm, x_shape, w_shape, strides,
+                                                                               padding, dilations):
+    rng = np.random.default_rng(60)
+    x, w = normal(rng, x_shape), normal(rng, w_shape)
+    geometry = {"strides": strides, "padding": padding, "dilations": dilations}
+    got, dy = with_grads(lambda x, w: ops.am_depthwise_conv2d(x, w, mbm, **geometry), x, w)
+    assert_bits_equal(got, depthwise_channel_by_channel(x, w, dy, mbm, **geometry))
+
+
+def sprinkle(rng, a, values):
+    """a with each of `values` at a few random places."""
+    a = a.copy()
+    flat = a.reshape(-1)
+    for v in values:
+        flat[rng.choice(flat.size, size=max(1, flat.size // 40), replace=False)] = v
+    return a
+
+
+@pytest.mark.parametrize("huge", [False, True], ids=["in_window", "beyond_window"])
+@pytest.mark.parametrize("q", [1, 2])
+def test_depthwise_of_special_values_is_gemm_conv2d_of_each_channel(mbm, huge, q):
+    """Zeros of both signs, subnormals, infinities and NaN in every operand; `huge` adds values
+    whose products leave float32, outside the fast kernels' window. Bits equal, NaN's payload aside
+    (numerics.md leaves it open)."""
+    rng = np.random.default_rng(61)
+    specials = [0.0, -0.0, 1e-40, -3e-39, np.inf, -np.inf, np.nan] + ([3e38, -2e38] if huge else [])
+    x = sprinkle(rng, normal(rng, (2, 7, 6, 18)), specials)
+    w = sprinkle(rng, normal(rng, (3, 3, 18, q)), specials)
+    geometry = {"strides": 1, "padding": "SAME", "dilations": 1}
+    dy = sprinkle(rng, normal(rng, (2, 7, 6, 18 * q)), specials)
+    xt, wt = tf.constant(x), tf.constant(w)
+    with tf.GradientTape() as tape:
+        tape.watch([xt, wt])
+        y = ops.am_depthwise_conv2d(xt, wt, mbm, **geometry)
+    got = [y.numpy(), *(g.numpy() for g in tape.gradient(y, [xt, wt], output_gradients=tf.constant(dy)))]
+    want = depthwise_channel_by_channel(x, w, dy, mbm, **geometry)
+    assert all(np.isnan(v).any() and np.isinf(v).any() for v in want[:2])
+    for g, v in zip(got, want):
+        nan = np.isnan(v)
+        np.testing.assert_array_equal(np.isnan(g), nan)
+        np.testing.assert_array_equal(g[~nan].view(np.uint32), v[~nan].view(np.uint32))
+
+
+def test_depthwise_does_not_depend_on_the_engine_thread_count(mbm):
+    rng = np.random.default_rng(62)
+    x, w = normal(rng, (4, 12, 10, 20)), normal(rng, (3, 3, 20, 2))
+    one, _ = with_grads(lambda x, w: ops.am_depthwise_conv2d(x, w, mbm, padding="SAME", threads=1), x, w)
+    default, _ = with_grads(lambda x, w: ops.am_depthwise_conv2d(x, w, mbm, padding="SAME"), x, w)
+    assert_bits_equal(one, default)
 
 
 def test_batch_dimensions_broadcast_as_gemm_matmul_does(mbm):
