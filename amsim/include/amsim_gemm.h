@@ -109,6 +109,19 @@ struct amsim_conv_geometry {
 int amsim_im2col(const struct amsim_conv_geometry *g, const float *x, float *cols);
 int amsim_col2im(const struct amsim_conv_geometry *g, const float *cols, float *dx);
 
+/* Depthwise conv2d on NHWC input x (geometry g, C = g->c channels) and a filter w of shape
+ * (KH, KW, C, q): output channel c * q + j is input channel c convolved with w[:, :, c, j]. Each
+ * pass gives the bits of its per-channel GEMMs (amsim_gemm on channel c's patch matrix, and
+ * col2im), the sums in their order: y (N, OH, OW, C*q) = patches (x) w, per channel;
+ * dx (N, H, W, C) = col2im(dy (x) w^T); dw (KH, KW, C, q) = patches^T (x) dy, the patches the
+ * left operand. Directly, without patch matrices (depthwise.c). Return an amsim_status. */
+int amsim_depthwise_conv2d(const struct amsim_lut *lut, const struct amsim_conv_geometry *g, int64_t q,
+                           const float *x, const float *w, float *y, int rounding, int mode, int threads);
+int amsim_depthwise_backprop_input(const struct amsim_lut *lut, const struct amsim_conv_geometry *g, int64_t q,
+                                   const float *w, const float *dy, float *dx, int rounding, int mode, int threads);
+int amsim_depthwise_backprop_filter(const struct amsim_lut *lut, const struct amsim_conv_geometry *g, int64_t q,
+                                    const float *x, const float *dy, float *dw, int rounding, int mode, int threads);
+
 /* The planner's cost model: nanoseconds per count of each item of work (docs/gemm-internals.md).
  * The engine starts with neutral costs; amsim.gemm sets the ones fitted on this machine. */
 struct amsim_costs {

@@ -17,3 +17,4 @@
 #include "gemm.c"
 #include "model.c"
 #include "conv.c"
+#include "depthwise.c"
