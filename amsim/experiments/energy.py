@@ -30,8 +30,8 @@ import time
 
 from .multipliers import FLOAT32, MultiplierSpec
 
-__all__ = ["LayerCount", "MultiplicationCounts", "count_multiplications", "CostFigure", "relative_power",
-           "EXACT_ENERGY_PJ", "Energy", "run_energy", "energy_table", "board_energy_meter", "UNKNOWN"]
+__all__ = ["count_multiplications", "CostFigure", "relative_power", "EXACT_ENERGY_PJ", "Energy", "run_energy",
+           "energy_table", "board_energy_meter", "UNKNOWN"]
 
 UNKNOWN = "unknown"
 FLOAT32_M = 23
@@ -51,68 +51,13 @@ EXACT_ENERGY_PJ = {
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerCount:
-    """Multiplications of one layer per example."""
-
-    name: str
-    kind: str
-    forward: int
-    input_grad: int
-    weight_grad: int
-
-    @property
-    def training(self) -> int:
-        return self.forward + self.input_grad + self.weight_grad
-
-
-@dataclasses.dataclass(frozen=True)
-class MultiplicationCounts:
-    """Per-example multiplications of a model, layer by layer."""
-
-    layers: tuple
-
-    @property
-    def forward(self) -> int:
-        return sum(c.forward for c in self.layers)
-
-    @property
-    def input_grad(self) -> int:
-        return sum(c.input_grad for c in self.layers)
-
-    @property
-    def weight_grad(self) -> int:
-        return sum(c.weight_grad for c in self.layers)
-
-    @property
-    def backward(self) -> int:
-        return self.input_grad + self.weight_grad
-
-    @property
-    def training(self) -> int:
-        """Per training example: forward, input and weight gradients."""
-        return self.forward + self.backward
-
-    def per_epoch(self, train_examples: int, validation_examples: int = 0) -> dict:
-        """Multiplications of one epoch: training steps over ``train_examples`` and the validation pass."""
-        return {"forward": self.forward * (train_examples + validation_examples),
-                "input_grad": self.input_grad * train_examples, "weight_grad": self.weight_grad * train_examples}
-
-    def to_dict(self) -> dict:
-        return {"per_example": {"forward": self.forward, "input_grad": self.input_grad,
-                                "weight_grad": self.weight_grad, "training": self.training,
-                                "inference": self.forward},
-                "layers": [dataclasses.asdict(c) for c in self.layers]}
-
-
-def count_multiplications(model, input_shape=None) -> MultiplicationCounts:
+def count_multiplications(model, input_shape=None):
     """Per-example multiplications of a built Keras model's matrix products and convolutions, layer by
-    layer: :func:`amsim.keras.coverage`'s counts (every call of a shared layer, nested models too)."""
+    layer: :func:`amsim.keras.coverage`'s report (every call of a shared layer, nested models too),
+    whose ``per_epoch`` gives an epoch's counts."""
     from amsim.keras.coverage import coverage
 
-    report = coverage(model, input_shape)
-    return MultiplicationCounts(tuple(LayerCount(r.name, r.kind, r.forward, r.input_grad, r.weight_grad)
-                                      for r in report.layers))
+    return coverage(model, input_shape)
 
 
 # ----------------------------------------------------------------------------------------------

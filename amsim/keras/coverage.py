@@ -114,10 +114,18 @@ class Coverage:
                 out.setdefault(key, {"forward": 0, "input_grad": 0, "weight_grad": 0})[what] += n
         return out
 
+    def per_epoch(self, train_examples: int, validation_examples: int = 0) -> dict:
+        """Products of one epoch: training steps over ``train_examples`` and the validation pass."""
+        return {"forward": self.forward * (train_examples + validation_examples),
+                "input_grad": self.input_grad * train_examples, "weight_grad": self.weight_grad * train_examples}
+
     def to_dict(self) -> dict:
         """The report as JSON-serialisable data (for a run's config)."""
         return {"fraction": self.fraction, "forward": self.forward, "approximate_forward": self.approximate_forward,
                 "input_grad": self.input_grad, "weight_grad": self.weight_grad,
+                "per_example": {"forward": self.forward, "input_grad": self.input_grad,
+                                "weight_grad": self.weight_grad, "training": self.training,
+                                "inference": self.forward},
                 "exact_layers": list(self.exact_layers), "by_multiplier": self.by_multiplier(),
                 "layers": [dataclasses.asdict(r) for r in self.layers],
                 "elementwise": [dataclasses.asdict(e) for e in self.elementwise]}
