@@ -132,6 +132,16 @@ struct amsim_costs {
  * the engine's start values. Costs choose among plans, which all give the same bits. */
 void amsim_set_costs(const struct amsim_costs *plain, const struct amsim_costs *dp);
 
+/* The integer LUT GEMM (docs/gemm-internals.md, "The integer GEMM"): for n-bit operands
+ * (1 <= bits <= 8) given as their bit patterns (unsigned: the value; signed: the two's-complement
+ * pattern, value & (2^bits - 1)), C[i, j] = sum over k of lut[a[i, k]][b[k, j]] (amsim_int_lut_row),
+ * exactly. lut: the (2^bits x 2^bits) int32 table, row = A's pattern; a: M x K and b: K x N,
+ * row-major; c: M x N row-major, int32_t (wide = 0) or int64_t (wide = 1). The caller picks the
+ * width so that no sum overflows it (the engine does not check the table's magnitudes). Returns an
+ * amsim_status (AMSIM_ERR_ARGS for a pattern of 2^bits or more). */
+int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K, const uint8_t *a,
+                   const uint8_t *b, void *c, int wide, int threads);
+
 /* AMSIM_CDEF_END */
 
 /* The rules of a conv2d geometry, for every caller that walks one: the engine (conv.c), the
@@ -152,6 +162,13 @@ static inline int amsim_conv_patches_are_input(const struct amsim_conv_geometry 
 {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pad_top == 0 && g->pad_left == 0 &&
            g->oh == g->h && g->ow == g->w;
+}
+
+/* The one definition of the integer product: LUT[a][b] is entry b of row a of the
+ * (2^bits x 2^bits) table, a and b the operands' n-bit patterns. */
+static inline const int32_t *amsim_int_lut_row(const int32_t *lut, int bits, uint8_t a)
+{
+    return lut + ((size_t)a << bits);
 }
 
 #ifdef __cplusplus

@@ -18,3 +18,4 @@
 #include "model.c"
 #include "conv.c"
 #include "depthwise.c"
+#include "int_gemm.c"

@@ -1,0 +1,234 @@
+"""The integer LUT GEMM: C[i, j] = sum over k of LUT[a[i, k], b[k, j]], exact, on the engine and the oracle."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import amsim
+from amsim import generate
+from amsim.errors import AmsimError, RangeError
+from amsim.gemm import ShapeError, int_matmul
+from amsim.gemm.integer import IntegerOperandError, accumulator_dtype
+from amsim.lut import LUT
+
+INT32_MAX = 2**31 - 1
+
+
+def circuit(name, bits=8, **params):
+    return generate.integer_lut(amsim.find_model(name), bits, params or None)
+
+
+EXACT_U8 = circuit("exact_int")
+EXACT_S8 = circuit("mul8s_exact")
+
+
+def value_range(bits, signed):
+    return (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+
+
+def exact_table(bits, signed):
+    """The exact n-bit product table indexed by patterns: pattern p is the value p, or p - 2^n for
+    p >= 2^(n-1) when signed (two's complement)."""
+    p = np.arange(1 << bits)
+    v = np.where(p >= 1 << (bits - 1), p - (1 << bits), p) if signed else p
+    return np.outer(v, v)
+
+
+def python_sums(a, b, table, bits):
+    """C by Python ints, the table indexed by each operand's pattern (value mod 2^n)."""
+    (m, k), n = a.shape, b.shape[1]
+    mask = (1 << bits) - 1
+    a, b, table = a.tolist(), b.tolist(), table.tolist()
+    return [[sum(table[a[i][q] & mask][b[q][j] & mask] for q in range(k)) for j in range(n)] for i in range(m)]
+
+
+@st.composite
+def problems(draw, max_dim=12):
+    """(a, b, table, bits, signed): shapes from 0 (K = 0 included), values over the whole range, and a
+    table of arbitrary 16-bit circuit outputs."""
+    bits = draw(st.integers(1, 8))
+    signed = draw(st.booleans())
+    m, k, n = (draw(st.integers(0, max_dim)) for _ in range(3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    lo, hi = value_range(bits, signed)
+    # every dtype drawn holds every n-bit value
+    dtype = draw(st.sampled_from([np.int8, np.int16, np.int64] if signed else [np.uint8, np.int32, np.uint64]))
+    a = rng.integers(lo, hi, (m, k)).astype(dtype)
+    b = rng.integers(lo, hi, (k, n)).astype(dtype)
+    out_lo, out_hi = (-(1 << 15), 1 << 15) if signed else (0, 1 << 16)
+    table = rng.integers(out_lo, out_hi, (1 << bits, 1 << bits))
+    return a, b, table, bits, signed
+
+
+@settings(max_examples=200, deadline=None)
+@given(p=problems())
+def test_engine_equals_the_oracle(p):
+    a, b, table, bits, signed = p
+    got = int_matmul(a, b, table, signed=signed, bits=bits)
+    want = int_matmul(a, b, table, signed=signed, bits=bits, backend="reference")
+    assert got.shape == (a.shape[0], b.shape[1])
+    assert got.dtype == want.dtype == accumulator_dtype(a.shape[1], table)
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=problems(max_dim=6))
+def test_oracle_equals_python_integers(p):
+    a, b, table, bits, signed = p
+    got = int_matmul(a, b, table, signed=signed, bits=bits, backend="reference")
+    assert got.tolist() == python_sums(a, b, table, bits)
+
+
+def test_k_zero_gives_zeros():
+    for backend in ("cpu", "reference"):
+        c = int_matmul(np.zeros((3, 0), np.uint8), np.zeros((0, 5), np.uint8), EXACT_U8, backend=backend)
+        assert c.dtype == np.int32 and c.shape == (3, 5) and not c.any()
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8])
+@pytest.mark.parametrize("signed", [False, True])
+def test_exact_table_is_integer_matmul(bits, signed):
+    """Signed operands index by their two's-complement pattern: the exact table so indexed is a @ b."""
+    rng = np.random.default_rng(bits)
+    lo, hi = value_range(bits, signed)
+    a, b = rng.integers(lo, hi, (33, 71)), rng.integers(lo, hi, (71, 17))
+    np.testing.assert_array_equal(int_matmul(a, b, exact_table(bits, signed), signed=signed, bits=bits), a @ b)
+
+
+@pytest.mark.parametrize("lut, signed", [(EXACT_U8, False), (EXACT_S8, True)], ids=["exact_int", "mul8s_exact"])
+def test_exact_circuits_give_numpy_integer_matmul(lut, signed):
+    rng = np.random.default_rng(1)
+    lo, hi = value_range(8, signed)
+    a, b = rng.integers(lo, hi, (70, 129)), rng.integers(lo, hi, (129, 45))
+    # the corners of the range in both operands
+    a[0, :4] = b[:4, 0] = [lo, lo + 1, hi - 2, hi - 1]
+    c = int_matmul(a, b, lut, signed=signed)
+    assert c.dtype == np.int32
+    np.testing.assert_array_equal(c, a @ b)
+
+
+@pytest.mark.parametrize("name, signed", [("mul8s_trunc", True), ("mitchell", False)])
+def test_approximate_circuits_equal_the_oracle(name, signed):
+    lut = circuit(name)
+    rng = np.random.default_rng(2)
+    lo, hi = value_range(8, signed)
+    a, b = rng.integers(lo, hi, (41, 97)), rng.integers(lo, hi, (97, 38))
+    got = int_matmul(a, b, lut, signed=signed)
+    np.testing.assert_array_equal(got, int_matmul(a, b, lut, signed=signed, backend="reference"))
+    assert (got != a @ b).any()  # the circuit is approximate: it is in the loop
+
+
+def test_accumulator_widens_to_int64_exactly_where_int32_could_overflow():
+    """K * max|LUT| <= 2^31 - 1 stays int32 (its largest sum fits); one more k switches to int64."""
+    table = np.full((2, 2), 2**16 - 1)
+    k32 = INT32_MAX // (2**16 - 1)
+    for k, dtype in ((k32, np.int32), (k32 + 1, np.int64)):
+        c = int_matmul(np.ones((2, k), np.uint8), np.ones((k, 3), np.uint8), table, bits=1)
+        assert c.dtype == dtype
+        assert c.tolist() == [[k * (2**16 - 1)] * 3] * 2
+    assert k32 * (2**16 - 1) <= INT32_MAX < (k32 + 1) * (2**16 - 1)
+
+
+def test_int64_sums_equal_python_integers():
+    rng = np.random.default_rng(3)
+    table = rng.integers(-(2**15), 2**15, (4, 4))
+    table[3, 3] = -(2**15)
+    k, fixed = 80_000, 75_000
+    a, b = rng.integers(-2, 2, (3, k)), rng.integers(-2, 2, (k, 2))
+    a[:, :fixed] = b[:fixed] = -1  # pattern 3 by pattern 3: -2^15 each, 75000 of them beyond int32
+    c = int_matmul(a, b, table, signed=True, bits=2)
+    assert c.dtype == np.int64
+    assert c.tolist() == python_sums(a, b, table, 2)
+    assert c.max() < -(2**31)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(-128, 128, (150, 90)), rng.integers(-128, 128, (90, 70))
+    lut = circuit("mul8s_trunc")
+    results = [int_matmul(a, b, lut, signed=True, threads=t) for t in (1, 2, 3, 8)]
+    for c in results[1:]:
+        np.testing.assert_array_equal(c, results[0])
+    np.testing.assert_array_equal(results[0], int_matmul(a, b, lut, signed=True, backend="reference"))
+
+
+def test_operands_may_be_any_integer_dtype_and_layout():
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 256, (20, 30)), rng.integers(0, 256, (30, 25))
+    want = a @ b
+    np.testing.assert_array_equal(int_matmul(a.astype(np.uint8), np.asfortranarray(b.astype(np.int16)), EXACT_U8),
+                                  want)
+    strided_b = np.repeat(b, 2, axis=1)[:, ::2]
+    assert not strided_b.flags.c_contiguous
+    np.testing.assert_array_equal(int_matmul(np.asfortranarray(a), strided_b, EXACT_U8.table), want)
+
+
+# ---- bad input: one clear error each -------------------------------------------------------------------
+
+A = np.zeros((2, 3), np.uint8)
+B = np.zeros((3, 4), np.uint8)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"a": A.astype(np.float32)}, IntegerOperandError, "a must be an integer array, got float32"),
+    ({"b": B.astype(bool)}, IntegerOperandError, "b must be an integer array, got bool"),
+    ({"a": np.full((2, 3), 256)}, IntegerOperandError, "a holds 256, outside the unsigned 8-bit range 0..255"),
+    ({"b": np.full((3, 4), -1)}, IntegerOperandError, "b holds -1, outside the unsigned 8-bit range 0..255"),
+    ({"a": np.full((2, 3), 128), "lut": EXACT_S8, "signed": True}, IntegerOperandError,
+     "a holds 128, outside the signed 8-bit range -128..127"),
+    ({"b": np.full((3, 4), -129), "lut": EXACT_S8, "signed": True}, IntegerOperandError,
+     "b holds -129, outside the signed 8-bit range -128..127"),
+    ({"a": np.full((2, 3), 4), "lut": exact_table(2, False), "bits": 2}, IntegerOperandError,
+     "a holds 4, outside the unsigned 2-bit range 0..3"),
+    ({"a": np.zeros(3, np.uint8)}, ShapeError, "a must be 2-D, got shape (3,)"),
+    ({"b": np.zeros((4, 4), np.uint8)}, ShapeError, "inner dimensions differ"),
+    ({"lut": np.zeros((256, 255), np.int32)}, ShapeError, "must be (256, 256) for 8-bit operands"),
+    ({"lut": exact_table(7, False)}, ShapeError, "must be (256, 256) for 8-bit operands, got shape (128, 128)"),
+    ({"lut": EXACT_U8.table.astype(np.float32)}, IntegerOperandError, "lut must be an integer array"),
+    ({"lut": np.full((256, 256), 2**16)}, IntegerOperandError,
+     "the LUT holds 65536, outside the unsigned 16-bit circuit outputs 0..65535"),
+    ({"lut": np.full((256, 256), -1)}, IntegerOperandError, "the LUT holds -1, outside the unsigned 16-bit"),
+    ({"lut": np.full((256, 256), 2**15), "signed": True}, IntegerOperandError,
+     "the LUT holds 32768, outside the signed 16-bit circuit outputs -32768..32767"),
+    ({"lut": EXACT_S8}, IntegerOperandError, "the LUT's circuit is signed; int_matmul was called with signed=False"),
+    ({"lut": EXACT_U8, "signed": True}, IntegerOperandError, "the LUT's circuit is unsigned"),
+    ({"lut": circuit("exact_int", 4)}, ShapeError, "the LUT is of 4-bit operands, not bits=8"),
+    ({"lut": LUT(table=np.ones((4, 4), np.float32), bits=2)}, IntegerOperandError, "not a mantissa LUT"),
+    ({"bits": 0}, RangeError, "bits (the operand width n) must be an integer in 1..8, not 0"),
+    ({"bits": 9}, RangeError, "bits (the operand width n) must be an integer in 1..8, not 9"),
+    ({"threads": 0}, RangeError, "threads"),
+    ({"backend": "cuda"}, RangeError, "backend must be one of"),
+])
+def test_bad_input_is_refused_with_one_line(kwargs, error, message):
+    args = {"a": A, "b": B, "lut": EXACT_U8, **kwargs}
+    with pytest.raises(error) as caught:
+        int_matmul(args.pop("a"), args.pop("b"), args.pop("lut"), **args)
+    assert isinstance(caught.value, AmsimError)
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+
+
+def test_a_sum_beyond_int64_is_refused():
+    table = np.full((256, 256), 2**16 - 1)
+    assert accumulator_dtype(2**63 // (2**16 - 1), table) == np.int64
+    with pytest.raises(RangeError, match="can overflow even int64"):
+        accumulator_dtype(2**63 // (2**16 - 1) + 1, table)
+
+
+def test_the_c_entry_refuses_what_would_read_outside_the_table():
+    """amsim_int_gemm, as a C caller (the TensorFlow ops) sees it: patterns of 2^bits or more, a width
+    beyond 8 and negative sizes are refused with AMSIM_ERR_ARGS, nothing read out of bounds."""
+    from amsim.gemm import engine
+
+    ffi, lib = engine.load()
+    table = np.ascontiguousarray(exact_table(2, False), np.int32)
+    a, b, c = np.array([[1, 4]], np.uint8), np.array([[1], [1]], np.uint8), np.zeros((1, 1), np.int32)
+
+    def call(a, bits=2, m=1):
+        return lib.amsim_int_gemm(ffi.from_buffer("int32_t[]", table), bits, m, 1, 2, ffi.from_buffer("uint8_t[]", a),
+                                  ffi.from_buffer("uint8_t[]", b), ffi.from_buffer(c), 0, 1)
+
+    assert call(a) == lib.AMSIM_ERR_ARGS
+    assert call(np.array([[1, 3]], np.uint8)) == lib.AMSIM_OK and c[0, 0] == 1 + 3
+    assert call(a, bits=9) == call(a, bits=0) == call(a, m=-1) == lib.AMSIM_ERR_ARGS
