@@ -71,8 +71,8 @@ class AMMultiHeadAttention(Approximate, keras.layers.MultiHeadAttention):
     def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
                  gradient="approximate", **kwargs):
         flash = kwargs.get("flash_attention")
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
+        super().__init__(*args, lut=lut, bits=bits, params=params, rounding=rounding, mode=mode, gradient=gradient,
+                         **kwargs)
         if flash:
             raise self._error(LayerConfigError(
                 "flash_attention=True is not supported: a fused exact kernel has no approximate products"))

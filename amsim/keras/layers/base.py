@@ -175,14 +175,21 @@ def _choice(value, allowed, name):
 class Approximate:
     """Mixin of the AM layers: the multiplier, the op options, their config and the casts.
 
-    Subclasses call :meth:`_init_approximate` right after the Keras layer's
-    ``__init__`` (so the error messages can name the layer), compute with
+    It comes before the Keras layer in an AM layer's bases: its ``__init__``
+    takes the AM arguments, passes the rest to the Keras layer's, then checks
+    them with :meth:`_init_approximate` (after the Keras layer's, so the error
+    messages can name the layer). Subclasses compute with
     ``self._op_kwargs()`` and list their own options in ``get_config`` through
     :meth:`_approximate_config`.
     """
 
     #: The config keys this mixin adds to the Keras layer's.
     AM_KEYS = ("lut", "bits", "params", "rounding", "mode", "gradient")
+
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
+                 gradient="approximate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient)
 
     def _init_approximate(self, lut, bits, params, rounding, mode, gradient):
         # XLA cannot compile amsim's ops: Keras' jit_compile="auto" leaves models holding AM layers

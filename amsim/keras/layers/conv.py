@@ -74,11 +74,6 @@ class AMConv1D(_AMConv, keras.layers.Conv1D):
     >>> layer = AMConv1D(32, 3, padding="causal", lut="mbm", bits=7)
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
 
 @replaces(keras.layers.Conv2D)
 class AMConv2D(_AMConv, keras.layers.Conv2D):
@@ -108,11 +103,6 @@ class AMConv2D(_AMConv, keras.layers.Conv2D):
 
     >>> layer = AMConv2D(32, 3, padding="same", activation="relu", lut="mbm", bits=7)
     """
-
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
 
 
 @replaces(keras.layers.Conv3D)
@@ -144,11 +134,6 @@ class AMConv3D(_AMConv, keras.layers.Conv3D):
 
     >>> layer = AMConv3D(16, 3, padding="same", lut="mbm", bits=7)
     """
-
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
 
 
 class _AMDepthwise(ConvBase):
@@ -186,11 +171,6 @@ class AMDepthwiseConv1D(_AMDepthwise, keras.layers.DepthwiseConv1D):
         channels first likewise.
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
 
 @replaces(keras.layers.DepthwiseConv2D)
 class AMDepthwiseConv2D(_AMDepthwise, keras.layers.DepthwiseConv2D):
@@ -215,7 +195,3 @@ class AMDepthwiseConv2D(_AMDepthwise, keras.layers.DepthwiseConv2D):
         or channels first likewise.
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)

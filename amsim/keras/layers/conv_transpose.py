@@ -68,11 +68,6 @@ class AMConv1DTranspose(_AMConvTranspose, keras.layers.Conv1DTranspose):
         ``(batch_size, filters, new_steps)`` with ``data_format="channels_first"``.
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
 
 @replaces(keras.layers.Conv2DTranspose)
 class AMConv2DTranspose(_AMConvTranspose, keras.layers.Conv2DTranspose):
@@ -104,11 +99,6 @@ class AMConv2DTranspose(_AMConvTranspose, keras.layers.Conv2DTranspose):
     >>> layer = AMConv2DTranspose(16, 3, strides=2, padding="same", lut="mbm", bits=7)
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
 
 @replaces(keras.layers.Conv3DTranspose)
 class AMConv3DTranspose(_AMConvTranspose, keras.layers.Conv3DTranspose):
@@ -136,7 +126,3 @@ class AMConv3DTranspose(_AMConvTranspose, keras.layers.Conv3DTranspose):
         or channels first likewise.
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)

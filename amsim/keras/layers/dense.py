@@ -35,11 +35,6 @@ class AMDense(Approximate, keras.layers.Dense):
     >>> layer = AMDense(64, activation="relu", lut="mbm", bits=7)
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
     def call(self, inputs, training=None):
         x = self._to_float32(inputs)
         rows = tf.reshape(x, [-1, tf.shape(x)[-1]])

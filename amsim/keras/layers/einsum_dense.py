@@ -39,11 +39,6 @@ class AMEinsumDense(Approximate, keras.layers.EinsumDense):
     >>> layer = AMEinsumDense("abc,cd->abd", output_shape=(None, 64), bias_axes="d", lut="mbm", bits=7)
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
     def call(self, inputs, training=None):
         x, kernel = self._to_float32(inputs), tf.cast(self.kernel, tf.float32)
         try:

@@ -68,11 +68,6 @@ class _AMCell(Approximate):
     the gates and returns Keras' ``(output, new_states)``.
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
     def call(self, inputs, states, training=False):
         return self.recur(self.project(inputs, training=training), states, training=training)
 

@@ -57,11 +57,6 @@ class AMSeparableConv1D(_AMSeparable, keras.layers.SeparableConv1D):
         ``(batch_size, filters, new_steps)`` with ``data_format="channels_first"``.
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
-
 
 @replaces(keras.layers.SeparableConv2D)
 class AMSeparableConv2D(_AMSeparable, keras.layers.SeparableConv2D):
@@ -93,7 +88,3 @@ class AMSeparableConv2D(_AMSeparable, keras.layers.SeparableConv2D):
     >>> layer = AMSeparableConv2D(32, 3, padding="same", depth_multiplier=2, lut="mbm", bits=7)
     """
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
