@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reference_options(p, reference_help="reference of the Pareto front's statistics (the table shows both)")
     p.add_argument("--runs", nargs="+", type=Path, default=(), metavar="RUN",
                    help="training run or study folders (amsim train): adds a training section")
-    experiments_cli.add_parsers(sub)  # train, plot-runs
+    experiments_cli.add_parsers(sub)  # train, study, evaluate, plot-runs
     for p in sub.choices.values():  # every command
         _add_verbose_option(p)
     return parser
@@ -195,14 +195,18 @@ def _add_verbose_option(p):
 PLOT_KINDS = ("distribution", "heatmap", "operand", "width")
 
 
-def _bound(text: str):
-    """A bound of ``check``: a number >= 0, ``0.05`` or ``1/9`` (exact)."""
-    from .models import parse_bound
+def _bound(key: str):
+    """The argument type of ``check``'s bound ``key``: a number >= 0, ``0.05`` or ``1/9`` (exact), at
+    most its ceiling (1 for a probability)."""
+    from .models import BOUND_CEILINGS, parse_bound
 
-    try:
-        return parse_bound(text, "the bound")
-    except RangeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    def bound(text: str):
+        try:
+            return parse_bound(text, "the bound", BOUND_CEILINGS.get(key))
+        except RangeError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return bound
 
 
 def _add_check_arguments(p):
@@ -218,8 +222,11 @@ def _add_check_arguments(p):
                    help="also check this property (repeatable): commutative, zero, one, monotone, sign-symmetric, "
                         "no-overestimate, ... (docs/designs.md)")
     for flag, what in (("--max-rel-error", "largest |relative error|"), ("--max-abs-error", "largest |error|"),
-                       ("--mean-rel-error", "mean |relative error|"), ("--bias-within", "|mean relative error|")):
-        p.add_argument(flag, type=_bound, metavar="B", help=f"also check: {what} <= B (0.05, or exactly 1/9)")
+                       ("--mean-rel-error", "mean |relative error|"), ("--bias-within", "|mean relative error|"),
+                       ("--mean-abs-error", "mean |error| (MAE)"),
+                       ("--error-probability", "fraction of pairs whose product is not exact")):
+        p.add_argument(flag, type=_bound(flag[2:].replace("-", "_")), metavar="B",
+                       help=f"also check: {what} <= B (0.05, or exactly 1/9)")
     p.add_argument("--examples", type=positive_int, metavar="N",
                    help="hypothesis examples per sampled property (default 1000); sampled above 2^24 pairs")
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
@@ -776,7 +783,8 @@ def cmd_check(args) -> int:
         report = check.check(target, args.bits, params=param_dict(args.param), models_dirs=args.models_dir,
                              properties=args.property, max_rel_error=args.max_rel_error,
                              max_abs_error=args.max_abs_error, mean_rel_error=args.mean_rel_error,
-                             bias_within=args.bias_within, seed=args.seed, **options)
+                             bias_within=args.bias_within, mean_abs_error=args.mean_abs_error,
+                             error_probability=args.error_probability, seed=args.seed, **options)
     except AmsimError as exc:
         # Exit 1 says that a property fails, so that CI can tell it from bad input: here every error
         # (an unknown model, an unreadable LUT, a compile error) is a usage error, exit 2.

@@ -49,8 +49,8 @@ from . import cbuild
 from .errors import CompileError, ModelError, RangeError, UnknownModelError, check_integer
 
 __all__ = [
-    "Param", "Cost", "Claim", "CLAIM_BOUNDS", "EVOAPPROX_EXACT_PDK45", "parse_bound", "Model", "CompiledModel",
-    "load_model", "find_model", "list_models", "builtin_models_dir", "include_dir", "cache_dir",
+    "Param", "Cost", "Claim", "CLAIM_BOUNDS", "BOUND_CEILINGS", "EVOAPPROX_EXACT_PDK45", "parse_bound", "Model",
+    "CompiledModel", "load_model", "find_model", "list_models", "builtin_models_dir", "include_dir", "cache_dir",
 ]
 
 #: Bumped whenever the generated wrapper changes, so stale cache entries are not reused.
@@ -195,7 +195,10 @@ def _parse_cost(text: str, where: str) -> Cost:
 
 
 #: The bound keys of a claim, in the order amsim check reports them (docs/designs.md, "Claims").
-CLAIM_BOUNDS = ("max_rel_error", "max_abs_error", "mean_rel_error", "bias_within")
+CLAIM_BOUNDS = ("max_rel_error", "max_abs_error", "mean_rel_error", "bias_within", "mean_abs_error",
+                "error_probability")
+#: The bounds that have a ceiling besides the floor of 0: a probability is at most 1.
+BOUND_CEILINGS = {"error_probability": Fraction(1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +223,12 @@ class Claim:
         return True
 
 
-def parse_bound(text, what: str) -> Fraction:
+def parse_bound(text, what: str, at_most: Fraction | None = None) -> Fraction:
     """A bound as an exact fraction: a decimal (``0.0385``, ``1e-3``) or a ratio (``1/9``), finite and >= 0.
 
     Exact, so that a bound a design attains (Mitchell's 1/9) can be stated as it is. Numbers are
-    taken by their shortest decimal (0.1 is 1/10, not the binary double nearest it).
+    taken by their shortest decimal (0.1 is 1/10, not the binary double nearest it). ``at_most``:
+    the largest value the bound may take (1 for a probability, :data:`BOUND_CEILINGS`).
     """
     if isinstance(text, Fraction):
         value = text
@@ -237,6 +241,8 @@ def parse_bound(text, what: str) -> Fraction:
             raise RangeError(f"{what} must be a number >= 0 such as 0.05 or 1/9, not {text!r}") from None
     if value < 0:
         raise RangeError(f"{what} must be >= 0, not {text}")
+    if at_most is not None and value > at_most:
+        raise RangeError(f"{what} must be <= {at_most} (a fraction of the pairs), not {text}")
     return value
 
 
@@ -271,7 +277,7 @@ def _parse_claim(key: str, text: str, where: str, params: dict) -> Claim:
     if len(words) != 1:
         raise ModelError(f"{where}: '{key}:' takes one bound, such as 0.05 or 1/9, then optional conditions")
     try:
-        bound = parse_bound(words[0], key)
+        bound = parse_bound(words[0], key, BOUND_CEILINGS.get(key))
     except RangeError as exc:
         raise ModelError(f"{where}: {exc}") from None
     return Claim(key, bound, conditions, where)

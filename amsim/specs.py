@@ -3,7 +3,9 @@
 A multiplier is written ``NAME`` or ``NAME:M``, with model parameters as further ``:key=value``
 fields (``drum:7:k=4``); ``NAME`` may be a C model's ``.c`` file (``./my_mul.c:7``). ``float32`` is
 the exact network itself, and a path (a LUT suffix, a ``/``, or an existing file other than C
-source) is a LUT file, which takes no fields. This is the syntax of ``amsim train --multipliers``
+source) is a LUT file, which takes no fields. An 8-bit quantized multiplier is the scheme, then an
+integer circuit: ``uint8:exact_int``, ``int8:mul8s_trunc:k=4``, ``uint8:./mul8u_x.c``,
+``uint8:luts/mul8u_x.npy`` (docs/quantized.md); it takes no width. This is the syntax of ``amsim train --multipliers``
 and of the values of :func:`amsim.keras.approximate`'s per-layer assignment; :func:`parse_spec`
 is its one parser. What the text names (the model, its range, the file) is checked by its users.
 
@@ -22,15 +24,17 @@ from pathlib import Path
 from .errors import AmsimError
 from .lut import names_lut_file
 
-__all__ = ["SpecError", "SpecText", "parse_spec", "parse_assignment", "FLOAT32", "EXACT"]
+__all__ = ["SpecError", "SpecText", "parse_spec", "parse_assignment", "FLOAT32", "EXACT", "QUANTIZE_SCHEMES"]
 
 #: The exact float32 network, as a multiplier of a study.
 FLOAT32 = "float32"
 #: An assignment's value for layers left exact on purpose.
 EXACT = "exact"
 
-_FORMS = ("write NAME, NAME:M or NAME:M:key=value (e.g. mbm:7, drum:7:k=4, ./my_mul.c:7), float32, or a LUT "
-          "file path")
+_FORMS = ("write NAME, NAME:M or NAME:M:key=value (e.g. mbm:7, drum:7:k=4, ./my_mul.c:7), float32, a LUT "
+          "file path, or an 8-bit quantized circuit SCHEME:NAME[:key=value] (uint8:exact_int, int8:mul8s_trunc:k=4)")
+#: The 8-bit quantization schemes a multiplier's text may start with (amsim.keras.quantization).
+QUANTIZE_SCHEMES = ("uint8", "int8")
 
 
 class SpecError(AmsimError, ValueError):
@@ -46,12 +50,14 @@ class SpecText:
         name: ``float32``, the model's name or ``.c`` file, or the LUT file's path, as written.
         bits: the mantissa width M when written (``None``: the user's default).
         params: the model parameters written, as ``(name, value)`` pairs in their order.
+        quantize: the 8-bit scheme (``"uint8"``, ``"int8"``) of a quantized multiplier, else None.
     """
 
     kind: str
     name: str
     bits: int | None = None
     params: tuple = ()
+    quantize: str | None = None
 
 
 def parse_spec(text: str) -> SpecText:
@@ -61,6 +67,16 @@ def parse_spec(text: str) -> SpecText:
         raise SpecError("empty multiplier; write e.g. mbm:7 or float32")
     if text == FLOAT32:
         return SpecText(FLOAT32, FLOAT32)
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme in QUANTIZE_SCHEMES:
+        circuit = parse_spec(rest) if rest.strip() not in ("", FLOAT32) else None
+        if circuit is None or circuit.quantize:
+            raise SpecError(f"{scheme}: must be followed by an integer circuit (e.g. {scheme}:exact_int), not "
+                            f"{rest!r}")
+        if circuit.bits is not None:
+            raise SpecError(f"{text!r}: a {scheme} circuit multiplies 8-bit operands and takes no width; "
+                            "write its parameters as key=value")
+        return dataclasses.replace(circuit, quantize=scheme)
     name, *fields = text.split(":")
     # A C file takes :M and parameters like a name; any other path is a LUT file, which takes neither.
     if not name.endswith(".c") and (names_lut_file(text) or "/" in text):

@@ -35,9 +35,9 @@ TEST_EXAMPLES = 200
 
 
 def assert_properties(model, bits: int | None = None, *, params=None, properties=(), max_rel_error=None,
-                      max_abs_error=None, mean_rel_error=None, bias_within=None, declared=True,
-                      examples: int = TEST_EXAMPLES, seed: int = 0, samples: int | None = None,
-                      timeout: float = DEFAULT_TIMEOUT, models_dirs=()) -> Report:
+                      max_abs_error=None, mean_rel_error=None, bias_within=None, mean_abs_error=None,
+                      error_probability=None, declared=True, examples: int = TEST_EXAMPLES, seed: int = 0,
+                      samples: int | None = None, timeout: float = DEFAULT_TIMEOUT, models_dirs=()) -> Report:
     """Assert that ``model`` has its properties: those always checked, those its ``@amsim`` block
     claims (``declared``) and those named here, exactly as ``amsim check`` would.
 
@@ -49,7 +49,8 @@ def assert_properties(model, bits: int | None = None, *, params=None, properties
     extra = {} if samples is None else {"samples": samples}
     report = check(model, bits, params=params, models_dirs=models_dirs, properties=properties, declared=declared,
                    max_rel_error=max_rel_error, max_abs_error=max_abs_error, mean_rel_error=mean_rel_error,
-                   bias_within=bias_within, examples=examples, seed=seed, timeout=timeout, **extra)
+                   bias_within=bias_within, mean_abs_error=mean_abs_error, error_probability=error_probability,
+                   examples=examples, seed=seed, timeout=timeout, **extra)
     if not report.holds:
         raise AssertionError("properties do not hold:\n" + report.format())
     return report
@@ -97,6 +98,9 @@ def assert_layer_matches_reference(layer, x) -> None:
     if not isinstance(layer, (AMDense, AMConv2D)):
         raise TypeError(f"assert_layer_matches_reference takes AMDense and AMConv2D layers, not "
                         f"{type(layer).__name__}; compare other layers' GEMMs with assert_matmul_matches_reference")
+    if layer.scheme is not None:
+        raise TypeError(f"'{layer.name}' is {layer.scheme}-quantized: its reference is the integer GEMM "
+                        "(amsim.gemm.int_matmul) of its quantized operands, docs/quantized.md")
     x = np.asarray(x, np.float32)
     actual = np.asarray(layer(x), np.float32)  # builds the layer, if it was not built
     kernel = np.asarray(layer.kernel, np.float32)

@@ -14,6 +14,8 @@
  * properties: one h=0 v=0
  * max_rel_error: 1
  * max_rel_error: 0 h=0 v=0
+ * mean_abs_error: 0 h=0 v=0
+ * error_probability: 0 h=0 v=0
  */
 #include <amsim_model.h>
 

@@ -8,6 +8,8 @@
  * max_rel_error: 0
  * max_abs_error: 0
  * mean_rel_error: 0
+ * mean_abs_error: 0
+ * error_probability: 0
  */
 #include <stdint.h>
 

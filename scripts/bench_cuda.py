@@ -11,6 +11,12 @@ leaves AlexNet out). Each shape is timed on the device with CUDA events, three w
   view through swapped strides), GEMM: the "ratio" is this time over cuBLAS's;
 - amsim_cuda_gemm alone, on operands split beforehand ("gemm_ratio").
 
+Then the integer LUT GEMM (amsim_cuda_int_gemm, which amsim.gemm.int_matmul runs for
+backend="cuda") at 4096^3, 8-bit signed operands (--int-bits) and the exact product table, against
+cuBLAS SGEMM of the same shape, after an exact comparison with the CPU backend in both accumulator
+widths: the JSON's "int_gemm" (no goal; its ratio says what a circuit's integer GEMM costs next to
+a float one).
+
 Goal: ratio <= 2 at 4096^3. For scale, the issue puts ApproxTrain at about 8x cuBLAS SGEMM and
 TFApprox at 7.5-12x (their figures, not measured here). Shapes that take microseconds are bound
 by the host's launch overhead (Python calls on both sides), so their ratios say little about the
@@ -22,9 +28,10 @@ backend on three small shapes (forward, input and filter gradient); a mismatch e
     python scripts/bench_cuda.py --build-only      # build (or load) what the benchmark runs, then exit
 
 The JSON goes to stdout (report() builds it), progress to stderr. Exit status: 0 done (goal met
-or not: a benchmark, not a test), 1 the spot check failed or an error ended the sweep (the JSON
-still holds the shapes timed before it), 2 bad arguments, 3 no GPU, nvcc, CuPy or PyTorch to
-run on. The real GPU is always timed: AMSIM_CUDA_EMULATION is ignored.
+or not: a benchmark, not a test), 1 a spot check failed (the float GEMM's or the integer GEMM's)
+or an error ended the sweep (the JSON still holds the shapes timed before it), 2 bad arguments,
+3 no GPU, nvcc, CuPy or PyTorch to run on. The real GPU is always timed: AMSIM_CUDA_EMULATION is
+ignored.
 """
 
 from __future__ import annotations
@@ -53,7 +60,10 @@ ANCHORS = {"ApproxTrain": "about 8x cuBLAS SGEMM", "TFApprox": "7.5-12x cuBLAS S
 CHECK_SHAPES = [("check forward", 96, 200, 80, False, False),
                 ("check input-grad", 96, 80, 200, False, True),
                 ("check filter-grad", 200, 96, 80, True, False)]
-EXIT_FAILED = 1  # the spot check failed, or a CUDA error ended the sweep
+#: The integer GEMM's comparison with the CPU backend: tile edges of its kernel (64 x 64 outputs,
+#: k in steps of 32), in int32 and in int64 accumulators.
+INT_CHECK_SHAPES = [(96, 200, 80, "int32"), (65, 33, 129, "int32"), (130, 97, 63, "int64")]
+EXIT_FAILED = 1  # a spot check failed, or a CUDA error ended the sweep
 EXIT_UNAVAILABLE = 3
 
 
@@ -84,13 +94,22 @@ def result_row(label, m, k, n, ta, tb, *, cublas_ms, amsim_ms, gemm_ms) -> dict:
             "amsim_gmac_per_s": m * k * n / (amsim_ms * 1e-3) / 1e9}
 
 
+def int_result_row(m, k, n, *, bits: int, signed: bool, accumulator: str, cublas_ms: float,
+                   int_ms: float) -> dict:
+    """The integer GEMM's entry of the JSON: its device time and cuBLAS SGEMM's (ms per call) at one shape."""
+    return {"shape": f"{m}x{k}x{n}", "M": m, "K": k, "N": n, "bits": bits, "signed": signed,
+            "accumulator": accumulator, "cublas_ms": cublas_ms, "int_gemm_ms": int_ms, "ratio": int_ms / cublas_ms,
+            "int_gmac_per_s": m * k * n / (int_ms * 1e-3) / 1e9}
+
+
 def report(env: dict, results: list[dict], *, multiplier: str, check: dict | None, not_timed=(),
-           error: str | None = None) -> dict:
+           error: str | None = None, int_gemm: dict | None = None) -> dict:
     """The benchmark's JSON object, from the environment, result_row()s and the spot check.
 
     The goal is judged on the goal shape's ratio (amsim_cuda_matmul against cuBLAS); its
     "met" is None when that shape was not timed. ``not_timed`` names the shapes left out, by the
-    time budget or after ``error``, the failure that ended the sweep.
+    time budget or after ``error``, the failure that ended the sweep. ``int_gemm``: the integer
+    GEMM's check, int_result_row() (None when not timed) and error, as :func:`int_gemm_part` gives them.
     """
     ratios = [r["ratio"] for r in results]
     goal = next((r for r in results if r["shape"] == GOAL_SHAPE), None)
@@ -108,6 +127,7 @@ def report(env: dict, results: list[dict], *, multiplier: str, check: dict | Non
         "results": results,
         "not_timed": list(not_timed),
         "error": error,
+        "int_gemm": int_gemm,
     }
 
 
@@ -118,6 +138,17 @@ def goal_line(rep: dict) -> str:
         return f"goal: {goal['shape']} not timed (goal <= {goal['max_ratio']:g}x cuBLAS SGEMM)"
     return (f"goal: amsim at {goal['shape']} takes {goal['ratio']:.2f}x cuBLAS SGEMM "
             f"(goal <= {goal['max_ratio']:g}x: {'met' if goal['met'] else 'not met'})")
+
+
+def int_line(rep: dict) -> str:
+    """The integer GEMM's line: its time and ratio to cuBLAS SGEMM, or why it was not timed."""
+    part = rep.get("int_gemm") or {}
+    row = part.get("result")
+    if row is None:
+        return f"int GEMM: not timed ({part.get('error') or 'not run'})"
+    kind = "signed" if row["signed"] else "unsigned"
+    return (f"int GEMM ({row['bits']}-bit {kind}, {row['accumulator']} sums) at {row['shape']}: "
+            f"{row['int_gemm_ms']:.3f} ms, {row['ratio']:.2f}x cuBLAS SGEMM")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +221,8 @@ class TorchDevice:
         torch.backends.cuda.matmul.allow_tf32 = False  # the baseline is SGEMM, not TF32
         self.torch = torch
         self.dtypes = {np.dtype(np.float32): torch.float32, np.dtype(np.uint16): torch.uint16,
-                       np.dtype(np.int32): torch.int32, np.dtype(np.uint8): torch.uint8}
+                       np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64,
+                       np.dtype(np.uint8): torch.uint8}
         self.stream = torch.cuda.current_stream()
         self.stream_ptr = self.stream.cuda_stream
 
@@ -337,6 +369,87 @@ def spot_check(lib, dev, mult, lut) -> dict:
     return {"against": "amsim's CPU backend", "passed": passed, "cases": cases}
 
 
+class AmsimIntGemm:
+    """C = A @ B with every product looked up in an n-bit circuit's table, on the device:
+    ``amsim_cuda_int_gemm`` on the operands' patterns (uint8), as amsim.gemm.int_matmul calls it.
+
+    ``accumulator`` is "int32" or "int64", C's type (int_matmul picks the one no sum overflows).
+    """
+
+    def __init__(self, lib, dev, table, bits: int, signed: bool, pa, pb, accumulator: str):
+        from amsim.gemm import cuda
+
+        self.cuda, self.lib, self.dev, self.bits, self.signed = cuda, lib, dev, bits, signed
+        (self.m, self.k), self.n = pa.shape, pb.shape[1]
+        self.wide = accumulator == "int64"
+        self.lut = dev.upload(np.ascontiguousarray(table, np.int32))
+        self.a, self.b = dev.upload(np.ascontiguousarray(pa, np.uint8)), dev.upload(np.ascontiguousarray(pb, np.uint8))
+        self.c = dev.empty((self.m, self.n), np.int64 if self.wide else np.int32)
+
+    def __call__(self):
+        ptr = self.dev.ptr
+        self.cuda.check(self.lib, self.lib.amsim_cuda_int_gemm(ptr(self.lut), self.bits, int(self.signed), self.m,
+                                                               self.n, self.k, ptr(self.a), ptr(self.b), ptr(self.c),
+                                                               int(self.wide), self.dev.stream_ptr),
+                        "amsim_cuda_int_gemm")
+
+
+def int_operands(rng, m, k, n, bits: int, signed: bool):
+    """Random n-bit operands (values) and the exact n-bit product table indexed by their patterns."""
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+    p = np.arange(1 << bits)
+    values = np.where(p >= hi, p - (1 << bits), p) if signed else p
+    return rng.integers(lo, hi, (m, k)), rng.integers(lo, hi, (k, n)), np.outer(values, values)
+
+
+def int_spot_check(lib, dev, bits: int, signed: bool) -> dict:
+    """amsim_cuda_int_gemm on INT_CHECK_SHAPES against the CPU backend, exactly."""
+    from amsim.gemm import int_matmul
+
+    rng = np.random.default_rng(2)
+    mask = (1 << bits) - 1
+    cases = []
+    for m, k, n, accumulator in INT_CHECK_SHAPES:
+        a, b, table = int_operands(rng, m, k, n, bits, signed)
+        want = int_matmul(a, b, table, signed=signed, bits=bits, backend="cpu")
+        run = AmsimIntGemm(lib, dev, table, bits, signed, a & mask, b & mask, accumulator)
+        run()
+        cases.append({"M": m, "K": k, "N": n, "accumulator": accumulator,
+                      "equal": bool(np.array_equal(dev.download(run.c), want))})
+    return {"against": "amsim's CPU backend", "passed": all(c["equal"] for c in cases), "cases": cases}
+
+
+def time_int_gemm(lib, dev, bits: int, signed: bool, rounds: int, size: int = 4096) -> dict:
+    """The integer GEMM at size^3 (the goal's shape), in the accumulator int_matmul picks, and cuBLAS
+    SGEMM of the same shape: an int_result_row()."""
+    from amsim.gemm.integer import accumulator_dtype
+
+    m = k = n = size
+    a, b, table = int_operands(np.random.default_rng(3), m, k, n, bits, signed)
+    accumulator = accumulator_dtype(k, table).name
+    mask = (1 << bits) - 1
+    run = AmsimIntGemm(lib, dev, table, bits, signed, a & mask, b & mask, accumulator)
+    fa, fb = dev.upload(a.astype(np.float32)), dev.upload(b.astype(np.float32))
+    c = dev.empty((m, n), np.float32)
+    t_cublas, t_int = best_device_ms(dev, [lambda: dev.matmul(fa, fb, c), run], rounds=rounds)
+    return int_result_row(m, k, n, bits=bits, signed=signed, accumulator=accumulator, cublas_ms=t_cublas,
+                          int_ms=t_int)
+
+
+def int_gemm_part(lib, dev, bits: int, signed: bool, rounds: int) -> dict:
+    """The JSON's "int_gemm": the check, then (when it passed) the timing; an error is recorded, not raised."""
+    part = {"bits": bits, "signed": signed, "check": None, "result": None, "error": None}
+    try:
+        part["check"] = int_spot_check(lib, dev, bits, signed)
+        print(f"integer GEMM against the CPU backend: {'passed' if part['check']['passed'] else 'FAILED'}",
+              file=sys.stderr)
+        if part["check"]["passed"]:
+            part["result"] = time_int_gemm(lib, dev, bits, signed, rounds)
+    except Exception as exc:  # noqa: BLE001 -- reported in the JSON, like an error of the sweep
+        part["error"] = f"{type(exc).__name__}: {exc}"
+    return part
+
+
 def best_device_ms(dev, fns, *, rounds: int, block_ms: float = 50.0) -> list[float]:
     """Smallest device time per call of each function in ``fns``, in ms.
 
@@ -401,6 +514,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bits", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="leave the AlexNet shapes out")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of timed blocks per shape")
+    parser.add_argument("--int-bits", type=int, default=8, choices=range(1, 9), metavar="{1..8}",
+                        help="operand width of the integer GEMM timed at 4096^3 (signed, the exact table)")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="the whole run's time: no shape is started once the time left is under twice "
                              "the longest shape so far")
@@ -454,16 +569,21 @@ def main(argv=None) -> int:
             error = str(exc)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    int_gemm = None
+    if error is None and time.monotonic() < (started + args.budget if args.budget else math.inf):
+        int_gemm = int_gemm_part(lib, dev, args.int_bits, True, args.rounds)
     timed = {r["shape"] for r in results}
     not_timed = [shape[0] for shape in shapes if shape[0] not in timed]
     if not_timed:
         print(f"{len(not_timed)} shapes not timed ({'an error' if error else 'the time budget'})", file=sys.stderr)
     env = {**environment(), "gpu": gpu_environment(), "device": dev.describe()}
     rep = report(env, results, multiplier=f"{args.model} M={args.bits}", check=check, not_timed=not_timed,
-                 error=error)
+                 error=error, int_gemm=int_gemm)
     print(json.dumps(rep, indent=1))
     print(goal_line(rep), file=sys.stderr)
-    return 0 if check and check["passed"] and not error else EXIT_FAILED
+    print(int_line(rep), file=sys.stderr)
+    int_failed = int_gemm is not None and (int_gemm["error"] or not int_gemm["check"]["passed"])
+    return 0 if check and check["passed"] and not error and not int_failed else EXIT_FAILED
 
 
 if __name__ == "__main__":

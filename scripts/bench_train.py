@@ -13,6 +13,11 @@ AlexNet layers on 32x32x3 inputs, and ``lstm``, the rows of a 28x28 image as a
 sequence (LSTM 64, Dense softmax), of which only the LSTM is approximated: the
 AM LSTM against Keras' LSTM.
 
+Quantized networks (``--quantize uint8`` or ``int8``): the same networks with every layer 8-bit
+quantized on an integer circuit (``--model``, default the scheme's exact circuit: ``exact_int``,
+``mul8s_exact``): its forward products through the integer LUT GEMM, its gradients the
+straight-through float32 ones (docs/quantized.md). Same goal, against the same native model.
+
 Layers: an AM layer whose products the engine computes in a less direct way
 than a convolution's (Conv2DTranspose: a GEMM and col2im; SeparableConv2D: a
 depthwise and a pointwise convolution) against the AM Conv2D of the same
@@ -29,6 +34,7 @@ and all N ratios.
 
     .venv/bin/python scripts/bench_train.py [--model mbm --bits 7] [--nets lenet5 alexnet lstm]
                                             [--layers conv2d_transpose separable_conv2d] [--budget 6] [--runs 3]
+    .venv/bin/python scripts/bench_train.py --quantize uint8 [--model exact_int] [--nets lenet5 alexnet]
 """
 
 from __future__ import annotations
@@ -144,7 +150,10 @@ def bench_net(name, args, keras, ak) -> dict:
     net = NETS[name]
     native = build_model(net.architecture, net.input_shape, 10)
     only = {"layers": [getattr(keras.layers, net.only)]} if net.only else {}
-    am = ak.approximate(native, args.model, bits=args.bits, **only)
+    if args.quantize:
+        am = ak.approximate(native, args.model, quantize=args.quantize, **only)
+    else:
+        am = ak.approximate(native, args.model, bits=args.bits, **only)
     result = {"net": name, "batch": BATCH, "baseline": "native Keras", "goal": NET_GOAL,
               "am_layers": sum(type(layer).__name__.startswith("AM") for layer in am.layers)}
     if missing(ak, net.am_class, am):
@@ -209,7 +218,8 @@ def doc_body(env, nets, layers, runs: int) -> str:
     rows += [[r["net"], r["batch"], "-", "-", "-", r["status"], "-"] for r in nets if "status" in r]
     table = perfdoc.markdown_table(["network", "batch", "what", "native Keras (ms)", "amsim layers (ms)",
                                     "ratio (median)", runs_column], rows)
-    body = (f"Multiplier {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: AM at most {NET_GOAL:g}x "
+    what = "quantized on the circuit" if env.get("quantize") else "Multiplier"
+    body = (f"{what} {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: AM at most {NET_GOAL:g}x "
             f"native, training step and inference batch (`lstm`: only its LSTM approximated).\n\n{table}")
     if layers:
         rows = [[r["layer"], ", ".join(f"{k}={v}" for k, v in r["layer_args"].items()),
@@ -228,10 +238,14 @@ def doc_body(env, nets, layers, runs: int) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="mbm", help="multiplier model (or LUT file)")
+    parser.add_argument("--model", help="multiplier model (or LUT file); default mbm, or with --quantize the "
+                        "scheme's exact circuit")
     parser.add_argument("--bits", type=positive_int, default=7)
-    parser.add_argument("--nets", nargs="*", choices=list(NETS), default=list(NETS))
-    parser.add_argument("--layers", nargs="*", choices=list(LAYERS), default=list(LAYERS))
+    parser.add_argument("--quantize", choices=["uint8", "int8"], help="time the 8-bit quantized networks")
+    parser.add_argument("--nets", nargs="*", choices=list(NETS), help="default: every network; lenet5 and alexnet "
+                        "with --quantize")
+    parser.add_argument("--layers", nargs="*", choices=list(LAYERS), help="default: every layer; none with "
+                        "--quantize")
     parser.add_argument("--budget", type=positive_number, default=6.0,
                         help="seconds spent timing each pair (baseline and AM) of steps")
     parser.add_argument("--runs", type=positive_int, default=1,
@@ -239,6 +253,12 @@ def main(argv=None):
     parser.add_argument("--doc", metavar="PATH", help="also write the tables into this Markdown file "
                         "(docs/performance.md), replacing this CPU's earlier ones")
     args = parser.parse_args(argv)
+    if args.model is None:
+        args.model = {None: "mbm", "uint8": "exact_int", "int8": "mul8s_exact"}[args.quantize]
+    if args.nets is None:
+        args.nets = ["lenet5", "alexnet"] if args.quantize else list(NETS)
+    if args.layers is None:
+        args.layers = [] if args.quantize else list(LAYERS)
 
     import keras
     import tensorflow as tf
@@ -246,7 +266,8 @@ def main(argv=None):
     import amsim.keras as ak
 
     env = {**environment(), **tf_environment(tf), "threads": len(os.sched_getaffinity(0)),
-           "multiplier": f"{args.model} M={args.bits}"}
+           "multiplier": f"{args.quantize}:{args.model}" if args.quantize else f"{args.model} M={args.bits}",
+           "quantize": args.quantize}
     # whole rounds, so that a drift of the machine's load reaches every benchmark alike
     rounds = [([bench_net(name, args, keras, ak) for name in args.nets],
                [bench_layer(name, args, keras, tf, ak) for name in args.layers]) for _ in range(args.runs)]
@@ -257,8 +278,9 @@ def main(argv=None):
     print(json.dumps({"benchmark": "train", "environment": env, "goals": goals, "results": nets, "layers": layers},
                      indent=1))
     if args.doc:
-        perfdoc.update(args.doc, "train", env, doc_body(env, nets, layers, args.runs),
-                       title="Training step (`scripts/bench_train.py`)")
+        key, title = ("train-quantized", "Quantized training step (`scripts/bench_train.py --quantize`)") \
+            if args.quantize else ("train", "Training step (`scripts/bench_train.py`)")
+        perfdoc.update(args.doc, key, env, doc_body(env, nets, layers, args.runs), title=title)
 
 
 if __name__ == "__main__":

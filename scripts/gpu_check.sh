@@ -13,8 +13,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The wheels a bare GPU machine lacks, pinned to the versions the test suite runs with, so that a
 # carried set is reproducible (bump them with pyproject.toml's ranges). setuptools is carried
-# because pyproject.toml's metadata needs setuptools >= 77 to build amsim's editable install.
-WHEELS=(cffi==2.1.1 pycparser==3.12 platformdirs==4.14.9 setuptools==84.2.1)
+# because pyproject.toml's metadata needs setuptools >= 77 to build amsim's editable install;
+# hypothesis (and its one dependency, sortedcontainers) because tests/test_cuda_int.py draws its cases.
+WHEELS=(cffi==2.1.1 pycparser==3.12 platformdirs==4.14.9 setuptools==84.2.1 hypothesis==6.170.27
+    sortedcontainers==2.4.0)
 # The Python of the GPU machines this was written for; the wheels must match it.
 WHEEL_PYTHON=3.12
 # What amsim's CUDA tests import that the machine itself must have (nothing carries these).
@@ -319,7 +321,7 @@ setup_env() { # root work python provided... -- wheels...: prints the steps' int
         "$1" -c 'import importlib.resources as r, sys; sys.exit(str(r.files("amsim.c_models")) != sys.argv[1])' \
             "$root/c_models" 2>/dev/null
     }
-    local names=(cffi pycparser platformdirs)
+    local names=(cffi pycparser platformdirs hypothesis)
     if [[ -z $(missing "$base" "${names[@]}" "${provided[@]}") ]] && this_checkout "$base"; then
         echo "$base imports amsim and its dependencies already: nothing to install"
         echo "$base" >"$work/python"

@@ -88,6 +88,30 @@ def test_the_published_figures_are_claimed_rounded_up_at_their_last_digit(name, 
     assert len(claimed) == 1 and published <= claimed[0] <= published + unit
 
 
+#: The 8-bit configurations whose blocks state a mean absolute error and an error probability.
+MAE_AND_EP_CLAIMS = [("mul8s_exact", {}), ("mul8s_log", {}), *(("mul8s_trunc", {"k": k}) for k in range(16)),
+                     *(("mul8s_bam", {"h": h, "v": v}) for h, v in ((0, 0), (2, 6), (1, 4), (2, 8), (4, 8))),
+                     ("exact_int", {}), ("bam", {"h": 0, "v": 0}), ("mitchell", {})]
+
+
+def every_product(name, **params):
+    """Every 8-bit product of ``name``, (approximate, exact) as int64 arrays."""
+    model = amsim.find_model(name)
+    operands = np.arange(-128, 128) if model.signed else np.arange(256)
+    a, b = np.meshgrid(operands, operands, indexing="ij")
+    return np.asarray(model.compile(8, params).evaluate(a, b), np.int64), a.astype(np.int64) * b
+
+
+@pytest.mark.parametrize("name, params", MAE_AND_EP_CLAIMS)
+def test_the_8_bit_circuits_claim_the_mae_and_error_probability_they_attain(name, params):
+    """The error probability is the measured one; the MAE its ceiling at the fourth significant digit."""
+    claims = {c.key: c.value for c in amsim.find_model(name).claims_for(8, params)}
+    approx, exact = every_product(name, **params)
+    assert claims["error_probability"] == Fraction(int(np.count_nonzero(approx != exact)), approx.size)
+    mae = Fraction(int(np.abs(approx - exact).sum()), approx.size)
+    assert mae <= claims["mean_abs_error"] <= mae * (1 + Fraction(1, 1000))
+
+
 def test_a_bound_is_compared_exactly_mitchell_attains_one_ninth():
     holds = check.check("mitchell", 8, max_rel_error="1/9", declared=False)
     fails = check.check("mitchell", 8, max_rel_error="0.11111", declared=False)
@@ -273,6 +297,10 @@ def test_claims_apply_to_the_widths_and_parameters_their_conditions_name(tmp_pat
     ("max_rel_error: -0.1", "must be >= 0"),
     ("max_rel_error: 0.1 0.2", "takes one bound"),
     ("properties:", "names no property"),
+    ("mean_abs_error: -0.5", "mean_abs_error must be >= 0"),
+    ("error_probability: -1/4", "error_probability must be >= 0"),
+    ("error_probability: 1.5", "error_probability must be <= 1"),
+    ("error_probability: 65537/65536", "error_probability must be <= 1"),
 ])
 def test_a_malformed_claim_is_refused_with_its_line(tmp_path, line, message):
     path = write(tmp_path, "bad", "uint64_t bad(uint64_t a, uint64_t b) { return a * b; }", f"kind: int\n{line}")
@@ -295,6 +323,56 @@ def test_an_unknown_or_inapplicable_claimed_property_is_refused_with_its_line(tm
 # ----------------------------------------------------------------------------------------------
 # Statistics
 # ----------------------------------------------------------------------------------------------
+
+
+#: Below every figure by less than float64 can tell: only an exact comparison fails it.
+HAIR = Fraction(1, 1 << 80)
+
+
+def test_mae_and_error_probability_hold_at_the_figures_attained_and_fail_a_hair_below():
+    approx, exact = every_product("mul8s_trunc", k=4)
+    mae = Fraction(int(np.abs(approx - exact).sum()), approx.size)  # 12.25
+    ep = Fraction(int(np.count_nonzero(approx != exact)), approx.size)  # 13/16
+    at = check.check("mul8s_trunc", 8, params={"k": 4}, declared=False, mean_abs_error=mae, error_probability=ep)
+    below = check.check("mul8s_trunc", 8, params={"k": 4}, declared=False, mean_abs_error=mae - HAIR,
+                        error_probability=ep - HAIR)
+    for name, value in (("mean_abs_error", mae), ("error_probability", ep)):
+        holds, fails = result(at, name), result(below, name)
+        assert (holds.status, holds.method, holds.sources) == ("holds", "exhaustive", ["requested"])
+        assert holds.observed == float(value) and holds.pairs == 1 << 16 and holds.standard_error is None
+        assert fails.status == "fails" and fails.observed == float(value)
+
+
+def test_a_mantissa_subjects_mae_is_in_significand_units_and_compared_exactly(tmp_path):
+    table = amsim.generate.mantissa_lut(amsim.find_model("mitchell"), 4, statistics=False)
+    path = lutmod.save(table, tmp_path / "mitchell_m4.npz")
+    n = 1 << 4
+    errors = [abs(Fraction(float(table.table[i, j])) - Fraction((n + i) * (n + j), n * n))
+              for i in range(n) for j in range(n)]
+    mae, ep = sum(errors) / len(errors), Fraction(sum(e != 0 for e in errors), len(errors))
+    at = check.check(path, mean_abs_error=mae, error_probability=ep, examples=FEW)
+    below = check.check(path, mean_abs_error=mae - HAIR, error_probability=ep - HAIR, examples=FEW)
+    for name in ("mean_abs_error", "error_probability"):
+        assert result(at, name).status == "holds" and result(below, name).status == "fails"
+    assert result(at, "mean_abs_error").observed == float(mae)
+
+
+def test_mae_and_error_probability_are_sampled_with_a_standard_error_above_the_exhaustive_widths():
+    # Truncating the columns below 6 depends on the low six bits of each operand only: at 16 bits the
+    # error probability is the 8-bit one, and the MAE 1/4 sum_{c<6} (c + 1) 2^c = 80.25 (docs/designs.md).
+    approx, exact = every_product("bam", h=0, v=6)
+    ep = Fraction(int(np.count_nonzero(approx != exact)), approx.size)
+    truncated = {"params": {"h": 0, "v": 6}, "declared": False, "samples": 1 << 16, "examples": FEW}
+    report = check.check("bam", 16, mean_abs_error="80.25", error_probability=ep, **truncated)
+    assert report.holds, report.format()
+    for name, true in (("mean_abs_error", 80.25), ("error_probability", float(ep))):
+        r = result(report, name)
+        assert (r.method, r.pairs) == ("sampled", 1 << 16) and r.standard_error > 0
+        assert abs(r.observed - true) <= check.STANDARD_ERRORS * r.standard_error
+    tight = check.check("bam", 16, mean_abs_error=80.25 - 10 * result(report, "mean_abs_error").standard_error,
+                        error_probability=float(ep) - 10 * result(report, "error_probability").standard_error,
+                        **truncated)
+    assert [r.name for r in tight.failures] == ["mean_abs_error", "error_probability"]
 
 
 def test_statistics_are_exact_over_every_pair_and_carry_a_standard_error_when_sampled():
@@ -321,6 +399,17 @@ def test_check_exits_0_when_every_property_holds_and_1_when_one_fails(capsys, lo
     assert rc == 1 and "FAILS  commutative" in out and "a = 1, b = 2: exact 2, approximate 0" in out
 
 
+def test_check_takes_the_mae_and_error_probability_from_the_command_line(capsys):
+    trunc = ["check", "mul8s_trunc", "--bits", "8", "--param", "k=4"]
+    rc, out, _ = run([*trunc, "--mean-abs-error", "12.25", "--error-probability", "13/16", "--json"], capsys)
+    by_name = {r["property"]: r for r in json.loads(out)["results"]}
+    assert rc == 0
+    assert by_name["mean_abs_error"]["sources"] == ["declared", "requested"]  # the block claims 12.25 too
+    assert (by_name["error_probability"]["bound"], by_name["error_probability"]["observed"]) == ("0.8125", 0.8125)
+    rc, out, _ = run([*trunc, "--mean-abs-error", "12.24", "--error-probability", "0.8124"], capsys)
+    assert rc == 1 and "FAILS  mean_abs_error <= 12.24" in out and "FAILS  error_probability <= 0.8124" in out
+
+
 def test_check_json_reports_each_property_and_its_counterexample(capsys, lopsided):
     rc, out, _ = run(["check", str(lopsided), "--bits", "16", "--examples", str(FEW), "--seed", "3",
                       "--max-rel-error", "1/2", "--json"], capsys)
@@ -343,6 +432,8 @@ def test_check_json_reports_each_property_and_its_counterexample(capsys, lopside
                                                                "are: no-crash, in-range, commutative"),
     (["mitchell", "--bits", "8", "--max-rel-error", "-0.1"], "must be >= 0"),
     (["mitchell", "--bits", "8", "--bias-within", "nan"], "must be a number >= 0"),
+    (["mitchell", "--bits", "8", "--mean-abs-error", "-1"], "must be >= 0"),
+    (["mitchell", "--bits", "8", "--error-probability", "1.5"], "must be <= 1"),
     (["mitchell"], "say which width"),
     (["mitchell", "--bits", "8", "--property", "sign-symmetric"], "does not apply to mitchell"),
     (["no_such_model", "--bits", "8"], "unknown model 'no_such_model'"),
@@ -374,5 +465,9 @@ def test_bounds_and_arguments_are_checked_in_the_api():
         check.check("mitchell", 8, max_rel_error=-1)
     with pytest.raises(RangeError, match="must be a number"):
         check.check("mitchell", 8, max_abs_error=float("nan"))
+    with pytest.raises(RangeError, match="error_probability must be <= 1"):
+        check.check("mitchell", 8, error_probability=2)
+    with pytest.raises(RangeError, match="mean_abs_error must be >= 0"):
+        check.check("mitchell", 8, mean_abs_error="-1/2")
     with pytest.raises(RangeError, match="examples"):
         check.check("mitchell", 8, examples=0)

@@ -1,7 +1,7 @@
 """The prepared GPU check (scripts/gpu_check.sh) and its benchmark (scripts/bench_cuda.py): the parts
 that need no GPU. On a GPU machine the check builds the kernels, runs the CUDA tests and times amsim
 against cuBLAS; here its arguments, its plan, its refusal without a GPU and the benchmark's JSON are
-checked."""
+checked, and the benchmark's calls of the integer GEMM run on the CPU emulation of the kernels."""
 
 import json
 import os
@@ -9,9 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from amsim.gemm import cuda
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -78,6 +82,7 @@ def test_dry_run_plans_every_step_in_order_and_writes_nothing(tmp_path):
     assert list(planned_steps(result.stdout)) == STEPS
     assert f"output: {out} " in result.stdout
     assert "pytest" in result.stdout and "tests/test_cuda.py" in result.stdout
+    assert "tests/test_cuda_int.py" in result.stdout  # every tests/test_cuda*.py, the integer GEMM's too
     assert "scripts/bench_cuda.py --budget" in result.stdout
     assert not out.exists()
 
@@ -115,7 +120,8 @@ def test_prepare_downloads_binary_wheels_for_the_gpu_machines_python_into_whl(ve
     command = result.stdout.splitlines()[-1]
     assert f"--python-version {version or '3.12'}" in command
     assert "--only-binary=:all:" in command and "--no-deps" in command and "-d .whl" in command
-    for package in ("cffi==", "pycparser==", "platformdirs==", "setuptools=="):
+    # hypothesis, which tests/test_cuda_int.py draws its cases with, and its one dependency
+    for package in ("cffi==", "pycparser==", "platformdirs==", "setuptools==", "hypothesis==", "sortedcontainers=="):
         assert package in command
 
 
@@ -188,6 +194,94 @@ def test_the_report_is_plain_json_with_the_environment_anchors_and_results():
     assert report["benchmark"] == "gemm-cuda" and report["environment"] == env
     assert set(report["anchors"]) == {"ApproxTrain", "TFApprox"}
     assert report["results"][0]["shape"] == "4096^3" and report["check"] == {"passed": True}
+
+
+def test_the_int_gemm_row_gives_its_time_ratio_and_throughput():
+    row = bench_cuda.int_result_row(4096, 4096, 4096, bits=8, signed=True, accumulator="int32", cublas_ms=2.0,
+                                    int_ms=5.0)
+    assert row["ratio"] == pytest.approx(2.5) and row["shape"] == "4096x4096x4096"
+    assert row["int_gmac_per_s"] == pytest.approx(4096**3 / 5e-3 / 1e9)
+    assert (row["bits"], row["signed"], row["accumulator"]) == (8, True, "int32")
+
+
+def test_the_report_carries_the_int_gemm_part_and_its_line_says_how_it_went():
+    row = bench_cuda.int_result_row(4096, 4096, 4096, bits=8, signed=True, accumulator="int32", cublas_ms=2.0,
+                                    int_ms=5.0)
+    part = {"bits": 8, "signed": True, "check": {"passed": True}, "result": row, "error": None}
+    report = bench_cuda.report({}, rows(("4096^3", 3.0)), multiplier="m", check=None, int_gemm=part)
+    assert json.loads(json.dumps(report)) == report and report["int_gemm"] == part
+    assert bench_cuda.int_line(report) == "int GEMM (8-bit signed, int32 sums) at 4096x4096x4096: 5.000 ms, " \
+                                          "2.50x cuBLAS SGEMM"
+    failed = {**part, "result": None, "error": "CudaError: amsim_cuda_int_gemm: CUDA error 1"}
+    assert bench_cuda.int_line({**report, "int_gemm": failed}) == \
+        "int GEMM: not timed (CudaError: amsim_cuda_int_gemm: CUDA error 1)"
+    assert bench_cuda.report({}, [], multiplier="m", check=None)["int_gemm"] is None
+
+
+class EmulatedDevice:
+    """The benchmark's device interface (CupyDevice's) over the CPU emulation of the kernels: arrays in its
+    device memory, numpy in cuBLAS's place, and the host's clock in place of CUDA events."""
+
+    stream_ptr = None
+
+    def __init__(self, lib):
+        self.memory = cuda.Device(lib)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.memory.__exit__(*exc)
+
+    def upload(self, host):
+        host = np.ascontiguousarray(host)
+        return self.memory.upload(host), host.shape, host.dtype
+
+    def empty(self, shape, dtype):
+        shape, dtype = ((shape,) if isinstance(shape, int) else tuple(shape)), np.dtype(dtype)
+        return self.memory.empty(int(np.prod(shape)) * dtype.itemsize), shape, dtype
+
+    def download(self, x):
+        ptr, shape, dtype = x
+        return self.memory.download(ptr, np.empty(shape, dtype))
+
+    @staticmethod
+    def ptr(x):
+        return x[0]
+
+    def matmul(self, a, b, out):
+        result = np.ascontiguousarray(self.download(a) @ self.download(b), out[2])
+        self.memory.check(self.memory.lib.amsim_cuda_to_device(out[0], result.ctypes.data, result.nbytes),
+                          "amsim_cuda_to_device")
+
+    def elapsed_ms(self, fn, calls):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) * 1e3
+
+
+needs_emulation = pytest.mark.skipif(not (cuda.emulated() and cuda.available()),
+                                     reason="the CPU emulation of the CUDA kernels is not in use "
+                                            "(AMSIM_CUDA_EMULATION=1)")
+
+
+@needs_emulation
+def test_the_int_gemm_part_calls_the_kernel_as_int_matmul_does_and_times_it():
+    lib = cuda.library()
+    with EmulatedDevice(lib) as dev:
+        check = bench_cuda.int_spot_check(lib, dev, 8, True)
+        row = bench_cuda.time_int_gemm(lib, dev, 8, True, rounds=1, size=64)
+    assert check["passed"] and {case["accumulator"] for case in check["cases"]} == {"int32", "int64"}
+    assert (row["M"], row["accumulator"]) == (64, "int32") and row["int_gemm_ms"] > 0 and row["cublas_ms"] > 0
+
+
+@needs_emulation
+def test_the_int_gemm_check_fails_when_the_kernel_leaves_its_output_unwritten(monkeypatch):
+    monkeypatch.setattr(bench_cuda.AmsimIntGemm, "__call__", lambda self: None)
+    lib = cuda.library()
+    with EmulatedDevice(lib) as dev:
+        assert not bench_cuda.int_spot_check(lib, dev, 8, True)["passed"]
 
 
 def test_the_benchmark_without_a_gpu_says_so_in_one_line_and_exits_3():

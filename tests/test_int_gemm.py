@@ -9,7 +9,7 @@ import amsim
 from amsim import generate
 from amsim.errors import AmsimError, RangeError
 from amsim.gemm import ShapeError, int_matmul
-from amsim.gemm.integer import IntegerOperandError, accumulator_dtype
+from amsim.gemm.integer import IntegerOperandError, accumulator_dtype, reference_int_matmul
 from amsim.lut import LUT
 
 INT32_MAX = 2**31 - 1
@@ -164,6 +164,106 @@ def test_operands_may_be_any_integer_dtype_and_layout():
     np.testing.assert_array_equal(int_matmul(np.asfortranarray(a), strided_b, EXACT_U8.table), want)
 
 
+# ---- the kernels: every plan, block edges, orientations, widths ------------------------------------------
+
+# Shapes, by what the engine's cost estimate makes of them (int_gemm.c; every plan must give the oracle's
+# integers, so these hold whichever it picks): few outputs (the direct kernel); a few rows of many columns
+# (byte-plane lookups), also with many rows but few columns (the lookups on C^T); many rows (tables built per
+# k block and 64-column block, split by rows or by columns between threads). M, N and K are off the 64-column
+# blocks, the row tiles and the k blocks.
+KERNEL_SHAPES = [(64, 84, 10), (5, 30, 700), (64, 120, 84), (130, 33, 197), (700, 40, 6), (2100, 33, 130),
+                 (3000, 20, 70), (1500, 45, 200), (300, 70, 1)]
+
+
+def random_problem(rng, shape, bits, signed):
+    (m, k, n), (lo, hi) = shape, value_range(bits, signed)
+    table = rng.integers(-(2**15), 2**15, (1 << bits,) * 2) if signed else rng.integers(0, 2**16, (1 << bits,) * 2)
+    return rng.integers(lo, hi, (m, k)), rng.integers(lo, hi, (k, n)), table
+
+
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_every_kernel_equals_the_oracle(shape, signed):
+    """Tables of the widest entries (the 16-bit range's ends included) at 8 bits."""
+    rng = np.random.default_rng(sum(shape) + signed)
+    a, b, table = random_problem(rng, shape, 8, signed)
+    table[0, 0], table[-1, -1] = (-(2**15), 2**15 - 1) if signed else (0, 2**16 - 1)
+    a[0, 0] = b[0, 0] = 0
+    a[-1, -1] = b[-1, -1] = -1 if signed else 255
+    got = int_matmul(a, b, table, signed=signed)
+    np.testing.assert_array_equal(got, int_matmul(a, b, table, signed=signed, backend="reference"))
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("shape", [(700, 40, 6), (2100, 33, 130), (64, 120, 84)], ids=lambda s: "x".join(map(str, s)))
+def test_every_width_on_the_fast_kernels(bits, shape):
+    rng = np.random.default_rng(bits)
+    for signed in (False, True):
+        a, b, table = random_problem(rng, shape, bits, signed)
+        got = int_matmul(a, b, table, signed=signed, bits=bits)
+        np.testing.assert_array_equal(got, int_matmul(a, b, table, signed=signed, bits=bits, backend="reference"))
+
+
+@pytest.mark.parametrize("shape", [(3, 40_000, 130), (70, 40_000, 3)], ids=["lookup", "lookup-transposed"])
+def test_int64_sums_of_the_fast_kernels_are_exact(shape):
+    """K * max|LUT| beyond int32: the kernels' 32-bit block sums widen into exact int64 sums."""
+    rng = np.random.default_rng(6)
+    m, k, n = shape
+    table = rng.integers(2**16 - 64, 2**16, (4, 4))  # large entries: sums beyond int32
+    a, b = rng.integers(0, 4, (m, k)), rng.integers(0, 4, (k, n))
+    got = int_matmul(a, b, table, bits=2)
+    assert got.dtype == np.int64 and got.max() > 2**31
+    want = np.zeros((m, n), np.int64)
+    for x in range(4):  # each entry times how often its pair of patterns meets
+        for y in range(4):
+            want += table[x, y] * ((a == x).astype(np.int64) @ (b == y).astype(np.int64))
+    np.testing.assert_array_equal(got, want)
+
+
+def engine_int_gemm(a, b, table, bits, wide, threads=2):
+    """C by amsim_int_gemm as a C caller (the TensorFlow op) sees it: any int32 table, any width."""
+    from amsim.gemm import engine
+
+    ffi, lib = engine.load()
+    (m, k), n = a.shape, b.shape[1]
+    table = np.ascontiguousarray(table, np.int32)
+    c = np.zeros((m, n), np.int64 if wide else np.int32)
+    rc = lib.amsim_int_gemm(ffi.from_buffer("int32_t[]", table), bits, m, n, k,
+                            ffi.from_buffer("uint8_t[]", np.ascontiguousarray(a, np.uint8)),
+                            ffi.from_buffer("uint8_t[]", np.ascontiguousarray(b, np.uint8)), ffi.from_buffer(c),
+                            wide, threads)
+    assert rc == lib.AMSIM_OK
+    return c
+
+
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_every_kernel_sums_into_int64_when_asked(shape):
+    """wide = 1 on every plan, over many k blocks of a table (K = 300 at 8 bits)."""
+    rng = np.random.default_rng(9)
+    m, _, n = shape
+    a, b, table = random_problem(rng, (m, 300, n), 8, True)
+    pa, pb = a & 255, b & 255  # two's-complement patterns
+    np.testing.assert_array_equal(engine_int_gemm(pa, pb, table, 8, 1), reference_int_matmul(pa, pb, table))
+
+
+@pytest.mark.parametrize("shape", [(2100, 33, 130), (700, 40, 6), (64, 120, 84)], ids=lambda s: "x".join(map(str, s)))
+def test_fast_kernels_do_not_depend_on_the_thread_count(shape):
+    rng = np.random.default_rng(7)
+    a, b, table = random_problem(rng, shape, 8, True)
+    results = [int_matmul(a, b, table, signed=True, threads=t) for t in (1, 2, 3, 5)]
+    for c in results[1:]:
+        np.testing.assert_array_equal(c, results[0])
+
+
+def test_a_table_beyond_16_bits_takes_the_direct_kernel_exactly():
+    """The C entry takes any int32 table (the 16-bit kernels only one of a 16-bit range): entries of both
+    signs beyond 2^15 still give exact sums, on a shape that would otherwise take the table kernel."""
+    rng = np.random.default_rng(8)
+    table = rng.integers(-(2**20), 2**20, (256, 256))
+    a, b = rng.integers(0, 256, (2100, 33)), rng.integers(0, 256, (33, 130))
+    np.testing.assert_array_equal(engine_int_gemm(a, b, table, 8, 1), reference_int_matmul(a, b, table))
+
+
 # ---- bad input: one clear error each -------------------------------------------------------------------
 
 A = np.zeros((2, 3), np.uint8)
@@ -198,7 +298,7 @@ B = np.zeros((3, 4), np.uint8)
     ({"bits": 0}, RangeError, "bits (the operand width n) must be an integer in 1..8, not 0"),
     ({"bits": 9}, RangeError, "bits (the operand width n) must be an integer in 1..8, not 9"),
     ({"threads": 0}, RangeError, "threads"),
-    ({"backend": "cuda"}, RangeError, "backend must be one of"),
+    ({"backend": "tpu"}, RangeError, "backend must be one of"),
 ])
 def test_bad_input_is_refused_with_one_line(kwargs, error, message):
     args = {"a": A, "b": B, "lut": EXACT_U8, **kwargs}

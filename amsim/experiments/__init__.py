@@ -7,7 +7,8 @@ process or on a Dask cluster. :mod:`.datasets` reads the datasets from their
 distribution files, :mod:`.architectures` builds the networks,
 :mod:`.multipliers` parses what the user names as multipliers, and
 :mod:`.energy` counts the multiplications a network performs and prices them
-with each multiplier's published cost.
+with each multiplier's published cost. :mod:`.evaluate` quantizes one trained
+model after training with each of several 8-bit circuits, training nothing.
 
 Importing this package does not import TensorFlow; the modules that need it
 import it when they run.

@@ -1,4 +1,5 @@
-"""The ``amsim train``, ``amsim study`` and ``amsim plot-runs`` commands: their arguments and main functions.
+"""The ``amsim train``, ``amsim study``, ``amsim evaluate`` and ``amsim plot-runs`` commands: their arguments and
+main functions.
 
 :mod:`amsim.cli` registers them through :func:`add_parsers` and :data:`COMMANDS`. Importing this
 module imports neither TensorFlow nor matplotlib; the commands do when they run.
@@ -14,8 +15,9 @@ from ..cliargs import DEFAULT_TIMEOUT, model_param, non_negative_int, param_dict
 from . import ExperimentError
 from .architectures import ARCHITECTURES, OPTIMIZERS
 from .datasets import DATASETS
+from .evaluate import DEFAULT_CALIBRATION, RESULTS_FILE
 
-__all__ = ["add_parsers", "cmd_train", "cmd_study", "cmd_plot_runs", "COMMANDS"]
+__all__ = ["add_parsers", "cmd_train", "cmd_study", "cmd_evaluate", "cmd_plot_runs", "COMMANDS"]
 
 
 def _seeds(text: str) -> list[int]:
@@ -29,7 +31,8 @@ def _seeds(text: str) -> list[int]:
 
 
 def add_parsers(sub) -> None:
-    """Add ``train``, ``study`` and ``plot-runs`` to the subparsers ``sub`` of the amsim command line."""
+    """Add ``train``, ``study``, ``evaluate`` and ``plot-runs`` to the subparsers ``sub`` of the amsim command
+    line."""
     p = sub.add_parser("train", help="train a network with several multipliers from identical initial weights",
                        description="Train one run per multiplier and seed, from identical initial weights and in "
                                    "identical data order; summarise accuracy, time and multiplier energy.")
@@ -41,7 +44,9 @@ def add_parsers(sub) -> None:
                    help="train this Keras model instead of --arch (its own initial weights)")
     p.add_argument("--multipliers", default="float32", metavar="SPEC[,SPEC...]",
                    help="float32, NAME or NAME:M[:key=value] (a C model at mantissa width M; NAME may be a .c "
-                        "file: ./my_mul.c:7), or a LUT file (default float32)")
+                        "file: ./my_mul.c:7), a LUT file, or an 8-bit quantized circuit SCHEME:CIRCUIT[:key=value] "
+                        "(uint8:exact_int, int8:mul8s_trunc:k=4, uint8:./mul8u_x.c; docs/quantized.md) "
+                        "(default float32)")
     p.add_argument("--assign", action="append", default=[], metavar="PATTERN=SPEC[,...]|FILE",
                    help="one more run with a multiplier per layer: layer-name patterns and multipliers, the first "
                         "pattern a layer matches decides (conv*=drum:7:k=4,dense_2=exact,*=mbm:7), or a .json/.toml "
@@ -101,6 +106,31 @@ def add_parsers(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
+    p = sub.add_parser("evaluate", help="quantize a trained model after training with each 8-bit circuit and "
+                                        "evaluate it (no training)",
+                       description="Post-training quantization: the trained model's copy on each multiplier, its "
+                                   "input ranges calibrated on training images, evaluated on the test split; a "
+                                   "table of accuracy, error and power, results JSON and a Pareto figure.")
+    p.add_argument("--model-file", type=Path, required=True, metavar="FILE.keras",
+                   help="the trained model (a Keras file, or the model.keras of an amsim train run)")
+    p.add_argument("--multipliers", required=True, metavar="SPEC[,SPEC...]",
+                   help="8-bit circuits SCHEME:CIRCUIT[:key=value] (uint8:exact_int, int8:mul8s_trunc:k=4, "
+                        "uint8:./mul8u_x.c), float multipliers (mbm:7) or float32")
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="dataset (default: the one an amsim train run's model was trained on, else digits)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder of the dataset's files")
+    p.add_argument("--calibration", type=positive_int, default=DEFAULT_CALIBRATION, metavar="N",
+                   help=f"training images the input ranges are calibrated on (default {DEFAULT_CALIBRATION})")
+    p.add_argument("--bits", type=positive_int, default=7, metavar="M",
+                   help="mantissa width of float multipliers given without :M (default 7)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder of C models named in --multipliers (repeatable)")
+    p.add_argument("--timeout", type=positive_number, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"time limit for sweeping each model's table (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help=f"folder for {RESULTS_FILE} and the Pareto figures")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
     p = sub.add_parser("plot-runs", help="accuracy and loss curves and final accuracy of training runs (PNG + SVG)")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                    help="run folders, or study folders (all their runs)")
@@ -158,19 +188,43 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .energy import RELATIVE_POWER_NOTE
+    from .evaluate import evaluate_multipliers, format_evaluation
+    from .multipliers import parse_multipliers
+    from .study import text_table
+
+    multipliers = parse_multipliers(args.multipliers, default_bits=args.bits, models_dirs=args.models_dir,
+                                    timeout=args.timeout)
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+    results = evaluate_multipliers(args.model_file, multipliers, dataset=args.dataset, data_dir=args.data_dir,
+                                   calibration=args.calibration, out=args.out, models_dirs=args.models_dir, log=log)
+    head, rows = format_evaluation(results)
+    print(text_table(head, rows))
+    print(f"accuracy in per cent on {results['test_images']} {results['dataset']} test images; drops in points "
+          f"(positive: worse); calibration on {results['calibration_images']} training images. MAE, WCE: the "
+          "circuit's exhaustive integer statistics.")
+    print(RELATIVE_POWER_NOTE)
+    for path in results["figures"]:
+        print(f"wrote {path}")
+    print(f"wrote {args.out / RESULTS_FILE}")
+    return 0
+
+
 def _absolute(path) -> str | None:
     """Paths as Dask workers with another working directory see them too."""
     return None if path is None else str(Path(path).resolve())
 
 
 def _print_energy(summary) -> None:
-    from .energy import ENERGY_HEADER, format_energy
+    from .energy import ENERGY_HEADER, RELATIVE_POWER_NOTE, format_energy
     from .study import text_table
 
     rows = format_energy(summary["energy"])
     if rows:
         print("\nmultiplier energy of one training epoch (GEMM multiplications; sources in summary.md):")
         print(text_table(ENERGY_HEADER[:-1], [r[:-1] for r in rows]))
+        print(RELATIVE_POWER_NOTE)
 
 
 def _plot_study(out: Path) -> None:
@@ -191,4 +245,4 @@ def cmd_plot_runs(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "study": cmd_study, "plot-runs": cmd_plot_runs}
+COMMANDS = {"train": cmd_train, "study": cmd_study, "evaluate": cmd_evaluate, "plot-runs": cmd_plot_runs}

@@ -20,6 +20,12 @@ a sum of counts of "exact multiplies at mantissa width M" (the exact float32 mul
 bfloat16's M = 7). Two energies in the same unit compare directly; across widths they compare only
 through absolute figures of exact multipliers, of which amsim bundles the ones below with their
 source. Whatever has no figure is reported as unknown, never estimated.
+
+An 8-bit quantized multiplier (``uint8:CIRCUIT``, ``int8:CIRCUIT``) is an integer circuit whose
+``cost`` is relative to the exact 8-bit integer multiplier of its signedness: ``exact_int`` and
+``mul8s_exact`` are 1.0 by definition, an EvoApproxLib circuit's header figures are taken relative to
+EvoApproxLib's own exact 8-bit circuits (docs/designs.md, "EvoApproxLib header figures"). Its energy
+is counted in "exact 8-bit integer multiplies" of its scheme, the unit ``"uint8"`` or ``"int8"``.
 """
 
 from __future__ import annotations
@@ -28,21 +34,25 @@ import dataclasses
 import threading
 import time
 
-from .multipliers import FLOAT32, MultiplierSpec
+from .multipliers import EXACT_CIRCUITS, FLOAT32, MultiplierSpec
 
 __all__ = ["count_multiplications", "CostFigure", "relative_power", "EXACT_ENERGY_PJ", "Energy", "run_energy",
-           "energy_table", "board_energy_meter", "UNKNOWN"]
+           "energy_table", "board_energy_meter", "UNKNOWN", "RELATIVE_POWER_NOTE"]
 
 UNKNOWN = "unknown"
 FLOAT32_M = 23
 BFLOAT16_M = 7
 
 _HOROWITZ = "M. Horowitz, \"Computing's energy problem (and what we can do about it)\", ISSCC 2014, 45 nm"
-#: Energy of one exact floating-point multiply, by mantissa width M: (format, picojoules or None, source).
+#: Energy of one exact multiply, by unit (a floating-point mantissa width M, or an 8-bit quantization scheme):
+#: (format, picojoules or None, source).
 EXACT_ENERGY_PJ = {
     FLOAT32_M: ("float32", 3.7, _HOROWITZ),
     10: ("float16", 1.1, _HOROWITZ),
     BFLOAT16_M: ("bfloat16", None, "no published figure bundled"),
+    # Horowitz gives one 8-bit integer multiply, signedness unstated: the figure of both schemes.
+    "uint8": ("8-bit integer", 0.2, _HOROWITZ),
+    "int8": ("8-bit integer", 0.2, _HOROWITZ),
 }
 
 
@@ -67,10 +77,11 @@ def count_multiplications(model, input_shape=None):
 
 @dataclasses.dataclass(frozen=True)
 class CostFigure:
-    """Power of a multiplier relative to an exact one at mantissa width ``bits``, with its source."""
+    """Power of a multiplier relative to the exact multiplier of its unit ``bits`` (a mantissa width M, or an
+    8-bit quantization scheme, ``"uint8"`` or ``"int8"``), with its source."""
 
     power: float | None
-    bits: int
+    bits: int | str
     source: str
 
     @property
@@ -82,6 +93,8 @@ def relative_power(spec: MultiplierSpec, models_dirs=()) -> CostFigure:
     """``spec``'s published relative power, or an unknown figure saying what is missing."""
     if spec.kind == FLOAT32:
         return CostFigure(1.0, FLOAT32_M, "the float32 baseline itself")
+    if spec.quantize:
+        return _circuit_power(spec, models_dirs)
     from ..errors import AmsimError
     from ..generate import mantissa_width
     from ..models import find_model
@@ -107,9 +120,35 @@ def relative_power(spec: MultiplierSpec, models_dirs=()) -> CostFigure:
     return CostFigure(float(cost.power), spec.bits, f"{where}{lifted}; relative to an exact multiplier of that width")
 
 
+def _circuit_power(spec: MultiplierSpec, models_dirs) -> CostFigure:
+    """An 8-bit circuit's declared power, relative to the exact 8-bit integer multiplier of its scheme."""
+    from ..errors import AmsimError
+    from ..models import find_model
+
+    scheme = spec.quantize
+    name, params = spec.model, dict(spec.params)
+    try:
+        if spec.kind == "lut":  # amsim's own LUT file names its model; a peer's table names none
+            from ..lut import load_any
+
+            lut = load_any(spec.name) if spec.name.endswith(".npz") else None
+            if lut is None or not lut.model:
+                return CostFigure(None, scheme, f"LUT {spec.name} names no model, so no cost data")
+            name, params = lut.model, dict(lut.params)
+        model = find_model(name, models_dirs)
+        cost = model.cost_for(8, params)
+    except AmsimError as exc:
+        return CostFigure(None, scheme, f"no cost data ({exc})")
+    if cost is None or cost.power is None:
+        return CostFigure(None, scheme, f"circuit {model.name} declares no power for 8-bit operands")
+    where = ", ".join(x for x in (cost.source, cost.node) if x)
+    return CostFigure(float(cost.power), scheme, f"{where}; relative to the exact {scheme} multiplier "
+                                                 f"{EXACT_CIRCUITS[scheme]} = 1")
+
+
 @dataclasses.dataclass(frozen=True)
 class Energy:
-    """A multiplier energy as counts of exact multiplies per mantissa width ({M: count}), or unknown."""
+    """A multiplier energy as counts of exact multiplies per unit ({M or scheme: count}), or unknown."""
 
     units: dict | None
     note: str = ""
@@ -217,6 +256,10 @@ def format_energy(table: list[dict]) -> list[list[str]]:
 
 ENERGY_HEADER = ["multiplier", "mults/epoch", "J/epoch", "J/run", "vs float32", "vs bfloat16", "rel. power",
                  "cost source"]
+#: What a "rel. power" figure is relative to, as the tables' readers need it said.
+RELATIVE_POWER_NOTE = ("rel. power: against an exact multiplier of the same width (a float multiplier: its "
+                       "(M+1)-bit significand multiplier; an 8-bit circuit: the exact one of its scheme, uint8 "
+                       "exact_int, int8 mul8s_exact = 1)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ A specification is one of
   ``default_bits``), with model parameters as further ``:key=value`` fields (``drum:7:k=4``);
   ``NAME`` may be a ``.c`` file (``./my_mul.c:7``), and is looked up in ``models_dirs`` too;
 * a LUT file (``luts/x.npz``, ApproxTrain's ``MBM_7.bin``): its table, at the M it was made for;
+* an 8-bit quantized multiplier ``SCHEME:CIRCUIT`` (``uint8:exact_int``, ``int8:mul8s_trunc:k=4``,
+  ``uint8:./mul8u_x.c``, ``uint8:luts/mul8u_x.npz``): the network's products quantized to 8-bit
+  integers (``uint8`` asymmetric, ``int8`` symmetric) and multiplied by the integer circuit, an
+  integer C model (``kind: int``) of the scheme's signedness or an integer LUT file
+  (docs/quantized.md); it takes no width. The exact circuits ``uint8:exact_int`` and
+  ``int8:mul8s_exact`` (:data:`EXACT_CIRCUITS`) are the baselines quantized runs compare with;
 * an assignment (``amsim train --assign``): a multiplier per layer, ``PATTERN=SPEC,...``
   (``conv*=drum:7:k=4,dense_2=exact,*=mbm:7``) or a JSON/TOML file of such pairs, each SPEC one of
   the forms above or ``exact``; a layer takes the first pattern its name matches.
@@ -18,7 +24,11 @@ Parsing checks everything that can be checked without TensorFlow, so a study wit
 multiplier stops before its first epoch, not after the others have trained: the model exists and
 supports that width, the parameters are in range, the LUT file verifies. It also sweeps each
 model's LUT into amsim's cache (:func:`amsim.generate.cached_mantissa_lut`), where every run then
-finds it; a C model that does not compile, crashes or hangs stops the study here too.
+finds it; a C model that does not compile, crashes or hangs stops the study here too. An integer
+circuit is swept in a child process (its C code cannot take the study down) and checked as the
+quantized layers will take it (:func:`amsim.gemm.circuit.resolve_circuit`): a float model, a
+circuit of the other signedness or products outside 16 bits are refused with
+:class:`QuantizedMultiplierError`, a usage error.
 """
 
 from __future__ import annotations
@@ -27,13 +37,23 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ..specs import EXACT, FLOAT32, SpecError, parse_assignment, parse_spec
+from ..errors import LUTError, RangeError
+from ..specs import EXACT, FLOAT32, QUANTIZE_SCHEMES, SpecError, parse_assignment, parse_spec
 from . import ExperimentError
 
-__all__ = ["MultiplierSpec", "parse_multiplier", "parse_multipliers", "parse_assignment_spec", "FLOAT32", "ASSIGN"]
+__all__ = ["MultiplierSpec", "parse_multiplier", "parse_multipliers", "parse_assignment_spec", "FLOAT32", "ASSIGN",
+           "EXACT_CIRCUITS", "QuantizedMultiplierError"]
 
 #: The kind of a per-layer assignment of multipliers.
 ASSIGN = "assign"
+#: The exact 8-bit circuit of each quantization scheme: the baseline its approximate circuits compare with
+#: (their declared power is relative to it, and the summaries show the accuracy against its run).
+EXACT_CIRCUITS = {"uint8": "exact_int", "int8": "mul8s_exact"}
+
+
+class QuantizedMultiplierError(ExperimentError, RangeError):
+    """An 8-bit quantized multiplier whose circuit cannot be one: a float model, the other signedness, a
+    table that is not an 8-bit integer one or whose products leave 16 bits (a usage error: exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +75,9 @@ class MultiplierSpec:
         no ``--models-dir``); empty for a built-in, which its name finds.
     entries : tuple of (pattern, MultiplierSpec or None)
         An assignment's layer-name patterns and their multipliers, in order (None: left exact).
+    quantize : {"uint8", "int8"} or None
+        The 8-bit quantization scheme of an integer circuit (``bits`` is then its operand width, 8);
+        None for float multipliers.
     """
 
     kind: str
@@ -63,14 +86,19 @@ class MultiplierSpec:
     params: tuple = ()
     source: str = ""
     entries: tuple = ()
+    quantize: str | None = None
 
     @property
     def label(self) -> str:
-        """A name for folders, tables and legends: ``float32``, ``mbm-M7``, ``drum-M7-k4``, ``lut-MBM_7``."""
+        """A name for folders, tables and legends: ``float32``, ``mbm-M7``, ``drum-M7-k4``, ``lut-MBM_7``,
+        ``uint8-exact_int``, ``int8-mul8s_trunc-k4``, ``uint8-lut-mul8u_x``."""
         if self.kind == FLOAT32:
             return FLOAT32
         if self.kind == "lut":
-            return "lut-" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(self.name).stem)
+            return (f"{self.quantize}-" if self.quantize else "") + "lut-" + re.sub(r"[^A-Za-z0-9_.-]", "_",
+                                                                                  Path(self.name).stem)
+        if self.quantize:
+            return "-".join([self.quantize, self.name, *(f"{k}{v}" for k, v in self.params)])
         if self.kind == ASSIGN:  # conv*=drum:7:k=4,*=mbm:7 -> conv-drum-M7-k4+all-mbm-M7
             return "+".join(f"{re.sub(r'[^A-Za-z0-9_.-]', '', pattern) or 'all'}-{spec.label if spec else EXACT}"
                             for pattern, spec in self.entries)
@@ -84,9 +112,19 @@ class MultiplierSpec:
     @property
     def text(self) -> str:
         """The specification as the command line takes it."""
+        scheme = [self.quantize] if self.quantize else []
+        if self.kind == "lut":
+            return ":".join([*scheme, self.name])
         if self.kind != "model":
             return self.name
-        return ":".join([self.model, str(self.bits), *(f"{k}={v}" for k, v in self.params)])
+        width = [] if self.quantize else [str(self.bits)]  # a circuit's operands are the scheme's 8 bits
+        return ":".join([*scheme, self.model, *width, *(f"{k}={v}" for k, v in self.params)])
+
+    @property
+    def exact_baseline(self) -> str | None:
+        """The label of the exact circuit of this multiplier's scheme (``uint8-exact_int``), or None for a
+        float multiplier."""
+        return f"{self.quantize}-{EXACT_CIRCUITS[self.quantize]}" if self.quantize else None
 
     @property
     def approximate(self) -> bool:
@@ -106,6 +144,8 @@ class MultiplierSpec:
             d["source"] = self.source
         if self.entries:
             d["entries"] = [[pattern, spec.to_dict() if spec else EXACT] for pattern, spec in self.entries]
+        if self.quantize:  # only then: run folders of float multipliers read as before quantized ones
+            d["quantize"] = self.quantize
         return d
 
     @classmethod
@@ -113,15 +153,19 @@ class MultiplierSpec:
         entries = tuple((pattern, None if spec == EXACT else cls.from_dict(spec))
                         for pattern, spec in d.get("entries", ()))
         return cls(d["kind"], d["name"], d.get("bits"), tuple(sorted(dict(d.get("params") or {}).items())),
-                   d.get("source", ""), entries)
+                   d.get("source", ""), entries, d.get("quantize"))
 
     def layer_arguments(self) -> dict:
-        """What :func:`amsim.keras.approximate` takes for this multiplier: ``lut``, ``bits``, ``params``."""
+        """What :func:`amsim.keras.approximate` takes for this multiplier: ``lut``, ``bits``, ``params``,
+        and ``quantize`` for an integer circuit."""
         if self.kind == FLOAT32:
             raise ExperimentError("float32 is the network itself; it has no approximate layer arguments")
-        if self.kind == ASSIGN:  # the dict approximate() takes, each multiplier as (model, M, params)
+        if self.kind == ASSIGN:  # the dict approximate() takes, each multiplier as (model, M, params) or its text
             return {"lut": {pattern: EXACT if spec is None else _as_tuple(spec) for pattern, spec in self.entries}}
-        out = {"lut": self.model, "bits": self.bits}
+        if self.quantize:
+            out = {"lut": self.model, "quantize": self.quantize}
+        else:
+            out = {"lut": self.model, "bits": self.bits}
         if self.params:
             out["params"] = dict(self.params)
         return out
@@ -135,9 +179,12 @@ def parse_multiplier(text: str, *, default_bits: int = 7, models_dirs=(), timeou
     try:
         written = parse_spec(text)  # the syntax, shared with amsim.keras.approximate's assignments
     except SpecError as exc:
-        raise ExperimentError(str(exc)) from None
+        quantized = str(text).strip().partition(":")[0] in QUANTIZE_SCHEMES
+        raise (QuantizedMultiplierError if quantized else ExperimentError)(str(exc)) from None
     if written.kind == FLOAT32:
         return MultiplierSpec(FLOAT32, FLOAT32)
+    if written.quantize:
+        return _circuit_spec(text.strip(), written, models_dirs, timeout)
     if written.kind == "lut":
         return _lut_spec(written.name)
     bits = default_bits if written.bits is None else written.bits
@@ -183,9 +230,44 @@ def parse_assignment_spec(text, *, default_bits: int = 7, models_dirs=(), timeou
     return MultiplierSpec(ASSIGN, name, entries=tuple(entries))
 
 
-def _as_tuple(spec: MultiplierSpec) -> tuple:
-    """A model or LUT multiplier as the value ``(lut, M, params)`` of approximate()'s assignment."""
+def _as_tuple(spec: MultiplierSpec):
+    """A model or LUT multiplier as the value ``(lut, M, params)`` of approximate()'s assignment; a
+    quantized one as its text, which carries its scheme."""
+    if spec.quantize:
+        return spec.text
     return (spec.model, spec.bits, *((dict(spec.params),) if spec.params else ()))
+
+
+def _circuit_spec(text: str, written, models_dirs, timeout) -> MultiplierSpec:
+    """Check an 8-bit quantized multiplier as its layers will take it, its C model swept in a child."""
+    from ..gemm.circuit import CircuitError, resolve_circuit
+
+    scheme = written.quantize
+    signed = scheme == "int8"  # the signed scheme (amsim.keras.quantization.SCHEMES), read without TensorFlow
+    try:
+        if written.kind == "lut":
+            path = Path(written.name)
+            if not path.is_file():
+                raise QuantizedMultiplierError(f"multiplier {text}: LUT file {path} does not exist")
+            circuit = resolve_circuit(path, signed=signed)  # LUTError when it does not verify
+            return MultiplierSpec("lut", str(path.resolve()), circuit.bits, quantize=scheme)
+        from ..generate import integer_lut, run_isolated
+        from ..models import builtin_models_dir, find_model
+
+        model = find_model(written.name, models_dirs)  # UnknownModelError lists the known ones
+        if model.kind != "int":
+            raise QuantizedMultiplierError(f"multiplier {text}: {model.name} is a float model; a {scheme} "
+                                           "multiplier is an integer circuit (a C model of kind: int)")
+        params = dict(written.params)
+        resolved = model.resolve_params(params)  # RangeError for unknown names and out-of-range values
+        lut = run_isolated(model.name, integer_lut, model, 8, resolved, timeout=timeout)
+        circuit = resolve_circuit(lut, signed=signed)  # its signedness, its products within 16 bits
+    except (CircuitError, LUTError) as exc:
+        raise QuantizedMultiplierError(f"multiplier {text}: {exc}") from None
+    builtin = model.path.parent == builtin_models_dir().resolve()
+    given = {k: resolved[k] for k in params}
+    return MultiplierSpec("model", model.name, circuit.bits, tuple(sorted(given.items())),
+                          "" if builtin else str(model.path), quantize=scheme)
 
 
 def _model_spec(name: str, bits: int, params: dict, models_dirs, timeout) -> MultiplierSpec:

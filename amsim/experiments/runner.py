@@ -60,7 +60,7 @@ from .energy import board_energy_meter, count_multiplications
 from .multipliers import FLOAT32, MultiplierSpec, parse_multiplier
 
 __all__ = ["RunConfig", "run", "initial_weights", "weights_digest", "convert_model", "preflight", "read_run",
-           "RunFolderError", "GRADIENTS", "environment"]
+           "RunFolderError", "GRADIENTS", "environment", "network_weights", "model_from_file"]
 
 GRADIENTS = ("approximate", "exact")
 _LOSS = "sparse_categorical_crossentropy"
@@ -186,8 +186,19 @@ def _base_model(config: RunConfig, data):
     keras.utils.set_random_seed(int(config.seed))  # weights and the dropout layers' random streams
     if not config.model_file:
         return build_model(config.arch, data.input_shape, data.classes)
-    model = _load_model_file(Path(config.model_file))
-    where = f"--model-file {config.model_file}"
+    return model_from_file(config.model_file, data)
+
+
+def model_from_file(path, data):
+    """The Keras model saved in ``path``, checked to be an image classifier for ``data`` (a
+    :class:`~amsim.experiments.datasets.Dataset`): one input of its images' shape, one score per class.
+
+    Raises:
+        ExperimentError: one line naming the file and what is wrong (no file, not a Keras model, a
+            model Keras cannot load, or one that does not fit the dataset).
+    """
+    model = _load_model_file(Path(path))
+    where = f"--model-file {path}"
     inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
     if not inputs or not outputs:
         raise ExperimentError(f"{where}: {type(model).__name__} {model.name!r} declares no inputs and outputs; "
@@ -197,10 +208,10 @@ def _base_model(config: RunConfig, data):
                               "an image classifier has one of each")
     takes, gives = tuple(inputs[0].shape[1:]), tuple(outputs[0].shape[1:])
     if len(takes) != len(data.input_shape) or any(t not in (None, d) for t, d in zip(takes, data.input_shape)):
-        raise ExperimentError(f"{where}: the model takes inputs {takes}; {config.dataset} has images "
+        raise ExperimentError(f"{where}: the model takes inputs {takes}; {data.name} has images "
                               f"{data.input_shape}")
     if gives != (data.classes,):
-        raise ExperimentError(f"{where}: the model outputs {gives}; {config.dataset} needs one score per class, "
+        raise ExperimentError(f"{where}: the model outputs {gives}; {data.name} needs one score per class, "
                               f"({data.classes},)")
     return model
 
@@ -328,8 +339,29 @@ def _coverage(model, spec: MultiplierSpec) -> dict:
 
         for each in spec.multipliers:
             params = dict(each.params) or None
-            pricing[multiplier_label(resolve_lut(each.model, each.bits, params), params)] = each.to_dict()
+            if each.quantize:  # coverage names a quantized layer's arithmetic SCHEME:CIRCUIT-LABEL
+                label = f"{each.quantize}:{_circuit(each).label}"
+            else:
+                label = multiplier_label(resolve_lut(each.model, each.bits, params), params)
+            pricing[label] = each.to_dict()
     return {"coverage": coverage(model).to_dict(), "pricing": pricing}
+
+
+def _circuit(spec: MultiplierSpec):
+    """The integer circuit of a quantized multiplier, as its layers resolve it."""
+    from amsim.gemm.circuit import resolve_circuit
+
+    return resolve_circuit(spec.model, signed=spec.quantize == "int8", params=dict(spec.params) or None)
+
+
+def network_weights(model) -> list:
+    """The weights ``model`` shares with the float32 network it was converted from: all of them but the
+    input ranges quantized layers observe (:class:`amsim.keras.quantization.RangeObserver`), which a
+    converted copy starts observing afresh."""
+    from amsim.keras.quantization import observed_variables
+
+    observed = {id(v) for v in observed_variables(model)}
+    return [np.array(w) for w in model.weights if id(w) not in observed]
 
 
 def _layers(model):
@@ -368,7 +400,7 @@ def _run_model(config: RunConfig, data, weights):
         raise ExperimentError(f"the initial weights do not fit {config.arch}: {exc}") from None
     keras.utils.set_random_seed(int(config.seed))
     model = convert_model(base, config.multiplier, config.gradient)
-    given, held = weights_digest(weights), weights_digest(model.get_weights())
+    given, held = weights_digest(weights), weights_digest(network_weights(model))
     if held != given:
         raise ExperimentError(f"{config.multiplier.text}: the converted model's initial weights differ from the "
                               "ones it was given; the comparison would not be fair")

@@ -410,6 +410,7 @@ def summarize(out, runs) -> dict:
     for row in rows:
         row["slowdown"] = (row["epoch_time_s"] / reference if reference and row["epoch_time_s"] is not None
                            else None)
+    _accuracy_deltas(rows, specs)
     energy_rows = []
     for row, (label, members) in zip(rows, groups.items(), strict=True):
         config, record = members[0]
@@ -440,6 +441,26 @@ def summarize(out, runs) -> dict:
 _FLOAT32_SPEC = MultiplierSpec(FLOAT32, FLOAT32)
 
 
+def _accuracy_deltas(rows, specs) -> None:
+    """Each row's mean test accuracy against float32's (``test_accuracy_vs_float32``) and, for an 8-bit
+    circuit, against the exact circuit of its scheme when the study ran it (``test_accuracy_vs_exact``,
+    ``exact_baseline``): the exact integer multiplier is what an approximate circuit replaces. In
+    accuracy points (fractions); None where either side is missing."""
+    accuracy = {r["multiplier"]: r["test_accuracy"] for r in rows}
+
+    def delta(label, baseline):
+        mine, theirs = accuracy.get(label), accuracy.get(baseline)
+        return None if mine is None or theirs is None else mine - theirs
+
+    for row in rows:
+        spec = specs[row["multiplier"]]
+        row["scheme"] = spec.quantize
+        row["test_accuracy_vs_float32"] = delta(row["multiplier"], FLOAT32)
+        baseline = spec.exact_baseline if spec.exact_baseline in accuracy else None
+        row["exact_baseline"] = baseline
+        row["test_accuracy_vs_exact"] = delta(row["multiplier"], baseline) if baseline else None
+
+
 def partial_coverage(summary: dict) -> list[str]:
     """One line per multiplier whose runs left matrix products exact (coverage below 100 %)."""
     return [f"{r['multiplier']}: {100 * r['coverage']:.1f} % of the products approximate; exact: "
@@ -448,7 +469,7 @@ def partial_coverage(summary: dict) -> list[str]:
 
 
 SUMMARY_HEADER = ["multiplier", "runs", "approx.", "final val acc", "best val acc", "test acc", "s/epoch",
-                  "slowdown"]
+                  "slowdown", "vs float32", "vs exact int"]
 
 
 def _pm(mean, std, n):
@@ -466,8 +487,14 @@ def format_summary(summary: dict) -> tuple[list[str], list[list[str]]]:
                       _pm(r["best_val_accuracy"], r["best_val_accuracy_std"], n),
                       _pm(r["test_accuracy"], r["test_accuracy_std"], n),
                       "-" if r["epoch_time_s"] is None else f"{r['epoch_time_s']:.3g}",
-                      "-" if r["slowdown"] is None else f"{r['slowdown']:.2f}x"])
+                      "-" if r["slowdown"] is None else f"{r['slowdown']:.2f}x",
+                      _points(r.get("test_accuracy_vs_float32")), _points(r.get("test_accuracy_vs_exact"))])
     return SUMMARY_HEADER, cells
+
+
+def _points(delta) -> str:
+    """An accuracy difference in percentage points, signed; "-" when there is no comparison."""
+    return "-" if delta is None else f"{100 * delta:+.2f}"
 
 
 def text_table(head, rows) -> str:
@@ -495,9 +522,10 @@ def _jsonable(x):
 
 _ENERGY_NOTE = (
     "Relative power: the multiplier's published figure against an exact multiplier of its width (source "
-    "in the last column). Exact multiply energies: " + "; ".join(
+    "in the last column); an 8-bit circuit's against the exact 8-bit integer multiplier of its scheme "
+    "(uint8: exact_int, int8: mul8s_exact, each 1 by definition). Exact multiply energies: " + "; ".join(
         f"{fmt} {'unknown (' + src + ')' if pj is None else f'{pj:g} pJ ({src})'}"
-        for fmt, pj, src in EXACT_ENERGY_PJ.values())
+        for fmt, pj, src in dict.fromkeys(EXACT_ENERGY_PJ.values()))  # both 8-bit schemes share one figure
     + ". Comparisons across widths need both widths' figures; without them they are unknown, never estimated.")
 
 
@@ -512,7 +540,10 @@ def _write_summary(out: Path, summary: dict) -> None:
     atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
     text = ["# Training study summary", "", "Accuracies in per cent, mean ± sample standard deviation over seeds. "
             "Approx.: the share of the forward pass's matrix-product multiplications the approximate multipliers "
-            "perform (amsim.keras.coverage; the rest are exact float32).", "", _markdown(head, rows), ""]
+            "perform (amsim.keras.coverage; the rest are exact float32). Vs float32, vs exact int: the test "
+            "accuracy's difference in points from the float32 run and, for an 8-bit circuit, from the exact "
+            "circuit of its scheme (uint8-exact_int, int8-mul8s_exact) when the study ran it.", "",
+            _markdown(head, rows), ""]
     partial = partial_coverage(summary)
     if partial:
         text += ["## Products left exact", "", "These runs are only partly approximate:", "",

@@ -6,7 +6,8 @@ shared library with nvcc, cached under a hash of the sources and the GPU
 architecture; :func:`library` loads the one for the current GPU. The library's
 C-ABI entry points take device pointers and a stream, so TensorFlow ops, CuPy
 and numba-cuda can call them directly (see ``amsim_cuda.h``); :func:`matmul_2d`
-is the numpy-in, numpy-out path used by :func:`amsim.gemm.matmul`.
+is the numpy-in, numpy-out path used by :func:`amsim.gemm.matmul`, and
+:func:`int_matmul_2d` the one :func:`amsim.gemm.int_matmul` uses.
 
 With ``AMSIM_CUDA_EMULATION=1`` the same sources are compiled with the C++
 compiler against amsim's CPU emulation of CUDA (:func:`build_emulated`,
@@ -36,7 +37,7 @@ from ..errors import AmsimError
 __all__ = ["CudaError", "ToolMissing", "MUTANTS", "CONV_PASSES", "Arith", "Geometry", "Device", "nvcc",
            "supported_archs", "build", "build_emulated", "emulated", "device_present", "available",
            "unavailable_reason", "check", "library", "library_path", "gpu_library_path", "load", "matmul_2d",
-           "conv2d_pass"]
+           "conv2d_pass", "int_matmul_2d"]
 
 _CUDA_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cuda"
 _EMULATION_DIR = _CUDA_DIR / "emulation"
@@ -147,7 +148,8 @@ def _cxx() -> list[str]:
     return shlex.split(os.environ.get("CXX") or "g++")
 
 
-def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | None = None) -> Path:
+def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | None = None,
+                   shared_max: int | None = None) -> Path:
     """Compile the CUDA sources with the C++ compiler against amsim's CPU emulation, cached.
 
     The same ``.cu`` files as :func:`build`, with ``emulation/cuda_runtime.h`` in
@@ -164,6 +166,10 @@ def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | N
     grid_y_max : int, optional
         A smaller cap on the GEMM grid's y dimension (CUDA's is 65535), so that
         the kernel's loop over row tiles runs on small shapes.
+    shared_max : int, optional
+        A cap in bytes on the shared memory per block the kernels plan with
+        (the device's opt-in limit otherwise), so that the integer GEMM's path
+        for devices whose shared memory cannot hold its table runs.
 
     Raises
     ------
@@ -176,6 +182,8 @@ def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | N
         raise CudaError(f"unknown mutant {mutant!r}; choose from {', '.join(MUTANTS)}")
     if grid_y_max is not None and not (isinstance(grid_y_max, int) and 1 <= grid_y_max <= 65535):
         raise CudaError(f"grid_y_max must be an integer in [1, 65535], got {grid_y_max!r}")
+    if shared_max is not None and not (isinstance(shared_max, int) and 0 <= shared_max < 1 << 30):
+        raise CudaError(f"shared_max must be a number of bytes in [0, 2^30), got {shared_max!r}")
     cxx = _cxx()
     if shutil.which(cxx[0]) is None:
         raise ToolMissing(f"the CUDA emulation needs a C++ compiler: {cxx[0]} not found (set CXX)")
@@ -185,6 +193,8 @@ def build_emulated(*, cache=None, mutant: str | None = None, grid_y_max: int | N
         flags.append(f"-DAMSIM_CUDA_MUTANT=AMSIM_MUTANT_{mutant.upper()}")
     if grid_y_max:
         flags.append(f"-DAMSIM_CUDA_GRID_Y_MAX={grid_y_max}")
+    if shared_max is not None:
+        flags.append(f"-DAMSIM_CUDA_SHARED_MAX={shared_max}")
     folder = Path(cache) if cache else cbuild.cache_dir()
     target = folder / f"_amsim_cuda_emulated_{_key(cxx, flags, emulated=True)}.so"
     if not target.exists():
@@ -327,6 +337,7 @@ def load(path) -> ctypes.CDLL:
                                       ptr, size_t, ptr]
     lib.amsim_cuda_conv2d_workspace.argtypes = [c_int, c_int, p_geometry, i64, p_size]
     lib.amsim_cuda_conv2d.argtypes = [c_int, c_int, p_geometry, i64, ptr, ptr, ptr, ptr, p_arith, ptr, size_t, ptr]
+    lib.amsim_cuda_int_gemm.argtypes = [ptr, c_int, c_int, i64, i64, i64, ptr, ptr, ptr, c_int, ptr]
     lib.amsim_cuda_malloc.argtypes = [ctypes.POINTER(ptr), size_t]
     lib.amsim_cuda_free.argtypes = [ptr]
     lib.amsim_cuda_to_device.argtypes = [ptr, ptr, size_t]
@@ -475,3 +486,38 @@ def conv2d_pass(pass_: str, g, q: int, mult, *, x=None, w=None, dy=None, depthwi
                                          ctypes.byref(arith), dev.empty(bytes_.value), bytes_.value, None),
               "amsim_cuda_conv2d")
         return dev.download(d_out, out)
+
+
+def int_matmul_2d(pa: np.ndarray, pb: np.ndarray, table: np.ndarray, *, bits: int, signed: bool,
+                  dtype) -> np.ndarray:
+    """The integer LUT GEMM on the GPU (``amsim_cuda_int_gemm``) for numpy operands; the CPU's integers.
+
+    The device side of :func:`amsim.gemm.int_matmul` (``backend="cuda"``), which checks the
+    arguments and calls it: ``C[i, j] = sum over k of table[pa[i, k], pb[k, j]]``, exactly.
+
+    Args:
+        pa: uint8 array (M, K) of A's n-bit patterns, the table's row operand.
+        pb: uint8 array (K, N) of B's n-bit patterns.
+        table: the (2^bits, 2^bits) product table, 16-bit circuit outputs (int16 values when
+            ``signed``, uint16 ones otherwise).
+        bits: the operand width n, 1..8.
+        signed: the circuit's signedness, which says how its 16-bit outputs extend.
+        dtype: the accumulator, int32 or int64, wide enough that no sum overflows it.
+
+    Returns:
+        An array (M, N) of ``dtype``.
+    """
+    dtype = np.dtype(dtype)
+    m_rows, k = pa.shape
+    n = pb.shape[1]
+    out = np.empty((m_rows, n), dtype)
+    if out.size == 0:
+        return out
+    lib = library()
+    with Device(lib) as dev:
+        d_lut = dev.upload(np.ascontiguousarray(table, np.int32))
+        d_a, d_b = (dev.upload(np.ascontiguousarray(x, np.uint8)) for x in (pa, pb))
+        d_c = dev.empty(out.nbytes)
+        check(lib, lib.amsim_cuda_int_gemm(d_lut, bits, int(bool(signed)), m_rows, n, k, d_a, d_b, d_c,
+                                           int(dtype == np.int64), None), "amsim_cuda_int_gemm")
+        return dev.download(d_c, out)

@@ -15,8 +15,9 @@ The sum is exact. Entries must fit a 16-bit circuit output (``0 <= v < 2^16`` un
 ``K * max|lut| <= 2^31 - 1``, else int64 (:func:`accumulator_dtype`): decided per call from the
 table and K, never by wrapping.
 
-Backends: ``reference`` (numpy, the oracle) and ``cpu`` (the engine's ``amsim_int_gemm``,
-``amsim/csrc/cpu/int_gemm.c``); the same integers from either, for every thread count.
+Backends: ``reference`` (numpy, the oracle), ``cpu`` (the engine's ``amsim_int_gemm``,
+``amsim/csrc/cpu/int_gemm.c``) and ``cuda`` (``amsim_cuda_int_gemm``,
+``amsim/csrc/cuda/int_gemm_cuda.cu``); the same integers from each, for every thread count.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ..errors import AmsimError, RangeError, check_integer
 from ..lut import LUT
 from . import ShapeError
 
-__all__ = ["int_matmul", "reference_int_matmul", "accumulator_dtype", "IntegerOperandError", "MAX_BITS"]
+__all__ = ["int_matmul", "reference_int_matmul", "accumulator_dtype", "check_bits", "check_table", "check_values",
+           "value_range", "IntegerOperandError", "MAX_BITS"]
 
 #: Widest operands the integer GEMM takes: a pattern is one byte.
 MAX_BITS = 8
@@ -35,7 +37,7 @@ MAX_BITS = 8
 OUTPUT_BITS = 16
 _INT32_MAX = np.iinfo(np.int32).max
 _INT64_MAX = np.iinfo(np.int64).max
-BACKENDS = ("auto", "reference", "cpu")
+BACKENDS = ("auto", "reference", "cpu", "cuda")
 
 
 class IntegerOperandError(AmsimError, ValueError):
@@ -48,7 +50,8 @@ def accumulator_dtype(k: int, table) -> np.dtype:
     Raises:
         RangeError: when not even int64 can hold such a sum.
     """
-    largest = int(np.abs(np.asarray(table, np.int64)).max(initial=0))
+    table = np.asarray(table)
+    largest = max(-int(table.min()), int(table.max()), 0) if table.size else 0
     if k * largest <= _INT32_MAX:
         return np.dtype(np.int32)
     if k * largest <= _INT64_MAX:
@@ -67,8 +70,9 @@ def int_matmul(a, b, lut, *, signed=False, bits=8, backend="auto", threads=None)
             (:func:`amsim.generate.integer_lut` builds one from a circuit).
         signed: operands in ``[-2^(bits-1), 2^(bits-1))``, two's complement; else ``[0, 2^bits)``.
         bits: the operand width n, 1..8.
-        backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
-        threads: CPU threads (None: the engine's default).
+        backend: ``"cpu"`` (the engine; also ``"auto"``), ``"cuda"`` (the GPU kernel, or its CPU
+            emulation: docs/cuda.md) or ``"reference"`` (numpy).
+        threads: CPU threads (None: the engine's default); the CPU backend's only.
 
     Returns:
         int32 array (M, N) of exact sums, or int64 where K products of the table's largest
@@ -78,13 +82,14 @@ def int_matmul(a, b, lut, *, signed=False, bits=8, backend="auto", threads=None)
         IntegerOperandError: non-integer operands or table, values outside their range.
         ShapeError: operands not 2-D or inner dimensions that differ, a table of the wrong shape.
         RangeError: a bad width, thread count or backend; a sum int64 cannot hold.
+        amsim.gemm.cuda.CudaError: ``backend="cuda"`` where it cannot run (no GPU, no emulation).
     """
-    _check_bits(bits)
+    check_bits(bits)
     if backend not in BACKENDS:
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if threads is not None:
         check_integer(threads, "threads (None: every available CPU)", 1)
-    table = _table(lut, bits, bool(signed))
+    table = check_table(lut, bits, bool(signed))
     pa = _patterns("a", a, bits, signed)
     pb = _patterns("b", b, bits, signed)
     if pa.shape[1] != pb.shape[0]:
@@ -92,6 +97,10 @@ def int_matmul(a, b, lut, *, signed=False, bits=8, backend="auto", threads=None)
     dtype = accumulator_dtype(pa.shape[1], table)
     if backend == "reference":
         return reference_int_matmul(pa, pb, table).astype(dtype)
+    if backend == "cuda":
+        from . import cuda
+
+        return cuda.int_matmul_2d(pa, pb, table, bits=bits, signed=bool(signed), dtype=dtype)
     return _cpu_int_matmul(pa, pb, table, bits, dtype, threads)
 
 
@@ -126,8 +135,27 @@ def _cpu_int_matmul(pa, pb, table, bits, dtype, threads):
     return out
 
 
-def _check_bits(bits) -> int:
+def check_bits(bits) -> int:
+    """``bits`` as an int when it is an operand width the integer GEMM takes (1..8), else :class:`RangeError`."""
     return check_integer(bits, "bits (the operand width n)", 1, MAX_BITS)
+
+
+def value_range(bits: int, signed: bool) -> tuple[int, int]:
+    """The smallest and largest n-bit operand: ``-2^(n-1), 2^(n-1) - 1`` signed, ``0, 2^n - 1`` unsigned."""
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def check_values(name: str, low: int, high: int, bits: int, signed: bool) -> None:
+    """Refuse an operand whose smallest and largest values ``low`` and ``high`` leave the n-bit range.
+
+    Raises:
+        IntegerOperandError: naming the operand, the offending value and the range.
+    """
+    lo, hi = value_range(bits, signed)
+    if low < lo or high > hi:
+        bad = low if low < lo else high
+        kind = "signed" if signed else "unsigned"
+        raise IntegerOperandError(f"{name} holds {bad}, outside the {kind} {bits}-bit range {lo}..{hi}")
 
 
 def _integers(name, x) -> np.ndarray:
@@ -142,38 +170,46 @@ def _patterns(name, x, bits, signed) -> np.ndarray:
     x = _integers(name, x)
     if x.ndim != 2:
         raise ShapeError(f"int_matmul: {name} must be 2-D, got shape {x.shape}")
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if bits == 8 and x.dtype == (np.int8 if signed else np.uint8):  # every value of the dtype is an operand
+        return np.ascontiguousarray(x).view(np.uint8)
     if x.size:
-        low, high = int(x.min()), int(x.max())
-        if low < lo or high > hi:
-            bad = low if low < lo else high
-            kind = "signed" if signed else "unsigned"
-            raise IntegerOperandError(f"{name} holds {bad}, outside the {kind} {bits}-bit range {lo}..{hi}")
+        check_values(name, int(x.min()), int(x.max()), bits, signed)
     # x mod 2^n: the value itself when unsigned, the two's-complement pattern when signed
     return np.ascontiguousarray(np.bitwise_and(x.astype(np.int64, copy=False), (1 << bits) - 1), np.uint8)
 
 
-def _table(lut, bits, signed) -> np.ndarray:
-    """The product table as int32, its kind, shape and entries checked."""
+def check_table(lut, bits: int, signed: bool, fn: str = "int_matmul") -> np.ndarray:
+    """The product table as int32, its kind, shape and entries checked.
+
+    Args:
+        lut: an integer array, or an integer :class:`amsim.lut.LUT` (its width and signedness checked too).
+        bits: the operand width n: the table must be (2^n, 2^n).
+        signed: the operands' signedness, which sets the allowed circuit outputs.
+        fn: the function named in the errors.
+
+    Raises:
+        IntegerOperandError: not integers, a LUT of another kind or signedness, entries out of range.
+        ShapeError: a table of the wrong shape, a LUT of another width.
+    """
     if isinstance(lut, LUT):
         if lut.kind != "integer":
-            raise IntegerOperandError(f"int_matmul needs an integer LUT, not a {lut.kind} LUT")
+            raise IntegerOperandError(f"{fn} needs an integer LUT, not a {lut.kind} LUT")
         if lut.bits != bits:
             raise ShapeError(f"the LUT is of {lut.bits}-bit operands, not bits={bits}")
         lut_signed = bool(lut.meta.get("signed"))
         if lut_signed != signed:
             raise IntegerOperandError(f"the LUT's circuit is {'signed' if lut_signed else 'unsigned'}; "
-                                      f"int_matmul was called with signed={signed}")
+                                      f"{fn} was called with signed={signed}")
         lut = lut.table
     table = _integers("lut", lut)
     size = 1 << bits
     if table.shape != (size, size):
         raise ShapeError(f"the LUT must be ({size}, {size}) for {bits}-bit operands, got shape {table.shape}")
-    lo, hi = (-(1 << (OUTPUT_BITS - 1)), (1 << (OUTPUT_BITS - 1)) - 1) if signed else (0, (1 << OUTPUT_BITS) - 1)
+    lo, hi = value_range(OUTPUT_BITS, signed)
     low, high = int(table.min()), int(table.max())
     if low < lo or high > hi:
         bad = low if low < lo else high
         kind = "signed" if signed else "unsigned"
         raise IntegerOperandError(f"the LUT holds {bad}, outside the {kind} {OUTPUT_BITS}-bit circuit outputs "
                                   f"{lo}..{hi}")
-    return table.astype(np.int32)
+    return table.astype(np.int32, copy=False)

@@ -109,6 +109,18 @@ struct amsim_conv_geometry {
 int amsim_im2col(const struct amsim_conv_geometry *g, const float *x, float *cols);
 int amsim_col2im(const struct amsim_conv_geometry *g, const float *cols, float *dx);
 
+/* im2col of one-byte integer patterns (amsim_int_gemm's operands) for a grouped conv2d: input
+ * channel group q (of `groups`, each C / groups channels) gets its own patch matrix, block q of
+ * cols: (N*OH*OW) x (KH*KW*C/groups), rows in NHW order, columns in (kh, kw, c) order, the byte
+ * `pad` in the padding (a quantized input's zero point). sums, unless NULL: (N*OH*OW) x groups
+ * int32, each patch row's sum of the values its patterns hold, pad included: the patterns
+ * themselves (signed_bits = 0), or n-bit two's-complement values (signed_bits = n, 1..8). groups = 1
+ * is the patch matrix of amsim_im2col. threads: at most this many threads (0: the engine's
+ * default). Returns an amsim_status (AMSIM_ERR_ARGS also when groups does not divide C, or when a
+ * row's sum could leave int32). */
+int amsim_int_im2col(const struct amsim_conv_geometry *g, const uint8_t *x, uint8_t pad, int64_t groups,
+                     uint8_t *cols, int32_t *sums, int signed_bits, int threads);
+
 /* Depthwise conv2d on NHWC input x (geometry g, C = g->c channels) and a filter w of shape
  * (KH, KW, C, q): output channel c * q + j is input channel c convolved with w[:, :, c, j]. Each
  * pass gives the bits of its per-channel GEMMs (amsim_gemm on channel c's patch matrix, and
@@ -164,11 +176,25 @@ static inline int amsim_conv_patches_are_input(const struct amsim_conv_geometry 
            g->oh == g->h && g->ow == g->w;
 }
 
+/* Inline helpers that the CUDA kernels call too: host and device functions under nvcc. */
+#ifdef __CUDACC__
+#define AMSIM_GEMM_INLINE static inline __host__ __device__
+#else
+#define AMSIM_GEMM_INLINE static inline
+#endif
+
 /* The one definition of the integer product: LUT[a][b] is entry b of row a of the
- * (2^bits x 2^bits) table, a and b the operands' n-bit patterns. */
-static inline const int32_t *amsim_int_lut_row(const int32_t *lut, int bits, uint8_t a)
+ * (2^bits x 2^bits) table, a and b the operands' n-bit patterns. Row a starts at entry
+ * amsim_int_lut_row_offset(bits, a) of the table, whatever its entries' type (the CUDA kernel
+ * reads a 16-bit copy in shared memory); below 2^16 for bits <= 8, hence 32-bit. */
+AMSIM_GEMM_INLINE uint32_t amsim_int_lut_row_offset(int bits, uint32_t a)
 {
-    return lut + ((size_t)a << bits);
+    return a << bits;
+}
+
+AMSIM_GEMM_INLINE const int32_t *amsim_int_lut_row(const int32_t *lut, int bits, uint8_t a)
+{
+    return lut + amsim_int_lut_row_offset(bits, a);
 }
 
 #ifdef __cplusplus

@@ -42,6 +42,10 @@ from .ops import am_conv2d, am_depthwise_conv2d, am_einsum, am_matmul  # noqa: E
 from .ops import am_conv2d_transpose, am_conv3d, am_conv3d_transpose  # noqa: E402
 
 from .layers import ExactLayersWarning  # noqa: E402
+from .int_ops import am_int_conv2d, am_int_matmul  # noqa: E402
+from .ptq import CalibrationError, calibrate, quantize  # noqa: E402
+from .quantization import AccumulatorOverflowError  # noqa: E402
+from ..gemm.circuit import CircuitError  # noqa: E402
 from .coverage import Coverage, CoverageError, ElementwiseCount, LayerCoverage, coverage  # noqa: E402
 
 # Registers ApproxTrain's layer names with Keras too, so that importing amsim.keras is all a
@@ -54,4 +58,5 @@ __all__ = ["AMDense", "AMConv1D", "AMConv2D", "AMConv3D", "AMDepthwiseConv1D", "
            "AMLSTM", "AMGRU", "AMSimpleRNNCell", "AMLSTMCell", "AMGRUCell", "am_matmul", "am_einsum", "am_conv2d",
            "am_depthwise_conv2d", "am_conv2d_transpose", "am_conv3d", "am_conv3d_transpose", "approximate",
            "precise", "ExactLayersWarning", "coverage", "Coverage", "LayerCoverage", "ElementwiseCount",
-           "CoverageError", "LayerConfigError", "LayerDTypeError", "LayerXlaError"]
+           "CoverageError", "LayerConfigError", "LayerDTypeError", "LayerXlaError", "am_int_matmul", "am_int_conv2d",
+           "quantize", "calibrate", "CalibrationError", "AccumulatorOverflowError", "CircuitError"]

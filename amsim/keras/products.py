@@ -79,6 +79,8 @@ def keras_class(layer) -> type:
 
 
 def _arithmetic(layer):
+    if isinstance(layer, Approximate) and layer.scheme is not None:  # an 8-bit circuit: "uint8:mul8u_x:k=4"
+        return f"{layer.scheme}:{layer.multiplier.label}", layer.gradient
     if isinstance(layer, Approximate):
         return multiplier_label(layer.multiplier, layer.params), layer.gradient
     return EXACT

@@ -9,6 +9,12 @@
  * every tap: the copies' stores may alias anything a pointer reaches, so fields read through `g`
  * were reloaded after every copy, and those reloads and tests cost more than the 5-float runs of
  * a one-channel input themselves.
+ *
+ * amsim_int_im2col is im2col of one-byte integer patterns for the integer GEMM (int_gemm.c): the
+ * padding is a given pattern (a quantized input's zero point) instead of zero, the columns of a
+ * grouped convolution come out as one patch matrix per group, and each row's sum of values is
+ * taken in the same pass, while the rows are in L1 (the uint8 scheme's zero-point correction
+ * needs it).
  */
 #include "engine.h"
 
@@ -166,5 +172,183 @@ int amsim_col2im(const struct amsim_conv_geometry *g, const float *cols, float *
     struct conv_job j = {g, cols, dx, g->n, 0};
     if (written > 0)
         run_conv(col2im_part, &j, written);
+    return AMSIM_OK;
+}
+
+/* ---- integer patches ---- */
+
+#define INT_IM2COL_PARALLEL_MIN ((int64_t)1 << 18)  /* bytes written: less is done by the caller alone */
+
+struct int_im2col_job {
+    const struct amsim_conv_geometry *g;
+    const uint8_t *in;
+    uint8_t *cols;
+    int32_t *sums;
+    uint8_t pad;
+    int shift;                 /* value_sum's: -1 unsigned, else 8 - the signed values' width */
+    int64_t groups, nparts;
+};
+
+/* copy_run and a fill for bytes: overlapping fixed-size moves, no libc call per run (the runs of
+ * a few-channel input are a few bytes each). */
+static inline __attribute__((always_inline)) void copy_bytes(uint8_t *restrict d, const uint8_t *restrict s,
+                                                             int64_t n)
+{
+    if (n >= 32) {
+        for (int64_t t = 0; t + 32 < n; t += 32)
+            memcpy(d + t, s + t, 32);
+        memcpy(d + n - 32, s + n - 32, 32);
+    } else if (n >= 8) {
+        const int64_t half = n >= 16 ? 16 : 8;
+        memcpy(d, s, half);
+        memcpy(d + n - half, s + n - half, half);
+    } else if (n >= 4) {
+        memcpy(d, s, 4);
+        memcpy(d + n - 4, s + n - 4, 4);
+    } else if (n >= 2) {
+        memcpy(d, s, 2);
+        memcpy(d + n - 2, s + n - 2, 2);
+    } else if (n == 1) {
+        d[0] = s[0];
+    }
+}
+
+/* d[0..n) = the byte whose copies fill v8. */
+static inline __attribute__((always_inline)) void fill_bytes(uint8_t *d, uint64_t v8, int64_t n)
+{
+    if (n >= 8) {
+        for (int64_t t = 0; t + 8 < n; t += 8)
+            memcpy(d + t, &v8, 8);
+        memcpy(d + n - 8, &v8, 8);
+    } else if (n >= 4) {
+        memcpy(d, &v8, 4);
+        memcpy(d + n - 4, &v8, 4);
+    } else if (n >= 2) {
+        memcpy(d, &v8, 2);
+        memcpy(d + n - 2, &v8, 2);
+    } else if (n == 1) {
+        d[0] = (uint8_t)v8;
+    }
+}
+
+/* The sum of the values of n patterns: the patterns themselves (shift < 0), or the two's-complement
+ * values of (8 - shift)-bit ones, sign-extended by a shift up to the byte's top and back. Its
+ * magnitude is below 2^31 for the patch rows amsim_int_im2col accepts. */
+static inline int32_t value_sum(const uint8_t *p, int64_t n, int shift)
+{
+    int32_t s = 0;
+    if (shift < 0) {
+        for (int64_t t = 0; t < n; ++t)
+            s += p[t];
+    } else {
+        for (int64_t t = 0; t < n; ++t)
+            s += (int8_t)(uint8_t)(p[t] << shift) >> shift;
+    }
+    return s;
+}
+
+/* inside(), without its divisions where every step is inside (the input's interior): it is found
+ * for every output position, where a division per position cost more than the copies. */
+static inline void taps_inside(int64_t start, int64_t step, int64_t count, int64_t size, int64_t *t0, int64_t *t1)
+{
+    if (start >= 0 && start + (count - 1) * step < size) {
+        *t0 = 0;
+        *t1 = count;
+    } else {
+        inside(start, step, count, size, t0, t1);
+    }
+}
+
+/*
+ * Rows of output positions (n, oh) [u0, u1): for each output position and group, the group's
+ * patch row (kh, kw, c) in block g of cols, the pad pattern outside the input, and its sum. The
+ * filter rows inside the input are found once per output row, its columns once per position;
+ * everything else is the pad. Each group writes its rows of an output row before the next group
+ * starts, so that its stores are sequential while the input rows they read stay in L1 (a depthwise
+ * convolution's groups are one channel each: interleaving them wrote as many streams as channels,
+ * a byte at a time).
+ */
+static void int_im2col_part(void *ctx, int part)
+{
+    const struct int_im2col_job *j = ctx;
+    const struct amsim_conv_geometry g = *j->g;
+    const uint8_t *in = j->in;
+    uint8_t *cols = j->cols;
+    int32_t *sums = j->sums;
+    const int shift = j->shift;
+    const int64_t G = j->groups, per = (g.n * g.oh + j->nparts - 1) / j->nparts, u0 = part * per;
+    const int64_t u1 = u0 + per < g.n * g.oh ? u0 + per : g.n * g.oh;
+    const int64_t C = g.c, Cg = C / G, run = g.kw * Cg, row_len = g.kh * run, tap_step = g.dh * g.w * C;
+    const int64_t block = g.n * g.oh * g.ow * row_len;  /* one group's patch matrix */
+    const uint64_t v8 = j->pad * UINT64_C(0x0101010101010101);
+    /* one copy per filter row when its taps and a group's channels are adjacent in NHWC */
+    const int adjacent = G == 1 && g.dw == 1;
+    for (int64_t u = u0; u < u1; ++u) {
+        const int64_t n = u / g.oh, oh = u % g.oh, h0 = oh * g.sh - g.pad_top;
+        int64_t i0, i1;  /* the filter rows inside the input, for the whole output row */
+        inside(h0, g.dh, g.kh, g.h, &i0, &i1);
+        const uint8_t *first = i0 < i1 ? in + ((n * g.h + h0 + i0 * g.dh) * g.w) * C : in;
+        for (int64_t gi = 0; gi < G; ++gi) {
+            uint8_t *dst = cols + gi * block + u * g.ow * row_len;
+            for (int64_t ow = 0; ow < g.ow; ++ow, dst += row_len) {
+                const int64_t w0 = ow * g.sw - g.pad_left;
+                int64_t j0, j1;  /* the filter columns inside the input */
+                taps_inside(w0, g.dw, g.kw, g.w, &j0, &j1);
+                const int padded = i0 > 0 || i1 < g.kh || j0 > 0 || j1 < g.kw;
+                if (padded) {
+                    fill_bytes(dst, v8, i0 * run);
+                    fill_bytes(dst + i1 * run, v8, (g.kh - i1) * run);
+                }
+                const uint8_t *src = first + gi * Cg;  /* the group's channels of filter row i0 */
+                for (int64_t i = i0; i < i1; ++i, src += tap_step) {
+                    uint8_t *d = dst + i * run;
+                    if (padded) {
+                        fill_bytes(d, v8, j0 * Cg);
+                        fill_bytes(d + j1 * Cg, v8, (g.kw - j1) * Cg);
+                    }
+                    if (adjacent) {
+                        copy_bytes(d + j0 * Cg, src + (w0 + j0) * C, (j1 - j0) * Cg);
+                    } else if (Cg == 1) {
+                        for (int64_t jw = j0; jw < j1; ++jw)
+                            d[jw] = src[(w0 + jw * g.dw) * C];
+                    } else {
+                        for (int64_t jw = j0; jw < j1; ++jw)
+                            copy_bytes(d + jw * Cg, src + (w0 + jw * g.dw) * C, Cg);
+                    }
+                }
+            }
+            /* the sums once the output row's stores have drained: a vector load of a row just
+             * written by smaller stores waits for them (store forwarding fails) */
+            if (sums) {
+                const uint8_t *row = cols + gi * block + u * g.ow * row_len;
+                for (int64_t ow = 0; ow < g.ow; ++ow, row += row_len)
+                    sums[(u * g.ow + ow) * G + gi] = value_sum(row, row_len, shift);
+            }
+        }
+    }
+}
+
+int amsim_int_im2col(const struct amsim_conv_geometry *g, const uint8_t *x, uint8_t pad, int64_t groups,
+                     uint8_t *cols, int32_t *sums, int signed_bits, int threads)
+{
+    if (!amsim_conv_geometry_valid(g) || groups < 1 || g->c % groups != 0 || signed_bits < 0 || signed_bits > 8 ||
+        threads < 0)
+        return AMSIM_ERR_ARGS;
+    const int64_t rows = g->n * g->oh * g->ow, row_len = g->kh * g->kw * (g->c / groups);
+    if (row_len > INT32_MAX / 255)  /* a row's sum of values must fit int32 */
+        return AMSIM_ERR_ARGS;
+    const int64_t written = rows * groups * row_len;
+    if (written > 0 && (!x || !cols))
+        return AMSIM_ERR_ARGS;
+    if (written == 0) {  /* no patch columns (or no rows): every sum is empty */
+        if (sums && rows > 0)
+            memset(sums, 0, sizeof(int32_t) * (size_t)(rows * groups));
+        return AMSIM_OK;
+    }
+    struct int_im2col_job j = {g, x, cols, sums, pad, signed_bits ? 8 - signed_bits : -1, groups, 0};
+    int use = written >= INT_IM2COL_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
+    use = use > MAX_THREADS ? MAX_THREADS : use;
+    j.nparts = g->n * g->oh < use ? g->n * g->oh : use;
+    run_parts(int_im2col_part, &j, (int)j.nparts, use);
     return AMSIM_OK;
 }

@@ -6,10 +6,38 @@
  * circuit's (2^n x 2^n) int32 product table, row = A's pattern. Integer sums are exact and
  * associative, so any order and any split gives the same result: the caller chooses the
  * accumulator's width (int32, or int64 where K * max |LUT| could overflow int32) so that no sum
- * wraps. For each (i, k) the row LUT[a[i, k], :] is taken once and its entries at b[k, :] added
- * along C's row: the inner loop is a contiguous sweep over j that the compiler vectorises.
+ * wraps. Three kernels, chosen per call by a cost estimate (int_gemm_plan):
+ *
+ * - direct (portable C, any table): for each (i, k) the row LUT[a[i, k], :] is taken once and its
+ *   entries at b[k, :] added along C's row, a sweep of gathers that the compiler vectorises.
+ * - lookup (AVX512-VBMI, int_gemm_vbmi.c): the same order, each row held in registers as byte
+ *   planes and 64 entries looked up per few shuffles; for few rows of C, where nothing
+ *   built beforehand would be reused enough.
+ * - table (AVX512-VBMI): for a block of k and of 64 columns j, the table T[k][u] = LUT[u][b[k, j]]
+ *   for every pattern u is built once (the lookup, over all 2^n patterns u instead of the rows'),
+ *   then every row of C adds T[k][a[i, k]]: contiguous vector loads and adds, no shuffles. It
+ *   costs 2^n * K * N lookups, amortised over M rows: for many rows.
+ *
+ * The fast kernels hold entries as 16 bits (int_gemm_vbmi.c says how): a table whose entries do
+ * not all fit one 16-bit range (0..65535 or -32768..32767) takes the direct kernel.
  */
 #define INT_GEMM_PARALLEL_MIN ((int64_t)1 << 18)  /* products: fewer are computed by the caller alone */
+#define INT_KB_MAX 32768                          /* terms of a 16-bit block sum exact in 32 bits */
+#define INT_TABLE_ROW_BLOCK 2048                 /* rows sharing a table (int_gemm_vbmi.c) */
+#define INT_TABLE_BYTES ((int64_t)1 << 19)        /* a block's table: kept in L2 while the rows read it */
+
+/* Cost estimate of each kernel, in nanoseconds per unit of work (fitted roughly to timings on an
+ * AVX-512 machine; only their ratios matter, to choose: every kernel gives the same integers). */
+#define COST_DIRECT 0.35      /* per product */
+#define COST_DIRECT_ROW 3.0   /* per (row, k) */
+#define COST_LOOKUP 5.0       /* per (row, k, 64-column block) */
+#define COST_LOOKUP_ROW 1.0   /* per (row, k): its planes' loads */
+#define COST_BUILD 6.5        /* per (pattern, k, 64-column block) of a table */
+#define COST_TABLE 3.2        /* per (row, k, 64-column block) */
+#define COST_PREP 0.8         /* per table entry: the byte planes */
+#define COST_TRANSPOSE 0.8    /* per operand byte and result transposed */
+
+enum int_kernel { INT_DIRECT, INT_LOOKUP, INT_TABLE };
 
 struct int_gemm_job {
     int64_t M, N, K;
@@ -17,11 +45,48 @@ struct int_gemm_job {
     const int32_t *lut;
     int bits, wide, nparts;
     void *c;
+    int kernel;
+    /* The fast kernels' orientation: C (fm x fn) = fa (fm x K) by fb (K x fn), with the table as
+     * is, or C^T = B^T A^T with the table transposed where that takes fewer vector blocks. */
+    int transposed;
+    int64_t fm, fn;
+    const uint8_t *fa, *fb;
+    int split_columns;         /* parts are ranges of 64-column blocks, else of rows */
+    int failed;                /* a part could not have its work buffers */
+    int bias;                  /* the fast kernels' 16-bit encoding: 0 (unsigned table) or 2^15 (signed) */
+    const uint8_t *planes;     /* the table's rows as byte planes (int_planes) */
+    const void *ivecs;         /* the lookup kernel's index vectors of B */
 };
 
-/* c[j] += row[bk[j]] for j < n: the kernel's inner loop. Its pointers are parameters declared
- * restrict, which GCC honours (on block-scope pointers it does not, and then leaves the loop
- * scalar for fear that C's row and the LUT row overlap). */
+/* k-steps of a table block: INT_TABLE_BYTES of 128-byte rows, 2^bits of them per k. */
+static int64_t int_table_kb(int U)
+{
+    const int64_t kb = INT_TABLE_BYTES / ((int64_t)U * 128);
+    return kb < 1 ? 1 : kb > 4096 ? 4096 : kb;
+}
+
+/* Row i of the fast kernels' C (its columns j..j+n), from `sums`, into C (transposed if so). */
+static void int_store_row(const struct int_gemm_job *g, int64_t i, int64_t j, const void *sums, int n)
+{
+    if (!g->transposed) {
+        const size_t width = g->wide ? 8 : 4;
+        memcpy((char *)g->c + (size_t)(i * g->N + j) * width, sums, (size_t)n * width);
+    } else if (g->wide) {
+        for (int q = 0; q < n; ++q)
+            ((int64_t *)g->c)[(j + q) * g->N + i] = ((const int64_t *)sums)[q];
+    } else {
+        for (int q = 0; q < n; ++q)
+            ((int32_t *)g->c)[(j + q) * g->N + i] = ((const int32_t *)sums)[q];
+    }
+}
+
+#if AMSIM_VBMI
+#include "int_gemm_vbmi.c"
+#endif
+
+/* c[j] += row[bk[j]] for j < n: the direct kernel's inner loop. Its pointers are parameters
+ * declared restrict, which GCC honours (on block-scope pointers it does not, and then leaves the
+ * loop scalar for fear that C's row and the LUT row overlap). */
 static inline void add_row32(int32_t *restrict c, const int32_t *restrict row, const uint8_t *restrict bk, int64_t n)
 {
     for (int64_t j = 0; j < n; ++j)
@@ -34,8 +99,8 @@ static inline void add_row64(int64_t *restrict c, const int32_t *restrict row, c
         c[j] += row[bk[j]];
 }
 
-/* Rows [i0, i1) of C, each summed over k in the accumulator's width. */
-static void int_gemm_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1)
+/* The direct kernel: rows [i0, i1) of C, each summed over k in the accumulator's width. */
+static void int_direct_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1)
 {
     const int64_t N = g->N, K = g->K;
     const size_t width = g->wide ? sizeof(int64_t) : sizeof(int32_t);
@@ -52,13 +117,121 @@ static void int_gemm_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1)
     }
 }
 
-/* Part p of the job: a contiguous range of C's rows. */
+/* The 16-bit bias of the fast kernels for this table, or -1 when its entries fit neither
+ * 16-bit range (then only the direct kernel takes it). */
+static int int_bias(const int32_t *lut, int bits)
+{
+    int32_t lo = lut[0], hi = lut[0];
+    for (size_t e = 1; e < (size_t)1 << (2 * bits); ++e) {
+        lo = lut[e] < lo ? lut[e] : lo;
+        hi = lut[e] > hi ? lut[e] : hi;
+    }
+    if (lo >= 0 && hi <= 65535)
+        return 0;
+    if (lo >= -32768 && hi <= 32767)
+        return 32768;
+    return -1;
+}
+
+/* Each row u of the table (or of its transpose) as byte planes of its entries plus `bias` (512 bytes: 256 low bytes,
+ * 256 high bytes; entries past 2^bits are zero and never looked up). */
+static void int_planes(const int32_t *lut, int bits, int bias, int transposed, uint8_t *planes)
+{
+    const int U = 1 << bits;
+    memset(planes, 0, (size_t)U * 512);
+    for (int u = 0; u < U; ++u)
+        for (int v = 0; v < U; ++v) {
+            /* row u of the table the kernel reads: LUT's row u, or its column u when transposed */
+            const int32_t entry = transposed ? amsim_int_lut_row(lut, bits, (uint8_t)v)[u]
+                                             : amsim_int_lut_row(lut, bits, (uint8_t)u)[v];
+            const uint32_t x = (uint32_t)(entry + bias);
+            planes[512 * u + v] = (uint8_t)x;
+            planes[512 * u + 256 + v] = (uint8_t)(x >> 8);
+        }
+}
+
+/* Part p of the job: a range of the kernel's rows, or of its 64-column blocks. */
 static void int_gemm_part(void *ctx, int part)
 {
-    const struct int_gemm_job *g = ctx;
-    const int64_t per = (g->M + g->nparts - 1) / g->nparts, i0 = part * per;
-    const int64_t i1 = i0 + per < g->M ? i0 + per : g->M;
-    int_gemm_rows(g, i0, i1);
+    struct int_gemm_job *g = ctx;
+    const int64_t rows = g->kernel == INT_DIRECT ? g->M : g->fm, cols = g->kernel == INT_DIRECT ? g->N : g->fn;
+    const int64_t units = g->split_columns ? (cols + 63) / 64 : rows;
+    const int64_t per = (units + g->nparts - 1) / g->nparts, u0 = part * per;
+    const int64_t u1 = u0 + per < units ? u0 + per : units;
+    if (u0 >= u1)
+        return;
+    int64_t i0 = 0, i1 = rows, j0 = 0, j1 = cols;
+    if (g->split_columns) {
+        j0 = 64 * u0;
+        j1 = 64 * u1 < cols ? 64 * u1 : cols;
+    } else {
+        i0 = u0;
+        i1 = u1;
+    }
+#if AMSIM_VBMI
+    int rc = AMSIM_OK;
+    if (g->kernel == INT_TABLE)
+        rc = int_table_vbmi(g, i0, i1, j0, j1);
+    else if (g->kernel == INT_LOOKUP)
+        rc = int_lookup_vbmi(g, i0, i1, j0, j1);
+    if (rc != AMSIM_OK)
+        __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
+    if (g->kernel != INT_DIRECT)
+        return;
+#endif
+    int_direct_rows(g, i0, i1);
+}
+
+/* A fast kernel's estimated cost with fm rows and fn columns (cycles; int_gemm_plan). */
+static double int_fast_cost(int kernel, double fm, double fn, double K, double U, int use, int *columns)
+{
+    const double blocks = (double)(((int64_t)fn + 63) / 64), p = use;
+    if (kernel == INT_LOOKUP)
+        return COST_PREP * U * U + (COST_LOOKUP * blocks + COST_LOOKUP_ROW) * fm * K / p;
+    /* a table is built by every part that needs it: split its columns when they divide evenly */
+    *columns = blocks >= p && ((int64_t)blocks % use == 0 || blocks >= 4 * p);
+    const int64_t part_rows = (int64_t)fm / (*columns ? 1 : use) + 1;
+    const double row_blocks = (double)((part_rows + INT_TABLE_ROW_BLOCK - 1) / INT_TABLE_ROW_BLOCK);
+    return COST_PREP * U * U + COST_BUILD * U * K * blocks * row_blocks / (*columns ? p : 1) +
+           COST_TABLE * fm * K * blocks / p;
+}
+
+/* The kernel, its orientation, and how parts split the work among `use` threads: the cheapest
+ * by the cost estimate (the fast kernels' costs go by 64-column blocks, so their columns had
+ * better be the longer side). */
+static void int_gemm_plan(struct int_gemm_job *g, int use)
+{
+    const double M = (double)g->M, N = (double)g->N, K = (double)g->K, U = (double)(1 << g->bits);
+    g->kernel = INT_DIRECT;
+    g->nparts = (int)(g->M < use ? g->M : use);
+    double best = (COST_DIRECT * N + COST_DIRECT_ROW) * M * K / use;
+#if AMSIM_VBMI
+    for (int kernel = INT_LOOKUP; kernel <= INT_TABLE; ++kernel)
+        for (int transposed = 0; transposed < 2; ++transposed) {
+            const double fm = transposed ? N : M, fn = transposed ? M : N;
+            int columns = 0;
+            const double cost = int_fast_cost(kernel, fm, fn, K, U, use, &columns) +
+                                (transposed ? COST_TRANSPOSE * (M * K + K * N + M * N) : 0);
+            if (cost < best) {
+                best = cost;
+                g->kernel = kernel;
+                g->transposed = transposed;
+                g->fm = (int64_t)fm;
+                g->fn = (int64_t)fn;
+                g->split_columns = columns;
+                g->nparts = columns ? use : (int)(g->fm < use ? g->fm : use);
+            }
+        }
+#endif
+}
+
+/* Byte matrix x (rows x cols, row-major) transposed into t. */
+static void int_transpose_bytes(const uint8_t *x, int64_t rows, int64_t cols, uint8_t *t)
+{
+    for (int64_t r0 = 0; r0 < rows; r0 += 64)
+        for (int64_t c = 0; c < cols; ++c)
+            for (int64_t r = r0; r < rows && r < r0 + 64; ++r)
+                t[c * rows + r] = x[r * cols + c];
 }
 
 int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K, const uint8_t *a,
@@ -82,8 +255,43 @@ int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K
     use = use > MAX_THREADS ? MAX_THREADS : use;
     if ((double)M * (double)N * (double)K < (double)INT_GEMM_PARALLEL_MIN)
         use = 1;
-    struct int_gemm_job job = {M, N, K, a, b, lut, bits, wide, (int)(M < use ? M : use), c};
+    struct int_gemm_job job = {.M = M, .N = N, .K = K, .a = a, .b = b, .lut = lut, .bits = bits, .wide = wide,
+                               .c = c};
+    int_gemm_plan(&job, use);
+    if (job.kernel != INT_DIRECT && (job.bias = int_bias(lut, bits)) < 0) {
+        job.kernel = INT_DIRECT;  /* entries the 16-bit kernels cannot hold */
+        job.nparts = (int)(M < use ? M : use);
+    }
+#if AMSIM_VBMI
+    /* What every part reads, in the caller's work buffers: slots that no part uses (the parts
+     * take SLOT_T, SLOT_CBUF and SLOT_OUT; the caller runs parts too). */
+    if (job.kernel != INT_DIRECT) {
+        uint8_t *planes = work_buffer(SLOT_QB, (size_t)512 << bits);
+        if (!planes)
+            return AMSIM_ERR_MEMORY;
+        int_planes(lut, bits, job.bias, job.transposed, planes);
+        job.planes = planes;
+        job.fa = a;
+        job.fb = b;
+        if (job.transposed) {
+            uint8_t *at = work_buffer(SLOT_YI, (size_t)(M * K)), *bt = work_buffer(SLOT_XI, (size_t)(K * N));
+            if (!at || !bt)
+                return AMSIM_ERR_MEMORY;
+            int_transpose_bytes(a, M, K, at);  /* the kernel's B: K x M */
+            int_transpose_bytes(b, K, N, bt);  /* its A: N x K */
+            job.fa = bt;
+            job.fb = at;
+        }
+    }
+    if (job.kernel == INT_LOOKUP) {
+        __m512i *ivecs = work_buffer(SLOT_DB, sizeof(__m512i) * (size_t)K * (size_t)((job.fn + 63) / 64));
+        if (!ivecs)
+            return AMSIM_ERR_MEMORY;
+        int_lookup_prepare_vbmi(job.fb, K, job.fn, ivecs);
+        job.ivecs = ivecs;
+    }
+#endif
     run_parts(int_gemm_part, &job, job.nparts, use);
     pool_gemm_returned();
-    return AMSIM_OK;
+    return job.failed ? AMSIM_ERR_MEMORY : AMSIM_OK;
 }

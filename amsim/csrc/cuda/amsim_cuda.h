@@ -2,8 +2,9 @@
  * amsim_cuda.h -- the C ABI of the bundled CUDA code, for every caller: the TensorFlow GPU ops
  * (amsim/csrc/tf/gpu.cc) include it, amsim.gemm.cuda and the tests mirror it in ctypes.
  *
- * Two layers: the kernels (gemm_cuda.cu: split, GEMM, patches, transpose), and whole ops built on
- * them (ops_cuda.cu: the TensorFlow ops' sequences of kernel calls, host code only).
+ * Two layers: the kernels (gemm_cuda.cu: split, GEMM, patches, transpose; int_gemm_cuda.cu: the
+ * integer LUT GEMM), and whole ops built on them (ops_cuda.cu: the TensorFlow ops' sequences of
+ * kernel calls, host code only).
  *
  * Pointers are device pointers unless named host or said otherwise; `stream` is a cudaStream_t
  * passed as void * (NULL: the legacy default stream). Each function returns a cudaError_t
@@ -54,6 +55,18 @@ int amsim_cuda_col2im(const float *cols, int n, int h, int w, int ch, int kh, in
 /* dst[j][i][0:block] = src[i][j][0:block] for i < rows, j < cols: a transpose of blocks of
  * `block` floats (an exact copy), e.g. a channel-major matrix back to NHWC's channel-minor layout. */
 int amsim_cuda_transpose(const float *src, int64_t rows, int64_t cols, int64_t block, float *dst, void *stream);
+
+/* ---- The integer LUT GEMM (int_gemm_cuda.cu) ------------------------------------------------- */
+
+/* amsim_int_gemm (amsim_gemm.h) on the device: for n-bit operand patterns (1 <= bits <= 8; a is
+ * M x K and b is K x N, row-major uint8: unsigned operands' values, signed ones' two's-complement
+ * patterns), C[i, j] = sum over k of lut[a[i, k]][b[k, j]] (amsim_int_lut_row_offset), exactly.
+ * lut: the device copy of the (2^bits x 2^bits) int32 table, row = A's pattern, whose entries are
+ * 16-bit circuit outputs: in [-2^15, 2^15) when is_signed, else in [0, 2^16). c: M x N row-major,
+ * int32_t (wide = 0) or int64_t (wide = 1): the caller picks the width so that no sum overflows
+ * it. A pattern's bits above `bits` are ignored, so no byte reads outside the table. */
+int amsim_cuda_int_gemm(const int32_t *lut, int bits, int is_signed, int64_t M, int64_t N, int64_t K,
+                        const uint8_t *a, const uint8_t *b, void *c, int wide, void *stream);
 
 /* ---- Whole ops (ops_cuda.cu) --------------------------------------------------------------
  *

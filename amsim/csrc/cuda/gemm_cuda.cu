@@ -38,11 +38,6 @@
 #define TN 4
 #define THREADS 256
 #define SHARED_LUT_MAX_BITS 7
-/* The most blocks a grid may have in y (CUDA's limit): a GEMM with more row tiles loops over them.
- * The emulated tests build with a smaller value, so that the loop runs on small shapes. */
-#ifndef AMSIM_CUDA_GRID_Y_MAX
-#define AMSIM_CUDA_GRID_Y_MAX 65535
-#endif
 
 __global__ void range_init_kernel(int32_t *range)
 {

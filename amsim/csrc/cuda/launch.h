@@ -8,7 +8,9 @@
  *   AMSIM_DYNAMIC_SHARED(type, name)
  *       the block's dynamic shared array, sized by the launch (extern __shared__ type name[]);
  *   AMSIM_MUTANT(NAME)
- *       the verification switches: 0 in every shipped build.
+ *       the verification switches: 0 in every shipped build;
+ *   AMSIM_CUDA_GRID_Y_MAX, AMSIM_CUDA_SHARED_MAX
+ *       the device limits the GEMMs plan their grids and shared memory with.
  */
 #ifndef AMSIM_CUDA_LAUNCH_H
 #define AMSIM_CUDA_LAUNCH_H
@@ -42,6 +44,24 @@
 #define AMSIM_MUTANT(name) (AMSIM_CUDA_MUTANT == AMSIM_MUTANT_##name)
 #else
 #define AMSIM_MUTANT(name) 0
+#endif
+
+/*
+ * The most blocks a grid may have in y (CUDA's limit): a GEMM with more row tiles loops over them.
+ * The emulated tests build with a smaller value, so that the loop runs on small shapes.
+ */
+#ifndef AMSIM_CUDA_GRID_Y_MAX
+#define AMSIM_CUDA_GRID_Y_MAX 65535
+#endif
+
+/*
+ * A cap on the shared memory per block that a kernel plans with, below the device's opt-in limit
+ * (cudaDevAttrMaxSharedMemoryPerBlockOptin), which is used whenever it is smaller. No cap in a
+ * shipped build; the emulated tests build with a small one, so that the integer GEMM's path for
+ * devices whose shared memory cannot hold its table runs too.
+ */
+#ifndef AMSIM_CUDA_SHARED_MAX
+#define AMSIM_CUDA_SHARED_MAX (1 << 30)
 #endif
 
 #endif /* AMSIM_CUDA_LAUNCH_H */

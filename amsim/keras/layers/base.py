@@ -31,7 +31,9 @@ from ...errors import AmsimError, LUTError
 from ...gemm import Multiplier, resolve
 from ...lut import LUT, LUT_SUFFIXES, table_checksum
 from ...reference import MODES, ROUNDINGS
-from ..ops import GRADIENTS, XlaCompileError
+from ...gemm.circuit import circuit_to_config, resolve_circuit
+from ..ops import GRADIENTS, XlaCompileError, am_conv2d, am_depthwise_conv2d, am_matmul
+from ..quantization import RangeObserver, check_accumulator, quantized_product, scheme_of
 
 #: The compute dtypes an AM layer accepts: the ops multiply in float32, and these cast to it and back.
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -147,6 +149,16 @@ AM_ARGS_DOC = """
         gradient: ``"approximate"`` (default: the backward products use the
             same multiplier) or ``"exact"``."""
 
+#: The argument of the layers that can also compute 8-bit quantized (:class:`Quantizable`).
+QUANTIZE_DOC = """
+        quantize: None (default: float32 operands, mantissa products), or
+            ``"uint8"`` / ``"int8"``: the input and kernel are quantized to
+            8-bit integers (asymmetric per tensor / symmetric with a scale per
+            output channel) and every product of them is the integer circuit
+            ``lut``'s (a C model of kind int, an integer LUT file or table);
+            the gradient is the straight-through estimator in float32
+            (docs/quantized.md)."""
+
 #: Each Keras layer class that has an AM version, and that version (filled by :func:`replaces`).
 APPROXIMATE: dict[type, type] = {}
 
@@ -160,7 +172,8 @@ def replaces(keras_cls):
             raise TypeError(f"{am_cls.__name__} must subclass the layer it replaces, {keras_cls.__name__}")
         APPROXIMATE[keras_cls] = am_cls
         if am_cls.__doc__:
-            am_cls.__doc__ = am_cls.__doc__.replace("{am_args}", AM_ARGS_DOC)
+            args = AM_ARGS_DOC + (QUANTIZE_DOC if issubclass(am_cls, Quantizable) else "")
+            am_cls.__doc__ = am_cls.__doc__.replace("{am_args}", args)
         return keras.saving.register_keras_serializable(package="amsim")(am_cls)
 
     return register
@@ -184,14 +197,16 @@ class Approximate:
     """
 
     #: The config keys this mixin adds to the Keras layer's.
-    AM_KEYS = ("lut", "bits", "params", "rounding", "mode", "gradient")
+    AM_KEYS = ("lut", "bits", "params", "rounding", "mode", "gradient", "quantize")
+    #: The 8-bit scheme (``"uint8"``, ``"int8"``) of a quantized layer, else None (:class:`Quantizable`).
+    scheme = None
 
-    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee",
-                 gradient="approximate", **kwargs):
+    def __init__(self, *args, lut=None, bits=None, params=None, rounding="truncate", mode="ieee", gradient=None,
+                 quantize=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_approximate(lut, bits, params, rounding, mode, gradient)
+        self._init_approximate(lut, bits, params, rounding, mode, gradient, quantize=quantize)
 
-    def _init_approximate(self, lut, bits, params, rounding, mode, gradient):
+    def _init_approximate(self, lut, bits, params, rounding, mode, gradient, *, quantize=None):
         # XLA cannot compile amsim's ops: Keras' jit_compile="auto" leaves models holding AM layers
         # uncompiled, and compile(jit_compile=True) falls back to jit_compile=False with a warning.
         self.supports_jit = False
@@ -199,17 +214,20 @@ class Approximate:
             if lut is None:
                 raise LayerConfigError("lut= is required: a model name or .c file (with bits=M), a LUT file or a "
                                        "LUT object")
-            self.rounding = _choice(rounding, ROUNDINGS, "rounding")
-            self.mode = _choice(mode, MODES, "mode")
-            self.gradient = _choice(gradient, GRADIENTS, "gradient")
-            if mode == "approxtrain" and rounding != "truncate":
-                raise LayerConfigError("mode='approxtrain' truncates its operands; rounding='rne' does not apply")
             if params is not None and not isinstance(params, dict):
                 raise LayerConfigError(f"params must be a dict of model parameters, not {type(params).__name__}")
             if getattr(self, "quantization_mode", None) or getattr(self, "quantization_config", None):
-                raise LayerConfigError("quantization does not apply: the products are those of the "
-                                       "approximate multiplier")
+                raise LayerConfigError("Keras' quantization does not apply: the products are those of the "
+                                       "approximate multiplier (use quantize='uint8' or 'int8')")
             self.params = dict(params) if params else None
+            if quantize is not None:
+                self._init_quantized(lut, bits, rounding, mode, gradient, quantize)
+                return
+            self.rounding = _choice(rounding, ROUNDINGS, "rounding")
+            self.mode = _choice(mode, MODES, "mode")
+            self.gradient = _choice("approximate" if gradient is None else gradient, GRADIENTS, "gradient")
+            if mode == "approxtrain" and rounding != "truncate":
+                raise LayerConfigError("mode='approxtrain' truncates its operands; rounding='rne' does not apply")
             self.multiplier = resolve_lut(lut, bits, self.params)
             if self.multiplier.table is None:
                 raise LayerConfigError(f"M={self.multiplier.bits} has no LUT (M <= 12), which the TensorFlow "
@@ -224,6 +242,27 @@ class Approximate:
         except AmsimError as exc:
             raise self._error(exc) from None
 
+    def _init_quantized(self, lut, bits, rounding, mode, gradient, quantize):
+        if not isinstance(self, Quantizable):
+            raise LayerConfigError(f"quantize={quantize!r}: {type(self).__name__} has no quantized version (the "
+                                   "quantized layers are " + ", ".join(sorted(QUANTIZABLE)) + ")")
+        try:
+            scheme = scheme_of(quantize)
+        except ValueError as exc:
+            raise LayerConfigError(str(exc)) from None
+        if bits is not None and bits != scheme.bits:
+            raise LayerConfigError(f"quantize={quantize!r} multiplies 8-bit operands; bits={bits!r} does not apply")
+        if (rounding, mode) != ("truncate", "ieee"):
+            raise LayerConfigError("rounding and mode are those of float multipliers; they do not apply with "
+                                   "quantize=")
+        if gradient not in (None, "exact"):
+            raise LayerConfigError(f"a quantized layer's gradient is the straight-through estimator in float32; "
+                                   f"gradient={gradient!r} does not apply (leave it out, or 'exact')")
+        self.rounding, self.mode, self.gradient = rounding, mode, "exact"
+        self.scheme = scheme.name
+        self.multiplier = resolve_circuit(lut, signed=scheme.signed, bits=scheme.bits, params=self.params)
+        self.bits = scheme.bits
+
     def _error(self, exc: Exception) -> Exception:
         """A copy of ``exc`` (same class and attributes), its message prefixed with this layer's class and name."""
         named = copy.copy(exc)
@@ -234,8 +273,11 @@ class Approximate:
         return {"rounding": self.rounding, "mode": self.mode, "gradient": self.gradient}
 
     def _approximate_config(self) -> dict:
-        return {"lut": lut_to_config(self.multiplier), "bits": self.bits, "params": self.params,
-                "rounding": self.rounding, "mode": self.mode, "gradient": self.gradient}
+        config = {"bits": self.bits, "params": self.params, "rounding": self.rounding, "mode": self.mode,
+                  "gradient": self.gradient}
+        if self.scheme is None:
+            return {"lut": lut_to_config(self.multiplier), **config}
+        return {"lut": circuit_to_config(self.multiplier), **config, "quantize": self.scheme}
 
     def _to_float32(self, x):
         """``x`` as the float32 tensor the ops take, refusing what cannot be cast (strings, complex)."""
@@ -260,6 +302,73 @@ class Approximate:
     def quantize(self, *args, **kwargs):
         raise self._error(LayerConfigError(
             "AM layers cannot be quantized: their products are already those of the approximate multiplier"))
+
+
+#: The op of each kind of product of a float AM layer.
+_FLOAT_OPS = {"matmul": am_matmul, "conv2d": am_conv2d, "depthwise_conv2d": am_depthwise_conv2d}
+#: The AM layers that take quantize= (filled by :class:`Quantizable`'s subclasses).
+QUANTIZABLE: set = set()
+
+
+class Quantizable(Approximate):
+    """Mixin of the AM layers that can also compute 8-bit quantized: ``quantize="uint8"`` or ``"int8"``.
+
+    A subclass names its kind of product (``PRODUCT``, a key of
+    :data:`amsim.keras.quantization.PRODUCTS`) and computes it with
+    :meth:`_product` on the input range :meth:`_input_range` gives. A
+    quantized layer's multiplier is a :class:`amsim.gemm.circuit.Circuit`;
+    ``build`` adds its :class:`~amsim.keras.quantization.RangeObserver`'s
+    weights and refuses a kernel whose sums could overflow the 32-bit
+    accumulator.
+    """
+
+    PRODUCT = "matmul"
+    #: The observer of a quantized layer's input, made in ``build``.
+    range_observer = None
+    _calibrating = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("AM"):
+            QUANTIZABLE.add(cls.__name__)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.scheme is not None:
+            kernel_shape = tuple(self.kernel.shape)
+            kept = 2 if self.PRODUCT == "depthwise_conv2d" else 1
+            try:
+                check_accumulator(int(np.prod(kernel_shape[:-kept])), self.multiplier.table)
+            except AmsimError as exc:
+                raise self._error(exc) from None
+            self.range_observer = RangeObserver(self)
+
+    # Keras' Dense and convolutions save and load their kernel and bias by position ("0", "1"); the
+    # observer's weights follow them, in the positions after.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built and self.range_observer is not None:
+            first = len(store.keys())
+            for i, v in enumerate(self.range_observer.variables):
+                store[str(first + i)] = v
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built and self.range_observer is not None:
+            observed = self.range_observer.variables
+            first = len(store.keys()) - len(observed)
+            for i, v in enumerate(observed):
+                v.assign(store[str(first + i)])
+
+    def _input_range(self, x, training):
+        """The input's quantization range for this call (None for a float layer)."""
+        return None if self.scheme is None else self.range_observer(x, bool(training))
+
+    def _product(self, x, w, x_range, **geometry):
+        """The layer's product of float32 ``x`` and kernel ``w``: the AM op, or the quantized product."""
+        if self.scheme is None:
+            return _FLOAT_OPS[self.PRODUCT](x, w, self.multiplier, **geometry, **self._op_kwargs())
+        return quantized_product(self.PRODUCT, x, w, self.multiplier, scheme_of(self.scheme), x_range, **geometry)
 
 
 def _in_xla_context() -> bool:

@@ -12,20 +12,30 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ..ops import am_conv2d, am_conv3d, am_depthwise_conv2d
-from .base import replaces
+from ..ops import am_conv3d
+from .base import Quantizable, replaces
 from .conv_base import ConvBase
 
 
 class _AMConv(ConvBase):
     """Conv1D, Conv2D and Conv3D: the op of the layer's rank, one group after another."""
 
-    def convolution_op(self, inputs, kernel):
-        x, w = self._causal(self._channels_last(inputs)), self._op_kernel(kernel)
-        conv, geometry = am_conv3d if self.rank == 3 else am_conv2d, self._op_geometry()
+    PRODUCT = "conv2d"
 
-        def one(x, w):
-            return conv(x, w, self.multiplier, **geometry, **self._op_kwargs())
+    def convolution_op(self, inputs, kernel):
+        return self._convolve(inputs, kernel, training=False)
+
+    def _convolve(self, inputs, kernel, training):
+        x, w = self._causal(self._channels_last(inputs)), self._op_kernel(kernel)
+        geometry = self._op_geometry()
+        if self.rank == 3:
+            def one(x, w):
+                return am_conv3d(x, w, self.multiplier, **geometry, **self._op_kwargs())
+        else:  # a Quantizable layer: the input's range is observed once, over every group
+            x_range = self._input_range(x, training)
+
+            def one(x, w):
+                return self._product(x, w, x_range, **geometry)
 
         if self.groups == 1:
             y = one(x, w)
@@ -34,19 +44,19 @@ class _AMConv(ConvBase):
                                                          tf.split(w, self.groups, axis=-1))], axis=-1)
         return self._from_channels_last(y)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         # Not Keras' call: Conv1D's pads a causal input and calls its backend's conv, not
         # convolution_op (which here pads it); and BaseConv's adds the bias with keras.ops.add,
         # which takes a channels-first bias for a channels-last one when the last spatial size
         # equals the filter count.
-        return self._finish(self.convolution_op(inputs, self.kernel), self.bias)
+        return self._finish(self._convolve(inputs, self.kernel, training), self.bias)
 
     def get_config(self):
         return {**super().get_config(), **self._approximate_config()}
 
 
 @replaces(keras.layers.Conv1D)
-class AMConv1D(_AMConv, keras.layers.Conv1D):
+class AMConv1D(_AMConv, Quantizable, keras.layers.Conv1D):
     """1-D convolution whose products use an approximate multiplier.
 
     The convolution of ``keras.layers.Conv1D`` (cross-correlation) with every
@@ -76,7 +86,7 @@ class AMConv1D(_AMConv, keras.layers.Conv1D):
 
 
 @replaces(keras.layers.Conv2D)
-class AMConv2D(_AMConv, keras.layers.Conv2D):
+class AMConv2D(_AMConv, Quantizable, keras.layers.Conv2D):
     """2-D convolution whose products use an approximate multiplier.
 
     The convolution of ``keras.layers.Conv2D`` (cross-correlation) with every
@@ -136,12 +146,14 @@ class AMConv3D(_AMConv, keras.layers.Conv3D):
     """
 
 
-class _AMDepthwise(ConvBase):
+class _AMDepthwise(ConvBase, Quantizable):
     """DepthwiseConv1D and DepthwiseConv2D: the depthwise op, on a height-1 axis for 1-D."""
 
-    def call(self, inputs):
-        y = am_depthwise_conv2d(self._channels_last(inputs), self._op_kernel(self.kernel), self.multiplier,
-                                **self._op_geometry(), **self._op_kwargs())
+    PRODUCT = "depthwise_conv2d"
+
+    def call(self, inputs, training=None):
+        x = self._channels_last(inputs)
+        y = self._product(x, self._op_kernel(self.kernel), self._input_range(x, training), **self._op_geometry())
         return self._finish(self._from_channels_last(y), self.bias)
 
     def get_config(self):

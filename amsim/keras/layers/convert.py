@@ -24,13 +24,15 @@ import keras
 from ...errors import AmsimError
 from ...specs import EXACT, FLOAT32, SpecError, parse_spec
 from ..products import Call, CoverageError, In, keras_class, multiplies, trace, trace_cell
-from .base import APPROXIMATE, Approximate, LayerConfigError, LayerDTypeError, resolve_lut
+from ...gemm.circuit import resolve_circuit
+from ..quantization import observed_variables, scheme_of
+from .base import APPROXIMATE, Approximate, LayerConfigError, LayerDTypeError, Quantizable, resolve_lut
 from .recurrent import approximate_cell, precise_cell
 
 __all__ = ["approximate", "precise", "ExactLayersWarning"]
 
 #: The keyword arguments of approximate() that go to every AM layer it makes.
-_AM_KWARGS = ("params", "rounding", "mode", "gradient")
+_AM_KWARGS = ("params", "rounding", "mode", "gradient", "quantize")
 
 
 class ExactLayersWarning(UserWarning):
@@ -75,11 +77,11 @@ def _is_name(key) -> bool:
 class _Multipliers:
     """Resolved multipliers by what the user wrote, each resolved once (one LUT per multiplier)."""
 
-    def __init__(self, bits, params):
-        self.bits, self.params, self._done = bits, params, {}
+    def __init__(self, bits, params, quantize):
+        self.bits, self.params, self.quantize, self._done = bits, params, quantize, {}
 
     def get(self, value, *, assigned=True):
-        """``(Multiplier, params)`` for a value, or None for a layer left exact on purpose.
+        """``(Multiplier or Circuit, params, quantize)`` for a value, or None for a layer left exact on purpose.
 
         ``"exact"`` and ``"float32"`` leave a layer exact only as values of an assignment (``assigned``):
         as the one multiplier of every layer, ``"exact"`` is the C model of that name (``exact:7`` is it
@@ -91,7 +93,7 @@ class _Multipliers:
         return self._done[key]
 
     def _resolve(self, value, assigned):
-        bits, params = self.bits, self.params
+        bits, params, quantize = self.bits, self.params, self.quantize
         if assigned and isinstance(value, str) and value.strip() in (EXACT, FLOAT32):
             return None
         if isinstance(value, tuple):
@@ -106,8 +108,17 @@ class _Multipliers:
             value = written.name
             bits = written.bits if written.bits is not None else bits
             params = {**(params or {}), **dict(written.params)} or None
+            quantize = written.quantize or quantize
         try:
-            return resolve_lut(value, bits, params), params
+            if quantize is not None:
+                scheme = scheme_of(quantize)
+                return resolve_circuit(value, signed=scheme.signed, bits=scheme.bits, params=params), params, quantize
+            return resolve_lut(value, bits, params), params, None
+        except ValueError as exc:
+            if not isinstance(exc, AmsimError):  # the scheme's name
+                raise LayerConfigError(f"approximate(): {exc}") from None
+            exc.args = (f"approximate(): {exc}",)
+            raise
         except AmsimError as exc:
             exc.args = (f"approximate(): {exc}",)
             raise
@@ -117,8 +128,8 @@ class _Plan:
     """What approximate() does with each layer: the assignment, skip= and layers=, and what it left exact."""
 
     def __init__(self, lut, bits, layers, skip, am_kwargs):
-        self.multipliers = _Multipliers(bits, am_kwargs.get("params"))
-        self.am_kwargs = {k: v for k, v in am_kwargs.items() if k != "params"}
+        self.multipliers = _Multipliers(bits, am_kwargs.get("params"), am_kwargs.get("quantize"))
+        self.am_kwargs = {k: v for k, v in am_kwargs.items() if k not in ("params", "quantize")}
         self.assigned = isinstance(lut, dict)
         if self.assigned:
             self.entries = [(_matcher(k, "the assignment"), v) for k, v in lut.items()]
@@ -135,7 +146,8 @@ class _Plan:
         self.unconverted: list[tuple[str, str]] = []
 
     def multiplier(self, value):
-        """``(Multiplier, params)`` of an entry's value, or None for a layer left exact on purpose."""
+        """``(Multiplier or Circuit, params, quantize)`` of an entry's value, or None for a layer left exact on
+        purpose."""
         return self.multipliers.get(value, assigned=self.assigned)
 
     def left_alone(self, layer) -> bool:
@@ -263,27 +275,33 @@ def _exact_products(layer, call: Call | None, wrapper=None) -> str | None:
             f"products ({', '.join(ops)})")
 
 
-def _swap(layer, mult, params, am_kwargs, plan: _Plan, outer=None):
+def _swap(layer, mult, params, quantize, am_kwargs, plan: _Plan, outer=None):
     """The AM version of ``layer`` (or a wrapper rebuilt around AM layers), or None to keep a copy.
 
-    ``outer``: the wrapper ``layer`` is the layer or cell of; a reason names the wrapper, and its layer.
+    ``quantize``: the 8-bit scheme, or None. ``outer``: the wrapper ``layer`` is the layer or cell
+    of; a reason names the wrapper, and its layer.
     """
     def refuse(reason):
         plan.refuse(outer or layer, reason if outer is None else f"its {layer.name}: {reason}")
 
     keras_cls = keras_class(layer)
     if keras_cls in APPROXIMATE:
+        am_cls = APPROXIMATE[keras_cls]
+        if quantize is not None and not issubclass(am_cls, Quantizable):
+            refuse(f"{am_cls.__name__} has no {quantize} quantized version")
+            return None
+        extra = {} if quantize is None else {"quantize": quantize}
         try:
             if _is_cell(layer):  # the recurrent module's copy keeps what a cell's config leaves out
                 return _construct(approximate_cell, layer, mult, params=params, **am_kwargs)
-            return _construct(APPROXIMATE[keras_cls].from_config,
-                              {**_am_config(layer), "lut": mult, "params": params, **am_kwargs})
+            return _construct(am_cls.from_config, {**_am_config(layer), "lut": mult, "params": params, **am_kwargs,
+                                                   **extra})
         except (LayerConfigError, LayerDTypeError) as exc:  # this layer's arguments: it stays exact
             refuse(str(exc))
             return None
     inner = _inner_layers(layer)
     if inner:
-        swapped = [_swap(x, mult, params, am_kwargs, plan, outer or layer) for x in inner]
+        swapped = [_swap(x, mult, params, quantize, am_kwargs, plan, outer or layer) for x in inner]
         if all(s is None for s in swapped):
             return None
         return _rebuild(layer, [s if s is not None else _copy(x) for s, x in zip(swapped, inner)])
@@ -340,8 +358,14 @@ def _is_graph_model(model) -> bool:
     return any(cls.__name__ in ("Sequential", "Functional") for cls in type(model).__mro__)
 
 
+def _network_weights(model) -> list:
+    """The weights a copy takes from its model: all but quantized layers' input ranges, observed anew."""
+    observed = {id(v) for v in observed_variables(model)}
+    return [w for w in model.weights if id(w) not in observed]
+
+
 def _copy_weights(source, target, what):
-    src, dst = source.weights, target.weights
+    src, dst = _network_weights(source), _network_weights(target)
     if len(src) != len(dst):
         raise LayerConfigError(f"{what}(): the copy has {len(dst)} weights, the model {len(src)}")
     for s, d in zip(src, dst):
@@ -378,7 +402,11 @@ def approximate(model, lut, *, bits=None, layers=None, skip=None, strict=False, 
             converted, the others left as they are, on purpose.
         skip: layer names, patterns and classes left as they are, on purpose.
         strict: raise ``LayerConfigError`` naming the layers instead of warning.
-        **am_kwargs: ``params``, ``rounding``, ``mode``, ``gradient``, for every AM layer made.
+        **am_kwargs: ``params``, ``rounding``, ``mode``, ``gradient``, for every AM layer made;
+            ``quantize="uint8"`` or ``"int8"`` makes every multiplier an 8-bit integer circuit
+            (``lut`` a C model of kind int, an integer LUT file or table) and the layers quantized
+            (docs/quantized.md): a layer with no quantized version stays exact and is warned
+            about. A multiplier's text may carry its scheme instead (``"uint8:exact_int"``).
 
     Returns:
         An uncompiled copy holding weights bitwise identical to ``model``'s.
@@ -393,7 +421,7 @@ def approximate(model, lut, *, bits=None, layers=None, skip=None, strict=False, 
     unknown = set(am_kwargs) - set(_AM_KWARGS)
     if unknown:
         raise LayerConfigError(f"approximate(): unknown arguments {sorted(unknown)}; "
-                               "use params, rounding, mode, gradient")
+                               "use params, rounding, mode, gradient, quantize")
     plan = _Plan(lut, bits, layers, skip, am_kwargs)
 
     def swap(layer):

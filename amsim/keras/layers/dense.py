@@ -5,12 +5,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ..ops import am_matmul
-from .base import Approximate, replaces
+from .base import Quantizable, replaces
 
 
 @replaces(keras.layers.Dense)
-class AMDense(Approximate, keras.layers.Dense):
+class AMDense(Quantizable, keras.layers.Dense):
     """Densely-connected layer whose matmul uses an approximate multiplier.
 
     ``output = activation(approx_dot(input, kernel) + bias)``: every product of
@@ -38,7 +37,7 @@ class AMDense(Approximate, keras.layers.Dense):
     def call(self, inputs, training=None):
         x = self._to_float32(inputs)
         rows = tf.reshape(x, [-1, tf.shape(x)[-1]])
-        y = am_matmul(rows, tf.cast(self.kernel, tf.float32), self.multiplier, **self._op_kwargs())
+        y = self._product(rows, tf.cast(self.kernel, tf.float32), self._input_range(rows, training))
         y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
         y.set_shape(x.shape[:-1].concatenate([self.units]))
         y = self._from_float32(y)

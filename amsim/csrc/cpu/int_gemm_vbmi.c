@@ -1,0 +1,293 @@
+/* int_gemm_vbmi.c -- the integer GEMM's AVX512-VBMI kernels: byte-plane lookups of 16-bit table entries. */
+#include "engine.h"
+
+/*
+ * Included by int_gemm.c where AMSIM_VBMI holds (int_gemm.c states the algorithm and chooses
+ * between these kernels and the portable ones).
+ *
+ * The lookup. A table row LUT[u][0..256) of 16-bit entries is held as two byte planes (its low
+ * and high bytes, 256 bytes each: four registers a plane). vpermt2b looks up 64 bytes at once in
+ * a 128-byte pair of registers (index bits 0..6); two such lookups and a blend on index bit 7
+ * give 64 entries of one plane, and unpacking the two planes' bytes gives them as 16-bit words.
+ * The unpack interleaves within 128-bit lanes, so the 64 index bytes are permuted once
+ * beforehand (int_ivec_of) for the words to come out in the accumulators' order below.
+ *
+ * Word layout of a 64-column block: two vectors, vector v holding columns 32v..32v+31 with 32-bit
+ * lane t = (column 32v + t in its low half, column 32v + 16 + t in its high half). Summing such
+ * vectors with vpaddd (acc_a) and their high halves with vpdpwssd against (0, 1) pairs (acc_b)
+ * gives, modulo 2^32, acc_b = the high halves' signed sum and acc_a - 2^16 acc_b = the low halves'
+ * unsigned sum: one add per 16-bit product pair of lanes and no widening shuffles. So entries are
+ * stored biased: every entry as v + bias (bias = 2^15 for signed tables, making it 0..65535),
+ * and the high-half words further XORed with 0x8000 (so read as signed they are v + bias - 2^15).
+ * The flush removes kn * bias and kn * (bias - 2^15) from a block of kn terms. Each 16-bit sum
+ * over kn <= INT_KB_MAX terms is exact in 32 bits, so the int64 path adds exact block sums.
+ */
+
+#define IV_LANES 64  /* columns of one block: one index vector */
+
+/* The byte positions of a block's 64 indexes such that unpacklo/hi of the looked-up planes give
+ * the word layout above: word p of vector 0 is column p/2 + 16 (p % 2), vector 1 adds 32. */
+static __m512i int_ivec_permutation(void)
+{
+    uint8_t perm[64];
+    for (int lane = 0; lane < 4; ++lane)
+        for (int w = 0; w < 8; ++w) {
+            const int p = 8 * lane + w, column = p / 2 + 16 * (p % 2);
+            perm[16 * lane + w] = (uint8_t)column;           /* unpacklo: vector 0 */
+            perm[16 * lane + 8 + w] = (uint8_t)(32 + column);  /* unpackhi: vector 1 */
+        }
+    return _mm512_loadu_si512(perm);
+}
+
+/* Block b[0..n) (n <= 64, the rest taken as index 0) as its permuted index vector. */
+static inline __m512i int_ivec_of(const uint8_t *b, int n, __m512i perm)
+{
+    const __mmask64 m = n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
+    return _mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(m, b));
+}
+
+/* One table row as byte planes: p[0..3] the low bytes, p[4..7] the high bytes (biased). */
+struct int_row_planes {
+    __m512i p[8];
+};
+
+static inline struct int_row_planes int_planes_of(const uint8_t *row)
+{
+    struct int_row_planes r;
+    for (int q = 0; q < 8; ++q)
+        r.p[q] = _mm512_load_si512(row + 64 * q);
+    return r;
+}
+
+/* The 64 entries row[idx] as the two word-layout vectors (odd words flipped by `odd`). */
+static inline __attribute__((always_inline)) void int_lookup64(const struct int_row_planes *r, __m512i idx, __m512i odd,
+                                                           __m512i *v0, __m512i *v1)
+{
+    const __mmask64 top = _mm512_movepi8_mask(idx);
+    const __m512i lo = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(r->p[0], idx, r->p[1]),
+                                              _mm512_permutex2var_epi8(r->p[2], idx, r->p[3]));
+    const __m512i hi = _mm512_xor_si512(odd, _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(r->p[4], idx, r->p[5]),
+                                                                     _mm512_permutex2var_epi8(r->p[6], idx, r->p[7])));
+    *v0 = _mm512_unpacklo_epi8(lo, hi);
+    *v1 = _mm512_unpackhi_epi8(lo, hi);
+}
+
+/* The high bytes of the high-half words (odd byte positions after the permutation): 0x80. */
+static inline __m512i int_odd_flip(void)
+{
+    return _mm512_set1_epi16((short)0x8000);
+}
+
+/* acc_b += the signed high halves of v's lanes. */
+static inline __m512i int_add_high(__m512i acc_b, __m512i v)
+{
+#if defined(__AVX512VNNI__)
+    return _mm512_dpwssd_epi32(acc_b, v, _mm512_set1_epi32(1 << 16));
+#else
+    return _mm512_add_epi32(acc_b, _mm512_srai_epi32(v, 16));
+#endif
+}
+
+/*
+ * Add (or store, when `first`) the exact sums of one accumulator pair into C's 32 columns at
+ * `crow` (n <= 32 of them valid): acc_a, acc_b over kn terms, as described above.
+ */
+static inline __attribute__((always_inline)) void int_flush_pair(__m512i acc_a, __m512i acc_b, int64_t kn, int bias,
+                                                             void *crow, int n, int wide, int first)
+{
+    if (n <= 0)
+        return;
+    const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    /* low halves: an unsigned 32-bit sum; high halves: a signed one (both exact, see above) */
+    const __m512i lo = _mm512_sub_epi32(acc_a, _mm512_slli_epi32(acc_b, 16));
+    if (!wide) {
+        int32_t *c = crow;
+        __m512i s0 = _mm512_sub_epi32(lo, _mm512_set1_epi32((int32_t)(uint32_t)((uint64_t)kn * (uint64_t)bias)));
+        __m512i s1 = _mm512_sub_epi32(acc_b, _mm512_set1_epi32((int32_t)(kn * (bias - 32768))));
+        if (!first) {
+            s0 = _mm512_add_epi32(s0, _mm512_maskz_loadu_epi32(m0, c));
+            s1 = _mm512_add_epi32(s1, _mm512_maskz_loadu_epi32(m1, c + 16));
+        }
+        _mm512_mask_storeu_epi32(c, m0, s0);
+        _mm512_mask_storeu_epi32(c + 16, m1, s1);
+        return;
+    }
+    int64_t *c = crow;
+    const __m512i b0 = _mm512_set1_epi64(kn * bias), b1 = _mm512_set1_epi64(kn * (bias - 32768));
+    const __m512i s[4] = {
+        _mm512_sub_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(lo)), b0),
+        _mm512_sub_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(lo, 1)), b0),
+        _mm512_sub_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc_b)), b1),
+        _mm512_sub_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc_b, 1)), b1)};
+    const __mmask8 ms[4] = {(__mmask8)m0, (__mmask8)(m0 >> 8), (__mmask8)m1, (__mmask8)(m1 >> 8)};
+    for (int q = 0; q < 4; ++q) {
+        __m512i v = s[q];
+        if (!first)
+            v = _mm512_add_epi64(v, _mm512_maskz_loadu_epi64(ms[q], c + 8 * q));
+        _mm512_mask_storeu_epi64(c + 8 * q, ms[q], v);
+    }
+}
+
+/* int_flush_pair of `pairs` consecutive 64-column blocks of a row: out of line, so that the
+ * kernels' loops keep their accumulators in registers. */
+static __attribute__((noinline)) void int_flush_row(const __m512i *acc_a, const __m512i *acc_b, int blocks,
+                                                    int64_t kn, int bias, char *c, int n, int wide, int first)
+{
+    const size_t width = wide ? 8 : 4;
+    for (int q = 0; q < 2 * blocks; ++q)
+        int_flush_pair(acc_a[q], acc_b[q], kn, bias, c + width * 32 * q, n - 32 * q, wide, first);
+}
+
+/* ---- the table kernel: T[k][u] = LUT[u][b[k, block]] built per (k block, column block) ---- */
+
+/* T for k in [0, kn) of a 64-column block of B (b: its first column at k = 0, ldb: B's row
+ * stride, n valid columns): kn * U rows of 128 bytes (the word layout's two vectors). */
+static void int_build_table_vbmi(const uint8_t *planes, int U, const uint8_t *b, int64_t ldb, int n, int64_t kn,
+                             __m512i *t, __m512i *ivecs)
+{
+    const __m512i perm = int_ivec_permutation(), odd = int_odd_flip();
+    for (int64_t k = 0; k < kn; ++k)
+        ivecs[k] = int_ivec_of(b + k * ldb, n, perm);
+    for (int u = 0; u < U; ++u) {
+        const struct int_row_planes r = int_planes_of(planes + 512 * (size_t)u);
+        for (int64_t k = 0; k < kn; ++k) {
+            __m512i v0, v1;
+            int_lookup64(&r, ivecs[k], odd, &v0, &v1);
+            __m512i *row = t + 2 * ((size_t)k * U + u);
+            _mm512_store_si512(row, v0);
+            _mm512_store_si512(row + 1, v1);
+        }
+    }
+}
+
+#define TABLE_ROWS 4             /* rows of C per register tile: 4 x 2 accumulator pairs */
+
+/* `rows` rows of C (<= TABLE_ROWS) over one block: their A bytes at a (row stride lda), T's kn
+ * k-steps, the sums flushed into C at c (row stride ldc, n valid columns). */
+static inline __attribute__((always_inline)) void int_table_rows(int rows, const uint8_t *a, int64_t lda,
+                                                             const __m512i *t, int U, int64_t kn, int bias,
+                                                             char *c, int64_t ldc, int n, int wide, int first)
+{
+    __m512i acc_a[TABLE_ROWS][2], acc_b[TABLE_ROWS][2];
+    for (int r = 0; r < rows; ++r)
+        acc_a[r][0] = acc_a[r][1] = acc_b[r][0] = acc_b[r][1] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < kn; ++k) {
+        const __m512i *tk = t + 2 * (size_t)k * U;
+        for (int r = 0; r < rows; ++r) {
+            const __m512i *row = tk + 2 * (size_t)a[r * lda + k];
+            const __m512i v0 = _mm512_load_si512(row), v1 = _mm512_load_si512(row + 1);
+            acc_a[r][0] = _mm512_add_epi32(acc_a[r][0], v0);
+            acc_b[r][0] = int_add_high(acc_b[r][0], v0);
+            acc_a[r][1] = _mm512_add_epi32(acc_a[r][1], v1);
+            acc_b[r][1] = int_add_high(acc_b[r][1], v1);
+        }
+    }
+    for (int r = 0; r < rows; ++r)
+        int_flush_row(acc_a[r], acc_b[r], 1, kn, bias, c + r * ldc, n, wide, first);
+}
+
+/* C[i0..i1, block columns j0..j1) by tables, j0 a multiple of 64. Rows go in blocks of
+ * INT_TABLE_ROW_BLOCK, summed in a contiguous buffer (64 columns a row) and copied into C at the
+ * end: flushing into C itself, whose rows lie N apart, missed the caches at every k block (rows
+ * 4 KiB apart share a few cache sets). A row block rebuilds its tables: it should hold many
+ * more rows than the table has patterns. Returns an amsim_status. */
+static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
+{
+    const int U = 1 << g->bits;
+    const int64_t K = g->K, kb_max = int_table_kb(U);
+    const size_t width = g->wide ? 8 : 4;
+    const int64_t rb_max = i1 - i0 < INT_TABLE_ROW_BLOCK ? i1 - i0 : INT_TABLE_ROW_BLOCK;
+    __m512i *t = work_buffer(SLOT_T, sizeof(__m512i) * 2 * (size_t)U * (size_t)kb_max);
+    __m512i *ivecs = work_buffer(SLOT_CBUF, sizeof(__m512i) * (size_t)kb_max);
+    char *sums = work_buffer(SLOT_OUT, width * IV_LANES * (size_t)rb_max);
+    if (!t || !ivecs || !sums)
+        return AMSIM_ERR_MEMORY;
+    const int64_t lds = IV_LANES * (int64_t)width;
+    for (int64_t j = j0; j < j1; j += IV_LANES) {
+        const int n = (int)(j1 - j < IV_LANES ? j1 - j : IV_LANES);
+        for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
+            const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
+            for (int64_t k0 = 0; k0 < K; k0 += kb_max) {
+                const int64_t kn = K - k0 < kb_max ? K - k0 : kb_max;
+                int_build_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
+                for (int64_t i = r0; i < r1; i += TABLE_ROWS) {
+                    const uint8_t *a = g->fa + i * K + k0;
+                    char *s = sums + (i - r0) * lds;
+                    switch (r1 - i >= TABLE_ROWS ? TABLE_ROWS : (int)(r1 - i)) {
+#define TABLE_CASE(R) case R: int_table_rows(R, a, K, t, U, kn, g->bias, s, lds, IV_LANES, g->wide, k0 == 0); break;
+                    TABLE_CASE(4) TABLE_CASE(3) TABLE_CASE(2) TABLE_CASE(1)
+#undef TABLE_CASE
+                    }
+                }
+            }
+            for (int64_t i = r0; i < r1; ++i)
+                int_store_row(g, i, j, sums + (i - r0) * lds, n);
+        }
+    }
+    return AMSIM_OK;
+}
+
+/* ---- the lookup kernel: each product looked up in its row's planes, no table built ---- */
+
+#define LOOKUP_BLOCKS 3  /* 64-column blocks sharing each row's plane loads: 12 accumulators */
+
+/* One row of C over up to LOOKUP_BLOCKS blocks: ivecs[k * nb + q] is block q's index vector
+ * at k (prepared once per GEMM by int_lookup_prepare_vbmi). */
+static inline __attribute__((always_inline)) void int_lookup_row(int blocks, const uint8_t *a, const uint8_t *planes,
+                                                             const __m512i *ivecs, int64_t nb, int64_t k0,
+                                                             int64_t kn, int bias, char *c, int n, int wide,
+                                                             int first)
+{
+    const __m512i odd = int_odd_flip();
+    __m512i acc_a[LOOKUP_BLOCKS][2], acc_b[LOOKUP_BLOCKS][2];
+    for (int q = 0; q < blocks; ++q)
+        acc_a[q][0] = acc_a[q][1] = acc_b[q][0] = acc_b[q][1] = _mm512_setzero_si512();
+    for (int64_t k = k0; k < k0 + kn; ++k) {
+        const struct int_row_planes r = int_planes_of(planes + 512 * (size_t)a[k]);
+        for (int q = 0; q < blocks; ++q) {
+            __m512i v0, v1;
+            int_lookup64(&r, ivecs[k * nb + q], odd, &v0, &v1);
+            acc_a[q][0] = _mm512_add_epi32(acc_a[q][0], v0);
+            acc_b[q][0] = int_add_high(acc_b[q][0], v0);
+            acc_a[q][1] = _mm512_add_epi32(acc_a[q][1], v1);
+            acc_b[q][1] = int_add_high(acc_b[q][1], v1);
+        }
+    }
+    int_flush_row(&acc_a[0][0], &acc_b[0][0], blocks, kn, bias, c, n, wide, first);
+}
+
+/* B's index vectors, block-major per k: ivecs[k * nb + q] for the nb = ceil(N / 64) blocks. */
+static void int_lookup_prepare_vbmi(const uint8_t *b, int64_t K, int64_t N, __m512i *ivecs)
+{
+    const __m512i perm = int_ivec_permutation();
+    const int64_t nb = (N + IV_LANES - 1) / IV_LANES;
+    for (int64_t k = 0; k < K; ++k)
+        for (int64_t q = 0; q < nb; ++q)
+            ivecs[k * nb + q] = int_ivec_of(b + k * N + q * IV_LANES, (int)(N - q * IV_LANES < 64 ? N - q * 64 : 64), perm);
+}
+
+/* C[i0..i1, block columns j0..j1) by lookups, j0 a multiple of 64; each row's sums gathered in
+ * a buffer and stored once. Returns an amsim_status. */
+static int int_lookup_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
+{
+    const int64_t K = g->K, nb = (g->fn + IV_LANES - 1) / IV_LANES;
+    char *sums = work_buffer(SLOT_OUT, (size_t)(g->wide ? 8 : 4) * LOOKUP_BLOCKS * IV_LANES);
+    if (!sums)
+        return AMSIM_ERR_MEMORY;
+    for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; j += LOOKUP_BLOCKS * IV_LANES) {
+            const int n = (int)(j1 - j < LOOKUP_BLOCKS * IV_LANES ? j1 - j : LOOKUP_BLOCKS * IV_LANES);
+            const __m512i *iv = (const __m512i *)g->ivecs + j / IV_LANES;
+            for (int64_t k0 = 0; k0 < K; k0 += INT_KB_MAX) {
+                const int64_t kn = K - k0 < INT_KB_MAX ? K - k0 : INT_KB_MAX;
+                switch ((n + IV_LANES - 1) / IV_LANES) {
+#define LOOKUP_CASE(Q) case Q: int_lookup_row(Q, g->fa + i * K, g->planes, iv, nb, k0, kn, g->bias, sums, n, g->wide, k0 == 0); break;
+                LOOKUP_CASE(3) LOOKUP_CASE(2) LOOKUP_CASE(1)
+#undef LOOKUP_CASE
+                }
+            }
+            int_store_row(g, i, j, sums, n);
+        }
+    return AMSIM_OK;
+}

@@ -1,0 +1,308 @@
+"""The integer LUT GEMM and convolution as TensorFlow ops: ``am_int_matmul`` and ``am_int_conv2d``,
+:func:`amsim.gemm.int_matmul` and :func:`amsim.gemm.int_conv2d` on tensors.
+
+For n-bit integer operands (1 <= n <= 8) and a circuit's complete product table ``lut``::
+
+    C[..., i, j] = sum over k of lut[p(a[..., i, k]), p(b[..., k, j])]
+
+with p(x) = x mod 2^n, the operand's n-bit pattern (its two's-complement pattern when signed),
+as :mod:`amsim.gemm.integer` defines it; the sums are exact, in int32 or int64, never wrapped.
+The C++ kernels (``AmsimIntMatMul``, ``amsim/csrc/tf/int_matmul.cc``; ``AmsimIntConv2D``,
+``amsim/csrc/tf/int_conv.cc``) call the engine's ``amsim_int_gemm`` (and ``amsim_int_im2col``) on
+TensorFlow's buffers, so their integers are ``amsim.gemm``'s.
+
+The ops have no gradient (integers have none): the quantized layers built on them give them a
+straight-through one. They run eagerly and inside ``tf.function``; XLA cannot compile them.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from .. import gemm
+from ..errors import RangeError, check_integer
+from ..gemm.int_conv import MAX_PATCH, check_groups, int_conv_geometry
+from ..gemm.integer import accumulator_dtype, check_bits, check_table, check_values, value_range
+from .ops import OpArgumentError, OpDTypeError, _conv_attrs, _ops
+
+__all__ = ["am_int_matmul", "am_int_conv2d"]
+
+# Integer sums have no derivative: the quantized layers built on the ops give them a straight-through one.
+tf.no_gradient("AmsimIntMatMul")
+tf.no_gradient("AmsimIntConv2D")
+
+_OUT_DTYPES = (tf.int32, tf.int64)
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
+def am_int_matmul(a, b, lut, *, bits=8, signed=False, out_dtype=None, threads=None):
+    """Integer ``a @ b`` with every product looked up in a circuit's table (``amsim.gemm.int_matmul``).
+
+    Args:
+        a: integer tensor (..., M, K) of n-bit values (any integer dtype), the table's row operand.
+        b: integer tensor (K, N), shared by every matrix of ``a``, or (..., K, N) with ``a``'s
+            leading dimensions (no other broadcasting), the column operand.
+        lut: the circuit's (2^bits, 2^bits) product table indexed by the operands' patterns: an
+            integer array (or a tensor whose value is known when traced), or an integer
+            :class:`amsim.lut.LUT` of the same width and signedness (:func:`amsim.generate.integer_lut`
+            builds one from a circuit). Its entries are checked as :func:`amsim.gemm.int_matmul`
+            checks them (16-bit circuit outputs); each distinct table becomes one tensor, which
+            every call and every ``tf.function`` shares.
+        bits: the operand width n, 1..8.
+        signed: operands in ``[-2^(bits-1), 2^(bits-1))``, two's complement; else ``[0, 2^bits)``.
+            A value outside its range is refused: eagerly with
+            :class:`amsim.gemm.integer.IntegerOperandError`, inside
+            a ``tf.function`` with ``tf.errors.InvalidArgumentError`` when the function runs.
+        out_dtype: ``tf.int32`` or ``tf.int64`` (or their names or numpy dtypes); None: int32 where
+            K is known when traced and K products of the table's largest magnitude fit int32
+            (:func:`amsim.gemm.integer.accumulator_dtype`), else int64. A dtype some sum could
+            overflow is refused.
+        threads: at most this many engine threads (None: the engine's default). The result does
+            not depend on it.
+
+    Input shape:
+        ``a``: (..., M, K); ``b``: (K, N) or (..., K, N).
+
+    Output shape:
+        (..., M, N), of dtype ``out_dtype``: the exact sums.
+
+    Raises:
+        OpDTypeError: operands that are not integer tensors.
+        IntegerOperandError: a table or (eagerly) operand values out of range.
+        gemm.ShapeError: ranks below 2, inner or batch dimensions that differ, a table of the wrong shape.
+        RangeError: a bad width or thread count; an ``out_dtype`` some sum could overflow.
+        OpArgumentError: an ``out_dtype`` other than int32 and int64; a ``lut`` tensor whose value
+            is known only when a function runs.
+    """
+    bits = check_bits(bits)
+    signed = bool(signed)
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    table = check_table(_host_table("am_int_matmul", lut), bits, signed, fn="am_int_matmul")
+    a, b = (_integer_tensor("am_int_matmul", name, x) for name, x in (("a", a), ("b", b)))
+    k = _check_shapes(a.shape, b.shape)
+    tout = _out_dtype(out_dtype, k, table)
+    pa, pb = (_patterns("am_int_matmul", name, x, bits, signed) for name, x in (("a", a), ("b", b)))
+    return _ops("am_int_matmul").amsim_int_mat_mul(pa, pb, _table_tensor(table), bits=bits, Tout=tout,
+                                                   threads=0 if threads is None else int(threads))
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
+def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=1, pad_value=0, bits=8,
+                  signed=False, threads=None):
+    """Integer grouped ``conv2d`` with every product looked up in a circuit's table, and each patch's
+    sum of input values (``amsim.gemm.int_conv2d``).
+
+    For output channel ``f`` of group ``q = f // (F / groups)``, the exact sum over its patch
+    (filter position and the group's C/groups input channels) of ``lut[p(x_padded), p(w)]``,
+    the input padded with ``pad_value``; p is the n-bit pattern, as for :func:`am_int_matmul`.
+    A depthwise conv2d of channel multiplier Q is ``groups=C`` with the kernel (KH, KW, C, Q)
+    reshaped to (KH, KW, 1, C*Q) (output channel c*Q + m, as ``tf.nn.depthwise_conv2d``'s).
+
+    Args:
+        x: integer tensor (N, H, W, C) of n-bit values (any integer dtype), the table's row operand.
+        w: integer tensor (KH, KW, C/groups, F) of n-bit values, the column operand; F divisible
+            by ``groups``.
+        lut: the circuit's (2^bits, 2^bits) product table, as for :func:`am_int_matmul`.
+        strides, dilations: an int, (h, w) or [1, h, w, 1], each >= 1.
+        padding: ``"SAME"``, ``"VALID"`` (TensorFlow's rules), or explicit pairs
+            ((top, bottom), (left, right)).
+        groups: input channel groups, each of C/groups input and F/groups output channels.
+        pad_value: the n-bit value the padding holds (a quantized input's zero point, which
+            stands for 0): an int, or an integer scalar tensor (checked as the operands are).
+        bits: the operand width n, 1..8.
+        signed: values in ``[-2^(bits-1), 2^(bits-1))``, two's complement; else ``[0, 2^bits)``.
+            A value outside its range is refused: eagerly with
+            :class:`amsim.gemm.integer.IntegerOperandError`, inside a ``tf.function`` with
+            ``tf.errors.InvalidArgumentError`` when the function runs.
+        threads: at most this many engine threads (None: the engine's default). The result does
+            not depend on it.
+
+    Input shape:
+        ``x``: (N, H, W, C); ``w``: (KH, KW, C/groups, F).
+
+    Output shape:
+        ``(output, patch_sums)``, both int32: ``output`` (N, OH, OW, F) the exact sums,
+        ``patch_sums`` (N, OH, OW, groups) each patch's sum of its input values, the padding's
+        included (the uint8 scheme's zero-point correction needs it).
+
+    Raises:
+        OpDTypeError: operands or ``pad_value`` that are not integer tensors.
+        IntegerOperandError: a table or (eagerly) values out of range.
+        gemm.ShapeError: operands not 4-D, channels that do not split into the groups, a filter
+            that does not fit, a ``pad_value`` that is not a scalar, a table of the wrong shape.
+        amsim.gemm.conv.ConvArgumentError: a bad stride, dilation or padding.
+        RangeError: a bad width, group count or thread count; K = KH*KW*C/groups products of the
+            table's largest magnitude that could overflow int32 (where K is unknown when traced,
+            the kernel refuses them when it runs).
+        OpArgumentError: a ``lut`` tensor whose value is known only when a function runs.
+    """
+    fn = "am_int_conv2d"
+    bits = check_bits(bits)
+    signed = bool(signed)
+    groups = check_integer(groups, "groups", 1)
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    table = check_table(_host_table(fn, lut), bits, signed, fn=fn)
+    geometry = _conv_attrs(strides, padding, dilations)
+    x, w, pad = (_integer_tensor(fn, name, v) for name, v in (("x", x), ("w", w), ("pad_value", pad_value)))
+    if pad.shape.rank not in (None, 0):
+        raise gemm.ShapeError(f"{fn}: pad_value must be a scalar, got shape {pad.shape}")
+    k = _check_conv_shapes(fn, x.shape, w.shape, groups, strides, padding, dilations)
+    if k is not None:
+        _check_patch(fn, k, table)
+    px, pw, ppad = (_patterns(fn, name, v, bits, signed) for name, v in (("x", x), ("w", w), ("pad_value", pad)))
+    output, patch_sums = _ops(fn).amsim_int_conv2d(px, pw, _table_tensor(table), ppad, **geometry, groups=groups,
+                                                   bits=bits, signed=signed,
+                                                   threads=0 if threads is None else int(threads))
+    return output, patch_sums
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------
+
+
+def _host_table(fn, lut):
+    """The table as the host value ``check_table`` reads: a tensor only when its value is known."""
+    if not isinstance(lut, (tf.Tensor, tf.Variable)):
+        return lut
+    value = lut.numpy() if tf.executing_eagerly() else tf.get_static_value(lut)
+    if value is None:
+        raise OpArgumentError(f"{fn}: lut must be a table known when traced (an array, a LUT or a "
+                              f"constant), got a {lut.dtype.name} tensor {lut.shape} known only when the function "
+                              "runs")
+    return value
+
+
+def _integer_tensor(fn, name, x):
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_integer:
+        raise OpDTypeError(f"{fn}: {name} must be an integer tensor, got {x.dtype.name} (shape {x.shape})")
+    return x
+
+
+def _check_shapes(a_shape, b_shape):
+    """K when known when traced, else None, after the static shape checks (amsim.gemm's errors);
+    dimensions unknown until run time are the kernel's to check."""
+    shapes = f"a {a_shape} and b {b_shape}"
+    for name, s in (("a", a_shape), ("b", b_shape)):
+        if s.rank is not None and s.rank < 2:
+            raise gemm.ShapeError(f"am_int_matmul: {name} must have at least 2 dimensions, got shape {s}")
+    if a_shape.rank is None or b_shape.rank is None:
+        return None
+    if b_shape.rank > 2 and (b_shape.rank != a_shape.rank or not a_shape[:-2].is_compatible_with(b_shape[:-2])):
+        raise gemm.ShapeError(f"am_int_matmul: b must be (K, N) or have a's batch dimensions, got {shapes}")
+    k_a, k_b = a_shape[-1], b_shape[-2]
+    if k_a is not None and k_b is not None and k_a != k_b:
+        raise gemm.ShapeError(f"am_int_matmul: inner dimensions differ: {shapes}")
+    return k_a if k_a is not None else k_b
+
+
+def _check_conv_shapes(fn, x_shape, w_shape, groups, strides, padding, dilations):
+    """K = KH*KW*C/groups when known when traced, else None, after the static shape checks
+    (amsim.gemm's errors); sizes unknown until run time are the kernel's to check."""
+    if x_shape.rank is None or w_shape.rank is None:
+        return None
+    if x_shape.rank != 4 or w_shape.rank != 4:
+        raise gemm.ShapeError(f"{fn} needs an NHWC input and a (KH, KW, C/groups, F) filter, got {x_shape} and "
+                              f"{w_shape}")
+    x_dims, w_dims = list(x_shape), list(w_shape)
+    x_dims[0] = 1 if x_dims[0] is None else x_dims[0]  # the batch size changes nothing here
+    if None in x_dims or None in w_dims:
+        check_groups(x_dims[3], w_dims[2], w_dims[3], groups, fn)
+    else:
+        int_conv_geometry(x_dims, w_dims, strides, padding, dilations, groups, fn)
+    return None if None in w_dims[:3] else w_dims[0] * w_dims[1] * w_dims[2]
+
+
+def _check_patch(fn, k, table) -> None:
+    """Refuse a patch of ``k`` products (and patterns) whose int32 sums could overflow."""
+    if accumulator_dtype(k, table) != np.int32:
+        largest = int(np.abs(table.astype(np.int64)).max())
+        raise RangeError(f"{fn}: K = {k} products of magnitude up to {largest} can overflow its int32 output")
+    if k > MAX_PATCH:
+        raise RangeError(f"{fn}: a patch of K = {k} patterns can overflow its int32 sum (at most {MAX_PATCH})")
+
+
+def _out_dtype(out_dtype, k, table) -> tf.DType:
+    """The output dtype: the one asked for, checked to hold every sum where K is known, or the
+    narrowest that holds them (int64 when K is unknown)."""
+    needed = None if k is None else tf.as_dtype(accumulator_dtype(k, table))  # RangeError beyond int64
+    if out_dtype is None:
+        return tf.int64 if needed is None else needed
+    try:
+        dtype = tf.as_dtype(out_dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in _OUT_DTYPES:
+        raise OpArgumentError(f"am_int_matmul: out_dtype must be int32, int64 or None, not {out_dtype!r}")
+    if dtype == tf.int32 and needed == tf.int64:
+        largest = int(np.abs(table.astype(np.int64)).max())
+        raise RangeError(f"am_int_matmul: K = {k} products of magnitude up to {largest} can overflow "
+                         f"out_dtype=int32 (int64 holds them)")
+    return dtype
+
+
+def _patterns(fn, name, x, bits, signed):
+    """The operand's n-bit patterns x mod 2^n as uint8, its values checked to be n-bit ones first."""
+    lo, hi = value_range(bits, signed)
+    if x.dtype.min < lo or x.dtype.max > hi:  # the dtype holds values out of range: look at them
+        x = _check_range(f"{fn}: {name}", x, bits, signed)
+    if x.dtype.size == 1 and bits == 8:  # the byte is the pattern (int8: two's complement)
+        return x if x.dtype == tf.uint8 else tf.bitcast(x, tf.uint8)
+    # the mask fits every integer dtype here: below 2^7 for 8-bit ones
+    return tf.cast(tf.bitwise.bitwise_and(x, tf.constant((1 << bits) - 1, x.dtype)), tf.uint8)
+
+
+def _check_range(fn_name, x, bits, signed):
+    """x, after checking that it holds n-bit values only: now when eager (amsim.gemm's error), else
+    by an assertion that runs before anything reads x. ``fn_name`` names the operand in the errors."""
+    if tf.executing_eagerly():
+        if tf.size(x) > 0:
+            check_values(fn_name, int(tf.reduce_min(x)), int(tf.reduce_max(x)), bits, signed)
+        return x
+    lo, hi = value_range(bits, signed)
+    # only the bounds the dtype can cross, each a constant of the dtype
+    inside = [x >= tf.constant(lo, x.dtype)] if x.dtype.min < lo else []
+    inside += [x <= tf.constant(hi, x.dtype)] if x.dtype.max > hi else []
+    ok = tf.reduce_all(inside[0] if len(inside) == 1 else tf.logical_and(*inside))
+    kind = "signed" if signed else "unsigned"
+    check = tf.debugging.Assert(ok, [f"{fn_name} holds values outside the {kind} {bits}-bit range {lo}..{hi}: "
+                                     "smallest and largest", tf.reduce_min(x), tf.reduce_max(x)])
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Table tensors
+# ----------------------------------------------------------------------------------------------
+
+# A handful of tables in use at once (a network's layers share one circuit, a study a few).
+_TABLE_ENTRIES = 16
+_TABLES: collections.OrderedDict = collections.OrderedDict()  # contents -> tensor, most recent last
+_TABLES_LOCK = threading.Lock()
+
+
+def _table_tensor(table: np.ndarray):
+    """The checked int32 table as one eager tensor per distinct table: a tf.function captures it
+    instead of embedding a constant of its own. Found by contents, so a table edited in place
+    gets a tensor of its new entries."""
+    table = np.ascontiguousarray(table, np.int32)
+    key = (table.shape, hashlib.blake2b(table.data, digest_size=16).digest())
+    with _TABLES_LOCK:
+        tensor = _TABLES.get(key)
+        if tensor is None:
+            with tf.init_scope():
+                tensor = tf.constant(table)
+            _TABLES[key] = tensor
+            if len(_TABLES) > _TABLE_ENTRIES:
+                _TABLES.popitem(last=False)
+        else:
+            _TABLES.move_to_end(key)
+    return tensor

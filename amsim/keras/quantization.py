@@ -1,0 +1,332 @@
+"""8-bit quantized products on an integer circuit: the schemes, the range observer, the integer ops and
+their straight-through gradient (docs/quantized.md).
+
+A quantized AM layer (``quantize="uint8"`` or ``"int8"``) computes its products the way an 8-bit
+accelerator would: the input and the kernel are quantized to 8-bit integers, every product of
+them is the circuit's (its complete table, through the integer LUT GEMM), the sums are exact
+integers, and the result is scaled back to float32 before the bias and the activation.
+
+Schemes (docs/quantized.md, "Schemes"):
+
+- ``uint8``: asymmetric affine per tensor, TFApprox's and TFLite's scheme. ``x ~ s (q - z)`` with
+  ``q`` in 0..255, the scale ``s = (hi - lo) / 255`` over a range ``[lo, hi]`` that holds 0, and the
+  zero point ``z = round(-lo / s)``, so that 0 is exactly ``q = z``. A product sum is then
+  ``s_x s_w (sum LUT[q_x, q_w] - z_w sum q_x - z_x sum q_w + K z_x z_w)``: only ``q_x q_w`` goes
+  through the (unsigned) circuit, the zero-point terms are exact integer sums.
+- ``int8``: symmetric, ``x ~ s q`` with ``q`` in -127..127 (zero point 0): one scale for the input,
+  one per output channel for the kernel, signed circuits. A product sum is ``s_x s_w[j] sum
+  LUT[q_x, q_w]``.
+
+Rounding is to nearest, ties to even (``tf.round``), and values outside the range clip.
+
+The input's range comes from a :class:`RangeObserver`: in training its moving minimum and maximum,
+over calibration data (:func:`calibrating`) the extremes seen, and an input range is never used
+before it has been observed (an unobserved layer quantizes each batch with that batch's own range).
+The kernel's range is taken from the kernel at every call.
+
+Gradients are the straight-through estimator: the backward pass is that of the float product of the
+dequantized operands, in float32 with TensorFlow's own ops, and an input element outside the
+quantization range gets no gradient (it was clipped). Quantized layers' accumulators are 32-bit, as
+in the hardware they model: a layer whose K products could overflow one is refused when it is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from ..gemm import integer
+from .int_ops import am_int_conv2d, am_int_matmul
+
+__all__ = ["Scheme", "SCHEMES", "scheme_of", "RangeObserver", "calibrating", "quantized_product", "check_accumulator",
+           "AccumulatorOverflowError", "PRODUCTS", "quantized_layers", "observed_variables"]
+
+#: The moving average's momentum: each training batch moves the observed range by 1 % towards its own.
+MOMENTUM = 0.99
+_ACCUMULATOR_MAX = (1 << 31) - 1
+
+
+class AccumulatorOverflowError(integer.IntegerOperandError):
+    """A layer whose sums of circuit products could leave a 32-bit accumulator."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """An 8-bit quantization scheme: the integer range of its operands and how scales are set.
+
+    Attributes:
+        name: ``"uint8"`` or ``"int8"``.
+        signed: the operands, and so the circuit, are two's complement.
+        qmin, qmax: the quantized values' range.
+        per_channel: the kernel has one scale per output channel (else one per tensor).
+    """
+
+    name: str
+    signed: bool
+    qmin: int
+    qmax: int
+    per_channel: bool
+
+    @property
+    def bits(self) -> int:
+        return 8
+
+
+SCHEMES = {"uint8": Scheme("uint8", False, 0, 255, per_channel=False),
+           "int8": Scheme("int8", True, -127, 127, per_channel=True)}
+
+
+def scheme_of(name) -> Scheme:
+    """The scheme of that name, or ValueError listing the schemes."""
+    try:
+        return SCHEMES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"quantize must be one of {tuple(SCHEMES)}, not {name!r}") from None
+
+
+def check_accumulator(k: int, table) -> None:
+    """Refuse a sum of ``k`` products of the table that a 32-bit accumulator could not hold."""
+    largest = int(np.abs(np.asarray(table, np.int64)).max(initial=0))
+    if k * largest > _ACCUMULATOR_MAX:
+        raise AccumulatorOverflowError(
+            f"its sums of K = {k} circuit products of magnitude up to {largest} can overflow the 32-bit "
+            f"accumulator (at most {_ACCUMULATOR_MAX // max(largest, 1)} such products fit)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Scales, zero points, quantize and dequantize (the one definition of each)
+# ----------------------------------------------------------------------------------------------
+
+
+def _affine(scheme: Scheme, lo, hi):
+    """Scale and zero point (float32, int32) of a range: asymmetric for uint8, symmetric for int8.
+
+    The range is widened to hold 0; an empty one (all zeros) gets scale 1.
+    """
+    lo, hi = tf.minimum(lo, 0.0), tf.maximum(hi, 0.0)
+    if scheme.signed:
+        span = tf.maximum(-lo, hi)
+        scale = tf.where(span > 0, span / scheme.qmax, tf.ones_like(span))
+        return scale, tf.zeros_like(scale, tf.int32)
+    scale = tf.where(hi > lo, (hi - lo) / (scheme.qmax - scheme.qmin), tf.ones_like(hi))
+    zero = tf.clip_by_value(tf.round(-lo / scale), scheme.qmin, scheme.qmax)
+    return scale, tf.cast(zero, tf.int32)
+
+
+def _quantize(x, scale, zero, scheme: Scheme):
+    """Integer values (int32) of ``x``: ``clip(round(x / scale) + zero)``."""
+    q = tf.round(x / scale) + tf.cast(zero, tf.float32)
+    return tf.cast(tf.clip_by_value(q, scheme.qmin, scheme.qmax), tf.int32)
+
+
+def _dequantize(q, scale, zero):
+    return tf.cast(q - zero, tf.float32) * scale
+
+
+def _kernel_params(scheme: Scheme, w, channel_axes):
+    """The kernel's scale and zero point: per tensor, or per output channel (the axes ``channel_axes``)."""
+    if not scheme.per_channel:
+        return _affine(scheme, tf.reduce_min(w), tf.reduce_max(w))
+    others = [a for a in range(w.shape.rank) if a not in channel_axes]
+    return _affine(scheme, tf.reduce_min(w, others, keepdims=True), tf.reduce_max(w, others, keepdims=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# The input's range
+# ----------------------------------------------------------------------------------------------
+
+
+class RangeObserver:
+    """The range of a layer's input that its quantization uses: three non-trainable weights of the layer.
+
+    ``input_min`` and ``input_max`` hold the range, ``input_observed`` the number of batches it has
+    seen. In training each batch moves the range towards its own minimum and maximum by
+    ``1 - MOMENTUM`` (the first batch sets it); under :func:`calibrating` it is the extremes of
+    every batch seen; otherwise it is read. A layer that has observed nothing uses each batch's own
+    range.
+    """
+
+    def __init__(self, layer):
+        def weight(name, initializer):
+            return layer.add_weight(name=name, shape=(), initializer=initializer, trainable=False, dtype="float32",
+                                    autocast=False)
+
+        self.layer = layer
+        self.minimum = weight("input_min", "zeros")
+        self.maximum = weight("input_max", "zeros")
+        self.observed = weight("input_observed", "zeros")
+
+    @property
+    def variables(self) -> list:
+        return [self.minimum, self.maximum, self.observed]
+
+    def __call__(self, x, training) -> tuple:
+        """``(lo, hi)`` for this batch ``x`` (float32), updating the observed range as the mode says."""
+        lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+        first = self.observed <= 0
+        if getattr(self.layer, "_calibrating", False):
+            lo, hi = tf.where(first, lo, tf.minimum(self.minimum, lo)), tf.where(first, hi, tf.maximum(self.maximum, hi))
+        elif training:
+            lo = tf.where(first, lo, MOMENTUM * self.minimum + (1 - MOMENTUM) * lo)
+            hi = tf.where(first, hi, MOMENTUM * self.maximum + (1 - MOMENTUM) * hi)
+        else:
+            return tf.where(first, lo, self.minimum), tf.where(first, hi, self.maximum)
+        self.minimum.assign(lo)
+        self.maximum.assign(hi)
+        self.observed.assign_add(1.0)
+        return lo, hi
+
+
+def quantized_layers(model) -> list:
+    """The layers of ``model`` (nested ones too) that quantize, each with its ``range_observer``."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if getattr(layer, "range_observer", None) is not None]
+
+
+def observed_variables(model) -> list:
+    """The input-range weights of a model's quantized layers: what a converted copy observes afresh,
+    and so leaves out when it compares or copies weights."""
+    return [v for layer in quantized_layers(model) for v in layer.range_observer.variables]
+
+
+@contextlib.contextmanager
+def calibrating(model):
+    """Within this block, calls of ``model`` set its quantized layers' input ranges to the extremes of
+    what they see (starting afresh), rather than reading them; run the calibration data through it."""
+    layers = quantized_layers(model)
+    for layer in layers:
+        for v in layer.range_observer.variables:
+            v.assign(tf.zeros_like(v))
+        layer._calibrating = True
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            layer._calibrating = False
+
+
+# ----------------------------------------------------------------------------------------------
+# The products: integer forward, float backward
+# ----------------------------------------------------------------------------------------------
+
+
+def _bytes(q, scheme: Scheme):
+    """Quantized values (int32, inside the scheme's range) as the integer ops' one-byte operands."""
+    return tf.cast(q, tf.int8 if scheme.signed else tf.uint8)
+
+
+def _int_matmul(qa, qb, circuit, scheme):
+    return am_int_matmul(_bytes(qa, scheme), _bytes(qb, scheme), circuit.table, bits=8, signed=scheme.signed,
+                         out_dtype=tf.int32)
+
+
+def _corrected(acc, scheme, zx, zw, sum_x, sum_w, k):
+    """The exact integer sum of (q_x - z_x)(q_w - z_w) with each q_x q_w the circuit's (int64)."""
+    acc = tf.cast(acc, tf.int64)
+    if scheme.signed:  # zero points are 0
+        return acc
+    zx, zw = tf.cast(zx, tf.int64), tf.cast(zw, tf.int64)
+    return acc - zw * tf.cast(sum_x, tf.int64) - zx * tf.cast(sum_w, tf.int64) + k * zx * zw
+
+
+def _integer_matmul(qx, qw, zx, zw, circuit, scheme, geometry):
+    """(M, K) x (K, N): the corrected integer sums."""
+    acc = _int_matmul(qx, qw, circuit, scheme)
+    sum_x = tf.reduce_sum(qx, axis=1, keepdims=True)
+    sum_w = tf.reduce_sum(qw, axis=0, keepdims=True)
+    return _corrected(acc, scheme, zx, zw, sum_x, sum_w, qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1])
+
+
+def _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, groups):
+    """NHWC x (kh, kw, C/groups, F): the integer conv op, its padding the zero point (what an
+    accelerator pads with: the value 0 quantizes to), then the zero-point correction with each
+    patch's sum of q_x (the op's, per group, for each of the group's output channels)."""
+    kh, kw, cg, f = qw.shape
+    acc, sum_x = am_int_conv2d(_bytes(qx, scheme), _bytes(qw, scheme), circuit.table, strides=geometry["strides"],
+                               padding=geometry["padding"], dilations=geometry["dilations"], groups=groups,
+                               pad_value=_bytes(zx, scheme), bits=8, signed=scheme.signed)
+    if groups not in (1, f):  # one sum per group (one group broadcasts; one channel per group is as it is)
+        sum_x = tf.repeat(sum_x, f // groups, axis=3)
+    return _corrected(acc, scheme, zx, zw, sum_x, tf.reduce_sum(qw, axis=[0, 1, 2]), kh * kw * cg)
+
+
+def _integer_conv2d(qx, qw, zx, zw, circuit, scheme, geometry):
+    """NHWC x HWIO: one group."""
+    return _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, groups=1)
+
+
+def _integer_depthwise(qx, qw, zx, zw, circuit, scheme, geometry):
+    """Each input channel its own group: the kernel (kh, kw, C, mult) as (kh, kw, 1, C*mult), output
+    channel c*mult + m as in TensorFlow's depthwise conv2d."""
+    kh, kw, c, mult = qw.shape
+    return _integer_grouped(qx, tf.reshape(qw, [kh, kw, 1, c * mult]), zx, zw, circuit, scheme, geometry, groups=c)
+
+
+def _float_conv2d(x, w, geometry):
+    return tf.nn.conv2d(x, w, strides=[1, *geometry["strides"], 1], padding=geometry["padding"],
+                        dilations=[1, *geometry["dilations"], 1])
+
+
+def _float_depthwise(x, w, geometry):
+    return tf.nn.depthwise_conv2d(x, w, strides=[1, *geometry["strides"], 1], padding=geometry["padding"],
+                                  dilations=list(geometry["dilations"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Product:
+    integer: object  # (qx, qw, zx, zw, circuit, scheme, geometry) -> corrected int64 sums
+    float: object  # (x, w, geometry) -> the float product, whose gradient is the straight-through one
+    channel_axes: tuple  # the kernel's output-channel axes (per-channel scales)
+
+
+#: The quantized products by kind: ``matmul`` (rows x kernel), ``conv2d`` (NHWC x HWIO) and
+#: ``depthwise_conv2d`` (NHWC x (kh, kw, C, multiplier)).
+PRODUCTS = {
+    "matmul": _Product(_integer_matmul, lambda x, w, g: tf.matmul(x, w), (1,)),
+    "conv2d": _Product(_integer_conv2d, _float_conv2d, (3,)),
+    "depthwise_conv2d": _Product(_integer_depthwise, _float_depthwise, (2, 3)),
+}
+
+
+def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geometry):
+    """The float32 result of a quantized product of ``x`` and the kernel ``w`` on ``circuit``.
+
+    Args:
+        kind: a key of :data:`PRODUCTS`.
+        x: float32 input (rows for ``matmul``, NHWC for the convolutions).
+        w: float32 kernel.
+        circuit: the :class:`amsim.gemm.circuit.Circuit` every product of the quantized operands is.
+        scheme: the :class:`Scheme`.
+        x_range: ``(lo, hi)`` of the input's quantization (:class:`RangeObserver`).
+        **geometry: ``strides``, ``padding`` ("SAME"/"VALID") and ``dilations`` of a convolution.
+
+    The gradient is straight-through (the module's docstring).
+    """
+    product = PRODUCTS[kind]
+    sx, zx = (tf.stop_gradient(t) for t in _affine(scheme, *x_range))
+    sw, zw = (tf.stop_gradient(t) for t in _kernel_params(scheme, w, product.channel_axes))
+    # The input's clipping bounds: values beyond them all quantize to qmin or qmax.
+    lo, hi = _dequantize(scheme.qmin, sx, zx), _dequantize(scheme.qmax, sx, zx)
+
+    @tf.custom_gradient
+    def product_of(x, w):
+        qx, qw = _quantize(x, sx, zx, scheme), _quantize(w, sw, zw, scheme)
+        sums = product.integer(qx, qw, zx, zw, circuit, scheme, geometry)
+        out_scale = sx * tf.reshape(sw, [-1])
+        y = tf.cast(sums, tf.float32) * out_scale
+
+        def gradient(dy):
+            xq, wq = _dequantize(qx, sx, zx), _dequantize(qw, sw, zw)
+            with tf.GradientTape() as tape:
+                tape.watch([xq, wq])
+                yq = product.float(xq, wq, geometry)
+            dx, dw = tape.gradient(yq, [xq, wq], output_gradients=dy)
+            inside = tf.logical_and(x >= lo, x <= hi)
+            return tf.where(inside, dx, tf.zeros_like(dx)), dw
+
+        return y, gradient
+
+    return product_of(x, w)
