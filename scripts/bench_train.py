@@ -218,9 +218,13 @@ def doc_body(env, nets, layers, runs: int) -> str:
     rows += [[r["net"], r["batch"], "-", "-", "-", r["status"], "-"] for r in nets if "status" in r]
     table = perfdoc.markdown_table(["network", "batch", "what", "native Keras (ms)", "amsim layers (ms)",
                                     "ratio (median)", runs_column], rows)
-    what = "quantized on the circuit" if env.get("quantize") else "Multiplier"
-    body = (f"{what} {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: AM at most {NET_GOAL:g}x "
-            f"native, training step and inference batch (`lstm`: only its LSTM approximated).\n\n{table}")
+    if env.get("quantize"):
+        body = (f"Quantized on the circuit {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: the training "
+                f"step at most {NET_GOAL:g}x native (its gradients are float32, straight-through); the inference "
+                f"batch, all of whose products go through the integer GEMM, is reported.\n\n{table}")
+    else:
+        body = (f"Multiplier {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: AM at most {NET_GOAL:g}x "
+                f"native, training step and inference batch (`lstm`: only its LSTM approximated).\n\n{table}")
     if layers:
         rows = [[r["layer"], ", ".join(f"{k}={v}" for k, v in r["layer_args"].items()),
                  ", ".join(f"{k}={v}" for k, v in r["baseline_args"].items()),
@@ -278,7 +282,8 @@ def main(argv=None):
     print(json.dumps({"benchmark": "train", "environment": env, "goals": goals, "results": nets, "layers": layers},
                      indent=1))
     if args.doc:
-        key, title = ("train-quantized", "Quantized training step (`scripts/bench_train.py --quantize`)") \
+        key, title = (f"train-{args.quantize}", f"{args.quantize} quantized training step "
+                      f"(`scripts/bench_train.py --quantize {args.quantize}`)") \
             if args.quantize else ("train", "Training step (`scripts/bench_train.py`)")
         perfdoc.update(args.doc, key, env, doc_body(env, nets, layers, args.runs), title=title)
 

@@ -11,32 +11,19 @@ from hypothesis import strategies as st
 
 tf = pytest.importorskip("tensorflow")
 
-import amsim  # noqa: E402
-from amsim import gemm, generate  # noqa: E402
-from amsim.errors import AmsimError, RangeError  # noqa: E402
+from amsim import gemm  # noqa: E402
+from amsim.errors import RangeError  # noqa: E402
 from amsim.gemm import int_conv2d  # noqa: E402
 from amsim.gemm.conv import ConvArgumentError  # noqa: E402
 from amsim.gemm.integer import IntegerOperandError  # noqa: E402
 from amsim.keras import build  # noqa: E402
 from amsim.keras.int_ops import am_int_conv2d  # noqa: E402
 from amsim.keras.ops import OpArgumentError, OpDTypeError, XlaCompileError  # noqa: E402
+from int_support import (EXACT_S8, FULL, K32, assert_refused_with_one_line, circuit, exact_table,  # noqa: E402
+                         value_range)
 
-INT32_MAX = 2**31 - 1
 #: Every integer dtype that holds every n-bit value, n <= 8, of each signedness.
 DTYPES = {False: [tf.uint8, tf.uint16, tf.int16, tf.int32, tf.int64], True: [tf.int8, tf.int16, tf.int32, tf.int64]}
-
-
-def value_range(bits, signed):
-    """[lo, hi) of the n-bit operands."""
-    return (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
-
-
-def exact_table(bits, signed):
-    """The exact product table indexed by patterns: pattern p is the value p, or p - 2^n when signed and
-    p >= 2^(n-1)."""
-    p = np.arange(1 << bits)
-    v = np.where(p >= 1 << (bits - 1), p - (1 << bits), p) if signed else p
-    return np.outer(v, v)
 
 
 def random_table(rng, bits, signed):
@@ -154,7 +141,7 @@ def test_a_depthwise_conv_is_groups_of_one_channel(signed, padding):
 
 @pytest.mark.parametrize("name, signed", [("mul8s_trunc", True), ("mitchell", False)])
 def test_approximate_circuits_are_in_the_loop(name, signed):
-    lut = generate.integer_lut(amsim.find_model(name), 8)
+    lut = circuit(name)
     rng = np.random.default_rng(2)
     lo, hi = value_range(8, signed)
     x, w = rng.integers(lo, hi, (3, 12, 11, 6)), rng.integers(lo, hi, (5, 5, 3, 8))
@@ -195,10 +182,6 @@ def test_sizes_unknown_when_traced_give_static_channels_and_run():
 
 
 # ---- sums: exact, never wrapped ------------------------------------------------------------------------
-
-FULL = np.full((2, 2), 2**16 - 1)  # 1-bit operands, every product the largest 16-bit output
-K32 = INT32_MAX // (2**16 - 1)     # the most such products int32 holds
-
 
 def test_numpy_sums_beyond_int32_are_int64_and_exact():
     """K = C input channels of a 1x1 filter: one more product than int32 holds."""
@@ -267,18 +250,14 @@ U8 = exact_table(8, False)
     ({"pad_value": [1, 2]}, gemm.ShapeError, "am_int_conv2d: pad_value must be a scalar, got shape (2,)"),
     ({"lut": np.zeros((256, 255), np.int32)}, gemm.ShapeError, "must be (256, 256) for 8-bit operands"),
     ({"lut": U8.astype(np.float32)}, IntegerOperandError, "lut must be an integer array"),
-    ({"lut": generate.integer_lut(amsim.find_model("mul8s_exact"), 8)}, IntegerOperandError,
+    ({"lut": EXACT_S8}, IntegerOperandError,
      "the LUT's circuit is signed; am_int_conv2d was called with signed=False"),
     ({"bits": 9}, RangeError, "bits (the operand width n) must be an integer in 1..8, not 9"),
     ({"threads": 0}, RangeError, "threads (None: the engine's default) must be an integer >= 1, not 0"),
 ])
 def test_bad_input_is_refused_with_one_line(kwargs, error, message):
     args = {"x": X, "w": W, "lut": U8, **kwargs}
-    with pytest.raises(error) as caught:
-        am_int_conv2d(args.pop("x"), args.pop("w"), args.pop("lut"), **args)
-    assert isinstance(caught.value, AmsimError)
-    text = str(caught.value)
-    assert message in text and "\n" not in text
+    assert_refused_with_one_line(error, message, am_int_conv2d, args.pop("x"), args.pop("w"), args.pop("lut"), **args)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -292,10 +271,7 @@ def test_bad_input_is_refused_with_one_line(kwargs, error, message):
 ])
 def test_the_numpy_function_refuses_bad_input_with_one_line(kwargs, error, message):
     args = {"x": X, "w": W, "lut": U8, **kwargs}
-    with pytest.raises(error) as caught:
-        int_conv2d(args.pop("x"), args.pop("w"), args.pop("lut"), **args)
-    text = str(caught.value)
-    assert message in text and "\n" not in text
+    assert_refused_with_one_line(error, message, int_conv2d, args.pop("x"), args.pop("w"), args.pop("lut"), **args)
 
 
 def test_values_out_of_range_are_refused_when_a_function_runs():

@@ -5,34 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import amsim
-from amsim import generate
-from amsim.errors import AmsimError, RangeError
+from amsim.errors import RangeError
 from amsim.gemm import ShapeError, int_matmul
 from amsim.gemm.integer import IntegerOperandError, accumulator_dtype, reference_int_matmul
 from amsim.lut import LUT
-
-INT32_MAX = 2**31 - 1
-
-
-def circuit(name, bits=8, **params):
-    return generate.integer_lut(amsim.find_model(name), bits, params or None)
-
-
-EXACT_U8 = circuit("exact_int")
-EXACT_S8 = circuit("mul8s_exact")
-
-
-def value_range(bits, signed):
-    return (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
-
-
-def exact_table(bits, signed):
-    """The exact n-bit product table indexed by patterns: pattern p is the value p, or p - 2^n for
-    p >= 2^(n-1) when signed (two's complement)."""
-    p = np.arange(1 << bits)
-    v = np.where(p >= 1 << (bits - 1), p - (1 << bits), p) if signed else p
-    return np.outer(v, v)
+from int_support import (EXACT_S8, EXACT_U8, FULL, INT32_MAX, K32, assert_refused_with_one_line, circuit, exact_table,
+                         sums_beyond_int32, value_range)
 
 
 def python_sums(a, b, table, bits):
@@ -121,22 +99,15 @@ def test_approximate_circuits_equal_the_oracle(name, signed):
 
 def test_accumulator_widens_to_int64_exactly_where_int32_could_overflow():
     """K * max|LUT| <= 2^31 - 1 stays int32 (its largest sum fits); one more k switches to int64."""
-    table = np.full((2, 2), 2**16 - 1)
-    k32 = INT32_MAX // (2**16 - 1)
-    for k, dtype in ((k32, np.int32), (k32 + 1, np.int64)):
-        c = int_matmul(np.ones((2, k), np.uint8), np.ones((k, 3), np.uint8), table, bits=1)
+    for k, dtype in ((K32, np.int32), (K32 + 1, np.int64)):
+        c = int_matmul(np.ones((2, k), np.uint8), np.ones((k, 3), np.uint8), FULL, bits=1)
         assert c.dtype == dtype
         assert c.tolist() == [[k * (2**16 - 1)] * 3] * 2
-    assert k32 * (2**16 - 1) <= INT32_MAX < (k32 + 1) * (2**16 - 1)
+    assert K32 * (2**16 - 1) <= INT32_MAX < (K32 + 1) * (2**16 - 1)
 
 
 def test_int64_sums_equal_python_integers():
-    rng = np.random.default_rng(3)
-    table = rng.integers(-(2**15), 2**15, (4, 4))
-    table[3, 3] = -(2**15)
-    k, fixed = 80_000, 75_000
-    a, b = rng.integers(-2, 2, (3, k)), rng.integers(-2, 2, (k, 2))
-    a[:, :fixed] = b[:fixed] = -1  # pattern 3 by pattern 3: -2^15 each, 75000 of them beyond int32
+    a, b, table = sums_beyond_int32()
     c = int_matmul(a, b, table, signed=True, bits=2)
     assert c.dtype == np.int64
     assert c.tolist() == python_sums(a, b, table, 2)
@@ -202,6 +173,19 @@ def test_every_width_on_the_fast_kernels(bits, shape):
         a, b, table = random_problem(rng, shape, bits, signed)
         got = int_matmul(a, b, table, signed=signed, bits=bits)
         np.testing.assert_array_equal(got, int_matmul(a, b, table, signed=signed, bits=bits, backend="reference"))
+
+
+@pytest.mark.parametrize(("shape", "threads"), [((530, 900, 700), 1), ((64, 256, 4100), 1), ((64, 256, 4100), 2),
+                                                ((1001, 37, 7), 2)],
+                         ids=["rows-k-columns-blocks", "batch-by-large-b", "batch-by-large-b-two-parts", "tall-thin"])
+def test_fast_kernels_over_several_blocks_of_rows_k_and_columns(shape, threads):
+    """Lookups over several k blocks, row blocks and column chunks in one part; tables on C^T (a batch's
+    few rows of A and a large B: each k step's table serves B's many columns); operands transposed
+    whose sides are off the byte transposes' 8 x 8 blocks."""
+    rng = np.random.default_rng(sum(shape) + threads)
+    a, b, table = random_problem(rng, shape, 8, False)
+    got = int_matmul(a, b, table, threads=threads)
+    np.testing.assert_array_equal(got, int_matmul(a, b, table, backend="reference"))
 
 
 @pytest.mark.parametrize("shape", [(3, 40_000, 130), (70, 40_000, 3)], ids=["lookup", "lookup-transposed"])
@@ -302,11 +286,7 @@ B = np.zeros((3, 4), np.uint8)
 ])
 def test_bad_input_is_refused_with_one_line(kwargs, error, message):
     args = {"a": A, "b": B, "lut": EXACT_U8, **kwargs}
-    with pytest.raises(error) as caught:
-        int_matmul(args.pop("a"), args.pop("b"), args.pop("lut"), **args)
-    assert isinstance(caught.value, AmsimError)
-    text = str(caught.value)
-    assert message in text and "\n" not in text
+    assert_refused_with_one_line(error, message, int_matmul, args.pop("a"), args.pop("b"), args.pop("lut"), **args)
 
 
 def test_a_sum_beyond_int64_is_refused():

@@ -9,41 +9,20 @@ from hypothesis import strategies as st
 
 tf = pytest.importorskip("tensorflow")
 
-import amsim  # noqa: E402
-from amsim import gemm, generate  # noqa: E402
-from amsim.errors import AmsimError, RangeError  # noqa: E402
+from amsim import gemm  # noqa: E402
+from amsim.errors import RangeError  # noqa: E402
 from amsim.gemm import int_matmul  # noqa: E402
 from amsim.gemm.integer import IntegerOperandError, accumulator_dtype  # noqa: E402
 from amsim.keras import build  # noqa: E402
 from amsim.keras.int_ops import am_int_matmul  # noqa: E402
 from amsim.keras.ops import OpArgumentError, OpDTypeError, XlaCompileError  # noqa: E402
 from amsim.lut import LUT  # noqa: E402
+from int_support import (EXACT_S8, EXACT_U8, FULL, K32, assert_refused_with_one_line, circuit,  # noqa: E402
+                         exact_table, sums_beyond_int32, value_range)
 
-INT32_MAX = 2**31 - 1
-
-
-def circuit(name, bits=8):
-    return generate.integer_lut(amsim.find_model(name), bits)
-
-
-EXACT_U8 = circuit("exact_int")
-EXACT_S8 = circuit("mul8s_exact")
 #: Every integer dtype that holds every n-bit value, n <= 8, of each signedness.
 DTYPES = {False: [tf.uint8, tf.uint16, tf.uint32, tf.uint64, tf.int16, tf.int32, tf.int64],
           True: [tf.int8, tf.int16, tf.int32, tf.int64]}
-
-
-def value_range(bits, signed):
-    """[lo, hi) of the n-bit operands."""
-    return (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
-
-
-def exact_table(bits, signed):
-    """The exact product table indexed by patterns: pattern p is the value p, or p - 2^n when signed and
-    p >= 2^(n-1)."""
-    p = np.arange(1 << bits)
-    v = np.where(p >= 1 << (bits - 1), p - (1 << bits), p) if signed else p
-    return np.outer(v, v)
 
 
 def oracle(a, b, table, bits, signed):
@@ -147,10 +126,6 @@ def test_the_result_does_not_depend_on_threads():
 
 # ---- the output dtype: exact sums, never wrapped ------------------------------------------------------
 
-FULL = np.full((2, 2), 2**16 - 1)  # 1-bit operands, every product the largest 16-bit output
-K32 = INT32_MAX // (2**16 - 1)     # the most such products int32 holds
-
-
 @pytest.mark.parametrize("k, dtype", [(K32, tf.int32), (K32 + 1, tf.int64)])
 def test_the_default_output_is_int32_exactly_where_every_sum_fits(k, dtype):
     c = am_int_matmul(tf.ones((2, k), tf.uint8), tf.ones((k, 3), tf.uint8), FULL, bits=1)
@@ -159,12 +134,7 @@ def test_the_default_output_is_int32_exactly_where_every_sum_fits(k, dtype):
 
 
 def test_int64_sums_beyond_int32_are_exact():
-    rng = np.random.default_rng(3)
-    table = rng.integers(-(2**15), 2**15, (4, 4))
-    table[3, 3] = -(2**15)
-    k, fixed = 80_000, 75_000
-    a, b = rng.integers(-2, 2, (3, k)), rng.integers(-2, 2, (k, 2))
-    a[:, :fixed] = b[:fixed] = -1  # pattern 3 by pattern 3: -2^15 each, 75000 of them beyond int32
+    a, b, table = sums_beyond_int32()
     c = am_int_matmul(a, b, table, signed=True, bits=2)
     assert c.dtype == tf.int64 and c.numpy().max() < -(2**31)
     np.testing.assert_array_equal(c.numpy(), oracle(a, b, table, 2, True))
@@ -251,11 +221,7 @@ B = np.zeros((3, 4), np.uint8)
 ])
 def test_bad_input_is_refused_with_one_line(kwargs, error, message):
     args = {"a": A, "b": B, "lut": EXACT_U8, **kwargs}
-    with pytest.raises(error) as caught:
-        am_int_matmul(args.pop("a"), args.pop("b"), args.pop("lut"), **args)
-    assert isinstance(caught.value, AmsimError)
-    text = str(caught.value)
-    assert message in text and "\n" not in text
+    assert_refused_with_one_line(error, message, am_int_matmul, args.pop("a"), args.pop("b"), args.pop("lut"), **args)
 
 
 def test_values_out_of_range_are_refused_when_a_function_runs():

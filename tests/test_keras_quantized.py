@@ -375,17 +375,21 @@ def test_approximate_quantizes_what_it_can_and_names_what_it_cannot():
 
 
 def test_a_saved_quantized_model_loads_with_its_circuit_and_ranges(tmp_path):
-    model = keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
-                              keras.layers.Dense(3)])
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3), keras.layers.DepthwiseConv2D(2),
+                              keras.layers.SeparableConv2D(2, 2), keras.layers.Flatten(), keras.layers.Dense(3)])
     table = perturbed_table(False, 7)
     q = approximate(model, table, quantize="uint8")
-    x = np.random.default_rng(0).normal(size=(4, 5, 5, 1)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(4, 6, 6, 1)).astype(np.float32)
     q(x, training=True)
     q.save(tmp_path / "q.keras")
     loaded = keras.models.load_model(tmp_path / "q.keras")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), q.predict(x, verbose=0))
     np.testing.assert_array_equal(loaded.layers[0].multiplier.table, table)
-    assert float(loaded.layers[0].range_observer.observed) == 1
+    for saved, layer in zip(q.layers, loaded.layers):  # Keras saves Conv2D's and Dense's variables its own way
+        for name, observer in getattr(layer, "range_observers", {}).items():
+            assert [float(v) for v in observer.variables] == \
+                [float(v) for v in saved.range_observers[name].variables]
+            assert float(observer.observed) == 1
 
 
 def test_a_tampered_embedded_circuit_is_refused():
@@ -421,8 +425,8 @@ def test_a_layer_refuses_what_cannot_be_an_8_bit_circuit(kwargs, message):
 
 
 def test_a_layer_without_a_quantized_version_says_so():
-    with pytest.raises(LayerConfigError, match="AMConv3D has no quantized version"):
-        ak.AMConv3D(2, 3, lut="exact_int", quantize="uint8")
+    with pytest.raises(LayerConfigError, match="AMConv2DTranspose has no quantized version"):
+        ak.AMConv2DTranspose(2, 3, lut="exact_int", quantize="uint8")
 
 
 def test_a_peer_lut_file_of_the_wrong_signedness_is_refused(tmp_path):
@@ -430,8 +434,8 @@ def test_a_peer_lut_file_of_the_wrong_signedness_is_refused(tmp_path):
     from amsim.lut import LUT
 
     path = tmp_path / "signed.npy"
-    lutformats.save(LUT(table=exact_table(True).astype(np.int64), bits=8, kind="integer", model="s", meta={"signed": True}), path,
-                    "torchapprox")
+    signed = LUT(table=exact_table(True).astype(np.int64), bits=8, kind="integer", model="s", meta={"signed": True})
+    lutformats.save(signed, path, "torchapprox")
     AMDense(2, lut=path, quantize="int8")
     with pytest.raises(Exception, match="signed|verify|exact"):
         AMDense(2, lut=path, quantize="uint8")
@@ -465,3 +469,55 @@ def test_the_multiplier_text_carries_its_scheme():
     assert q.layers[0].scheme == "int8" and q.layers[0].multiplier.label == "mul8s_trunc:k=4"
     with pytest.raises(LayerConfigError, match="takes no width"):
         approximate(model, "uint8:exact_int:8")
+
+
+@pytest.mark.parametrize("scheme", ["uint8", "int8"])
+def test_a_separable_convolution_quantizes_each_of_its_two_products_on_its_own_input(scheme):
+    rng = np.random.default_rng(8)
+    signed = scheme == "int8"
+    table = perturbed_table(signed, 3)
+    x = rng.normal(size=(2, 6, 6, 3)).astype(np.float32)
+    layer = ak.AMSeparableConv2D(4, 3, padding="same", depth_multiplier=2, lut=table, quantize=scheme,
+                                 use_bias=False)
+    y = np.asarray(layer(x, training=True))
+    assert sorted(layer.range_observers) == ["input", "pointwise_input"]
+    depthwise = oracle_depthwise(x, np.asarray(layer.depthwise_kernel), table, signed, 1, True)
+    pointwise = np.asarray(layer.pointwise_kernel)
+    expected = oracle_conv2d(depthwise, pointwise, table, signed, 1, False)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    inner = layer.range_observers["pointwise_input"]
+    assert (float(inner.minimum), float(inner.maximum)) == (depthwise.min(), depthwise.max())
+
+
+def test_float_and_quantized_multipliers_mix_per_layer_and_precise_undoes_both():
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3, name="conv"), keras.layers.Flatten(),
+                              keras.layers.Dense(3, name="dense")])
+    mixed = approximate(model, {"conv": "uint8:exact_int", "*": "mbm:7"})
+    conv, dense = mixed.get_layer("conv"), mixed.get_layer("dense")
+    assert (conv.scheme, conv.multiplier.label) == ("uint8", "exact_int")
+    assert (dense.scheme, dense.multiplier.name, dense.bits) == (None, "mbm", 7)
+    assert {r.multiplier for r in ak.coverage(mixed).layers} == {"uint8:exact_int", "mbm:7"}
+    back = ak.precise(mixed)
+    assert [type(layer).__name__ for layer in back.layers] == ["Conv2D", "Flatten", "Dense"]
+    for a, b in zip(model.weights, back.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("scheme", ["uint8", "int8"])
+def test_a_quantized_conv3d_is_the_gemm_of_its_zero_point_padded_patches(scheme):
+    rng = np.random.default_rng(9)
+    signed = scheme == "int8"
+    table = perturbed_table(signed, 4)
+    x = rng.uniform(-0.5, 2, size=(2, 4, 5, 5, 2)).astype(np.float32)
+    layer = ak.AMConv3D(3, 2, padding="same", lut=table, quantize=scheme, use_bias=False)
+    y = np.asarray(layer(x))
+    w = np.asarray(layer.kernel)
+    sx, zx = affine(x.min(), x.max(), signed)
+    sw, zw = kernel_params(w, signed, (4,))
+    qx, qw = quantized(x, sx, zx, signed), quantized(w, sw, zw, signed)
+    padded = np.pad(qx, [(0, 0), (0, 1), (0, 1), (0, 1), (0, 0)], constant_values=zx)  # SAME, even filter
+    cols = np.stack([padded[:, d:d + 2, h:h + 2, v:v + 2, :].reshape(2, -1)
+                     for d in range(4) for h in range(5) for v in range(5)], axis=1).reshape(-1, 16)
+    sums = circuit_sums(cols, qw.reshape(16, 3), table, zx, zw, signed)
+    expected = (sums.astype(np.float32) * (sx * np.reshape(sw, -1))).reshape(2, 4, 5, 5, 3)
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())

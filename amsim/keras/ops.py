@@ -209,7 +209,7 @@ def am_conv3d(x, w, lut, *, strides=1, padding="VALID", dilations=1, bits=None, 
         As for :func:`am_matmul`.
     """
     (x, w), dtype = _operands("am_conv3d", x=x, w=w)
-    g = _geometry_3d("am_conv3d", x.shape, w.shape, strides, padding, dilations)
+    g = conv3d_geometry("am_conv3d", x.shape, w.shape, strides, padding, dilations)
     y = am_matmul(patches.im2col(x, g), tf.reshape(w, [-1, g.o]), lut, bits=bits, params=params,
                   rounding=rounding, mode=mode, gradient=gradient, threads=threads)
     y = tf.reshape(y, [tf.shape(x)[0], *g.out_sizes, g.o])
@@ -489,7 +489,7 @@ def _check_conv_shapes(x_shape, w_shape, strides, padding, dilations, *, depthwi
     gemm_conv.conv_geometry(x_dims, w_dims, strides, padding, dilations)
 
 
-def _geometry_3d(fn, x_shape, w_shape, strides, padding, dilations):
+def conv3d_geometry(fn, x_shape, w_shape, strides, padding, dilations):
     """The conv3d geometry of these static shapes (the batch may be unknown: it changes nothing here)."""
     if x_shape.rank != 5 or w_shape.rank != 5:
         raise gemm.ShapeError(f"{fn} needs NDHWC input and a DHWIO filter, got {x_shape} and {w_shape}")

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from ..gemm.conv import ConvNdGeometry
 
-__all__ = ["im2col", "col2im"]
+__all__ = ["im2col", "col2im", "patch_values"]
 
 
 def im2col(x, g: ConvNdGeometry):
@@ -71,10 +71,16 @@ def col2im(cols, g: ConvNdGeometry, batch):
     return unpatch(cols)
 
 
-def _extract(x, g: ConvNdGeometry):
+def patch_values(x, g: ConvNdGeometry, pad_value=0):
+    """:func:`im2col` without a gradient, of a tensor of any dtype, padded with ``pad_value``: the
+    patches of a quantized convolution's integer input, padded with its zero point."""
+    return _extract(x, g, pad_value)
+
+
+def _extract(x, g: ConvNdGeometry, pad_value=0):
     depth = math.prod(g.ksizes) * g.c
     if any(before or after for before, after in g.pads):
-        x = tf.pad(x, [[0, 0], *map(list, g.pads), [0, 0]])
+        x = tf.pad(x, [[0, 0], *map(list, g.pads), [0, 0]], constant_values=pad_value)
     taps = [x[(slice(None), *g.window(tap), slice(None))] for tap in g.taps]
     return tf.reshape(tf.stack(taps, axis=-2), [-1, depth]) if math.prod(g.out_sizes) else \
         tf.zeros([0, depth], x.dtype)

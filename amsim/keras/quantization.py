@@ -39,7 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from ..gemm import integer
+from . import patches
 from .int_ops import am_int_conv2d, am_int_matmul
+from .ops import conv3d_geometry
 
 __all__ = ["Scheme", "SCHEMES", "scheme_of", "RangeObserver", "calibrating", "quantized_product", "check_accumulator",
            "AccumulatorOverflowError", "PRODUCTS", "quantized_layers", "observed_variables"]
@@ -142,22 +144,20 @@ def _kernel_params(scheme: Scheme, w, channel_axes):
 class RangeObserver:
     """The range of a layer's input that its quantization uses: three non-trainable weights of the layer.
 
-    ``input_min`` and ``input_max`` hold the range, ``input_observed`` the number of batches it has
-    seen. In training each batch moves the range towards its own minimum and maximum by
-    ``1 - MOMENTUM`` (the first batch sets it); under :func:`calibrating` it is the extremes of
-    every batch seen; otherwise it is read. A layer that has observed nothing uses each batch's own
-    range.
+    ``{name}_min`` and ``{name}_max`` hold the range, ``{name}_observed`` the number of batches it
+    has seen (``name``: ``input``, or the inner input of a layer of two products). In training each
+    batch moves the range towards its own minimum and maximum by ``1 - MOMENTUM`` (the first batch
+    sets it); under :func:`calibrating` it is the extremes of every batch seen; otherwise it is
+    read. A layer that has observed nothing uses each batch's own range.
     """
 
-    def __init__(self, layer):
-        def weight(name, initializer):
-            return layer.add_weight(name=name, shape=(), initializer=initializer, trainable=False, dtype="float32",
-                                    autocast=False)
+    def __init__(self, layer, name="input"):
+        def weight(what):
+            return layer.add_weight(name=f"{name}_{what}", shape=(), initializer="zeros", trainable=False,
+                                    dtype="float32", autocast=False)
 
         self.layer = layer
-        self.minimum = weight("input_min", "zeros")
-        self.maximum = weight("input_max", "zeros")
-        self.observed = weight("input_observed", "zeros")
+        self.minimum, self.maximum, self.observed = weight("min"), weight("max"), weight("observed")
 
     @property
     def variables(self) -> list:
@@ -168,7 +168,8 @@ class RangeObserver:
         lo, hi = tf.reduce_min(x), tf.reduce_max(x)
         first = self.observed <= 0
         if getattr(self.layer, "_calibrating", False):
-            lo, hi = tf.where(first, lo, tf.minimum(self.minimum, lo)), tf.where(first, hi, tf.maximum(self.maximum, hi))
+            lo = tf.where(first, lo, tf.minimum(self.minimum, lo))
+            hi = tf.where(first, hi, tf.maximum(self.maximum, hi))
         elif training:
             lo = tf.where(first, lo, MOMENTUM * self.minimum + (1 - MOMENTUM) * lo)
             hi = tf.where(first, hi, MOMENTUM * self.maximum + (1 - MOMENTUM) * hi)
@@ -181,15 +182,16 @@ class RangeObserver:
 
 
 def quantized_layers(model) -> list:
-    """The layers of ``model`` (nested ones too) that quantize, each with its ``range_observer``."""
+    """The layers of ``model`` (nested ones too) that quantize, each with its ``range_observers``."""
     return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if getattr(layer, "range_observer", None) is not None]
+            if getattr(layer, "range_observers", None)]
 
 
 def observed_variables(model) -> list:
     """The input-range weights of a model's quantized layers: what a converted copy observes afresh,
     and so leaves out when it compares or copies weights."""
-    return [v for layer in quantized_layers(model) for v in layer.range_observer.variables]
+    return [v for layer in quantized_layers(model) for observer in layer.range_observers.values()
+            for v in observer.variables]
 
 
 @contextlib.contextmanager
@@ -197,9 +199,9 @@ def calibrating(model):
     """Within this block, calls of ``model`` set its quantized layers' input ranges to the extremes of
     what they see (starting afresh), rather than reading them; run the calibration data through it."""
     layers = quantized_layers(model)
+    for v in observed_variables(model):
+        v.assign(tf.zeros_like(v))
     for layer in layers:
-        for v in layer.range_observer.variables:
-            v.assign(tf.zeros_like(v))
         layer._calibrating = True
     try:
         yield layers
@@ -265,6 +267,20 @@ def _integer_depthwise(qx, qw, zx, zw, circuit, scheme, geometry):
     return _integer_grouped(qx, tf.reshape(qw, [kh, kw, 1, c * mult]), zx, zw, circuit, scheme, geometry, groups=c)
 
 
+def _integer_conv3d(qx, qw, zx, zw, circuit, scheme, geometry):
+    """NDHWC x DHWIO: the patch matrix of the input padded with the zero point, then the integer GEMM."""
+    g = conv3d_geometry("a quantized conv3d", qx.shape, qw.shape, geometry["strides"], geometry["padding"],
+                        geometry["dilations"])
+    cols = patches.patch_values(qx, g, zx)
+    y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, circuit, scheme, geometry)
+    return tf.reshape(y, [tf.shape(qx)[0], *g.out_sizes, g.o])
+
+
+def _float_conv3d(x, w, geometry):
+    return tf.nn.conv3d(x, w, strides=[1, *geometry["strides"], 1], padding=geometry["padding"],
+                        dilations=[1, *geometry["dilations"], 1])
+
+
 def _float_conv2d(x, w, geometry):
     return tf.nn.conv2d(x, w, strides=[1, *geometry["strides"], 1], padding=geometry["padding"],
                         dilations=[1, *geometry["dilations"], 1])
@@ -282,12 +298,13 @@ class _Product:
     channel_axes: tuple  # the kernel's output-channel axes (per-channel scales)
 
 
-#: The quantized products by kind: ``matmul`` (rows x kernel), ``conv2d`` (NHWC x HWIO) and
-#: ``depthwise_conv2d`` (NHWC x (kh, kw, C, multiplier)).
+#: The quantized products by kind: ``matmul`` (rows x kernel), ``conv2d`` (NHWC x HWIO),
+#: ``depthwise_conv2d`` (NHWC x (kh, kw, C, multiplier)) and ``conv3d`` (NDHWC x DHWIO).
 PRODUCTS = {
     "matmul": _Product(_integer_matmul, lambda x, w, g: tf.matmul(x, w), (1,)),
     "conv2d": _Product(_integer_conv2d, _float_conv2d, (3,)),
     "depthwise_conv2d": _Product(_integer_depthwise, _float_depthwise, (2, 3)),
+    "conv3d": _Product(_integer_conv3d, _float_conv3d, (4,)),
 }
 
 

@@ -30,12 +30,13 @@
  * AVX-512 machine; only their ratios matter, to choose: every kernel gives the same integers). */
 #define COST_DIRECT 0.35      /* per product */
 #define COST_DIRECT_ROW 3.0   /* per (row, k) */
-#define COST_LOOKUP 5.0       /* per (row, k, 64-column block) */
-#define COST_LOOKUP_ROW 1.0   /* per (row, k): its planes' loads */
-#define COST_BUILD 6.5        /* per (pattern, k, 64-column block) of a table */
-#define COST_TABLE 3.2        /* per (row, k, 64-column block) */
-#define COST_PREP 0.8         /* per table entry: the byte planes */
-#define COST_TRANSPOSE 0.8    /* per operand byte and result transposed */
+#define COST_LOOKUP 4.0       /* per (row, k, 64-column block) */
+#define COST_LOOKUP_ROW 2.0   /* per (row, k): its planes' loads */
+#define COST_BUILD 3.0        /* per (pattern, k, 64-column block) of a table */
+#define COST_TABLE 2.8        /* per (row, k, 64-column block) */
+#define COST_PREP 0.1         /* per table entry: the byte planes of its rows */
+#define COST_PREP_TRANSPOSED 0.7  /* per table entry: the byte planes of its columns */
+#define COST_TRANSPOSE 0.25   /* per operand byte and result transposed */
 
 enum int_kernel { INT_DIRECT, INT_LOOKUP, INT_TABLE };
 
@@ -51,6 +52,7 @@ struct int_gemm_job {
     int transposed;
     int64_t fm, fn;
     const uint8_t *fa, *fb;
+    int a_columns;             /* fa holds the kernel's A column-major (B itself, for the table kernel on C^T) */
     int split_columns;         /* parts are ranges of 64-column blocks, else of rows */
     int failed;                /* a part could not have its work buffers */
     int bias;                  /* the fast kernels' 16-bit encoding: 0 (unsigned table) or 2^15 (signed) */
@@ -135,19 +137,29 @@ static int int_bias(const int32_t *lut, int bits)
 
 /* Each row u of the table (or of its transpose) as byte planes of its entries plus `bias` (512 bytes: 256 low bytes,
  * 256 high bytes; entries past 2^bits are zero and never looked up). */
+static inline void int_plane_entry(uint8_t *planes, int u, int v, int32_t entry, int bias)
+{
+    const uint32_t x = (uint32_t)(entry + bias);
+    planes[512 * u + v] = (uint8_t)x;
+    planes[512 * u + 256 + v] = (uint8_t)(x >> 8);
+}
+
 static void int_planes(const int32_t *lut, int bits, int bias, int transposed, uint8_t *planes)
 {
     const int U = 1 << bits;
     memset(planes, 0, (size_t)U * 512);
-    for (int u = 0; u < U; ++u)
-        for (int v = 0; v < U; ++v) {
-            /* row u of the table the kernel reads: LUT's row u, or its column u when transposed */
-            const int32_t entry = transposed ? amsim_int_lut_row(lut, bits, (uint8_t)v)[u]
-                                             : amsim_int_lut_row(lut, bits, (uint8_t)u)[v];
-            const uint32_t x = (uint32_t)(entry + bias);
-            planes[512 * u + v] = (uint8_t)x;
-            planes[512 * u + 256 + v] = (uint8_t)(x >> 8);
-        }
+    if (!transposed) {
+        for (int u = 0; u < U; ++u)
+            for (int v = 0; v < U; ++v)
+                int_plane_entry(planes, u, v, amsim_int_lut_row(lut, bits, (uint8_t)u)[v], bias);
+        return;
+    }
+    /* row u is the LUT's column u: in 32 x 32 tiles, reading a column whole missed the cache at every entry */
+    for (int u0 = 0; u0 < U; u0 += 32)
+        for (int v0 = 0; v0 < U; v0 += 32)
+            for (int v = v0; v < U && v < v0 + 32; ++v)
+                for (int u = u0; u < U && u < u0 + 32; ++u)
+                    int_plane_entry(planes, u, v, amsim_int_lut_row(lut, bits, (uint8_t)v)[u], bias);
 }
 
 /* Part p of the job: a range of the kernel's rows, or of its 64-column blocks. */
@@ -187,12 +199,12 @@ static double int_fast_cost(int kernel, double fm, double fn, double K, double U
 {
     const double blocks = (double)(((int64_t)fn + 63) / 64), p = use;
     if (kernel == INT_LOOKUP)
-        return COST_PREP * U * U + (COST_LOOKUP * blocks + COST_LOOKUP_ROW) * fm * K / p;
+        return (COST_LOOKUP * blocks + COST_LOOKUP_ROW) * fm * K / p;
     /* a table is built by every part that needs it: split its columns when they divide evenly */
     *columns = blocks >= p && ((int64_t)blocks % use == 0 || blocks >= 4 * p);
-    const int64_t part_rows = (int64_t)fm / (*columns ? 1 : use) + 1;
+    const int64_t parts = *columns ? 1 : use, part_rows = ((int64_t)fm + parts - 1) / parts;
     const double row_blocks = (double)((part_rows + INT_TABLE_ROW_BLOCK - 1) / INT_TABLE_ROW_BLOCK);
-    return COST_PREP * U * U + COST_BUILD * U * K * blocks * row_blocks / (*columns ? p : 1) +
+    return COST_BUILD * U * K * blocks * row_blocks / (*columns ? p : 1) +
            COST_TABLE * fm * K * blocks / p;
 }
 
@@ -210,8 +222,12 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
         for (int transposed = 0; transposed < 2; ++transposed) {
             const double fm = transposed ? N : M, fn = transposed ? M : N;
             int columns = 0;
+            /* on C^T, B's bytes are transposed once by the caller, or by the table kernel's parts
+             * once per column block (a panel at a time) */
+            const double a_bytes = K * fm * (kernel == INT_TABLE ? ((int64_t)fn + 63) / 64 / (double)use : 1);
             const double cost = int_fast_cost(kernel, fm, fn, K, U, use, &columns) +
-                                (transposed ? COST_TRANSPOSE * (M * K + K * N + M * N) : 0);
+                                (transposed ? COST_PREP_TRANSPOSED * U * U + COST_TRANSPOSE * (M * K + a_bytes + M * N)
+                                            : COST_PREP * U * U);
             if (cost < best) {
                 best = cost;
                 g->kernel = kernel;
@@ -225,13 +241,17 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
 #endif
 }
 
-/* Byte matrix x (rows x cols, row-major) transposed into t. */
-static void int_transpose_bytes(const uint8_t *x, int64_t rows, int64_t cols, uint8_t *t)
+/* Whether any of the n bytes at x is above 2^bits - 1 (none can be at 8 bits). A reduction with
+ * no early exit, which the compiler vectorises (it does not vectorise a loop that returns at the
+ * first such byte, and that scalar pass took as long as a kernel's on the tall-thin shapes). */
+static int int_bytes_above(const uint8_t *x, int64_t n, int bits)
 {
-    for (int64_t r0 = 0; r0 < rows; r0 += 64)
-        for (int64_t c = 0; c < cols; ++c)
-            for (int64_t r = r0; r < rows && r < r0 + 64; ++r)
-                t[c * rows + r] = x[r * cols + c];
+    if (bits >= 8)
+        return 0;
+    uint8_t high = 0;
+    for (int64_t e = 0; e < n; ++e)
+        high |= x[e];
+    return high >> bits != 0;
 }
 
 int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K, const uint8_t *a,
@@ -244,13 +264,8 @@ int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K
         return AMSIM_OK;
     /* Operand patterns index the table: one of 2^bits values each (checked here, once, since an
      * out-of-range byte would read outside the table). */
-    const unsigned top = (1u << bits) - 1;
-    for (int64_t e = 0; e < M * K; ++e)
-        if (a[e] > top)
-            return AMSIM_ERR_ARGS;
-    for (int64_t e = 0; e < K * N; ++e)
-        if (b[e] > top)
-            return AMSIM_ERR_ARGS;
+    if (int_bytes_above(a, M * K, bits) || int_bytes_above(b, K * N, bits))
+        return AMSIM_ERR_ARGS;
     int use = threads > 0 ? threads : default_threads();
     use = use > MAX_THREADS ? MAX_THREADS : use;
     if ((double)M * (double)N * (double)K < (double)INT_GEMM_PARALLEL_MIN)
@@ -274,17 +289,26 @@ int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K
         job.fa = a;
         job.fb = b;
         if (job.transposed) {
-            uint8_t *at = work_buffer(SLOT_YI, (size_t)(M * K)), *bt = work_buffer(SLOT_XI, (size_t)(K * N));
-            if (!at || !bt)
+            /* the kernel's B: A^T, K x M; its A: B^T, N x K, which the table kernel reads in
+             * place (a_columns: it transposes each panel it reads, in its part) */
+            uint8_t *at = work_buffer(SLOT_YI, (size_t)(M * K));
+            if (!at)
                 return AMSIM_ERR_MEMORY;
-            int_transpose_bytes(a, M, K, at);  /* the kernel's B: K x M */
-            int_transpose_bytes(b, K, N, bt);  /* its A: N x K */
-            job.fa = bt;
+            int_transpose_bytes(a, M, K, K, at, M);
             job.fb = at;
+            job.fa = b;
+            job.a_columns = job.kernel == INT_TABLE;
+            if (!job.a_columns) {
+                uint8_t *bt = work_buffer(SLOT_XI, (size_t)(K * N));
+                if (!bt)
+                    return AMSIM_ERR_MEMORY;
+                int_transpose_bytes(b, K, N, N, bt, K);
+                job.fa = bt;
+            }
         }
     }
     if (job.kernel == INT_LOOKUP) {
-        __m512i *ivecs = work_buffer(SLOT_DB, sizeof(__m512i) * (size_t)K * (size_t)((job.fn + 63) / 64));
+        __m512i *ivecs = work_buffer(SLOT_DB, int_lookup_ivecs_bytes(K, job.fn));
         if (!ivecs)
             return AMSIM_ERR_MEMORY;
         int_lookup_prepare_vbmi(job.fb, K, job.fn, ivecs);

@@ -139,6 +139,34 @@ static __attribute__((noinline)) void int_flush_row(const __m512i *acc_a, const 
         int_flush_pair(acc_a[q], acc_b[q], kn, bias, c + width * 32 * q, n - 32 * q, wide, first);
 }
 
+/* x (rows x cols, row stride ldx) transposed into t (cols x rows, row stride ldt): in 64 x 64
+ * tiles (what they read and write stays in L1), each by 8 x 8 blocks (eight 8-byte rows in, one
+ * byte permutation, eight 8-byte rows out; a byte at a time, the transposes of the fast kernels'
+ * operands took longer than the GEMM itself on tall-thin shapes); the edges byte by byte. */
+static void int_transpose_bytes(const uint8_t *x, int64_t rows, int64_t cols, int64_t ldx, uint8_t *t, int64_t ldt)
+{
+    uint8_t perm[64];
+    for (int c = 0; c < 8; ++c)
+        for (int r = 0; r < 8; ++r)
+            perm[8 * c + r] = (uint8_t)(8 * r + c);  /* byte r of out row c = byte c of in row r */
+    const __m512i p = _mm512_loadu_si512(perm);
+    const int64_t rows8 = rows & ~(int64_t)7, cols8 = cols & ~(int64_t)7;
+    for (int64_t R = 0; R < rows8; R += 64)
+        for (int64_t C = 0; C < cols8; C += 64)
+            for (int64_t r0 = R; r0 < rows8 && r0 < R + 64; r0 += 8)
+                for (int64_t c0 = C; c0 < cols8 && c0 < C + 64; c0 += 8) {
+                    uint64_t q[8];
+                    for (int r = 0; r < 8; ++r)
+                        memcpy(&q[r], x + (r0 + r) * ldx + c0, 8);
+                    _mm512_storeu_si512(q, _mm512_permutexvar_epi8(p, _mm512_loadu_si512(q)));
+                    for (int c = 0; c < 8; ++c)
+                        memcpy(t + (c0 + c) * ldt + r0, &q[c], 8);
+                }
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = r < rows8 ? cols8 : 0; c < cols; ++c)
+            t[c * ldt + r] = x[r * ldx + c];
+}
+
 /* ---- the table kernel: T[k][u] = LUT[u][b[k, block]] built per (k block, column block) ---- */
 
 /* T for k in [0, kn) of a 64-column block of B (b: its first column at k = 0, ldb: B's row
@@ -161,7 +189,7 @@ static void int_build_table_vbmi(const uint8_t *planes, int U, const uint8_t *b,
     }
 }
 
-#define TABLE_ROWS 4             /* rows of C per register tile: 4 x 2 accumulator pairs */
+#define TABLE_ROWS 6             /* rows of C per register tile: 6 x 2 accumulator pairs */
 
 /* `rows` rows of C (<= TABLE_ROWS) over one block: their A bytes at a (row stride lda), T's kn
  * k-steps, the sums flushed into C at c (row stride ldc, n valid columns). */
@@ -172,10 +200,13 @@ static inline __attribute__((always_inline)) void int_table_rows(int rows, const
     __m512i acc_a[TABLE_ROWS][2], acc_b[TABLE_ROWS][2];
     for (int r = 0; r < rows; ++r)
         acc_a[r][0] = acc_a[r][1] = acc_b[r][0] = acc_b[r][1] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < kn; ++k) {
-        const __m512i *tk = t + 2 * (size_t)k * U;
+    const uint8_t *ar[TABLE_ROWS];
+    for (int r = 0; r < rows; ++r)
+        ar[r] = a + r * lda;
+    const __m512i *tk = t;
+    for (int64_t k = 0; k < kn; ++k, tk += 2 * (size_t)U) {
         for (int r = 0; r < rows; ++r) {
-            const __m512i *row = tk + 2 * (size_t)a[r * lda + k];
+            const __m512i *row = tk + 2 * (size_t)ar[r][k];
             const __m512i v0 = _mm512_load_si512(row), v1 = _mm512_load_si512(row + 1);
             acc_a[r][0] = _mm512_add_epi32(acc_a[r][0], v0);
             acc_b[r][0] = int_add_high(acc_b[r][0], v0);
@@ -187,11 +218,30 @@ static inline __attribute__((always_inline)) void int_table_rows(int rows, const
         int_flush_row(acc_a[r], acc_b[r], 1, kn, bias, c + r * ldc, n, wide, first);
 }
 
+/* int_table_rows for each tile height, each in a function of its own: inlined into the block
+ * loops, GCC's register allocation copied the accumulators around (and spilled some) at every k. */
+typedef void int_table_tile_fn(const uint8_t *a, int64_t lda, const __m512i *t, int U, int64_t kn, int bias,
+                               char *c, int64_t ldc, int n, int wide, int first);
+#define TABLE_TILE(R)                                                                                        \
+    static __attribute__((noinline)) void int_table_rows##R(const uint8_t *a, int64_t lda, const __m512i *t, \
+                                                            int U, int64_t kn, int bias, char *c, int64_t ldc, \
+                                                            int n, int wide, int first)                       \
+    {                                                                                                        \
+        int_table_rows(R, a, lda, t, U, kn, bias, c, ldc, n, wide, first);                                   \
+    }
+TABLE_TILE(1) TABLE_TILE(2) TABLE_TILE(3) TABLE_TILE(4) TABLE_TILE(5) TABLE_TILE(6)
+#undef TABLE_TILE
+static int_table_tile_fn *const int_table_tiles[TABLE_ROWS + 1] = {
+    NULL, int_table_rows1, int_table_rows2, int_table_rows3, int_table_rows4, int_table_rows5, int_table_rows6};
+
 /* C[i0..i1, block columns j0..j1) by tables, j0 a multiple of 64. Rows go in blocks of
  * INT_TABLE_ROW_BLOCK, summed in a contiguous buffer (64 columns a row) and copied into C at the
  * end: flushing into C itself, whose rows lie N apart, missed the caches at every k block (rows
  * 4 KiB apart share a few cache sets). A row block rebuilds its tables: it should hold many
- * more rows than the table has patterns. Returns an amsim_status. */
+ * more rows than the table has patterns. A row block's bytes of A for a k block are copied into
+ * a contiguous panel first (transposed, where A is B itself for C^T): read in place, rows K bytes
+ * apart, each of a large K's rows took a page of its own and the row block more pages than the
+ * TLB holds. Returns an amsim_status. */
 static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int U = 1 << g->bits;
@@ -201,7 +251,8 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     __m512i *t = work_buffer(SLOT_T, sizeof(__m512i) * 2 * (size_t)U * (size_t)kb_max);
     __m512i *ivecs = work_buffer(SLOT_CBUF, sizeof(__m512i) * (size_t)kb_max);
     char *sums = work_buffer(SLOT_OUT, width * IV_LANES * (size_t)rb_max);
-    if (!t || !ivecs || !sums)
+    uint8_t *panel = work_buffer(SLOT_XS, (size_t)rb_max * (size_t)kb_max);
+    if (!t || !ivecs || !sums || !panel)
         return AMSIM_ERR_MEMORY;
     const int64_t lds = IV_LANES * (int64_t)width;
     for (int64_t j = j0; j < j1; j += IV_LANES) {
@@ -211,14 +262,16 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
             for (int64_t k0 = 0; k0 < K; k0 += kb_max) {
                 const int64_t kn = K - k0 < kb_max ? K - k0 : kb_max;
                 int_build_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
+                if (g->a_columns)
+                    int_transpose_bytes(g->fa + k0 * g->fm + r0, kn, r1 - r0, g->fm, panel, kn);
+                else
+                    for (int64_t i = r0; i < r1; ++i)
+                        memcpy(panel + (i - r0) * kn, g->fa + i * K + k0, (size_t)kn);
                 for (int64_t i = r0; i < r1; i += TABLE_ROWS) {
-                    const uint8_t *a = g->fa + i * K + k0;
+                    const uint8_t *a = panel + (i - r0) * kn;
                     char *s = sums + (i - r0) * lds;
-                    switch (r1 - i >= TABLE_ROWS ? TABLE_ROWS : (int)(r1 - i)) {
-#define TABLE_CASE(R) case R: int_table_rows(R, a, K, t, U, kn, g->bias, s, lds, IV_LANES, g->wide, k0 == 0); break;
-                    TABLE_CASE(4) TABLE_CASE(3) TABLE_CASE(2) TABLE_CASE(1)
-#undef TABLE_CASE
-                    }
+                    int_table_tiles[r1 - i >= TABLE_ROWS ? TABLE_ROWS : r1 - i](a, kn, t, U, kn, g->bias, s, lds,
+                                                                              IV_LANES, g->wide, k0 == 0);
                 }
             }
             for (int64_t i = r0; i < r1; ++i)
@@ -230,14 +283,15 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
 
 /* ---- the lookup kernel: each product looked up in its row's planes, no table built ---- */
 
-#define LOOKUP_BLOCKS 3  /* 64-column blocks sharing each row's plane loads: 12 accumulators */
+#define LOOKUP_BLOCKS 3             /* 64-column blocks sharing each row's plane loads: 12 accumulators */
+#define LOOKUP_IVEC_BYTES (1 << 17) /* index vectors a k block of rows reads: kept in L2 */
+#define LOOKUP_ROW_BLOCK 512        /* rows whose sums wait in a buffer while they share a k block */
 
-/* One row of C over up to LOOKUP_BLOCKS blocks: ivecs[k * nb + q] is block q's index vector
- * at k (prepared once per GEMM by int_lookup_prepare_vbmi). */
+/* One row of C over up to LOOKUP_BLOCKS blocks of one chunk: ivecs[k * LOOKUP_BLOCKS + q] is
+ * block q's index vector at k (prepared once per GEMM by int_lookup_prepare_vbmi). */
 static inline __attribute__((always_inline)) void int_lookup_row(int blocks, const uint8_t *a, const uint8_t *planes,
-                                                             const __m512i *ivecs, int64_t nb, int64_t k0,
-                                                             int64_t kn, int bias, char *c, int n, int wide,
-                                                             int first)
+                                                             const __m512i *ivecs, int64_t k0, int64_t kn, int bias,
+                                                             char *c, int n, int wide, int first)
 {
     const __m512i odd = int_odd_flip();
     __m512i acc_a[LOOKUP_BLOCKS][2], acc_b[LOOKUP_BLOCKS][2];
@@ -247,7 +301,7 @@ static inline __attribute__((always_inline)) void int_lookup_row(int blocks, con
         const struct int_row_planes r = int_planes_of(planes + 512 * (size_t)a[k]);
         for (int q = 0; q < blocks; ++q) {
             __m512i v0, v1;
-            int_lookup64(&r, ivecs[k * nb + q], odd, &v0, &v1);
+            int_lookup64(&r, ivecs[k * LOOKUP_BLOCKS + q], odd, &v0, &v1);
             acc_a[q][0] = _mm512_add_epi32(acc_a[q][0], v0);
             acc_b[q][0] = int_add_high(acc_b[q][0], v0);
             acc_a[q][1] = _mm512_add_epi32(acc_a[q][1], v1);
@@ -257,37 +311,71 @@ static inline __attribute__((always_inline)) void int_lookup_row(int blocks, con
     int_flush_row(&acc_a[0][0], &acc_b[0][0], blocks, kn, bias, c, n, wide, first);
 }
 
-/* B's index vectors, block-major per k: ivecs[k * nb + q] for the nb = ceil(N / 64) blocks. */
+/* int_lookup_row for each number of blocks, each in a function of its own (as int_table_tiles). */
+typedef void int_lookup_tile_fn(const uint8_t *a, const uint8_t *planes, const __m512i *ivecs, int64_t k0,
+                                int64_t kn, int bias, char *c, int n, int wide, int first);
+#define LOOKUP_TILE(Q)                                                                                     \
+    static __attribute__((noinline)) void int_lookup_row##Q(const uint8_t *a, const uint8_t *planes,       \
+                                                            const __m512i *ivecs, int64_t k0, int64_t kn,  \
+                                                            int bias, char *c, int n, int wide, int first) \
+    {                                                                                                      \
+        int_lookup_row(Q, a, planes, ivecs, k0, kn, bias, c, n, wide, first);                              \
+    }
+LOOKUP_TILE(1) LOOKUP_TILE(2) LOOKUP_TILE(3)
+#undef LOOKUP_TILE
+static int_lookup_tile_fn *const int_lookup_tiles[LOOKUP_BLOCKS + 1] = {NULL, int_lookup_row1, int_lookup_row2,
+                                                                        int_lookup_row3};
+
+/* B's index vectors in chunks of LOOKUP_BLOCKS blocks (the columns one int_lookup_row call sums),
+ * each chunk k-major: ivecs[(c * K + k) * LOOKUP_BLOCKS + q] is block LOOKUP_BLOCKS c + q at k
+ * (what a k block of one chunk reads is contiguous). */
 static void int_lookup_prepare_vbmi(const uint8_t *b, int64_t K, int64_t N, __m512i *ivecs)
 {
     const __m512i perm = int_ivec_permutation();
     const int64_t nb = (N + IV_LANES - 1) / IV_LANES;
-    for (int64_t k = 0; k < K; ++k)
-        for (int64_t q = 0; q < nb; ++q)
-            ivecs[k * nb + q] = int_ivec_of(b + k * N + q * IV_LANES, (int)(N - q * IV_LANES < 64 ? N - q * 64 : 64), perm);
+    for (int64_t q = 0; q < nb; ++q) {
+        const int n = (int)(N - q * IV_LANES < IV_LANES ? N - q * IV_LANES : IV_LANES);
+        __m512i *out = ivecs + (q / LOOKUP_BLOCKS) * K * LOOKUP_BLOCKS + q % LOOKUP_BLOCKS;
+        for (int64_t k = 0; k < K; ++k)
+            out[k * LOOKUP_BLOCKS] = int_ivec_of(b + k * N + q * IV_LANES, n, perm);
+    }
 }
 
-/* C[i0..i1, block columns j0..j1) by lookups, j0 a multiple of 64; each row's sums gathered in
- * a buffer and stored once. Returns an amsim_status. */
+/* The index vectors int_lookup_prepare_vbmi writes for a K x N operand. */
+static size_t int_lookup_ivecs_bytes(int64_t K, int64_t N)
+{
+    const int64_t chunks = (N + LOOKUP_BLOCKS * IV_LANES - 1) / (LOOKUP_BLOCKS * IV_LANES);
+    return sizeof(__m512i) * (size_t)chunks * (size_t)K * LOOKUP_BLOCKS;
+}
+
+/* C[i0..i1, block columns j0..j1) by lookups, j0 a multiple of 64. The columns go LOOKUP_BLOCKS
+ * blocks at a time, k in blocks whose index vectors stay in L2 while a block of rows reads them
+ * (read whole for every row, the index vectors of a large B came from memory), each row's sums
+ * in a buffer until its last k block. Returns an amsim_status. */
 static int int_lookup_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
-    const int64_t K = g->K, nb = (g->fn + IV_LANES - 1) / IV_LANES;
-    char *sums = work_buffer(SLOT_OUT, (size_t)(g->wide ? 8 : 4) * LOOKUP_BLOCKS * IV_LANES);
+    const int64_t K = g->K, span = LOOKUP_BLOCKS * IV_LANES;
+    const int64_t kb = LOOKUP_IVEC_BYTES / span < INT_KB_MAX ? LOOKUP_IVEC_BYTES / span : INT_KB_MAX;
+    const int64_t rb = i1 - i0 < LOOKUP_ROW_BLOCK ? i1 - i0 : LOOKUP_ROW_BLOCK;
+    const size_t row_bytes = (size_t)(g->wide ? 8 : 4) * (size_t)span;
+    char *sums = work_buffer(SLOT_OUT, row_bytes * (size_t)rb);
     if (!sums)
         return AMSIM_ERR_MEMORY;
-    for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = j0; j < j1; j += LOOKUP_BLOCKS * IV_LANES) {
-            const int n = (int)(j1 - j < LOOKUP_BLOCKS * IV_LANES ? j1 - j : LOOKUP_BLOCKS * IV_LANES);
-            const __m512i *iv = (const __m512i *)g->ivecs + j / IV_LANES;
-            for (int64_t k0 = 0; k0 < K; k0 += INT_KB_MAX) {
-                const int64_t kn = K - k0 < INT_KB_MAX ? K - k0 : INT_KB_MAX;
-                switch ((n + IV_LANES - 1) / IV_LANES) {
-#define LOOKUP_CASE(Q) case Q: int_lookup_row(Q, g->fa + i * K, g->planes, iv, nb, k0, kn, g->bias, sums, n, g->wide, k0 == 0); break;
-                LOOKUP_CASE(3) LOOKUP_CASE(2) LOOKUP_CASE(1)
-#undef LOOKUP_CASE
-                }
+    for (int64_t j = j0; j < j1; j += span) {
+        const int n = (int)(j1 - j < span ? j1 - j : span);
+        const __m512i *iv = (const __m512i *)g->ivecs + (j / span) * K * LOOKUP_BLOCKS;
+        int_lookup_tile_fn *const tile = int_lookup_tiles[(n + IV_LANES - 1) / IV_LANES];
+        for (int64_t r0 = i0; r0 < i1; r0 += rb) {
+            const int64_t r1 = i1 - r0 < rb ? i1 : r0 + rb;
+            for (int64_t k0 = 0; k0 < K; k0 += kb) {
+                const int64_t kn = K - k0 < kb ? K - k0 : kb;
+                for (int64_t i = r0; i < r1; ++i)
+                    tile(g->fa + i * K, g->planes, iv, k0, kn, g->bias, sums + (size_t)(i - r0) * row_bytes, n,
+                         g->wide, k0 == 0);
             }
-            int_store_row(g, i, j, sums, n);
+            for (int64_t i = r0; i < r1; ++i)
+                int_store_row(g, i, j, sums + (size_t)(i - r0) * row_bytes, n);
         }
+    }
     return AMSIM_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * amsim_tf.h -- what the TensorFlow ops of amsim.keras share: the arithmetic attributes, the
- * prepared-LUT cache, one GEMM call, and the conv2d geometry.
+ * prepared-LUT cache, one GEMM call, the conv2d geometry, and the integer ops' checks and GEMM.
  *
  * The ops compute nothing themselves: every product, sum and patch copy is the engine's
  * (amsim_gemm.h), on TensorFlow's buffers, so an op gives the bits amsim.gemm gives.
@@ -20,6 +20,16 @@
 #include "amsim_gemm.h"
 
 namespace amsim_tf {
+
+/* The TensorFlow names every op's source uses, declared once for the whole component. */
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
 
 /* Attributes every op carries. "gradient" is read only by the Python gradient functions. */
 #define AMSIM_TF_ARITHMETIC_ATTRS                                  \
@@ -99,6 +109,12 @@ absl::Status ReadSizes(const tensorflow::Tensor &sizes, const char *name, int64_
 /* Shape function of a backprop op: the shape held by its shape-tensor input `index`. */
 absl::Status ShapeFromSizes(tensorflow::shape_inference::InferenceContext *c, int index);
 
+/* Shape function piece of the forward convolutions: the output's height and width for an NHWC
+ * input x and a filter w (its first two dimensions KH, KW) under the op's conv attributes,
+ * unknown while a size they follow is. */
+absl::Status ConvOutputSize(InferenceContext *c, ShapeHandle x, ShapeHandle w, DimensionHandle *oh,
+                            DimensionHandle *ow);
+
 /* Shape function of the forward convolutions: output channels = out_channels(filter). */
 absl::Status ConvOutputShape(tensorflow::shape_inference::InferenceContext *c, bool depthwise);
 
@@ -149,6 +165,47 @@ absl::Status EngineStatus(int rc, const char *what);
 
 /* A float32 work buffer of `count` elements from TensorFlow's allocator. */
 absl::Status WorkBuffer(tensorflow::OpKernelContext *ctx, int64_t count, tensorflow::Tensor *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The integer LUT ops (int_matmul.cc, int_conv.cc), defined in int_common.cc: the operands   */
+/* are n-bit patterns of one byte, the table int32 (2^n x 2^n), the sums exact.               */
+/* ------------------------------------------------------------------------------------------ */
+
+constexpr int kMaxIntBits = 8;  /* a pattern is one byte */
+
+/* bits in 1..kMaxIntBits; the error names the op. */
+absl::Status CheckIntBits(const std::string &op, int bits);
+
+/* Shape function piece of an integer op: its "bits" attribute is valid and its input `lut` (an
+ * input index) can be the (2^bits, 2^bits) table. */
+absl::Status IntLutShape(InferenceContext *c, const char *op, int lut);
+
+/* What the kernels of the integer ops share: the "bits" and "threads" attributes, the checks of
+ * the table, of the sums' range and of the patterns, and the engine's GEMM. Errors begin with
+ * the op's name (its type, as the graph author wrote it). */
+class IntKernel : public OpKernel {
+public:
+    explicit IntKernel(OpKernelConstruction *ctx);
+
+protected:
+    /* The table is (2^bits, 2^bits). */
+    absl::Status CheckLut(const Tensor &lut) const;
+
+    /* No sum of K products can overflow the output, int64 when wide, else int32: K times the
+     * table's largest magnitude fits it. The refusal says the sums "can overflow <out_type>". */
+    absl::Status CheckSums(const Tensor &lut, int64_t K, bool wide, const char *out_type) const;
+
+    /* p[0..count), the operand `name`, holds only n-bit patterns (else the first one that is not). */
+    absl::Status CheckPatterns(const char *name, const uint8_t *p, int64_t count) const;
+
+    /* c = a (x) b through amsim_int_gemm: a M x K, b K x N, c M x N, all row-major, c int64 when
+     * wide, else int32. */
+    absl::Status IntGemm(const int32_t *table, int64_t M, int64_t N, int64_t K, const uint8_t *a,
+                         const uint8_t *b, void *c, bool wide) const;
+
+    int bits_ = kMaxIntBits;
+    int threads_ = 0;
+};
 
 }  // namespace amsim_tf
 

@@ -1,6 +1,6 @@
 /*
- * common.cc -- the pieces amsim_tf.h declares: attributes, the prepared-LUT cache, the GEMM
- * call and the conv2d geometry.
+ * common.cc -- the pieces amsim_tf.h declares for the floating-point ops: attributes, the
+ * prepared-LUT cache, the GEMM call and the conv2d geometry (the integer ops': int_common.cc).
  */
 #include "amsim_tf.h"
 
@@ -10,12 +10,6 @@
 #include <mutex>
 
 namespace amsim_tf {
-
-using tensorflow::OpKernelConstruction;
-using tensorflow::Tensor;
-using tensorflow::shape_inference::DimensionHandle;
-using tensorflow::shape_inference::InferenceContext;
-using tensorflow::shape_inference::ShapeHandle;
 
 absl::Status ReadArithmetic(OpKernelConstruction *ctx, Arithmetic *out)
 {
@@ -223,6 +217,24 @@ absl::Status ConvGeometry(const ConvAttrs &attrs, int64_t n, int64_t h, int64_t 
     return absl::OkStatus();
 }
 
+absl::Status ConvOutputSize(InferenceContext *c, ShapeHandle x, ShapeHandle w, DimensionHandle *oh,
+                            DimensionHandle *ow)
+{
+    ConvAttrs attrs;
+    TF_RETURN_IF_ERROR(ReadConvAttrs(c, &attrs));
+    *oh = c->UnknownDim();
+    *ow = c->UnknownDim();
+    const int64_t h = c->Value(c->Dim(x, 1)), wd = c->Value(c->Dim(x, 2));
+    const int64_t kh = c->Value(c->Dim(w, 0)), kw = c->Value(c->Dim(w, 1));
+    if (h >= 0 && wd >= 0 && kh >= 0 && kw >= 0) {
+        struct amsim_conv_geometry g;
+        TF_RETURN_IF_ERROR(ConvGeometry(attrs, 1, h, wd, 1, kh, kw, &g));
+        *oh = c->MakeDim(g.oh);
+        *ow = c->MakeDim(g.ow);
+    }
+    return absl::OkStatus();
+}
+
 absl::Status ConvOutputShape(InferenceContext *c, bool depthwise)
 {
     ShapeHandle x, w;
@@ -233,17 +245,8 @@ absl::Status ConvOutputShape(InferenceContext *c, bool depthwise)
     DimensionHandle out_c = c->Dim(w, 3);
     if (depthwise)
         TF_RETURN_IF_ERROR(c->Multiply(channels, c->Dim(w, 3), &out_c));
-    ConvAttrs attrs;
-    TF_RETURN_IF_ERROR(ReadConvAttrs(c, &attrs));
-    DimensionHandle oh = c->UnknownDim(), ow = c->UnknownDim();
-    const int64_t h = c->Value(c->Dim(x, 1)), wd = c->Value(c->Dim(x, 2));
-    const int64_t kh = c->Value(c->Dim(w, 0)), kw = c->Value(c->Dim(w, 1));
-    if (h >= 0 && wd >= 0 && kh >= 0 && kw >= 0) {
-        struct amsim_conv_geometry g;
-        TF_RETURN_IF_ERROR(ConvGeometry(attrs, 1, h, wd, 1, kh, kw, &g));
-        oh = c->MakeDim(g.oh);
-        ow = c->MakeDim(g.ow);
-    }
+    DimensionHandle oh, ow;
+    TF_RETURN_IF_ERROR(ConvOutputSize(c, x, w, &oh, &ow));
     c->set_output(0, c->MakeShape({c->Dim(x, 0), oh, ow, out_c}));
     return absl::OkStatus();
 }

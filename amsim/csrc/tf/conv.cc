@@ -45,10 +45,6 @@ REGISTER_OP("AmsimConv2DBackpropFilter")
 namespace amsim_tf {
 namespace {
 
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-
 class AmsimConv2DOp : public ConvKernel {
 public:
     using ConvKernel::ConvKernel;

@@ -53,9 +53,6 @@ namespace amsim_tf {
 
 namespace {
 
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-
 class AmsimDepthwiseConv2DOp : public DepthwiseKernel {
 public:
     using DepthwiseKernel::DepthwiseKernel;

@@ -29,12 +29,6 @@
 namespace amsim_tf {
 namespace {
 
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-
 absl::Status CudaStatus(int rc, const char *what)
 {
     if (rc == 0)

@@ -16,10 +16,8 @@
  *
  * The op never wraps: it refuses a patch of K products that the table's largest magnitude could
  * take out of int32. It has no gradient (amsim.keras.int_ops registers none): the quantized
- * layers give it a straight-through one. Its helpers are in a namespace of their own, since the
- * op library is one translation unit (amsim/keras/build.py).
+ * layers give it a straight-through one.
  */
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -29,68 +27,32 @@
 #include "tensorflow/core/framework/op.h"
 
 namespace amsim_tf {
-namespace int_conv {
 namespace {
-
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::shape_inference::DimensionHandle;
-using tensorflow::shape_inference::InferenceContext;
-using tensorflow::shape_inference::ShapeHandle;
-
-constexpr int kMaxBits = 8;  /* a pattern is one byte */
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-
-absl::Status CheckBits(int bits)
-{
-    if (bits < 1 || bits > kMaxBits)
-        return absl::InvalidArgumentError("AmsimIntConv2D: bits must be in 1.." + std::to_string(kMaxBits) +
-                                          ", got " + std::to_string(bits));
-    return absl::OkStatus();
-}
 
 absl::Status IntConvShape(InferenceContext *c)
 {
-    int bits;
     int64_t groups;
-    TF_RETURN_IF_ERROR(c->GetAttr("bits", &bits));
     TF_RETURN_IF_ERROR(c->GetAttr("groups", &groups));
-    TF_RETURN_IF_ERROR(CheckBits(bits));
-    ShapeHandle x, w, lut, pad;
+    TF_RETURN_IF_ERROR(IntLutShape(c, "AmsimIntConv2D", 2));
+    ShapeHandle x, w, pad;
     TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
     TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &w));
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &lut));
     TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 0, &pad));
-    DimensionHandle side, channels;
-    TF_RETURN_IF_ERROR(c->WithValue(c->Dim(lut, 0), int64_t{1} << bits, &side));
-    TF_RETURN_IF_ERROR(c->WithValue(c->Dim(lut, 1), int64_t{1} << bits, &side));
+    DimensionHandle channels;
     TF_RETURN_IF_ERROR(c->Multiply(c->Dim(w, 2), groups, &channels));
     TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, 3), channels, &channels));
     const int64_t f = c->Value(c->Dim(w, 3));
     if (f >= 0 && f % groups != 0)
         return absl::InvalidArgumentError("AmsimIntConv2D: the filter's " + std::to_string(f) +
                                           " output channels do not split into " + std::to_string(groups) + " groups");
-    ConvAttrs attrs;
-    TF_RETURN_IF_ERROR(ReadConvAttrs(c, &attrs));
-    DimensionHandle oh = c->UnknownDim(), ow = c->UnknownDim();
-    const int64_t h = c->Value(c->Dim(x, 1)), wd = c->Value(c->Dim(x, 2));
-    const int64_t kh = c->Value(c->Dim(w, 0)), kw = c->Value(c->Dim(w, 1));
-    if (h >= 0 && wd >= 0 && kh >= 0 && kw >= 0) {
-        struct amsim_conv_geometry g;
-        TF_RETURN_IF_ERROR(ConvGeometry(attrs, 1, h, wd, 1, kh, kw, &g));
-        oh = c->MakeDim(g.oh);
-        ow = c->MakeDim(g.ow);
-    }
+    DimensionHandle oh, ow;
+    TF_RETURN_IF_ERROR(ConvOutputSize(c, x, w, &oh, &ow));
     c->set_output(0, c->MakeShape({c->Dim(x, 0), oh, ow, c->Dim(w, 3)}));
     c->set_output(1, c->MakeShape({c->Dim(x, 0), oh, ow, c->MakeDim(groups)}));
     return absl::OkStatus();
 }
 
 }  // namespace
-}  // namespace int_conv
 }  // namespace amsim_tf
 
 REGISTER_OP("AmsimIntConv2D")
@@ -105,7 +67,7 @@ REGISTER_OP("AmsimIntConv2D")
     .Attr("bits: int = 8")
     .Attr("signed: bool = false")
     .Attr("threads: int >= 0 = 0")
-    .SetShapeFn(amsim_tf::int_conv::IntConvShape)
+    .SetShapeFn(amsim_tf::IntConvShape)
     .Doc(R"doc(
 Integer LUT conv2d (amsim.gemm.int_conv2d): for each output channel f of group q, the exact int32
 sum over its patch of lut[input pattern, filter pattern], the input padded with the pattern pad.
@@ -126,28 +88,15 @@ threads: at most this many engine threads (0: the engine's default).
 )doc");
 
 namespace amsim_tf {
-namespace int_conv {
 namespace {
 
-/* The first pattern of p[0..count) that is not an n-bit one, or -1. */
-int FirstBadPattern(const uint8_t *p, int64_t count, int bits)
-{
-    for (int64_t e = 0; e < count; ++e)
-        if (p[e] >> bits)
-            return p[e];
-    return -1;
-}
-
-class AmsimIntConv2DOp : public OpKernel {
+class AmsimIntConv2DOp : public IntKernel {
 public:
-    explicit AmsimIntConv2DOp(OpKernelConstruction *ctx) : OpKernel(ctx)
+    explicit AmsimIntConv2DOp(OpKernelConstruction *ctx) : IntKernel(ctx)
     {
         OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, &conv_));
         OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
-        OP_REQUIRES_OK(ctx, ctx->GetAttr("bits", &bits_));
         OP_REQUIRES_OK(ctx, ctx->GetAttr("signed", &signed_));
-        OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
-        OP_REQUIRES_OK(ctx, CheckBits(bits_));
     }
 
     void Compute(OpKernelContext *ctx) override
@@ -162,9 +111,9 @@ public:
         OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({g.n, g.oh, g.ow, groups_}), &sums));
         if (P == 0)
             return;
-        OP_REQUIRES_OK(ctx, CheckSums(lut, K));
+        OP_REQUIRES_OK(ctx, CheckPatchSums(lut, K));
         const uint8_t pattern = pad.scalar<uint8_t>()();
-        OP_REQUIRES_OK(ctx, CheckPatterns(x, w, pattern));
+        OP_REQUIRES_OK(ctx, CheckOperands(x, w, pattern));
         const uint8_t *px = x.flat<uint8_t>().data(), *pw = w.flat<uint8_t>().data();
         const int32_t *table = lut.flat<int32_t>().data();
         int32_t *py = out->flat<int32_t>().data();
@@ -182,7 +131,7 @@ public:
             return;
         }
         if (groups_ == 1) {  /* the filter is the (K, F) matrix, the output the (P, F) one */
-            OP_REQUIRES_OK(ctx, IntGemm(table, P, F, K, pc, pw, py));
+            OP_REQUIRES_OK(ctx, IntGemm(table, P, F, K, pc, pw, py, false));
             return;
         }
         /* Group q: its patch matrix times filter columns [q*Fg, (q+1)*Fg), copied contiguous, into
@@ -195,7 +144,7 @@ public:
         for (int64_t q = 0; q < groups_; ++q) {
             for (int64_t k = 0; k < K; ++k)
                 std::memcpy(pwq + k * Fg, pw + k * F + q * Fg, Fg);
-            OP_REQUIRES_OK(ctx, IntGemm(table, P, Fg, K, pc + q * P * K, pwq, pyq));
+            OP_REQUIRES_OK(ctx, IntGemm(table, P, Fg, K, pc + q * P * K, pwq, pyq, false));
             for (int64_t p = 0; p < P; ++p)
                 std::memcpy(py + p * F + q * Fg, pyq + p * Fg, Fg * sizeof(int32_t));
         }
@@ -220,72 +169,38 @@ private:
             return absl::InvalidArgumentError("AmsimIntConv2D: the filter's " + std::to_string(w.dim_size(3)) +
                                               " output channels do not split into " + std::to_string(groups) +
                                               " groups");
-        const int64_t side = int64_t{1} << bits_;
-        if (lut.dims() != 2 || lut.dim_size(0) != side || lut.dim_size(1) != side)
-            return absl::InvalidArgumentError("AmsimIntConv2D: lut must be [" + std::to_string(side) + "," +
-                                              std::to_string(side) + "] for " + std::to_string(bits_) +
-                                              "-bit operands, got " + lut.shape().DebugString());
+        TF_RETURN_IF_ERROR(CheckLut(lut));
         if (pad.dims() != 0)
             return absl::InvalidArgumentError("AmsimIntConv2D: pad must be a scalar, got " +
                                               pad.shape().DebugString());
         return ConvGeometry(conv_, x.dim_size(0), x.dim_size(1), x.dim_size(2), C, w.dim_size(0), w.dim_size(1), g);
     }
 
-    /* No sum of K products can overflow int32 (K times the table's largest magnitude fits it), nor
-     * a patch's sum of K one-byte patterns (amsim_int_im2col's bound). */
-    absl::Status CheckSums(const Tensor &lut, int64_t K) const
+    /* No sum of K products can overflow int32, nor a patch's sum of K one-byte patterns
+     * (amsim_int_im2col's bound). */
+    absl::Status CheckPatchSums(const Tensor &lut, int64_t K) const
     {
-        int64_t largest = 0;
-        for (int32_t v : absl::Span<const int32_t>(lut.flat<int32_t>().data(), lut.NumElements()))
-            largest = std::max(largest, v < 0 ? -int64_t{v} : int64_t{v});
-        if (largest > 0 && K > kInt32Max / largest)
-            return absl::InvalidArgumentError("AmsimIntConv2D: K = " + std::to_string(K) +
-                                              " products of magnitude up to " + std::to_string(largest) +
-                                              " can overflow int32");
-        if (K > kInt32Max / 255)
+        TF_RETURN_IF_ERROR(CheckSums(lut, K, false, "int32"));
+        if (K > std::numeric_limits<int32_t>::max() / 255)
             return absl::InvalidArgumentError("AmsimIntConv2D: a patch of K = " + std::to_string(K) +
                                               " patterns can overflow its int32 sum");
         return absl::OkStatus();
     }
 
     /* Every pattern the products read is an n-bit one. */
-    absl::Status CheckPatterns(const Tensor &x, const Tensor &w, uint8_t pad) const
+    absl::Status CheckOperands(const Tensor &x, const Tensor &w, uint8_t pad) const
     {
-        if (bits_ == kMaxBits)  /* every byte is */
-            return absl::OkStatus();
-        const struct {
-            const char *name;
-            const uint8_t *p;
-            int64_t count;
-        } operands[] = {{"pad", &pad, 1},
-                        {"input", x.flat<uint8_t>().data(), x.NumElements()},
-                        {"filter", w.flat<uint8_t>().data(), w.NumElements()}};
-        for (const auto &o : operands) {
-            const int bad = FirstBadPattern(o.p, o.count, bits_);
-            if (bad >= 0)
-                return absl::InvalidArgumentError(std::string("AmsimIntConv2D: ") + o.name + " holds the pattern " +
-                                                  std::to_string(bad) + ", not a " + std::to_string(bits_) +
-                                                  "-bit one (0.." + std::to_string((1 << bits_) - 1) + ")");
-        }
-        return absl::OkStatus();
-    }
-
-    absl::Status IntGemm(const int32_t *table, int64_t M, int64_t N, int64_t K, const uint8_t *a, const uint8_t *b,
-                      int32_t *c) const
-    {
-        return EngineStatus(amsim_int_gemm(table, bits_, M, N, K, a, b, c, 0, threads_),
-                            "AmsimIntConv2D: amsim_int_gemm");
+        TF_RETURN_IF_ERROR(CheckPatterns("pad", &pad, 1));
+        TF_RETURN_IF_ERROR(CheckPatterns("input", x.flat<uint8_t>().data(), x.NumElements()));
+        return CheckPatterns("filter", w.flat<uint8_t>().data(), w.NumElements());
     }
 
     ConvAttrs conv_;
     int64_t groups_ = 1;
-    int bits_ = 8;
     bool signed_ = false;
-    int threads_ = 0;
 };
 
 }  // namespace
-}  // namespace int_conv
 }  // namespace amsim_tf
 
-REGISTER_KERNEL_BUILDER(Name("AmsimIntConv2D").Device(tensorflow::DEVICE_CPU), amsim_tf::int_conv::AmsimIntConv2DOp);
+REGISTER_KERNEL_BUILDER(Name("AmsimIntConv2D").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimIntConv2DOp);

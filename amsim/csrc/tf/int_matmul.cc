@@ -12,10 +12,8 @@
  * overflow. It has no gradient (amsim.keras.int_ops registers none): the quantized layers give it
  * a straight-through one.
  */
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <string>
 
 #include "amsim_tf.h"
@@ -24,38 +22,13 @@
 namespace amsim_tf {
 namespace {
 
-using tensorflow::DataType;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::shape_inference::DimensionHandle;
-using tensorflow::shape_inference::InferenceContext;
-using tensorflow::shape_inference::ShapeHandle;
-
-constexpr int kMaxIntBits = 8;  /* a pattern is one byte */
-
-absl::Status CheckIntBits(int bits)
-{
-    if (bits < 1 || bits > kMaxIntBits)
-        return absl::InvalidArgumentError("AmsimIntMatMul: bits must be in 1.." + std::to_string(kMaxIntBits) +
-                                          ", got " + std::to_string(bits));
-    return absl::OkStatus();
-}
-
 absl::Status IntMatMulShape(InferenceContext *c)
 {
-    int bits;
-    TF_RETURN_IF_ERROR(c->GetAttr("bits", &bits));
-    TF_RETURN_IF_ERROR(CheckIntBits(bits));
-    ShapeHandle a, b, lut;
+    TF_RETURN_IF_ERROR(IntLutShape(c, "AmsimIntMatMul", 2));
+    ShapeHandle a, b;
     TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 2, &a));
     TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(1), 2, &b));
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &lut));
-    DimensionHandle side, inner;
-    TF_RETURN_IF_ERROR(c->WithValue(c->Dim(lut, 0), int64_t{1} << bits, &side));
-    TF_RETURN_IF_ERROR(c->WithValue(c->Dim(lut, 1), int64_t{1} << bits, &side));
+    DimensionHandle inner;
     TF_RETURN_IF_ERROR(c->Merge(c->Dim(a, -1), c->Dim(b, -2), &inner));
     ShapeHandle batch, out;
     TF_RETURN_IF_ERROR(c->Subshape(a, 0, -2, &batch));
@@ -96,24 +69,12 @@ threads: at most this many engine threads (0: the engine's default).
 namespace amsim_tf {
 namespace {
 
-/* The first pattern of p[0..count) that is not an n-bit one, or -1. */
-int FirstBadPattern(const uint8_t *p, int64_t count, int bits)
-{
-    for (int64_t e = 0; e < count; ++e)
-        if (p[e] >> bits)
-            return p[e];
-    return -1;
-}
-
-class AmsimIntMatMulOp : public OpKernel {
+class AmsimIntMatMulOp : public IntKernel {
 public:
-    explicit AmsimIntMatMulOp(OpKernelConstruction *ctx) : OpKernel(ctx)
+    explicit AmsimIntMatMulOp(OpKernelConstruction *ctx) : IntKernel(ctx)
     {
-        DataType tout;
-        OP_REQUIRES_OK(ctx, ctx->GetAttr("bits", &bits_));
-        OP_REQUIRES_OK(ctx, CheckIntBits(bits_));
+        tensorflow::DataType tout;
         OP_REQUIRES_OK(ctx, ctx->GetAttr("Tout", &tout));
-        OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
         wide_ = tout == tensorflow::DT_INT64;
     }
 
@@ -134,7 +95,7 @@ public:
             std::memset(pc, 0, out->TotalBytes());
             return;
         }
-        OP_REQUIRES_OK(ctx, CheckSums(lut, K));
+        OP_REQUIRES_OK(ctx, CheckSums(lut, K, wide_, wide_ ? "int64" : "int32 (Tout=int64 holds them)"));
         const uint8_t *pa = a.flat<uint8_t>().data(), *pb = b.flat<uint8_t>().data();
         const int32_t *table = lut.flat<int32_t>().data();
         const int64_t count = shape.num_elements() / (M * N);  /* matrices in the batch */
@@ -165,50 +126,22 @@ private:
         }
         if (a.dim_size(a.dims() - 1) != b.dim_size(b.dims() - 2))
             return absl::InvalidArgumentError("AmsimIntMatMul: inner dimensions differ: " + shapes);
-        const int64_t side = int64_t{1} << bits_;
-        if (lut.dims() != 2 || lut.dim_size(0) != side || lut.dim_size(1) != side)
-            return absl::InvalidArgumentError("AmsimIntMatMul: lut must be [" + std::to_string(side) + "," +
-                                              std::to_string(side) + "] for " + std::to_string(bits_) +
-                                              "-bit operands, got " + lut.shape().DebugString());
-        return absl::OkStatus();
+        return CheckLut(lut);
     }
 
-    /* No sum of K products can overflow Tout: K times the table's largest magnitude fits it. */
-    absl::Status CheckSums(const Tensor &lut, int64_t K) const
-    {
-        int64_t largest = 0;
-        for (int32_t v : absl::Span<const int32_t>(lut.flat<int32_t>().data(), lut.NumElements()))
-            largest = std::max(largest, v < 0 ? -int64_t{v} : int64_t{v});
-        const int64_t limit = wide_ ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int32_t>::max();
-        if (largest == 0 || K <= limit / largest)
-            return absl::OkStatus();
-        return absl::InvalidArgumentError("AmsimIntMatMul: K = " + std::to_string(K) +
-                                          " products of magnitude up to " + std::to_string(largest) +
-                                          " can overflow " + (wide_ ? "int64" : "int32 (Tout=int64 holds them)"));
-    }
-
-    /* One engine call; a refusal of the operands names the pattern at fault. */
+    /* One engine call. When the engine refuses the operands, the error names the pattern at
+     * fault: looked for only then, since checking up front would read both operands once more. */
     absl::Status Call(const int32_t *table, int64_t M, int64_t N, int64_t K, const uint8_t *a, const uint8_t *b,
                       void *c) const
     {
-        const int rc = amsim_int_gemm(table, bits_, M, N, K, a, b, c, wide_ ? 1 : 0, threads_);
-        if (rc == AMSIM_ERR_ARGS) {
-            const char *name = "a";
-            int bad = FirstBadPattern(a, M * K, bits_);
-            if (bad < 0) {
-                name = "b";
-                bad = FirstBadPattern(b, K * N, bits_);
-            }
-            if (bad >= 0)
-                return absl::InvalidArgumentError(std::string("AmsimIntMatMul: ") + name + " holds the pattern " +
-                                                  std::to_string(bad) + ", not a " + std::to_string(bits_) +
-                                                  "-bit one (0.." + std::to_string((1 << bits_) - 1) + ")");
-        }
-        return EngineStatus(rc, "AmsimIntMatMul: amsim_int_gemm");
+        const absl::Status status = IntGemm(table, M, N, K, a, b, c, wide_);
+        if (!absl::IsInvalidArgument(status))
+            return status;
+        TF_RETURN_IF_ERROR(CheckPatterns("a", a, M * K));
+        TF_RETURN_IF_ERROR(CheckPatterns("b", b, K * N));
+        return status;
     }
 
-    int bits_ = 8;
-    int threads_ = 0;
     bool wide_ = false;
 };
 

@@ -20,6 +20,7 @@ import base64
 import binascii
 import copy
 import threading
+import types
 import zlib
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from ...gemm import Multiplier, resolve
 from ...lut import LUT, LUT_SUFFIXES, table_checksum
 from ...reference import MODES, ROUNDINGS
 from ...gemm.circuit import circuit_to_config, resolve_circuit
-from ..ops import GRADIENTS, XlaCompileError, am_conv2d, am_depthwise_conv2d, am_matmul
+from ..ops import GRADIENTS, XlaCompileError, am_conv2d, am_conv3d, am_depthwise_conv2d, am_matmul
 from ..quantization import RangeObserver, check_accumulator, quantized_product, scheme_of
 
 #: The compute dtypes an AM layer accepts: the ops multiply in float32, and these cast to it and back.
@@ -219,6 +220,11 @@ class Approximate:
             if getattr(self, "quantization_mode", None) or getattr(self, "quantization_config", None):
                 raise LayerConfigError("Keras' quantization does not apply: the products are those of the "
                                        "approximate multiplier (use quantize='uint8' or 'int8')")
+            for what, dtype in (("compute", self.dtype_policy.compute_dtype),
+                                ("variable", self.dtype_policy.variable_dtype)):
+                if dtype not in FLOAT_DTYPES:
+                    raise LayerDTypeError(f"its {what} dtype {dtype} cannot be cast to float32, which the "
+                                          f"approximate ops compute in; use one of {FLOAT_DTYPES}")
             self.params = dict(params) if params else None
             if quantize is not None:
                 self._init_quantized(lut, bits, rounding, mode, gradient, quantize)
@@ -234,11 +240,6 @@ class Approximate:
                                        "ops multiply with")
             self.multiplier.check(self.mode)
             self.bits = self.multiplier.bits
-            for what, dtype in (("compute", self.dtype_policy.compute_dtype),
-                                ("variable", self.dtype_policy.variable_dtype)):
-                if dtype not in FLOAT_DTYPES:
-                    raise LayerDTypeError(f"its {what} dtype {dtype} cannot be cast to float32, which the "
-                                          f"approximate ops compute in; use one of {FLOAT_DTYPES}")
         except AmsimError as exc:
             raise self._error(exc) from None
 
@@ -305,7 +306,8 @@ class Approximate:
 
 
 #: The op of each kind of product of a float AM layer.
-_FLOAT_OPS = {"matmul": am_matmul, "conv2d": am_conv2d, "depthwise_conv2d": am_depthwise_conv2d}
+_FLOAT_OPS = {"matmul": am_matmul, "conv2d": am_conv2d, "depthwise_conv2d": am_depthwise_conv2d,
+              "conv3d": am_conv3d}
 #: The AM layers that take quantize= (filled by :class:`Quantizable`'s subclasses).
 QUANTIZABLE: set = set()
 
@@ -313,18 +315,21 @@ QUANTIZABLE: set = set()
 class Quantizable(Approximate):
     """Mixin of the AM layers that can also compute 8-bit quantized: ``quantize="uint8"`` or ``"int8"``.
 
-    A subclass names its kind of product (``PRODUCT``, a key of
-    :data:`amsim.keras.quantization.PRODUCTS`) and computes it with
-    :meth:`_product` on the input range :meth:`_input_range` gives. A
-    quantized layer's multiplier is a :class:`amsim.gemm.circuit.Circuit`;
-    ``build`` adds its :class:`~amsim.keras.quantization.RangeObserver`'s
-    weights and refuses a kernel whose sums could overflow the 32-bit
-    accumulator.
+    A subclass lists its products in ``PRODUCTS``: for each, the input it
+    observes (a name), its kind (a key of
+    :data:`amsim.keras.quantization.PRODUCTS`) and the kernel attribute it
+    multiplies with; most layers have one, ``("input", kind, "kernel")``. It
+    computes each with :meth:`_product` on the range :meth:`_input_range`
+    gives for that input. A quantized layer's multiplier is a
+    :class:`amsim.gemm.circuit.Circuit`; ``build`` adds a
+    :class:`~amsim.keras.quantization.RangeObserver` per observed input (its
+    weights ``{name}_min``, ``{name}_max``, ``{name}_observed``) and refuses a
+    kernel whose sums could overflow the 32-bit accumulator.
     """
 
-    PRODUCT = "matmul"
-    #: The observer of a quantized layer's input, made in ``build``.
-    range_observer = None
+    PRODUCTS = (("input", "matmul", "kernel"),)
+    #: The quantized layer's observers by input name, made in ``build`` (empty for a float layer).
+    range_observers = types.MappingProxyType({})
     _calibrating = False
 
     def __init_subclass__(cls, **kwargs):
@@ -332,43 +337,57 @@ class Quantizable(Approximate):
         if cls.__name__.startswith("AM"):
             QUANTIZABLE.add(cls.__name__)
 
+    @property
+    def range_observer(self):
+        """The observer of the layer's input (None for a float layer)."""
+        return self.range_observers.get("input")
+
     def build(self, input_shape):
         super().build(input_shape)
-        if self.scheme is not None:
-            kernel_shape = tuple(self.kernel.shape)
-            kept = 2 if self.PRODUCT == "depthwise_conv2d" else 1
+        if self.scheme is None:
+            return
+        for name, kind, kernel in self.PRODUCTS:
+            shape = tuple(getattr(self, kernel).shape)
+            kept = 2 if kind == "depthwise_conv2d" else 1  # the output-channel axes; the others are summed
             try:
-                check_accumulator(int(np.prod(kernel_shape[:-kept])), self.multiplier.table)
+                check_accumulator(int(np.prod(shape[:-kept])), self.multiplier.table)
             except AmsimError as exc:
                 raise self._error(exc) from None
-            self.range_observer = RangeObserver(self)
+        self.range_observers = {name: RangeObserver(self, name) for name, _, _ in self.PRODUCTS}
 
-    # Keras' Dense and convolutions save and load their kernel and bias by position ("0", "1"); the
-    # observer's weights follow them, in the positions after.
+    def _observed(self) -> list:
+        return [v for observer in self.range_observers.values() for v in observer.variables]
+
+    # Keras' Dense and convolutions save and load only their kernel and bias, by position ("0", "1"):
+    # the observers' weights follow them, in the positions after. (Keras' depthwise and separable
+    # convolutions save and load every variable, the observers' last, which are then in those
+    # positions already.)
     def save_own_variables(self, store):
         super().save_own_variables(store)
-        if self.built and self.range_observer is not None:
+        if self.built and self.range_observers and len(store.keys()) < len(self.variables):
             first = len(store.keys())
-            for i, v in enumerate(self.range_observer.variables):
+            for i, v in enumerate(self._observed()):
                 store[str(first + i)] = v
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
-        if self.built and self.range_observer is not None:
-            observed = self.range_observer.variables
+        if self.built and self.range_observers:
+            observed = self._observed()
             first = len(store.keys()) - len(observed)
             for i, v in enumerate(observed):
                 v.assign(store[str(first + i)])
 
-    def _input_range(self, x, training):
-        """The input's quantization range for this call (None for a float layer)."""
-        return None if self.scheme is None else self.range_observer(x, bool(training))
+    def _input_range(self, x, training, name="input"):
+        """The quantization range of the input ``name`` for this call (None for a float layer)."""
+        return None if self.scheme is None else self.range_observers[name](x, bool(training))
 
-    def _product(self, x, w, x_range, **geometry):
-        """The layer's product of float32 ``x`` and kernel ``w``: the AM op, or the quantized product."""
+    def _product(self, x, w, x_range, kind=None, **geometry):
+        """The layer's product (of its only kind, or ``kind``) of float32 ``x`` and kernel ``w``: the AM op,
+        or the quantized product."""
+        kind = kind or self.PRODUCTS[0][1]
         if self.scheme is None:
-            return _FLOAT_OPS[self.PRODUCT](x, w, self.multiplier, **geometry, **self._op_kwargs())
-        return quantized_product(self.PRODUCT, x, w, self.multiplier, scheme_of(self.scheme), x_range, **geometry)
+            return _FLOAT_OPS[kind](x, w, self.multiplier, **geometry, **self._op_kwargs())
+        return quantized_product(kind, x, w, self.multiplier, scheme_of(self.scheme), x_range, **geometry)
 
 
 def _in_xla_context() -> bool:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ..ops import am_conv3d
 from .base import Quantizable, replaces
 from .conv_base import ConvBase
 
 
-class _AMConv(ConvBase):
+class _AMConv(ConvBase, Quantizable):
     """Conv1D, Conv2D and Conv3D: the op of the layer's rank, one group after another."""
 
-    PRODUCT = "conv2d"
+    PRODUCTS = (("input", "conv2d", "kernel"),)
 
     def convolution_op(self, inputs, kernel):
         return self._convolve(inputs, kernel, training=False)
@@ -28,14 +27,10 @@ class _AMConv(ConvBase):
     def _convolve(self, inputs, kernel, training):
         x, w = self._causal(self._channels_last(inputs)), self._op_kernel(kernel)
         geometry = self._op_geometry()
-        if self.rank == 3:
-            def one(x, w):
-                return am_conv3d(x, w, self.multiplier, **geometry, **self._op_kwargs())
-        else:  # a Quantizable layer: the input's range is observed once, over every group
-            x_range = self._input_range(x, training)
+        x_range = self._input_range(x, training)  # observed once, over every group
 
-            def one(x, w):
-                return self._product(x, w, x_range, **geometry)
+        def one(x, w):
+            return self._product(x, w, x_range, **geometry)
 
         if self.groups == 1:
             y = one(x, w)
@@ -56,7 +51,7 @@ class _AMConv(ConvBase):
 
 
 @replaces(keras.layers.Conv1D)
-class AMConv1D(_AMConv, Quantizable, keras.layers.Conv1D):
+class AMConv1D(_AMConv, keras.layers.Conv1D):
     """1-D convolution whose products use an approximate multiplier.
 
     The convolution of ``keras.layers.Conv1D`` (cross-correlation) with every
@@ -86,7 +81,7 @@ class AMConv1D(_AMConv, Quantizable, keras.layers.Conv1D):
 
 
 @replaces(keras.layers.Conv2D)
-class AMConv2D(_AMConv, Quantizable, keras.layers.Conv2D):
+class AMConv2D(_AMConv, keras.layers.Conv2D):
     """2-D convolution whose products use an approximate multiplier.
 
     The convolution of ``keras.layers.Conv2D`` (cross-correlation) with every
@@ -145,11 +140,13 @@ class AMConv3D(_AMConv, keras.layers.Conv3D):
     >>> layer = AMConv3D(16, 3, padding="same", lut="mbm", bits=7)
     """
 
+    PRODUCTS = (("input", "conv3d", "kernel"),)
+
 
 class _AMDepthwise(ConvBase, Quantizable):
     """DepthwiseConv1D and DepthwiseConv2D: the depthwise op, on a height-1 axis for 1-D."""
 
-    PRODUCT = "depthwise_conv2d"
+    PRODUCTS = (("input", "depthwise_conv2d", "kernel"),)
 
     def call(self, inputs, training=None):
         x = self._channels_last(inputs)

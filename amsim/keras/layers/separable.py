@@ -8,25 +8,36 @@ computes it. Both are the LUT multiplier's: the depthwise products with the
 input patch as the LUT's row operand and the depthwise kernel as its column
 operand, then the pointwise products with the depthwise result (float32) as
 the row operand and the pointwise kernel as the column operand. 1-D layers
-are the 2-D ops on a height-1 axis.
+are the 2-D ops on a height-1 axis. With ``quantize=``, both are quantized
+products (docs/quantized.md), the depthwise result quantized as the pointwise
+product's input.
 """
 
 from __future__ import annotations
 
 import keras
 
-from ..ops import am_conv2d, am_depthwise_conv2d
-from .base import replaces
+from .base import Quantizable, replaces
 from .conv_base import ConvBase
 
 
-class _AMSeparable(ConvBase):
-    """Depthwise op, then the 1x1 conv op (a GEMM of the depthwise result, which it reads in place)."""
+class _AMSeparable(ConvBase, Quantizable):
+    """Depthwise op, then the 1x1 conv op (a GEMM of the depthwise result, which it reads in place).
 
-    def call(self, inputs):
-        depthwise = am_depthwise_conv2d(self._channels_last(inputs), self._op_kernel(self.depthwise_kernel),
-                                        self.multiplier, **self._op_geometry(), **self._op_kwargs())
-        y = am_conv2d(depthwise, self._op_kernel(self.pointwise_kernel), self.multiplier, **self._op_kwargs())
+    Quantized, each is a quantized product of its own input: the layer's input, then the depthwise
+    result (observed as ``pointwise_input``), as an accelerator running the two convolutions would.
+    """
+
+    PRODUCTS = (("input", "depthwise_conv2d", "depthwise_kernel"),
+                ("pointwise_input", "conv2d", "pointwise_kernel"))
+
+    def call(self, inputs, training=None):
+        x = self._channels_last(inputs)
+        depthwise = self._product(x, self._op_kernel(self.depthwise_kernel), self._input_range(x, training),
+                                  "depthwise_conv2d", **self._op_geometry())
+        pointwise_range = self._input_range(depthwise, training, "pointwise_input")
+        y = self._product(depthwise, self._op_kernel(self.pointwise_kernel), pointwise_range, "conv2d",
+                          strides=(1, 1), padding="VALID", dilations=(1, 1))
         return self._finish(self._from_channels_last(y), self.bias)
 
     def get_config(self):
