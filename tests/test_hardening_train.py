@@ -349,6 +349,24 @@ def test_a_tampered_embedded_lut_is_refused_with_the_checksum_error_in_one_line(
     assert snapshot(complete_study) == before, "--force replaces nothing before the input is checked"
 
 
+def test_a_quantized_model_file_loads_and_a_tampered_circuit_is_refused_in_one_line(tmp_path, capsys,
+                                                                                    complete_study):
+    keras = pytest.importorskip("keras")
+    approximate = pytest.importorskip("amsim.keras").approximate
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    path = tmp_path / "quantized.keras"
+    approximate(model, "uint8:exact_int").save(path)
+    rc, _, err = train(tmp_path / "study", capsys, "--model-file", str(path))
+    assert rc == 0, err
+    rewrite_member(path, "config.json", break_embedded_checksum)
+    before = snapshot(complete_study)
+    rc, _, err = train(complete_study, capsys, "--model-file", str(path), "--force")
+    line = refused(rc, err, FAILED)
+    assert f"--model-file {path}: layer 'fc'" in line
+    assert "embedded circuit does not match its checksum" in line
+    assert snapshot(complete_study) == before
+
+
 # ==============================================================================================
 # 6. One process per study folder
 # ==============================================================================================

@@ -188,6 +188,34 @@ def test_fast_kernels_over_several_blocks_of_rows_k_and_columns(shape, threads):
     np.testing.assert_array_equal(got, int_matmul(a, b, table, backend="reference"))
 
 
+# Thin outputs (at most 32 columns, after orientation) take the table kernel in 32-column blocks: one column; 32
+# columns (a whole narrow block) over more rows than share one table; an odd K (its last pair of k steps half
+# empty) over several k blocks, in three parts; C^T, where a few rows of A give the 32 columns; and 33 columns,
+# the first width in 64-column blocks. Row counts are off the 12-row tiles.
+NARROW_SHAPES = [((2000, 7, 1), 1), ((9001, 45, 32), 1), ((2500, 301, 17), 3), ((32, 41, 30_000), 2),
+                 ((3001, 50, 33), 2)]
+
+
+@pytest.mark.parametrize(("shape", "threads"), NARROW_SHAPES, ids=["one-column", "beyond-a-row-block",
+                                                                   "odd-k-three-parts", "transposed", "wide-edge"])
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_thin_outputs_equal_the_oracle(shape, threads, signed):
+    rng = np.random.default_rng(sum(shape) + threads + signed)
+    a, b, table = random_problem(rng, shape, 8, signed)
+    got = int_matmul(a, b, table, signed=signed, threads=threads)
+    np.testing.assert_array_equal(got, int_matmul(a, b, table, signed=signed, backend="reference"))
+
+
+@pytest.mark.parametrize(("shape", "threads"), NARROW_SHAPES[:4], ids=["one-column", "beyond-a-row-block",
+                                                                       "odd-k-three-parts", "transposed"])
+def test_thin_outputs_sum_into_int64_when_asked(shape, threads):
+    rng = np.random.default_rng(11)
+    a, b, table = random_problem(rng, shape, 8, True)
+    pa, pb = a & 255, b & 255  # two's-complement patterns
+    np.testing.assert_array_equal(engine_int_gemm(pa, pb, table, 8, 1, threads),
+                                  reference_int_matmul(pa, pb, table))
+
+
 @pytest.mark.parametrize("shape", [(3, 40_000, 130), (70, 40_000, 3)], ids=["lookup", "lookup-transposed"])
 def test_int64_sums_of_the_fast_kernels_are_exact(shape):
     """K * max|LUT| beyond int32: the kernels' 32-bit block sums widen into exact int64 sums."""

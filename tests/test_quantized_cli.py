@@ -222,6 +222,19 @@ def test_evaluate_prints_the_table_and_draws_the_pareto_figures(evaluation, stud
                                                                    "pareto-mae.svg"]
 
 
+def test_a_quantized_runs_model_evaluates_as_saved_and_with_other_circuits(study, capsys, tmp_path):
+    """A QAT run's model.keras: evaluated as saved (quantized), and requantized on another scheme's circuit."""
+    rc, _, err = run(["evaluate", "--model-file", str(study / "uint8-exact_int" / "seed0" / "model.keras"),
+                      "--multipliers", "uint8:exact_int,int8:mul8s_exact", "--quiet", "--out", str(tmp_path / "e")],
+                     capsys)
+    assert rc == 0, err
+    results = json.loads((tmp_path / "e" / "evaluation.json").read_text())
+    r = {row["multiplier"]: row for row in results["rows"]}
+    # as saved: the trained network with its circuit and observed ranges; recalibrated, it loses little
+    assert results["model"]["accuracy"] > 0.5
+    assert abs(r["uint8-exact_int"]["drop_vs_model"]) < 0.05 and abs(r["int8-mul8s_exact"]["drop_vs_model"]) < 0.1
+
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
     import keras

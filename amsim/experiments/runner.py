@@ -186,7 +186,15 @@ def _base_model(config: RunConfig, data):
     keras.utils.set_random_seed(int(config.seed))  # weights and the dropout layers' random streams
     if not config.model_file:
         return build_model(config.arch, data.input_shape, data.classes)
-    return model_from_file(config.model_file, data)
+    model = model_from_file(config.model_file, data)
+    from amsim.keras import precise
+    from amsim.keras.layers.base import Approximate
+
+    if any(isinstance(layer, Approximate) for layer in _layers(model)):
+        # A model saved with AM layers (an amsim train run's model.keras): its float32 network, from which
+        # every multiplier of the study converts, float32 itself included.
+        model = precise(model)
+    return model
 
 
 def model_from_file(path, data):
@@ -255,18 +263,22 @@ def _check_keras_archive(path: Path) -> None:
         return
     try:
         import amsim.keras  # noqa: F401 - registers the AM layers, which Keras then deserializes
+        from amsim.gemm.circuit import EMBED_FORMAT as CIRCUIT_FORMAT
+        from amsim.gemm.circuit import circuit_from_config
         from amsim.keras.layers.base import lut_from_config
     except ImportError as exc:
         raise ExperimentError(f"--model-file {path} holds AM layers, which need amsim.keras: {exc}") from None
-    for layer, lut in embedded:
+    for layer, lut in embedded:  # a float layer's mantissa LUT, or a quantized layer's integer circuit
+        decode = circuit_from_config if lut.get("format") == CIRCUIT_FORMAT else lut_from_config
         try:
-            lut_from_config(lut)
+            decode(lut)
         except (AmsimError, KeyError, TypeError, ValueError) as exc:
             raise ExperimentError(f"--model-file {path}: layer {layer!r}: {exc}") from None
 
 
 def _embedded_luts(node, layer=None):
-    """(layer name, embedded LUT config) for every AM layer in a Keras model config, nested models too."""
+    """(layer name, embedded LUT or circuit config) for every AM layer in a Keras model config, nested models
+    too."""
     if isinstance(node, dict):
         if isinstance(node.get("lut"), dict):
             yield node.get("name", layer), node["lut"]
@@ -400,7 +412,8 @@ def _run_model(config: RunConfig, data, weights):
         raise ExperimentError(f"the initial weights do not fit {config.arch}: {exc}") from None
     keras.utils.set_random_seed(int(config.seed))
     model = convert_model(base, config.multiplier, config.gradient)
-    given, held = weights_digest(weights), weights_digest(network_weights(model))
+    # Both sides without quantized layers' input ranges (a model file may hold some): a copy observes anew.
+    given, held = weights_digest(network_weights(base)), weights_digest(network_weights(model))
     if held != given:
         raise ExperimentError(f"{config.multiplier.text}: the converted model's initial weights differ from the "
                               "ones it was given; the comparison would not be fair")

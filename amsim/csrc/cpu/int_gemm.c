@@ -16,7 +16,8 @@
  * - table (AVX512-VBMI): for a block of k and of 64 columns j, the table T[k][u] = LUT[u][b[k, j]]
  *   for every pattern u is built once (the lookup, over all 2^n patterns u instead of the rows'),
  *   then every row of C adds T[k][a[i, k]]: contiguous vector loads and adds, no shuffles. It
- *   costs 2^n * K * N lookups, amortised over M rows: for many rows.
+ *   costs 2^n * K * N lookups, amortised over M rows: for many rows. Where C has at most 32
+ *   columns (thin convolutions), in 32-column blocks of half the loads and adds (int_table_narrow).
  *
  * The fast kernels hold entries as 16 bits (int_gemm_vbmi.c says how): a table whose entries do
  * not all fit one 16-bit range (0..65535 or -32768..32767) takes the direct kernel.
@@ -24,6 +25,7 @@
 #define INT_GEMM_PARALLEL_MIN ((int64_t)1 << 18)  /* products: fewer are computed by the caller alone */
 #define INT_KB_MAX 32768                          /* terms of a 16-bit block sum exact in 32 bits */
 #define INT_TABLE_ROW_BLOCK 2048                 /* rows sharing a table (int_gemm_vbmi.c) */
+#define INT_NARROW_ROW_BLOCK 8192                /* rows sharing a narrow table: half the sums a row */
 #define INT_TABLE_BYTES ((int64_t)1 << 19)        /* a block's table: kept in L2 while the rows read it */
 
 /* Cost estimate of each kernel, in nanoseconds per unit of work (fitted roughly to timings on an
@@ -34,6 +36,8 @@
 #define COST_LOOKUP_ROW 2.0   /* per (row, k): its planes' loads */
 #define COST_BUILD 3.0        /* per (pattern, k, 64-column block) of a table */
 #define COST_TABLE 2.8        /* per (row, k, 64-column block) */
+#define COST_BUILD_NARROW 2.2 /* per (pattern, k) of a narrow table (at most 32 columns) */
+#define COST_TABLE_NARROW 0.8 /* per (row, k) of a narrow table */
 #define COST_PREP 0.1         /* per table entry: the byte planes of its rows */
 #define COST_PREP_TRANSPOSED 0.7  /* per table entry: the byte planes of its columns */
 #define COST_TRANSPOSE 0.25   /* per operand byte and result transposed */
@@ -80,6 +84,20 @@ static void int_store_row(const struct int_gemm_job *g, int64_t i, int64_t j, co
         for (int q = 0; q < n; ++q)
             ((int32_t *)g->c)[(j + q) * g->N + i] = ((const int32_t *)sums)[q];
     }
+}
+
+/* Whether the table kernel works in 32-column blocks (int_gemm_vbmi.c): where C has at most 32
+ * columns, a 64-column block's second half is padding that every row would load and add. */
+static int int_table_narrow(int64_t fn)
+{
+    return fn <= 32;
+}
+
+/* Rows sharing a table, their sums in a buffer: a narrow table costs as much to build as a wide
+ * one and its rows hold half the sums, so more of them share it. */
+static int64_t int_table_row_block(int64_t fn)
+{
+    return int_table_narrow(fn) ? INT_NARROW_ROW_BLOCK : INT_TABLE_ROW_BLOCK;
 }
 
 #if AMSIM_VBMI
@@ -203,7 +221,10 @@ static double int_fast_cost(int kernel, double fm, double fn, double K, double U
     /* a table is built by every part that needs it: split its columns when they divide evenly */
     *columns = blocks >= p && ((int64_t)blocks % use == 0 || blocks >= 4 * p);
     const int64_t parts = *columns ? 1 : use, part_rows = ((int64_t)fm + parts - 1) / parts;
-    const double row_blocks = (double)((part_rows + INT_TABLE_ROW_BLOCK - 1) / INT_TABLE_ROW_BLOCK);
+    const int64_t row_block = int_table_row_block((int64_t)fn);
+    const double row_blocks = (double)((part_rows + row_block - 1) / row_block);
+    if (int_table_narrow((int64_t)fn))
+        return COST_BUILD_NARROW * U * K * row_blocks + COST_TABLE_NARROW * fm * K / p;
     return COST_BUILD * U * K * blocks * row_blocks / (*columns ? p : 1) +
            COST_TABLE * fm * K * blocks / p;
 }

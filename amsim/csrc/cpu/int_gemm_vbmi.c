@@ -234,8 +234,78 @@ TABLE_TILE(1) TABLE_TILE(2) TABLE_TILE(3) TABLE_TILE(4) TABLE_TILE(5) TABLE_TILE
 static int_table_tile_fn *const int_table_tiles[TABLE_ROWS + 1] = {
     NULL, int_table_rows1, int_table_rows2, int_table_rows3, int_table_rows4, int_table_rows5, int_table_rows6};
 
+/* ---- the narrow table: 32-column blocks, for C of at most 32 columns ---- */
+
+/* A 64-column block's rows are two vectors, the second padding when C has at most 32 columns
+ * (LeNet-5's conv2 and its filter gradient: N = 16): there the table's rows are the first vector
+ * alone, T[k][u] one 64-byte row, and a row of C adds one load and two adds per k instead of two
+ * and four. The index vector of a lookup holds b[k, block] and b[k + 1, block] (32 bytes each),
+ * so that its two word-layout vectors are T's rows at k and k + 1: half the shuffles to build. */
+#define NARROW_LANES 32          /* columns of a narrow block: one word-layout vector */
+#define NARROW_ROWS 12           /* rows of C per register tile: 12 accumulator pairs */
+
+/* T for k in [0, kn) of a 32-column block of B (as int_build_table_vbmi): kn * U rows of 64 bytes. */
+static void int_build_narrow_table_vbmi(const uint8_t *planes, int U, const uint8_t *b, int64_t ldb, int n,
+                                        int64_t kn, __m512i *t, __m512i *ivecs)
+{
+    const __m512i perm = int_ivec_permutation(), odd = int_odd_flip();
+    const __mmask64 m = ((__mmask64)1 << n) - 1;
+    const int64_t pairs = (kn + 1) / 2;
+    for (int64_t p = 0; p < pairs; ++p) {
+        const __mmask64 m1 = 2 * p + 1 < kn ? m : 0;  /* an odd kn's last pair has no k + 1 */
+        const __m512i both = _mm512_mask_loadu_epi8(_mm512_maskz_loadu_epi8(m, b + 2 * p * ldb), m1 << 32,
+                                                    b + (2 * p + 1) * ldb - NARROW_LANES);
+        ivecs[p] = _mm512_permutexvar_epi8(perm, both);
+    }
+    for (int u = 0; u < U; ++u) {
+        const struct int_row_planes r = int_planes_of(planes + 512 * (size_t)u);
+        for (int64_t p = 0; p < pairs; ++p) {
+            __m512i v0, v1;
+            int_lookup64(&r, ivecs[p], odd, &v0, &v1);
+            _mm512_store_si512(t + (size_t)(2 * p) * U + u, v0);
+            if (2 * p + 1 < kn)
+                _mm512_store_si512(t + (size_t)(2 * p + 1) * U + u, v1);
+        }
+    }
+}
+
+/* `rows` rows of C (<= NARROW_ROWS) over one narrow block (as int_table_rows). */
+static inline __attribute__((always_inline)) void int_narrow_rows(int rows, const uint8_t *a, int64_t lda,
+                                                                  const __m512i *t, int U, int64_t kn, int bias,
+                                                                  char *c, int64_t ldc, int n, int wide, int first)
+{
+    __m512i acc_a[NARROW_ROWS], acc_b[NARROW_ROWS];
+    for (int r = 0; r < rows; ++r)
+        acc_a[r] = acc_b[r] = _mm512_setzero_si512();
+    const __m512i *tk = t;
+    for (int64_t k = 0; k < kn; ++k, tk += U) {
+        for (int r = 0; r < rows; ++r) {
+            const __m512i v = _mm512_load_si512(tk + a[r * lda + k]);
+            acc_a[r] = _mm512_add_epi32(acc_a[r], v);
+            acc_b[r] = int_add_high(acc_b[r], v);
+        }
+    }
+    for (int r = 0; r < rows; ++r)
+        int_flush_pair(acc_a[r], acc_b[r], kn, bias, c + r * ldc, n, wide, first);
+}
+
+/* int_narrow_rows for each tile height, each in a function of its own (as int_table_tiles). */
+#define NARROW_TILE(R)                                                                                        \
+    static __attribute__((noinline)) void int_narrow_rows##R(const uint8_t *a, int64_t lda, const __m512i *t, \
+                                                             int U, int64_t kn, int bias, char *c, int64_t ldc, \
+                                                             int n, int wide, int first)                       \
+    {                                                                                                         \
+        int_narrow_rows(R, a, lda, t, U, kn, bias, c, ldc, n, wide, first);                                   \
+    }
+NARROW_TILE(1) NARROW_TILE(2) NARROW_TILE(3) NARROW_TILE(4) NARROW_TILE(5) NARROW_TILE(6)
+NARROW_TILE(7) NARROW_TILE(8) NARROW_TILE(9) NARROW_TILE(10) NARROW_TILE(11) NARROW_TILE(12)
+#undef NARROW_TILE
+static int_table_tile_fn *const int_narrow_tiles[NARROW_ROWS + 1] = {
+    NULL, int_narrow_rows1, int_narrow_rows2, int_narrow_rows3, int_narrow_rows4, int_narrow_rows5, int_narrow_rows6,
+    int_narrow_rows7, int_narrow_rows8, int_narrow_rows9, int_narrow_rows10, int_narrow_rows11, int_narrow_rows12};
+
 /* C[i0..i1, block columns j0..j1) by tables, j0 a multiple of 64. Rows go in blocks of
- * INT_TABLE_ROW_BLOCK, summed in a contiguous buffer (64 columns a row) and copied into C at the
+ * int_table_row_block, summed in a contiguous buffer (64 or 32 columns a row) and copied into C at the
  * end: flushing into C itself, whose rows lie N apart, missed the caches at every k block (rows
  * 4 KiB apart share a few cache sets). A row block rebuilds its tables: it should hold many
  * more rows than the table has patterns. A row block's bytes of A for a k block are copied into
@@ -244,34 +314,40 @@ static int_table_tile_fn *const int_table_tiles[TABLE_ROWS + 1] = {
  * TLB holds. Returns an amsim_status. */
 static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
-    const int U = 1 << g->bits;
-    const int64_t K = g->K, kb_max = int_table_kb(U);
+    const int U = 1 << g->bits, narrow = int_table_narrow(g->fn);
+    const int lanes = narrow ? NARROW_LANES : IV_LANES, tile_rows = narrow ? NARROW_ROWS : TABLE_ROWS;
+    int_table_tile_fn *const *tiles = narrow ? int_narrow_tiles : int_table_tiles;
+    /* a narrow table's rows are half as long: twice the k steps in the same bytes */
+    const int64_t K = g->K, kb_max = int_table_kb(U) * (narrow ? 2 : 1);
     const size_t width = g->wide ? 8 : 4;
-    const int64_t rb_max = i1 - i0 < INT_TABLE_ROW_BLOCK ? i1 - i0 : INT_TABLE_ROW_BLOCK;
+    const int64_t rb_max = i1 - i0 < int_table_row_block(g->fn) ? i1 - i0 : int_table_row_block(g->fn);
     __m512i *t = work_buffer(SLOT_T, sizeof(__m512i) * 2 * (size_t)U * (size_t)kb_max);
     __m512i *ivecs = work_buffer(SLOT_CBUF, sizeof(__m512i) * (size_t)kb_max);
-    char *sums = work_buffer(SLOT_OUT, width * IV_LANES * (size_t)rb_max);
+    char *sums = work_buffer(SLOT_OUT, width * (size_t)lanes * (size_t)rb_max);
     uint8_t *panel = work_buffer(SLOT_XS, (size_t)rb_max * (size_t)kb_max);
     if (!t || !ivecs || !sums || !panel)
         return AMSIM_ERR_MEMORY;
-    const int64_t lds = IV_LANES * (int64_t)width;
-    for (int64_t j = j0; j < j1; j += IV_LANES) {
-        const int n = (int)(j1 - j < IV_LANES ? j1 - j : IV_LANES);
+    const int64_t lds = lanes * (int64_t)width;
+    for (int64_t j = j0; j < j1; j += lanes) {
+        const int n = (int)(j1 - j < lanes ? j1 - j : lanes);
         for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
             const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
             for (int64_t k0 = 0; k0 < K; k0 += kb_max) {
                 const int64_t kn = K - k0 < kb_max ? K - k0 : kb_max;
-                int_build_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
+                if (narrow)
+                    int_build_narrow_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
+                else
+                    int_build_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
                 if (g->a_columns)
                     int_transpose_bytes(g->fa + k0 * g->fm + r0, kn, r1 - r0, g->fm, panel, kn);
                 else
                     for (int64_t i = r0; i < r1; ++i)
                         memcpy(panel + (i - r0) * kn, g->fa + i * K + k0, (size_t)kn);
-                for (int64_t i = r0; i < r1; i += TABLE_ROWS) {
+                for (int64_t i = r0; i < r1; i += tile_rows) {
                     const uint8_t *a = panel + (i - r0) * kn;
                     char *s = sums + (i - r0) * lds;
-                    int_table_tiles[r1 - i >= TABLE_ROWS ? TABLE_ROWS : r1 - i](a, kn, t, U, kn, g->bias, s, lds,
-                                                                              IV_LANES, g->wide, k0 == 0);
+                    tiles[r1 - i >= tile_rows ? tile_rows : r1 - i](a, kn, t, U, kn, g->bias, s, lds, lanes, g->wide,
+                                                                    k0 == 0);
                 }
             }
             for (int64_t i = r0; i < r1; ++i)
