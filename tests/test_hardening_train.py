@@ -334,37 +334,38 @@ def break_embedded_checksum(config: bytes) -> bytes:
     return json.dumps(tree).encode()
 
 
-def test_a_tampered_embedded_lut_is_refused_with_the_checksum_error_in_one_line(tmp_path, capsys, complete_study):
+def saved_am_model(path: Path, multiplier, **kwargs) -> Path:
+    """A small digits classifier whose Dense layer 'fc' is approximated, saved in ``path``."""
     keras = pytest.importorskip("keras")
     approximate = pytest.importorskip("amsim.keras").approximate
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
-    path = tmp_path / "tampered.keras"
-    approximate(model, "mbm", bits=3).save(path)
+    approximate(model, multiplier, **kwargs).save(path)
+    return path
+
+
+def assert_tampered_model_refused(path: Path, message: str, study: Path, capsys) -> None:
+    """``path`` with its embedded table's checksum broken is refused in one line naming the layer and
+    ``message``, and --force replaces nothing of ``study`` before the input is checked."""
     rewrite_member(path, "config.json", break_embedded_checksum)
-    before = snapshot(complete_study)
-    rc, _, err = train(complete_study, capsys, "--model-file", str(path), "--force")
+    before = snapshot(study)
+    rc, _, err = train(study, capsys, "--model-file", str(path), "--force")
     line = refused(rc, err, FAILED)
     assert f"--model-file {path}: layer 'fc'" in line
-    assert "embedded LUT for M=3 does not match its checksum" in line
-    assert snapshot(complete_study) == before, "--force replaces nothing before the input is checked"
+    assert message in line
+    assert snapshot(study) == before, "--force replaces nothing before the input is checked"
+
+
+def test_a_tampered_embedded_lut_is_refused_with_the_checksum_error_in_one_line(tmp_path, capsys, complete_study):
+    path = saved_am_model(tmp_path / "tampered.keras", "mbm", bits=3)
+    assert_tampered_model_refused(path, "embedded LUT for M=3 does not match its checksum", complete_study, capsys)
 
 
 def test_a_quantized_model_file_loads_and_a_tampered_circuit_is_refused_in_one_line(tmp_path, capsys,
                                                                                     complete_study):
-    keras = pytest.importorskip("keras")
-    approximate = pytest.importorskip("amsim.keras").approximate
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
-    path = tmp_path / "quantized.keras"
-    approximate(model, "uint8:exact_int").save(path)
+    path = saved_am_model(tmp_path / "quantized.keras", "uint8:exact_int")
     rc, _, err = train(tmp_path / "study", capsys, "--model-file", str(path))
     assert rc == 0, err
-    rewrite_member(path, "config.json", break_embedded_checksum)
-    before = snapshot(complete_study)
-    rc, _, err = train(complete_study, capsys, "--model-file", str(path), "--force")
-    line = refused(rc, err, FAILED)
-    assert f"--model-file {path}: layer 'fc'" in line
-    assert "embedded circuit does not match its checksum" in line
-    assert snapshot(complete_study) == before
+    assert_tampered_model_refused(path, "embedded circuit does not match its checksum", complete_study, capsys)
 
 
 # ==============================================================================================

@@ -351,11 +351,8 @@ def _coverage(model, spec: MultiplierSpec) -> dict:
 
         for each in spec.multipliers:
             params = dict(each.params) or None
-            if each.quantize:  # coverage names a quantized layer's arithmetic SCHEME:CIRCUIT-LABEL
-                label = f"{each.quantize}:{_circuit(each).label}"
-            else:
-                label = multiplier_label(resolve_lut(each.model, each.bits, params), params)
-            pricing[label] = each.to_dict()
+            mult = _circuit(each) if each.quantize else resolve_lut(each.model, each.bits, params)
+            pricing[multiplier_label(mult, params, each.quantize)] = each.to_dict()
     return {"coverage": coverage(model).to_dict(), "pricing": pricing}
 
 

@@ -44,14 +44,19 @@ class IntegerOperandError(AmsimError, ValueError):
     """An operand or table the integer GEMM cannot take: not integers, or values out of range."""
 
 
+def largest_product(table) -> int:
+    """The largest magnitude among the table's entries (0 for an empty table)."""
+    table = np.asarray(table)
+    return max(-int(table.min()), int(table.max()), 0) if table.size else 0
+
+
 def accumulator_dtype(k: int, table) -> np.dtype:
     """int32 when ``k`` products of the table's largest magnitude fit int32, else int64.
 
     Raises:
         RangeError: when not even int64 can hold such a sum.
     """
-    table = np.asarray(table)
-    largest = max(-int(table.min()), int(table.max()), 0) if table.size else 0
+    largest = largest_product(table)
     if k * largest <= _INT32_MAX:
         return np.dtype(np.int32)
     if k * largest <= _INT64_MAX:

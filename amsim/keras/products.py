@@ -64,8 +64,12 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def multiplier_label(mult, params=None) -> str:
-    """A multiplier as the command line names it: ``NAME:M[:key=value...]`` (``lut:M`` when unnamed)."""
+def multiplier_label(mult, params=None, scheme=None) -> str:
+    """A multiplier as the command line names it: ``NAME:M[:key=value...]`` (``lut:M`` when unnamed), or
+    an 8-bit circuit (:class:`amsim.gemm.circuit.Circuit`) of a quantization ``scheme`` as
+    ``SCHEME:NAME[:key=value...]``."""
+    if scheme is not None:
+        return f"{scheme}:{mult.label}"
     fields = [mult.name or "lut", str(mult.bits), *(f"{k}={v}" for k, v in sorted((params or {}).items()))]
     return ":".join(fields)
 
@@ -79,10 +83,8 @@ def keras_class(layer) -> type:
 
 
 def _arithmetic(layer):
-    if isinstance(layer, Approximate) and layer.scheme is not None:  # an 8-bit circuit: "uint8:mul8u_x:k=4"
-        return f"{layer.scheme}:{layer.multiplier.label}", layer.gradient
     if isinstance(layer, Approximate):
-        return multiplier_label(layer.multiplier, layer.params), layer.gradient
+        return multiplier_label(layer.multiplier, layer.params, layer.scheme), layer.gradient
     return EXACT
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
 from ..gemm import integer
@@ -91,7 +90,7 @@ def scheme_of(name) -> Scheme:
 
 def check_accumulator(k: int, table) -> None:
     """Refuse a sum of ``k`` products of the table that a 32-bit accumulator could not hold."""
-    largest = int(np.abs(np.asarray(table, np.int64)).max(initial=0))
+    largest = integer.largest_product(table)
     if k * largest > _ACCUMULATOR_MAX:
         raise AccumulatorOverflowError(
             f"its sums of K = {k} circuit products of magnitude up to {largest} can overflow the 32-bit "

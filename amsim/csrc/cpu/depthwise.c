@@ -107,6 +107,23 @@ static inline __attribute__((always_inline)) void dw_input16(const float *s, con
         *iv = _mm512_permutexvar_epi32(perm, *iv);
     }
 }
+
+/* One tap of the vector loops (the forward pass and the filter gradient): acc + A's input row at
+ * (n, ih, iw) from channel c0 (zeros where the tap falls in the padding) times B's 16 operands
+ * from b. */
+static inline __attribute__((always_inline)) __m512 dw_tap16(const struct dw_job *j, __m512 acc, int64_t n,
+                                                          int64_t ih, int64_t iw, int64_t c0, int64_t b,
+                                                          __mmask16 xl, __m512i perm, __mmask16 yl)
+{
+    const struct amsim_conv_geometry *g = &j->g;
+    const int inside = ih >= 0 && ih < g->h && iw >= 0 && iw < g->w;
+    const int64_t e = inside ? ((n * g->h + ih) * g->w + iw) * g->c + c0 : 0;
+    __m512 sa, sb;
+    __m512i ia, ib;
+    dw_input16(j->as + e, j->ai + e, inside, xl, perm, j->q, &sa, &ia);
+    dw_load16(j->bs + b, j->bi + b, yl, &sb, &ib);
+    return dw_fma16(acc, sa, ia, sb, ib, j->table, j->m);
+}
 #endif
 
 /* ---- forward: A = x split as (N*H*W) x C, B = W split as (KH*KW) x (C*Q); units: rows (n, oh) ---- */
@@ -134,17 +151,9 @@ static void dw_forward_part(void *ctx, int p)
                     __m512 acc = _mm512_setzero_ps();
                     for (int64_t kh = 0; kh < g.kh; ++kh) {
                         const int64_t ih = h0 + kh * g.dh;
-                        for (int64_t kw = 0; kw < g.kw; ++kw) {
-                            const int64_t iw = w0 + kw * g.dw;
-                            const int inside = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
-                            const int64_t e = inside ? ((n * g.h + ih) * g.w + iw) * C + c0 : 0;
-                            const int64_t b = (kh * g.kw + kw) * CQ + j0;
-                            __m512 sa, sb;
-                            __m512i ia, ib;
-                            dw_input16(j->as + e, j->ai + e, inside, xl, perm, Q, &sa, &ia);
-                            dw_load16(j->bs + b, j->bi + b, yl, &sb, &ib);
-                            acc = dw_fma16(acc, sa, ia, sb, ib, j->table, j->m);
-                        }
+                        for (int64_t kw = 0; kw < g.kw; ++kw)
+                            acc = dw_tap16(j, acc, n, ih, w0 + kw * g.dw, c0, (kh * g.kw + kw) * CQ + j0, xl, perm,
+                                           yl);
                     }
                     _mm512_mask_storeu_ps(y + j0, yl, acc);
                 }
@@ -279,17 +288,9 @@ static void dw_backprop_filter_part(void *ctx, int p)
             for (int64_t n = 0; n < g.n; ++n)
                 for (int64_t oh = 0; oh < g.oh; ++oh) {
                     const int64_t ih = oh * g.sh - g.pad_top + kh * g.dh;
-                    for (int64_t ow = 0; ow < g.ow; ++ow) {
-                        const int64_t iw = ow * g.sw - g.pad_left + kw * g.dw;
-                        const int inside = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
-                        const int64_t e = inside ? ((n * g.h + ih) * g.w + iw) * C + c0 : 0;
-                        const int64_t b = ((n * g.oh + oh) * g.ow + ow) * CQ + j0;
-                        __m512 sa, sb;
-                        __m512i ia, ib;
-                        dw_input16(j->as + e, j->ai + e, inside, xl, perm, Q, &sa, &ia);
-                        dw_load16(j->bs + b, j->bi + b, yl, &sb, &ib);
-                        acc = dw_fma16(acc, sa, ia, sb, ib, j->table, j->m);
-                    }
+                    for (int64_t ow = 0; ow < g.ow; ++ow)
+                        acc = dw_tap16(j, acc, n, ih, ow * g.sw - g.pad_left + kw * g.dw, c0,
+                                       ((n * g.oh + oh) * g.ow + ow) * CQ + j0, xl, perm, yl);
                 }
             _mm512_mask_storeu_ps(dw + j0, yl, acc);
             continue;

@@ -222,15 +222,16 @@ static inline __attribute__((always_inline)) void int_table_rows(int rows, const
  * loops, GCC's register allocation copied the accumulators around (and spilled some) at every k. */
 typedef void int_table_tile_fn(const uint8_t *a, int64_t lda, const __m512i *t, int U, int64_t kn, int bias,
                                char *c, int64_t ldc, int n, int wide, int first);
-#define TABLE_TILE(R)                                                                                        \
-    static __attribute__((noinline)) void int_table_rows##R(const uint8_t *a, int64_t lda, const __m512i *t, \
-                                                            int U, int64_t kn, int bias, char *c, int64_t ldc, \
-                                                            int n, int wide, int first)                       \
-    {                                                                                                        \
-        int_table_rows(R, a, lda, t, U, kn, bias, c, ldc, n, wide, first);                                   \
+/* KERNEL##R: KERNEL (int_table_rows, int_narrow_rows) for a tile of R rows, an int_table_tile_fn. */
+#define ROWS_TILE(KERNEL, R)                                                                                 \
+    static __attribute__((noinline)) void KERNEL##R(const uint8_t *a, int64_t lda, const __m512i *t, int U,   \
+                                                    int64_t kn, int bias, char *c, int64_t ldc, int n, int wide, \
+                                                    int first)                                                 \
+    {                                                                                                         \
+        KERNEL(R, a, lda, t, U, kn, bias, c, ldc, n, wide, first);                                            \
     }
-TABLE_TILE(1) TABLE_TILE(2) TABLE_TILE(3) TABLE_TILE(4) TABLE_TILE(5) TABLE_TILE(6)
-#undef TABLE_TILE
+ROWS_TILE(int_table_rows, 1) ROWS_TILE(int_table_rows, 2) ROWS_TILE(int_table_rows, 3)
+ROWS_TILE(int_table_rows, 4) ROWS_TILE(int_table_rows, 5) ROWS_TILE(int_table_rows, 6)
 static int_table_tile_fn *const int_table_tiles[TABLE_ROWS + 1] = {
     NULL, int_table_rows1, int_table_rows2, int_table_rows3, int_table_rows4, int_table_rows5, int_table_rows6};
 
@@ -290,16 +291,11 @@ static inline __attribute__((always_inline)) void int_narrow_rows(int rows, cons
 }
 
 /* int_narrow_rows for each tile height, each in a function of its own (as int_table_tiles). */
-#define NARROW_TILE(R)                                                                                        \
-    static __attribute__((noinline)) void int_narrow_rows##R(const uint8_t *a, int64_t lda, const __m512i *t, \
-                                                             int U, int64_t kn, int bias, char *c, int64_t ldc, \
-                                                             int n, int wide, int first)                       \
-    {                                                                                                         \
-        int_narrow_rows(R, a, lda, t, U, kn, bias, c, ldc, n, wide, first);                                   \
-    }
-NARROW_TILE(1) NARROW_TILE(2) NARROW_TILE(3) NARROW_TILE(4) NARROW_TILE(5) NARROW_TILE(6)
-NARROW_TILE(7) NARROW_TILE(8) NARROW_TILE(9) NARROW_TILE(10) NARROW_TILE(11) NARROW_TILE(12)
-#undef NARROW_TILE
+ROWS_TILE(int_narrow_rows, 1) ROWS_TILE(int_narrow_rows, 2) ROWS_TILE(int_narrow_rows, 3)
+ROWS_TILE(int_narrow_rows, 4) ROWS_TILE(int_narrow_rows, 5) ROWS_TILE(int_narrow_rows, 6)
+ROWS_TILE(int_narrow_rows, 7) ROWS_TILE(int_narrow_rows, 8) ROWS_TILE(int_narrow_rows, 9)
+ROWS_TILE(int_narrow_rows, 10) ROWS_TILE(int_narrow_rows, 11) ROWS_TILE(int_narrow_rows, 12)
+#undef ROWS_TILE
 static int_table_tile_fn *const int_narrow_tiles[NARROW_ROWS + 1] = {
     NULL, int_narrow_rows1, int_narrow_rows2, int_narrow_rows3, int_narrow_rows4, int_narrow_rows5, int_narrow_rows6,
     int_narrow_rows7, int_narrow_rows8, int_narrow_rows9, int_narrow_rows10, int_narrow_rows11, int_narrow_rows12};
