@@ -83,6 +83,17 @@ def test_mnist_idx_files_are_read_and_the_first_images_validate(tmp_path, keras_
     assert "sha256" in data.source
 
 
+def test_unpacked_idx_files_may_be_named_with_a_dot_as_mirrors_do(tmp_path, keras_home):
+    arrays = write_idx_set(tmp_path)
+    for name in arrays:
+        packed = tmp_path / name
+        packed.with_name(name.removesuffix(".gz").replace("-idx", ".idx")).write_bytes(
+            gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    data = load_dataset("mnist", tmp_path, validation=0)
+    np.testing.assert_array_equal(data.y_test, arrays["t10k-labels-idx1-ubyte.gz"])
+
+
 def test_the_keras_cache_folder_is_searched(keras_home):
     write_idx_set(keras_home / "fashion-mnist")
     assert len(load_dataset("fashion-mnist", validation=0).x_train) == 30

@@ -216,19 +216,22 @@ def test_thin_outputs_sum_into_int64_when_asked(shape, threads):
                                   reference_int_matmul(pa, pb, table))
 
 
-@pytest.mark.parametrize("shape", [(3, 40_000, 130), (70, 40_000, 3)], ids=["lookup", "lookup-transposed"])
+@pytest.mark.parametrize("shape", [(3, 40_000, 130), (70, 40_000, 3), (100, 70_000, 64), (100, 70_000, 8)],
+                         ids=["lookup", "lookup-transposed", "table", "narrow-table"])
 def test_int64_sums_of_the_fast_kernels_are_exact(shape):
-    """K * max|LUT| beyond int32: the kernels' 32-bit block sums widen into exact int64 sums."""
+    """K * max|LUT| beyond int32: the kernels' 32-bit block sums widen into exact int64 sums (the tables'
+    after each chunk of 2^15 k steps: K = 70000 takes three)."""
     rng = np.random.default_rng(6)
     m, k, n = shape
     table = rng.integers(2**16 - 64, 2**16, (4, 4))  # large entries: sums beyond int32
-    a, b = rng.integers(0, 4, (m, k)), rng.integers(0, 4, (k, n))
+    a, b = rng.integers(0, 4, (m, k), dtype=np.uint8), rng.integers(0, 4, (k, n), dtype=np.uint8)
     got = int_matmul(a, b, table, bits=2)
     assert got.dtype == np.int64 and got.max() > 2**31
     want = np.zeros((m, n), np.int64)
-    for x in range(4):  # each entry times how often its pair of patterns meets
+    for x in range(4):  # each entry times how often its pair of patterns meets (counts exact in float64)
         for y in range(4):
-            want += table[x, y] * ((a == x).astype(np.int64) @ (b == y).astype(np.int64))
+            counts = (a == x).astype(np.float64) @ (b == y).astype(np.float64)
+            want += table[x, y] * counts.astype(np.int64)
     np.testing.assert_array_equal(got, want)
 
 

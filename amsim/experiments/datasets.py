@@ -3,7 +3,8 @@
 * ``digits``: scikit-learn's 8x8 handwritten digits (bundled with scikit-learn, no download);
   the first 1437 images train, the last 360 test.
 * ``mnist`` and ``fashion-mnist``: the four IDX files as distributed (``train-images-idx3-ubyte.gz``,
-  ...) or unpacked (``train-images-idx3-ubyte``); for ``mnist`` also Keras's ``mnist.npz``.
+  ...) or unpacked (``train-images-idx3-ubyte``, or ``train-images.idx3-ubyte`` as some mirrors name
+  them); for ``mnist`` also Keras's ``mnist.npz``.
 * ``cifar10``: the python version's pickle batches (``data_batch_1`` .. ``data_batch_5``,
   ``test_batch``) in ``cifar-10-batches-py/``.
 
@@ -26,6 +27,7 @@ import hashlib
 import math
 import os
 import pickle
+import re
 import struct
 import zipfile
 import zlib
@@ -215,8 +217,12 @@ def _candidates(name: str, data_dir) -> list[Path]:
 
 
 def _present(folder: Path, file: str) -> Path | None:
-    """``folder/file``, or for a gzip file as distributed the same file unpacked, when it is there."""
-    for name in (file, file.removesuffix(".gz")):
+    """``folder/file``, or for a gzip file as distributed the same file unpacked, when it is there.
+    An IDX file may also be named with a dot before its type (``train-images.idx3-ubyte``), as
+    widely used mirrors of MNIST name them."""
+    unpacked = file.removesuffix(".gz")
+    names = dict.fromkeys((file, unpacked, re.sub(r"-(idx\d-ubyte)", r".\1", unpacked)))
+    for name in names:
         if (folder / name).is_file():
             return folder / name
     return None

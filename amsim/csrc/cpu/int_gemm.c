@@ -39,7 +39,7 @@
 #define COST_BUILD_NARROW 2.2 /* per (pattern, k) of a narrow table (at most 32 columns) */
 #define COST_TABLE_NARROW 0.8 /* per (row, k) of a narrow table */
 #define COST_PREP 0.1         /* per table entry: the byte planes of its rows */
-#define COST_PREP_TRANSPOSED 0.7  /* per table entry: the byte planes of its columns */
+#define COST_PREP_TRANSPOSED 0.45 /* per table entry: the byte planes of its columns */
 #define COST_TRANSPOSE 0.25   /* per operand byte and result transposed */
 
 enum int_kernel { INT_DIRECT, INT_LOOKUP, INT_TABLE };
@@ -153,32 +153,34 @@ static int int_bias(const int32_t *lut, int bits)
     return -1;
 }
 
-/* Each row u of the table (or of its transpose) as byte planes of its entries plus `bias` (512 bytes: 256 low bytes,
- * 256 high bytes; entries past 2^bits are zero and never looked up). */
-static inline void int_plane_entry(uint8_t *planes, int u, int v, int32_t entry, int bias)
+#if AMSIM_VBMI
+/* Each row u of the table (or of its transpose) as byte planes of its entries plus `bias` (512
+ * bytes: 256 low bytes, 256 high bytes; entries past 2^bits are zero and never looked up). The
+ * transpose's are the table's planes transposed as bytes (int_transpose_bytes): an entry at a time,
+ * reading the table by columns, they cost more than a small GEMM. `scratch` holds 512 * 2^bits bytes. */
+static void int_plane_row(const int32_t *restrict row, int U, int bias, uint8_t *restrict lo, uint8_t *restrict hi)
 {
-    const uint32_t x = (uint32_t)(entry + bias);
-    planes[512 * u + v] = (uint8_t)x;
-    planes[512 * u + 256 + v] = (uint8_t)(x >> 8);
+    for (int v = 0; v < U; ++v) {
+        const uint32_t x = (uint32_t)(row[v] + bias);
+        lo[v] = (uint8_t)x;
+        hi[v] = (uint8_t)(x >> 8);
+    }
 }
 
-static void int_planes(const int32_t *lut, int bits, int bias, int transposed, uint8_t *planes)
+static void int_planes(const int32_t *lut, int bits, int bias, int transposed, uint8_t *planes, uint8_t *scratch)
 {
     const int U = 1 << bits;
-    memset(planes, 0, (size_t)U * 512);
-    if (!transposed) {
-        for (int u = 0; u < U; ++u)
-            for (int v = 0; v < U; ++v)
-                int_plane_entry(planes, u, v, amsim_int_lut_row(lut, bits, (uint8_t)u)[v], bias);
-        return;
+    uint8_t *rows = transposed ? scratch : planes;
+    memset(rows, 0, (size_t)U * 512);
+    for (int u = 0; u < U; ++u)
+        int_plane_row(amsim_int_lut_row(lut, bits, (uint8_t)u), U, bias, rows + 512 * u, rows + 512 * u + 256);
+    if (transposed) {
+        memset(planes, 0, (size_t)U * 512);
+        int_transpose_bytes(rows, U, U, 512, planes, 512);
+        int_transpose_bytes(rows + 256, U, U, 512, planes + 256, 512);
     }
-    /* row u is the LUT's column u: in 32 x 32 tiles, reading a column whole missed the cache at every entry */
-    for (int u0 = 0; u0 < U; u0 += 32)
-        for (int v0 = 0; v0 < U; v0 += 32)
-            for (int v = v0; v < U && v < v0 + 32; ++v)
-                for (int u = u0; u < U && u < u0 + 32; ++u)
-                    int_plane_entry(planes, u, v, amsim_int_lut_row(lut, bits, (uint8_t)v)[u], bias);
 }
+#endif
 
 /* Part p of the job: a range of the kernel's rows, or of its 64-column blocks. */
 static void int_gemm_part(void *ctx, int part)
@@ -300,12 +302,13 @@ int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K
     }
 #if AMSIM_VBMI
     /* What every part reads, in the caller's work buffers: slots that no part uses (the parts
-     * take SLOT_T, SLOT_CBUF and SLOT_OUT; the caller runs parts too). */
+     * take SLOT_T, SLOT_CBUF, SLOT_OUT, SLOT_XS and SLOT_YS; the caller runs parts too). */
     if (job.kernel != INT_DIRECT) {
         uint8_t *planes = work_buffer(SLOT_QB, (size_t)512 << bits);
-        if (!planes)
+        uint8_t *scratch = job.transposed ? work_buffer(SLOT_SB, (size_t)512 << bits) : planes;
+        if (!planes || !scratch)
             return AMSIM_ERR_MEMORY;
-        int_planes(lut, bits, job.bias, job.transposed, planes);
+        int_planes(lut, bits, job.bias, job.transposed, planes, scratch);
         job.planes = planes;
         job.fa = a;
         job.fb = b;

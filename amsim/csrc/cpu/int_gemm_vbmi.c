@@ -19,8 +19,10 @@
  * unsigned sum: one add per 16-bit product pair of lanes and no widening shuffles. So entries are
  * stored biased: every entry as v + bias (bias = 2^15 for signed tables, making it 0..65535),
  * and the high-half words further XORed with 0x8000 (so read as signed they are v + bias - 2^15).
- * The flush removes kn * bias and kn * (bias - 2^15) from a block of kn terms. Each 16-bit sum
- * over kn <= INT_KB_MAX terms is exact in 32 bits, so the int64 path adds exact block sums.
+ * The flush removes kn * bias and kn * (bias - 2^15) from a sum of kn terms. Each 16-bit sum
+ * over kn <= INT_KB_MAX terms is exact in 32 bits, so the int64 path adds exact block sums, and
+ * the table kernels carry the accumulators themselves across k blocks ("raw sums": adding two
+ * pairs is accumulating over both blocks' terms) and flush once per INT_KB_MAX terms.
  */
 
 #define IV_LANES 64  /* columns of one block: one index vector */
@@ -191,11 +193,43 @@ static void int_build_table_vbmi(const uint8_t *planes, int U, const uint8_t *b,
 
 #define TABLE_ROWS 6             /* rows of C per register tile: 6 x 2 accumulator pairs */
 
+/* Where a tile's accumulators go at the end of its k block. A row's sums are kept across k blocks
+ * as raw accumulators (`raw`, row stride ldr vectors: acc_a, acc_b per 32 columns); at the end of
+ * a chunk (at most INT_KB_MAX k steps: exact, see above) they become exact sums (int_flush_pair of
+ * `kc` terms into `sums`, row stride lds bytes, n valid columns; stored there when `first`). */
+struct int_tile_end {
+    __m512i *raw;
+    int64_t ldr;
+    int raw_first;             /* the k block starts the chunk: nothing in raw yet */
+    int chunk_end;             /* the k block ends the chunk: into sums, not raw */
+    char *sums;
+    int64_t lds, kc;
+    int bias, n, wide, first;
+};
+
+/* Row r's accumulator pair q (its 32 columns q) at the end of a tile's k block (struct int_tile_end). */
+static inline __attribute__((always_inline)) void int_tile_pair_end(const struct int_tile_end *e, int r, int q,
+                                                                    __m512i acc_a, __m512i acc_b)
+{
+    __m512i *raw = e->raw + r * e->ldr + 2 * q;
+    if (!e->raw_first) {
+        acc_a = _mm512_add_epi32(acc_a, _mm512_load_si512(raw));
+        acc_b = _mm512_add_epi32(acc_b, _mm512_load_si512(raw + 1));
+    }
+    if (e->chunk_end) {
+        int_flush_pair(acc_a, acc_b, e->kc, e->bias, e->sums + r * e->lds + (e->wide ? 8 : 4) * 32 * q, e->n - 32 * q,
+                       e->wide, e->first);
+    } else {
+        _mm512_store_si512(raw, acc_a);
+        _mm512_store_si512(raw + 1, acc_b);
+    }
+}
+
 /* `rows` rows of C (<= TABLE_ROWS) over one block: their A bytes at a (row stride lda), T's kn
- * k-steps, the sums flushed into C at c (row stride ldc, n valid columns). */
+ * k-steps, the accumulators ended as `e` says. */
 static inline __attribute__((always_inline)) void int_table_rows(int rows, const uint8_t *a, int64_t lda,
-                                                             const __m512i *t, int U, int64_t kn, int bias,
-                                                             char *c, int64_t ldc, int n, int wide, int first)
+                                                                 const __m512i *t, int U, int64_t kn,
+                                                                 const struct int_tile_end *e)
 {
     __m512i acc_a[TABLE_ROWS][2], acc_b[TABLE_ROWS][2];
     for (int r = 0; r < rows; ++r)
@@ -215,20 +249,20 @@ static inline __attribute__((always_inline)) void int_table_rows(int rows, const
         }
     }
     for (int r = 0; r < rows; ++r)
-        int_flush_row(acc_a[r], acc_b[r], 1, kn, bias, c + r * ldc, n, wide, first);
+        for (int q = 0; q < 2; ++q)
+            int_tile_pair_end(e, r, q, acc_a[r][q], acc_b[r][q]);
 }
 
 /* int_table_rows for each tile height, each in a function of its own: inlined into the block
  * loops, GCC's register allocation copied the accumulators around (and spilled some) at every k. */
-typedef void int_table_tile_fn(const uint8_t *a, int64_t lda, const __m512i *t, int U, int64_t kn, int bias,
-                               char *c, int64_t ldc, int n, int wide, int first);
+typedef void int_table_tile_fn(const uint8_t *a, int64_t lda, const __m512i *t, int U, int64_t kn,
+                               const struct int_tile_end *e);
 /* KERNEL##R: KERNEL (int_table_rows, int_narrow_rows) for a tile of R rows, an int_table_tile_fn. */
 #define ROWS_TILE(KERNEL, R)                                                                                 \
     static __attribute__((noinline)) void KERNEL##R(const uint8_t *a, int64_t lda, const __m512i *t, int U,   \
-                                                    int64_t kn, int bias, char *c, int64_t ldc, int n, int wide, \
-                                                    int first)                                                 \
+                                                    int64_t kn, const struct int_tile_end *e)                  \
     {                                                                                                         \
-        KERNEL(R, a, lda, t, U, kn, bias, c, ldc, n, wide, first);                                            \
+        KERNEL(R, a, lda, t, U, kn, e);                                                                       \
     }
 ROWS_TILE(int_table_rows, 1) ROWS_TILE(int_table_rows, 2) ROWS_TILE(int_table_rows, 3)
 ROWS_TILE(int_table_rows, 4) ROWS_TILE(int_table_rows, 5) ROWS_TILE(int_table_rows, 6)
@@ -272,8 +306,8 @@ static void int_build_narrow_table_vbmi(const uint8_t *planes, int U, const uint
 
 /* `rows` rows of C (<= NARROW_ROWS) over one narrow block (as int_table_rows). */
 static inline __attribute__((always_inline)) void int_narrow_rows(int rows, const uint8_t *a, int64_t lda,
-                                                                  const __m512i *t, int U, int64_t kn, int bias,
-                                                                  char *c, int64_t ldc, int n, int wide, int first)
+                                                                  const __m512i *t, int U, int64_t kn,
+                                                                  const struct int_tile_end *e)
 {
     __m512i acc_a[NARROW_ROWS], acc_b[NARROW_ROWS];
     for (int r = 0; r < rows; ++r)
@@ -287,7 +321,7 @@ static inline __attribute__((always_inline)) void int_narrow_rows(int rows, cons
         }
     }
     for (int r = 0; r < rows; ++r)
-        int_flush_pair(acc_a[r], acc_b[r], kn, bias, c + r * ldc, n, wide, first);
+        int_tile_pair_end(e, r, 0, acc_a[r], acc_b[r]);
 }
 
 /* int_narrow_rows for each tile height, each in a function of its own (as int_table_tiles). */
@@ -300,14 +334,29 @@ static int_table_tile_fn *const int_narrow_tiles[NARROW_ROWS + 1] = {
     NULL, int_narrow_rows1, int_narrow_rows2, int_narrow_rows3, int_narrow_rows4, int_narrow_rows5, int_narrow_rows6,
     int_narrow_rows7, int_narrow_rows8, int_narrow_rows9, int_narrow_rows10, int_narrow_rows11, int_narrow_rows12};
 
+/* dst[0..n) = src[0..n): for a panel's rows (memcpy's call cost as much as a short row's copy). */
+static inline void int_copy_short(uint8_t *dst, const uint8_t *src, int64_t n)
+{
+    if (n > 64) {
+        memcpy(dst, src, (size_t)n);
+        return;
+    }
+    const __mmask64 m = n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
+    _mm512_mask_storeu_epi8(dst, m, _mm512_maskz_loadu_epi8(m, src));
+}
+
 /* C[i0..i1, block columns j0..j1) by tables, j0 a multiple of 64. Rows go in blocks of
- * int_table_row_block, summed in a contiguous buffer (64 or 32 columns a row) and copied into C at the
- * end: flushing into C itself, whose rows lie N apart, missed the caches at every k block (rows
- * 4 KiB apart share a few cache sets). A row block rebuilds its tables: it should hold many
- * more rows than the table has patterns. A row block's bytes of A for a k block are copied into
- * a contiguous panel first (transposed, where A is B itself for C^T): read in place, rows K bytes
- * apart, each of a large K's rows took a page of its own and the row block more pages than the
- * TLB holds. Returns an amsim_status. */
+ * int_table_row_block, whose accumulators are added into a contiguous buffer of raw sums (64 or
+ * 32 columns a row) at every k block; a chunk of at most INT_KB_MAX k steps later (so once, unless
+ * K is larger), the raw sums are turned into the row's exact sums (int_flush_pair), and at the end
+ * copied into C. Flushing into C itself, whose rows lie N apart, missed the caches at every k
+ * block (rows 4 KiB apart share a few cache sets); turning accumulators into sums at every k
+ * block took a tenth of the time. A row block rebuilds its tables: it should hold many
+ * more rows than the table has patterns. A row block's bytes of A are copied into a contiguous
+ * panel first (transposed, where A is B itself for C^T), at least 64 k steps at a time: read in
+ * place, rows K bytes apart, each of a large K's rows took a page of its own and the row block
+ * more pages than the TLB holds; copied a k block (16 bytes) at a time, each row's cache line of A
+ * came from L3 four times. Returns an amsim_status. */
 static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int U = 1 << g->bits, narrow = int_table_narrow(g->fn);
@@ -317,34 +366,49 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     const int64_t K = g->K, kb_max = int_table_kb(U) * (narrow ? 2 : 1);
     const size_t width = g->wide ? 8 : 4;
     const int64_t rb_max = i1 - i0 < int_table_row_block(g->fn) ? i1 - i0 : int_table_row_block(g->fn);
+    const int64_t ldr = lanes / 16;  /* raw vectors a row: an accumulator pair per 32 columns */
+    /* k steps of a panel: K, or whole k blocks of at least 64 (a cache line of each row of A) */
+    const int64_t pk = K <= kb_max ? K : kb_max * ((64 + kb_max - 1) / kb_max);
     __m512i *t = work_buffer(SLOT_T, sizeof(__m512i) * 2 * (size_t)U * (size_t)kb_max);
     __m512i *ivecs = work_buffer(SLOT_CBUF, sizeof(__m512i) * (size_t)kb_max);
     char *sums = work_buffer(SLOT_OUT, width * (size_t)lanes * (size_t)rb_max);
-    uint8_t *panel = work_buffer(SLOT_XS, (size_t)rb_max * (size_t)kb_max);
-    if (!t || !ivecs || !sums || !panel)
+    __m512i *raw = work_buffer(SLOT_YS, sizeof(__m512i) * (size_t)ldr * (size_t)rb_max);
+    uint8_t *panel = work_buffer(SLOT_XS, (size_t)rb_max * (size_t)pk);
+    if (!t || !ivecs || !sums || !raw || !panel)
         return AMSIM_ERR_MEMORY;
     const int64_t lds = lanes * (int64_t)width;
     for (int64_t j = j0; j < j1; j += lanes) {
         const int n = (int)(j1 - j < lanes ? j1 - j : lanes);
         for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
             const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
-            for (int64_t k0 = 0; k0 < K; k0 += kb_max) {
+            for (int64_t k0 = 0, chunk = 0; k0 < K; k0 += kb_max) {
                 const int64_t kn = K - k0 < kb_max ? K - k0 : kb_max;
                 if (narrow)
                     int_build_narrow_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
                 else
                     int_build_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
-                if (g->a_columns)
-                    int_transpose_bytes(g->fa + k0 * g->fm + r0, kn, r1 - r0, g->fm, panel, kn);
-                else
-                    for (int64_t i = r0; i < r1; ++i)
-                        memcpy(panel + (i - r0) * kn, g->fa + i * K + k0, (size_t)kn);
-                for (int64_t i = r0; i < r1; i += tile_rows) {
-                    const uint8_t *a = panel + (i - r0) * kn;
-                    char *s = sums + (i - r0) * lds;
-                    tiles[r1 - i >= tile_rows ? tile_rows : r1 - i](a, kn, t, U, kn, g->bias, s, lds, lanes, g->wide,
-                                                                    k0 == 0);
+                if (k0 % pk == 0) {
+                    const int64_t pn = K - k0 < pk ? K - k0 : pk;
+                    if (g->a_columns)
+                        int_transpose_bytes(g->fa + k0 * g->fm + r0, pn, r1 - r0, g->fm, panel, pk);
+                    else
+                        for (int64_t i = r0; i < r1; ++i)
+                            int_copy_short(panel + (i - r0) * pk, g->fa + i * K + k0, pn);
                 }
+                /* a chunk ends where the next k block would make it too long */
+                const int64_t k1 = k0 + kn, next = K - k1 < kb_max ? K - k1 : kb_max;
+                struct int_tile_end e = {.ldr = ldr, .raw_first = k0 == chunk,
+                                         .chunk_end = k1 == K || k1 + next - chunk > INT_KB_MAX, .lds = lds,
+                                         .kc = k1 - chunk, .bias = g->bias, .n = n, .wide = g->wide,
+                                         .first = chunk == 0};
+                const uint8_t *a = panel + k0 % pk;
+                for (int64_t i = r0; i < r1; i += tile_rows) {
+                    e.raw = raw + (i - r0) * ldr;
+                    e.sums = sums + (i - r0) * lds;
+                    tiles[r1 - i >= tile_rows ? tile_rows : r1 - i](a + (i - r0) * pk, pk, t, U, kn, &e);
+                }
+                if (e.chunk_end)
+                    chunk = k1;
             }
             for (int64_t i = r0; i < r1; ++i)
                 int_store_row(g, i, j, sums + (i - r0) * lds, n);
