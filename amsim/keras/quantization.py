@@ -118,13 +118,23 @@ def _affine(scheme: Scheme, lo, hi):
 
 
 def _quantize(x, scale, zero, scheme: Scheme):
-    """Integer values (int32) of ``x``: ``clip(round(x / scale) + zero)``."""
+    """The integer values of ``x``, ``clip(round(x / scale) + zero)``, held in float32 (exactly: they are
+    8-bit integers) until the integer ops' bytes: one conversion of a large kernel, not two (float to
+    int32 was the slowest pass of its quantization)."""
     q = tf.round(x / scale) + tf.cast(zero, tf.float32)
-    return tf.cast(tf.clip_by_value(q, scheme.qmin, scheme.qmax), tf.int32)
+    return tf.clip_by_value(q, scheme.qmin, scheme.qmax)
 
 
 def _dequantize(q, scale, zero):
-    return tf.cast(q - zero, tf.float32) * scale
+    return (tf.cast(q, tf.float32) - tf.cast(zero, tf.float32)) * scale
+
+
+def _column_sums(q):
+    """Sums over axis 0 of the quantized values ``q`` (K, N), as int64: one float32 matmul by ones, exact
+    since every partial sum is an integer below 2^24 (K <= 2^16, |q| <= 255), where a reduction
+    over the outer axis took five times as long."""
+    ones = tf.ones([1, tf.shape(q)[0]], tf.float32)
+    return tf.cast(tf.matmul(ones, q), tf.int64)
 
 
 def _kernel_params(scheme: Scheme, w, channel_axes):
@@ -132,6 +142,9 @@ def _kernel_params(scheme: Scheme, w, channel_axes):
     if not scheme.per_channel:
         return _affine(scheme, tf.reduce_min(w), tf.reduce_max(w))
     others = [a for a in range(w.shape.rank) if a not in channel_axes]
+    if scheme.signed:  # a symmetric range needs only the largest magnitude: one reduction, not two
+        span = tf.reduce_max(tf.abs(w), others, keepdims=True)
+        return _affine(scheme, -span, span)
     return _affine(scheme, tf.reduce_min(w, others, keepdims=True), tf.reduce_max(w, others, keepdims=True))
 
 
@@ -215,7 +228,7 @@ def calibrating(model):
 
 
 def _bytes(q, scheme: Scheme):
-    """Quantized values (int32, inside the scheme's range) as the integer ops' one-byte operands."""
+    """Quantized values (integers inside the scheme's range) as the integer ops' one-byte operands."""
     return tf.cast(q, tf.int8 if scheme.signed else tf.uint8)
 
 
@@ -224,11 +237,16 @@ def _int_matmul(qa, qb, circuit, scheme):
                          out_dtype=tf.int32)
 
 
-def _corrected(acc, scheme, zx, zw, sum_x, sum_w, k):
-    """The exact integer sum of (q_x - z_x)(q_w - z_w) with each q_x q_w the circuit's (int64)."""
+def _corrected(acc, scheme, zx, zw, sums, k):
+    """The exact integer sum of (q_x - z_x)(q_w - z_w) with each q_x q_w the circuit's (int64).
+
+    ``sums()`` gives the sums of q_x (per output row or position) and of q_w (per output channel),
+    asked for only where the zero points are not 0.
+    """
     acc = tf.cast(acc, tf.int64)
     if scheme.signed:  # zero points are 0
         return acc
+    sum_x, sum_w = sums()
     zx, zw = tf.cast(zx, tf.int64), tf.cast(zw, tf.int64)
     return acc - zw * tf.cast(sum_x, tf.int64) - zx * tf.cast(sum_w, tf.int64) + k * zx * zw
 
@@ -236,9 +254,9 @@ def _corrected(acc, scheme, zx, zw, sum_x, sum_w, k):
 def _integer_matmul(qx, qw, zx, zw, circuit, scheme, geometry):
     """(M, K) x (K, N): the corrected integer sums."""
     acc = _int_matmul(qx, qw, circuit, scheme)
-    sum_x = tf.reduce_sum(qx, axis=1, keepdims=True)
-    sum_w = tf.reduce_sum(qw, axis=0, keepdims=True)
-    return _corrected(acc, scheme, zx, zw, sum_x, sum_w, qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1])
+    # a row's sum of K integers below 2^8 is exact in float32 (K <= 2^16)
+    return _corrected(acc, scheme, zx, zw, lambda: (tf.reduce_sum(qx, axis=1, keepdims=True), _column_sums(qw)),
+                      qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1])
 
 
 def _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, groups):
@@ -249,9 +267,13 @@ def _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, groups):
     acc, sum_x = am_int_conv2d(_bytes(qx, scheme), _bytes(qw, scheme), circuit.table, strides=geometry["strides"],
                                padding=geometry["padding"], dilations=geometry["dilations"], groups=groups,
                                pad_value=_bytes(zx, scheme), bits=8, signed=scheme.signed)
-    if groups not in (1, f):  # one sum per group (one group broadcasts; one channel per group is as it is)
-        sum_x = tf.repeat(sum_x, f // groups, axis=3)
-    return _corrected(acc, scheme, zx, zw, sum_x, tf.reduce_sum(qw, axis=[0, 1, 2]), kh * kw * cg)
+
+    def sums():
+        # one patch sum per group (one group broadcasts; one channel per group is as it is)
+        per_channel = sum_x if groups in (1, f) else tf.repeat(sum_x, f // groups, axis=3)
+        return per_channel, tf.reshape(_column_sums(tf.reshape(qw, [-1, f])), [f])
+
+    return _corrected(acc, scheme, zx, zw, sums, kh * kw * cg)
 
 
 def _integer_conv2d(qx, qw, zx, zw, circuit, scheme, geometry):
@@ -270,7 +292,7 @@ def _integer_conv3d(qx, qw, zx, zw, circuit, scheme, geometry):
     """NDHWC x DHWIO: the patch matrix of the input padded with the zero point, then the integer GEMM."""
     g = conv3d_geometry("a quantized conv3d", qx.shape, qw.shape, geometry["strides"], geometry["padding"],
                         geometry["dilations"])
-    cols = patches.patch_values(qx, g, zx)
+    cols = patches.patch_values(qx, g, tf.cast(zx, qx.dtype))
     y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, circuit, scheme, geometry)
     return tf.reshape(y, [tf.shape(qx)[0], *g.out_sizes, g.o])
 
