@@ -223,6 +223,21 @@ def test_an_all_zero_circuit_leaves_only_the_zero_point_terms():
     np.testing.assert_array_equal(np.asarray(signed(x)), 0)
 
 
+def test_zero_point_sums_stay_exact_beyond_what_float32_counts():
+    """70000 values near 255 sum past 2^24, where float32 no longer holds every integer: the all-zero
+    circuit leaves only the zero-point terms, whose sums must still be exact."""
+    rng = np.random.default_rng(3)
+    k = 70_000
+    x = rng.uniform(0.97, 1.0, size=(2, k)).astype(np.float32)
+    x[:, 0] = -0.5  # a negative input, so that the zero point is not 0
+    zeros = np.zeros((256, 256), np.int32)
+    layer = build(AMDense(2, lut=zeros, quantize="uint8", use_bias=False), x)
+    w = rng.uniform(0.97, 1.0, size=(k, 2)).astype(np.float32)
+    w[0] = -0.5
+    layer.kernel.assign(w)
+    np.testing.assert_array_equal(np.asarray(layer(x)), oracle_dense(x, w, zeros, False))
+
+
 def test_a_1d_convolution_is_the_2d_one_on_a_height_1_axis():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 9, 2)).astype(np.float32)

@@ -129,12 +129,23 @@ def _dequantize(q, scale, zero):
     return (tf.cast(q, tf.float32) - tf.cast(zero, tf.float32)) * scale
 
 
-def _column_sums(q):
-    """Sums over axis 0 of the quantized values ``q`` (K, N), as int64: one float32 matmul by ones, exact
-    since every partial sum is an integer below 2^24 (K <= 2^16, |q| <= 255), where a reduction
-    over the outer axis took five times as long."""
-    ones = tf.ones([1, tf.shape(q)[0]], tf.float32)
-    return tf.cast(tf.matmul(ones, q), tf.int64)
+#: Sums of at most this many quantized values (|q| <= 255) are exact in float32: below 2^24.
+_FLOAT_EXACT_TERMS = ((1 << 24) - 1) // 255
+
+
+def _sums(q, axis: int):
+    """Exact sums of the quantized values ``q`` (M, K) over ``axis`` (keeping it, as 1), as int64.
+
+    In float32 where the sum has few enough terms to be exact (every partial sum an integer below
+    2^24; the sum over axis 0 as a product with a row of ones, five times as fast as TensorFlow's
+    reduction over an outer axis), else in int64.
+    """
+    terms = q.shape[axis]
+    if terms is None or terms > _FLOAT_EXACT_TERMS:
+        return tf.reduce_sum(tf.cast(q, tf.int64), axis=axis, keepdims=True)
+    if axis == 0:
+        return tf.cast(tf.matmul(tf.ones([1, terms], tf.float32), q), tf.int64)
+    return tf.cast(tf.reduce_sum(q, axis=axis, keepdims=True), tf.int64)
 
 
 def _kernel_params(scheme: Scheme, w, channel_axes):
@@ -254,8 +265,7 @@ def _corrected(acc, scheme, zx, zw, sums, k):
 def _integer_matmul(qx, qw, zx, zw, circuit, scheme, geometry):
     """(M, K) x (K, N): the corrected integer sums."""
     acc = _int_matmul(qx, qw, circuit, scheme)
-    # a row's sum of K integers below 2^8 is exact in float32 (K <= 2^16)
-    return _corrected(acc, scheme, zx, zw, lambda: (tf.reduce_sum(qx, axis=1, keepdims=True), _column_sums(qw)),
+    return _corrected(acc, scheme, zx, zw, lambda: (_sums(qx, 1), _sums(qw, 0)),
                       qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1])
 
 
@@ -271,7 +281,7 @@ def _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, groups):
     def sums():
         # one patch sum per group (one group broadcasts; one channel per group is as it is)
         per_channel = sum_x if groups in (1, f) else tf.repeat(sum_x, f // groups, axis=3)
-        return per_channel, tf.reshape(_column_sums(tf.reshape(qw, [-1, f])), [f])
+        return per_channel, tf.reshape(_sums(tf.reshape(qw, [kh * kw * cg, f]), 0), [f])
 
     return _corrected(acc, scheme, zx, zw, sums, kh * kw * cg)
 
