@@ -82,6 +82,8 @@ def kernel_build() -> str:
     """Which instructions the CPU kernels were built with (engine.VARIANTS, -march=native)."""
     variant = os.environ.get("AMSIM_GEMM_VARIANT") or "native"
     flags = engine.cpu_flags().split()
+    if variant != "portable" and "avx2" in flags and (variant == "avx2" or "avx512f" not in flags):
+        return f"{variant}: AVX2 integer table kernel, portable C float kernels"
     if variant == "portable" or "avx512f" not in flags:
         return f"{variant}: portable C"
     vbmi = "avx512vbmi" in flags and variant in ("native", "no-bf16")

@@ -10,12 +10,16 @@ blocks and keeping the best of each (scripts/benchenv.py), and prints one JSON o
 environment, and per shape both times, their ratio and whether it meets the goal (<= 3).
 
     .venv/bin/python scripts/bench_int_gemm.py [--quick] [--runs 3] [--threads N] [--doc docs/performance.md]
+
+With ``AMSIM_GEMM_VARIANT`` set (``avx2``: the build for CPUs without AVX-512), it times that build
+and writes its table into a section of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -92,8 +96,14 @@ def write_doc(path, env, results, runs):
     met = sum(r["meets_goal"] for r in results)
     body = (f"Circuit {env['circuit']}; operands {env['operands']}; kernels: {env['kernel']}. "
             f"Goal: ratio <= {GOAL:g} on every shape (met on {met} of {len(results)}).\n\n{table}")
-    perfdoc.update(path, "int-gemm", env, body,
-                   title="Integer LUT GEMM against numpy (`scripts/bench_int_gemm.py`)")
+    variant = os.environ.get("AMSIM_GEMM_VARIANT") or "native"
+    if variant == "native":
+        perfdoc.update(path, "int-gemm", env, body,
+                       title="Integer LUT GEMM against numpy (`scripts/bench_int_gemm.py`)")
+    else:  # a build for other CPUs, forced on this one: a section of its own
+        perfdoc.update(path, f"int-gemm-{variant}", env, body,
+                       title=f"Integer LUT GEMM against numpy, the `{variant}` build "
+                             f"(`AMSIM_GEMM_VARIANT={variant} scripts/bench_int_gemm.py`)")
 
 
 if __name__ == "__main__":

@@ -714,10 +714,10 @@ def test_lut_with_zero_entries_uses_the_exact_direct_kernel():
     assert np.isinf(gemm.matmul(a, b, table)[0, 0])
 
 
-@pytest.mark.parametrize("variant", ["portable", "no-vbmi", "no-bf16"])
+@pytest.mark.parametrize("variant", ["portable", "avx2", "no-vbmi", "no-bf16"])
 def test_kernels_built_for_other_cpus_equal_reference(monkeypatch, variant):
-    """The builds for CPUs without AVX-512, without VBMI, or without bfloat16 dot products
-    (forced here), give the same bits."""
+    """The builds for CPUs without intrinsics, with AVX2 but no AVX-512, without VBMI, or without
+    bfloat16 dot products (forced here), give the same bits."""
     build = engine.load
     monkeypatch.setattr(engine, "load", lambda: build(variant))
     rng = np.random.default_rng(10)

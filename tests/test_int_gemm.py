@@ -235,11 +235,12 @@ def test_int64_sums_of_the_fast_kernels_are_exact(shape):
     np.testing.assert_array_equal(got, want)
 
 
-def engine_int_gemm(a, b, table, bits, wide, threads=2):
-    """C by amsim_int_gemm as a C caller (the TensorFlow op) sees it: any int32 table, any width."""
+def engine_int_gemm(a, b, table, bits, wide, threads=2, variant=None):
+    """C by amsim_int_gemm as a C caller (the TensorFlow op) sees it: any int32 table, any width; the
+    engine built for ``variant`` (default: this machine's)."""
     from amsim.gemm import engine
 
-    ffi, lib = engine.load()
+    ffi, lib = engine.load(variant)
     (m, k), n = a.shape, b.shape[1]
     table = np.ascontiguousarray(table, np.int32)
     c = np.zeros((m, n), np.int64 if wide else np.int32)
@@ -270,12 +271,45 @@ def test_fast_kernels_do_not_depend_on_the_thread_count(shape):
         np.testing.assert_array_equal(c, results[0])
 
 
-def test_a_table_beyond_16_bits_takes_the_direct_kernel_exactly():
+# The builds for CPUs without AVX-512 ("avx2": the AVX2 table kernel where the plan takes it) and without
+# intrinsics ("portable": the direct kernel): shapes of many rows (tables), off the 32-column blocks and the
+# 3-row tiles, few rows (direct), both signednesses, one and two threads.
+OTHER_BUILD_SHAPES = [(2100, 33, 130), (3001, 70, 31), (700, 300, 64), (64, 120, 84)]
+
+
+@pytest.mark.parametrize("variant", ["avx2", "portable"])
+@pytest.mark.parametrize("shape", OTHER_BUILD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_builds_for_cpus_without_avx512_equal_the_oracle(variant, shape):
+    rng = np.random.default_rng(sum(shape))
+    for signed in (False, True):
+        a, b, table = random_problem(rng, shape, 8, signed)
+        pa, pb = a & 255, b & 255
+        for threads in (1, 2):
+            np.testing.assert_array_equal(engine_int_gemm(pa, pb, table, 8, 0 if shape[1] < 32768 else 1, threads,
+                                                          variant), reference_int_matmul(pa, pb, table))
+
+
+@pytest.mark.parametrize("variant", ["avx2", "portable"])
+def test_builds_for_cpus_without_avx512_sum_long_k_exactly(variant):
+    """K = 70000 (three chunks of the AVX2 kernel's 32-bit raw sums) into int64, at 2 bits."""
+    rng = np.random.default_rng(11)
+    table = rng.integers(2**16 - 64, 2**16, (4, 4))
+    a, b = rng.integers(0, 4, (200, 70_000), dtype=np.uint8), rng.integers(0, 4, (70_000, 40), dtype=np.uint8)
+    want = np.zeros((200, 40), np.int64)
+    for x in range(4):
+        for y in range(4):
+            want += table[x, y] * ((a == x).astype(np.float64) @ (b == y).astype(np.float64)).astype(np.int64)
+    np.testing.assert_array_equal(engine_int_gemm(a, b, table, 2, 1, 2, variant), want)
+
+
+@pytest.mark.parametrize("n", [130, 256], ids=["rows-split", "columns-split"])
+def test_a_table_beyond_16_bits_takes_the_direct_kernel_exactly(n):
     """The C entry takes any int32 table (the 16-bit kernels only one of a 16-bit range): entries of both
-    signs beyond 2^15 still give exact sums, on a shape that would otherwise take the table kernel."""
+    signs beyond 2^15 still give exact sums, on shapes that would otherwise take the table kernel with
+    its parts split by rows, or by column blocks (the direct kernel's parts are rows)."""
     rng = np.random.default_rng(8)
     table = rng.integers(-(2**20), 2**20, (256, 256))
-    a, b = rng.integers(0, 256, (2100, 33)), rng.integers(0, 256, (33, 130))
+    a, b = rng.integers(0, 256, (2100, 33)), rng.integers(0, 256, (33, n))
     np.testing.assert_array_equal(engine_int_gemm(a, b, table, 8, 1), reference_int_matmul(a, b, table))
 
 

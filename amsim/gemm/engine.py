@@ -25,9 +25,10 @@ _CPU_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cpu"
 
 #: Builds of the engine: "native" (-march=native: AVX-512 with VBMI byte-plane lookups and
 #: AVX512-BF16 dot products where the CPU has them), "no-bf16" (without the dot products),
-#: "no-vbmi" (the AVX-512 float lookups only) and "portable" (no intrinsics).
+#: "no-vbmi" (the AVX-512 float lookups only), "avx2" (no AVX-512: the integer GEMM's AVX2 table
+#: kernel, the float kernels' portable C) and "portable" (no intrinsics).
 VARIANTS = {"native": [], "no-bf16": ["-mno-avx512bf16"], "no-vbmi": ["-mno-avx512vbmi"],
-            "portable": ["-DAMSIM_PORTABLE"]}
+            "avx2": ["-mno-avx512f"], "portable": ["-DAMSIM_PORTABLE"]}
 _FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fPIC"]
 
 KERNELS = {"auto": -1, "direct": 0, "expand": 1, "lookup": 2}

@@ -28,7 +28,8 @@
 #include "engine_internal.h"
 
 /* The instruction sets this build uses: AVX-512 (portable C without it, or with AMSIM_PORTABLE),
- * byte-plane lookups with AVX512-VBMI, bfloat16 dot products with AVX512-BF16. */
+ * byte-plane lookups with AVX512-VBMI, bfloat16 dot products with AVX512-BF16; AVX2 where there is
+ * no AVX-512, for the integer GEMM only. */
 #if defined(__AVX512F__) && !defined(AMSIM_PORTABLE)
 #define AMSIM_AVX512 1
 #include <immintrin.h>
@@ -39,6 +40,13 @@
 #define AMSIM_VBMI 1
 #else
 #define AMSIM_VBMI 0
+#endif
+/* AVX2 without AVX-512 (the integer GEMM's AVX2 table kernel; the float kernels are portable C there). */
+#if !AMSIM_AVX512 && defined(__AVX2__) && !defined(AMSIM_PORTABLE)
+#define AMSIM_AVX2 1
+#include <immintrin.h>
+#else
+#define AMSIM_AVX2 0
 #endif
 #if AMSIM_VBMI && defined(__AVX512BF16__)
 #define AMSIM_DPBF16 1

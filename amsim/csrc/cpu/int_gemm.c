@@ -19,6 +19,8 @@
  *   costs 2^n * K * N lookups, amortised over M rows: for many rows. Where C has at most 32
  *   columns (thin convolutions), in 32-column blocks of half the loads and adds (int_table_narrow).
  *
+ * Builds with AVX2 and no AVX-512 have the table kernel only, in 32-column blocks (int_gemm_avx2.c).
+ *
  * The fast kernels hold entries as 16 bits (int_gemm_vbmi.c says how): a table whose entries do
  * not all fit one 16-bit range (0..65535 or -32768..32767) takes the direct kernel.
  */
@@ -41,6 +43,10 @@
 #define COST_PREP 0.1         /* per table entry: the byte planes of its rows */
 #define COST_PREP_TRANSPOSED 0.45 /* per table entry: the byte planes of its columns */
 #define COST_TRANSPOSE 0.25   /* per operand byte and result transposed */
+/* The AVX2 table's, measured on the VM against the direct kernel's time per product (which
+ * COST_DIRECT puts at 1.75 times what it took there): only their ratio to COST_DIRECT matters. */
+#define COST_AVX2_BUILD 6.2   /* per (pattern, k, 32-column block) of the AVX2 table */
+#define COST_AVX2_TABLE 3.4   /* per (row, k, 32-column block) of the AVX2 table */
 
 enum int_kernel { INT_DIRECT, INT_LOOKUP, INT_TABLE };
 
@@ -102,6 +108,8 @@ static int64_t int_table_row_block(int64_t fn)
 
 #if AMSIM_VBMI
 #include "int_gemm_vbmi.c"
+#elif AMSIM_AVX2
+#include "int_gemm_avx2.c"
 #endif
 
 /* c[j] += row[bk[j]] for j < n: the direct kernel's inner loop. Its pointers are parameters
@@ -210,6 +218,12 @@ static void int_gemm_part(void *ctx, int part)
         __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
     if (g->kernel != INT_DIRECT)
         return;
+#elif AMSIM_AVX2
+    if (g->kernel == INT_TABLE) {
+        if (int_table_avx2(g, i0, i1, j0, j1) != AMSIM_OK)
+            __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
 #endif
     int_direct_rows(g, i0, i1);
 }
@@ -261,6 +275,22 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
                 g->nparts = columns ? use : (int)(g->fm < use ? g->fm : use);
             }
         }
+#elif AMSIM_AVX2
+    /* the AVX2 table kernel, on C as it is: split by 64-column blocks (each part builds only its
+     * tables) where they divide evenly, else by rows (each part builds them all) */
+    const double blocks = (double)(((int64_t)N + 31) / 32), units = (double)(((int64_t)N + 63) / 64);
+    const int columns = units >= use && ((int64_t)units % use == 0 || units >= 4 * use);
+    const int64_t part_rows = columns ? g->M : (g->M + use - 1) / use;
+    const double row_blocks = (double)((part_rows + INT_TABLE_ROW_BLOCK - 1) / INT_TABLE_ROW_BLOCK);
+    const double cost = COST_AVX2_BUILD * U * K * blocks * row_blocks / (columns ? use : 1) +
+                        COST_AVX2_TABLE * M * K * blocks / use;
+    if (cost < best) {
+        g->kernel = INT_TABLE;
+        g->fm = g->M;
+        g->fn = g->N;
+        g->split_columns = columns;
+        g->nparts = columns ? use : (int)(g->M < use ? g->M : use);
+    }
 #endif
 }
 
@@ -297,7 +327,8 @@ int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K
                                .c = c};
     int_gemm_plan(&job, use);
     if (job.kernel != INT_DIRECT && (job.bias = int_bias(lut, bits)) < 0) {
-        job.kernel = INT_DIRECT;  /* entries the 16-bit kernels cannot hold */
+        job.kernel = INT_DIRECT;  /* entries the 16-bit kernels cannot hold: parts are rows again */
+        job.transposed = job.split_columns = 0;
         job.nparts = (int)(M < use ? M : use);
     }
 #if AMSIM_VBMI
