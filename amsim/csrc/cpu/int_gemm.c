@@ -77,6 +77,15 @@ static int64_t int_table_kb(int U)
     return kb < 1 ? 1 : kb > 4096 ? 4096 : kb;
 }
 
+/* Whether the k block ending at k1 ends a chunk of the table kernels' 32-bit raw sums (begun at
+ * k step `chunk`, k blocks of at most kb steps): at K, or where the next block would make the chunk
+ * longer than INT_KB_MAX steps, the most a 32-bit sum of 16-bit entries holds exactly. */
+static int int_chunk_ends(int64_t k1, int64_t K, int64_t kb, int64_t chunk)
+{
+    const int64_t next = K - k1 < kb ? K - k1 : kb;
+    return k1 == K || k1 + next - chunk > INT_KB_MAX;
+}
+
 /* Row i of the fast kernels' C (its columns j..j+n), from `sums`, into C (transposed if so). */
 static void int_store_row(const struct int_gemm_job *g, int64_t i, int64_t j, const void *sums, int n)
 {

@@ -127,9 +127,8 @@ static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
                 for (int64_t i = r0; i < r1; i += AVX2_ROWS)
                     tiles[r1 - i >= AVX2_ROWS ? AVX2_ROWS : r1 - i](g->a + i * K + k0, K, t, U, kn,
                                                                     raw + (i - r0) * AVX2_LANES, k0 == chunk);
-                /* a chunk ends where the next k block would make it too long: its raw sums into the sums */
-                const int64_t k1 = k0 + kn, next = K - k1 < kb_max ? K - k1 : kb_max;
-                if (k1 == K || k1 + next - chunk > INT_KB_MAX) {
+                const int64_t k1 = k0 + kn;
+                if (int_chunk_ends(k1, K, kb_max, chunk)) {  /* the chunk's raw sums into the sums */
                     for (int64_t e = 0; e < (r1 - r0) * AVX2_LANES; ++e) {
                         if (g->wide)
                             ((int64_t *)sums)[e] = (chunk == 0 ? 0 : ((int64_t *)sums)[e]) + raw[e];

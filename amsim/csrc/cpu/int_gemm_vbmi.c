@@ -395,10 +395,9 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
                         for (int64_t i = r0; i < r1; ++i)
                             int_copy_short(panel + (i - r0) * pk, g->fa + i * K + k0, pn);
                 }
-                /* a chunk ends where the next k block would make it too long */
-                const int64_t k1 = k0 + kn, next = K - k1 < kb_max ? K - k1 : kb_max;
+                const int64_t k1 = k0 + kn;
                 struct int_tile_end e = {.ldr = ldr, .raw_first = k0 == chunk,
-                                         .chunk_end = k1 == K || k1 + next - chunk > INT_KB_MAX, .lds = lds,
+                                         .chunk_end = int_chunk_ends(k1, K, kb_max, chunk), .lds = lds,
                                          .kc = k1 - chunk, .bias = g->bias, .n = n, .wide = g->wide,
                                          .first = chunk == 0};
                 const uint8_t *a = panel + k0 % pk;
