@@ -97,13 +97,11 @@ def write_doc(path, env, results, runs):
     body = (f"Circuit {env['circuit']}; operands {env['operands']}; kernels: {env['kernel']}. "
             f"Goal: ratio <= {GOAL:g} on every shape (met on {met} of {len(results)}).\n\n{table}")
     variant = os.environ.get("AMSIM_GEMM_VARIANT") or "native"
-    if variant == "native":
-        perfdoc.update(path, "int-gemm", env, body,
-                       title="Integer LUT GEMM against numpy (`scripts/bench_int_gemm.py`)")
-    else:  # a build for other CPUs, forced on this one: a section of its own
-        perfdoc.update(path, f"int-gemm-{variant}", env, body,
-                       title=f"Integer LUT GEMM against numpy, the `{variant}` build "
-                             f"(`AMSIM_GEMM_VARIANT={variant} scripts/bench_int_gemm.py`)")
+    key, title = "int-gemm", "Integer LUT GEMM against numpy (`scripts/bench_int_gemm.py`)"
+    if variant != "native":  # a build for other CPUs, forced on this one: a section of its own
+        key, title = (f"int-gemm-{variant}", f"Integer LUT GEMM against numpy, the `{variant}` build "
+                      f"(`AMSIM_GEMM_VARIANT={variant} scripts/bench_int_gemm.py`)")
+    perfdoc.update(path, key, env, body, title=title)
 
 
 if __name__ == "__main__":
