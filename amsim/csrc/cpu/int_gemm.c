@@ -70,10 +70,10 @@ struct int_gemm_job {
     const void *ivecs;         /* the lookup kernel's index vectors of B */
 };
 
-/* k-steps of a table block: INT_TABLE_BYTES of 128-byte rows, 2^bits of them per k. */
-static int64_t int_table_kb(int U)
+/* k-steps of a table block: INT_TABLE_BYTES of rows of row_bytes, U = 2^bits of them per k. */
+static int64_t int_table_kb(int U, int row_bytes)
 {
-    const int64_t kb = INT_TABLE_BYTES / ((int64_t)U * 128);
+    const int64_t kb = INT_TABLE_BYTES / ((int64_t)U * row_bytes);
     return kb < 1 ? 1 : kb > 4096 ? 4096 : kb;
 }
 
@@ -237,14 +237,22 @@ static void int_gemm_part(void *ctx, int part)
     int_direct_rows(g, i0, i1);
 }
 
+/* Whether a table kernel's parts split C's `units` 64-column blocks among `use` threads (each part
+ * building only its tables) rather than its rows (each part building them all): where they divide
+ * evenly, or are many enough that the uneven share matters little. */
+static int int_split_columns(int64_t units, int use)
+{
+    return units >= use && (units % use == 0 || units >= 4 * (int64_t)use);
+}
+
 /* A fast kernel's estimated cost with fm rows and fn columns (cycles; int_gemm_plan). */
 static double int_fast_cost(int kernel, double fm, double fn, double K, double U, int use, int *columns)
 {
     const double blocks = (double)(((int64_t)fn + 63) / 64), p = use;
     if (kernel == INT_LOOKUP)
         return (COST_LOOKUP * blocks + COST_LOOKUP_ROW) * fm * K / p;
-    /* a table is built by every part that needs it: split its columns when they divide evenly */
-    *columns = blocks >= p && ((int64_t)blocks % use == 0 || blocks >= 4 * p);
+    /* a table is built by every part that needs it */
+    *columns = int_split_columns((int64_t)blocks, use);
     const int64_t parts = *columns ? 1 : use, part_rows = ((int64_t)fm + parts - 1) / parts;
     const int64_t row_block = int_table_row_block((int64_t)fn);
     const double row_blocks = (double)((part_rows + row_block - 1) / row_block);
@@ -285,10 +293,9 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
             }
         }
 #elif AMSIM_AVX2
-    /* the AVX2 table kernel, on C as it is: split by 64-column blocks (each part builds only its
-     * tables) where they divide evenly, else by rows (each part builds them all) */
-    const double blocks = (double)(((int64_t)N + 31) / 32), units = (double)(((int64_t)N + 63) / 64);
-    const int columns = units >= use && ((int64_t)units % use == 0 || units >= 4 * use);
+    /* the AVX2 table kernel, on C as it is */
+    const double blocks = (double)(((int64_t)N + 31) / 32);
+    const int columns = int_split_columns((g->N + 63) / 64, use);
     const int64_t part_rows = columns ? g->M : (g->M + use - 1) / use;
     const double row_blocks = (double)((part_rows + INT_TABLE_ROW_BLOCK - 1) / INT_TABLE_ROW_BLOCK);
     const double cost = COST_AVX2_BUILD * U * K * blocks * row_blocks / (columns ? use : 1) +

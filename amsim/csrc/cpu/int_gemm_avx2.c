@@ -17,13 +17,6 @@
 #define AVX2_LANES 32  /* columns of a block: one 64-byte table row */
 #define AVX2_ROWS 3    /* rows of C per register tile: 3 x 4 accumulators of 8 columns */
 
-/* k-steps of a table block: INT_TABLE_BYTES of 64-byte rows, 2^bits of them per k. */
-static int64_t int_avx2_kb(int U)
-{
-    const int64_t kb = INT_TABLE_BYTES / ((int64_t)U * 64);
-    return kb < 1 ? 1 : kb > INT_KB_MAX ? INT_KB_MAX : kb;
-}
-
 /* T for k in [0, kn) of a 32-column block of B (b: its first column at k = 0, ldb: B's row stride,
  * n valid columns, the rest taken as pattern 0): kn * U rows of 32 entries, each 8 gathered from
  * the LUT's row and packed to 16 bits (with saturation, which the table's range never needs).
@@ -107,7 +100,7 @@ static int_avx2_tile_fn *const int_avx2_tiles[2][AVX2_ROWS + 1] = {{NULL, int_av
 static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int U = 1 << g->bits, is_signed = g->bias != 0;
-    const int64_t K = g->K, kb_max = int_avx2_kb(U);
+    const int64_t K = g->K, kb_max = int_table_kb(U, 64);
     const int64_t rb_max = i1 - i0 < INT_TABLE_ROW_BLOCK ? i1 - i0 : INT_TABLE_ROW_BLOCK;
     const size_t width = g->wide ? 8 : 4;
     uint16_t *t = work_buffer(SLOT_T, sizeof(uint16_t) * AVX2_LANES * (size_t)U * (size_t)kb_max);

@@ -362,8 +362,8 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     const int U = 1 << g->bits, narrow = int_table_narrow(g->fn);
     const int lanes = narrow ? NARROW_LANES : IV_LANES, tile_rows = narrow ? NARROW_ROWS : TABLE_ROWS;
     int_table_tile_fn *const *tiles = narrow ? int_narrow_tiles : int_table_tiles;
-    /* a narrow table's rows are half as long: twice the k steps in the same bytes */
-    const int64_t K = g->K, kb_max = int_table_kb(U) * (narrow ? 2 : 1);
+    /* a narrow table's rows are half as long (64 bytes, not 128): twice the k steps in the same bytes */
+    const int64_t K = g->K, kb_max = int_table_kb(U, narrow ? 64 : 128);
     const size_t width = g->wide ? 8 : 4;
     const int64_t rb_max = i1 - i0 < int_table_row_block(g->fn) ? i1 - i0 : int_table_row_block(g->fn);
     const int64_t ldr = lanes / 16;  /* raw vectors a row: an accumulator pair per 32 columns */
