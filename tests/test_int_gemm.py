@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amsim.errors import RangeError
-from amsim.gemm import ShapeError, int_matmul
+from amsim.errors import AmsimError, RangeError
+from amsim.gemm import IntegerTable, ShapeError, int_conv2d, int_matmul
 from amsim.gemm.integer import IntegerOperandError, accumulator_dtype, reference_int_matmul
 from amsim.lut import LUT
 from int_support import (EXACT_S8, EXACT_U8, FULL, INT32_MAX, K32, assert_refused_with_one_line, circuit, exact_table,
@@ -242,10 +242,9 @@ def engine_int_gemm(a, b, table, bits, wide, threads=2, variant=None):
 
     ffi, lib = engine.load(variant)
     (m, k), n = a.shape, b.shape[1]
-    table = np.ascontiguousarray(table, np.int32)
+    lut = engine.IntLut(ffi, lib, table, bits)
     c = np.zeros((m, n), np.int64 if wide else np.int32)
-    rc = lib.amsim_int_gemm(ffi.from_buffer("int32_t[]", table), bits, m, n, k,
-                            ffi.from_buffer("uint8_t[]", np.ascontiguousarray(a, np.uint8)),
+    rc = lib.amsim_int_gemm(lut.ptr, m, n, k, ffi.from_buffer("uint8_t[]", np.ascontiguousarray(a, np.uint8)),
                             ffi.from_buffer("uint8_t[]", np.ascontiguousarray(b, np.uint8)), ffi.from_buffer(c),
                             wide, threads)
     assert rc == lib.AMSIM_OK
@@ -313,6 +312,67 @@ def test_a_table_beyond_16_bits_takes_the_direct_kernel_exactly(n):
     np.testing.assert_array_equal(engine_int_gemm(a, b, table, 8, 1), reference_int_matmul(a, b, table))
 
 
+# ---- a table prepared once -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_prepared_table_gives_what_the_table_gives(signed):
+    """An IntegerTable, made once and passed to many calls, gives the sums of the table it was made
+    from, on each kernel's shapes (both orientations of the fast kernels use its planes) and in
+    int_conv2d."""
+    rng = np.random.default_rng(12)
+    _, _, table = random_problem(rng, (1, 1, 1), 8, signed)
+    prepared = IntegerTable(table, signed=signed)
+    assert prepared.largest == np.abs(table).max() and not prepared.table.flags.writeable
+    for shape in KERNEL_SHAPES:
+        a, b, _ = random_problem(rng, shape, 8, signed)
+        np.testing.assert_array_equal(int_matmul(a, b, prepared, signed=signed),
+                                      int_matmul(a, b, table, signed=signed, backend="reference"))
+    x, w = rng.integers(-128 if signed else 0, 128 if signed else 256, (2, 9, 9, 6)), \
+        rng.integers(-128 if signed else 0, 128 if signed else 256, (3, 3, 6, 20))
+    for backend in ("cpu", "reference"):
+        got = int_conv2d(x, w, prepared, signed=signed, backend=backend)
+        want = int_conv2d(x, w, table, signed=signed, backend="reference")
+        np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_a_prepared_table_is_a_copy():
+    """Changing the array an IntegerTable was made from changes nothing it gives."""
+    table = exact_table(8, False)
+    prepared = IntegerTable(table)
+    table[3, 5] = 0
+    a, b = np.full((1, 1), 3), np.full((1, 1), 5)
+    assert int_matmul(a, b, prepared)[0, 0] == 15 and int_matmul(a, b, table)[0, 0] == 0
+
+
+def test_a_table_edited_between_calls_gives_its_new_sums():
+    """Calls that pass the same array reuse its preparation only while its entries are unchanged."""
+    rng = np.random.default_rng(13)
+    table = rng.integers(0, 2**16, (256, 256))
+    a, b = rng.integers(0, 256, (300, 40)), rng.integers(0, 256, (40, 70))
+    first = int_matmul(a, b, table)
+    table[a[0, 0], b[0, 0]] += 1
+    second = int_matmul(a, b, table)
+    np.testing.assert_array_equal(second, reference_int_matmul(a, b, table))
+    assert second[0, 0] == first[0, 0] + 1
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"signed": True}, IntegerOperandError, "int_matmul: the table is unsigned; int_matmul was called with "
+                                            "signed=True"),
+    ({"bits": 4}, ShapeError, "int_matmul: the table is of 8-bit operands, not bits=4"),
+])
+def test_a_prepared_table_of_another_kind_is_refused(kwargs, error, message):
+    assert_refused_with_one_line(error, message, int_matmul, A, B, IntegerTable(EXACT_U8), **kwargs)
+
+
+def test_a_prepared_table_checks_its_table_once_made():
+    assert_refused_with_one_line(IntegerOperandError, "the LUT holds 65536, outside the unsigned 16-bit circuit "
+                                 "outputs 0..65535", IntegerTable, np.full((4, 4), 2**16), bits=2)
+    assert_refused_with_one_line(IntegerOperandError, "IntegerTable needs an integer LUT, not a mantissa LUT",
+                                 IntegerTable, LUT(table=np.ones((4, 4), np.float32), bits=2), bits=2)
+
+
 # ---- bad input: one clear error each -------------------------------------------------------------------
 
 A = np.zeros((2, 3), np.uint8)
@@ -362,18 +422,42 @@ def test_a_sum_beyond_int64_is_refused():
 
 
 def test_the_c_entry_refuses_what_would_read_outside_the_table():
-    """amsim_int_gemm, as a C caller (the TensorFlow ops) sees it: patterns of 2^bits or more, a width
-    beyond 8 and negative sizes are refused with AMSIM_ERR_ARGS, nothing read out of bounds."""
+    """amsim_int_gemm, as a C caller (the TensorFlow ops) sees it: patterns of 2^bits or more and
+    negative sizes are refused with AMSIM_ERR_ARGS, nothing read out of bounds; amsim_int_lut_init
+    refuses a width beyond 8."""
     from amsim.gemm import engine
 
     ffi, lib = engine.load()
     table = np.ascontiguousarray(exact_table(2, False), np.int32)
+    lut = engine.IntLut(ffi, lib, table, 2)
     a, b, c = np.array([[1, 4]], np.uint8), np.array([[1], [1]], np.uint8), np.zeros((1, 1), np.int32)
 
-    def call(a, bits=2, m=1):
-        return lib.amsim_int_gemm(ffi.from_buffer("int32_t[]", table), bits, m, 1, 2, ffi.from_buffer("uint8_t[]", a),
-                                  ffi.from_buffer("uint8_t[]", b), ffi.from_buffer(c), 0, 1)
+    def call(a, m=1):
+        return lib.amsim_int_gemm(lut.ptr, m, 1, 2, ffi.from_buffer("uint8_t[]", a), ffi.from_buffer("uint8_t[]", b),
+                                  ffi.from_buffer(c), 0, 1)
 
     assert call(a) == lib.AMSIM_ERR_ARGS
     assert call(np.array([[1, 3]], np.uint8)) == lib.AMSIM_OK and c[0, 0] == 1 + 3
-    assert call(a, bits=9) == call(a, bits=0) == call(a, m=-1) == lib.AMSIM_ERR_ARGS
+    assert call(a, m=-1) == lib.AMSIM_ERR_ARGS
+    for bits in (0, 9):
+        with pytest.raises(AmsimError, match="amsim_int_lut_init refused"):
+            engine.IntLut(ffi, lib, np.zeros((4, 4), np.int32), bits)
+
+
+def test_the_c_entry_refuses_a_width_the_sums_could_overflow():
+    """K products of the table's largest magnitude must fit the accumulator the caller asks for:
+    int32 up to K * 65535 <= 2^31 - 1, beyond it only int64 (a C caller sees AMSIM_ERR_ARGS)."""
+    from amsim.gemm import engine
+
+    ffi, lib = engine.load()
+    lut = engine.IntLut(ffi, lib, np.full((4, 4), 2**16 - 1, np.int32), 2)
+    assert lut.ptr.largest == 2**16 - 1
+    k_max = (2**31 - 1) // (2**16 - 1)
+    for k, wide, status in [(k_max, 0, lib.AMSIM_OK), (k_max + 1, 0, lib.AMSIM_ERR_ARGS),
+                            (k_max + 1, 1, lib.AMSIM_OK)]:
+        a, b = np.ones((1, k), np.uint8), np.ones((k, 1), np.uint8)
+        c = np.zeros((1, 1), np.int64 if wide else np.int32)
+        assert lib.amsim_int_gemm(lut.ptr, 1, 1, k, ffi.from_buffer("uint8_t[]", a), ffi.from_buffer("uint8_t[]", b),
+                                  ffi.from_buffer(c), wide, 1) == status
+        if status == lib.AMSIM_OK:
+            assert c[0, 0] == k * (2**16 - 1)

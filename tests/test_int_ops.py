@@ -271,3 +271,20 @@ def test_xla_compilation_is_refused_with_a_clear_error():
     fn = tf.function(lambda x: am_int_matmul(x, x, EXACT_U8), jit_compile=True, autograph=False)
     with pytest.raises(XlaCompileError, match="am_int_matmul: XLA cannot compile .* jit_compile=True"):
         fn(tf.ones((2, 2), tf.uint8))
+
+
+def test_the_kernel_prepares_each_distinct_table_and_sees_a_table_assigned_in_place():
+    """The kernels prepare a table once and find it again by its buffer or its entries: tables that
+    alternate give each its own sums, and a variable assigned new entries gives the new sums (the
+    prepared table holds the old buffer, so the assignment cannot overwrite it in place)."""
+    rng = np.random.default_rng(21)
+    a, b = rng.integers(0, 256, (70, 40), dtype=np.uint8), rng.integers(0, 256, (40, 90), dtype=np.uint8)
+    tables = [rng.integers(0, 2**15, (256, 256)).astype(np.int32) for _ in range(2)]
+    for table in tables + tables:
+        np.testing.assert_array_equal(am_int_matmul(a, b, table).numpy(), oracle(a, b, table, 8, False))
+    variable = tf.Variable(tables[0])
+    op = build.load().amsim_int_mat_mul
+    for table in tables + tables[:1]:
+        variable.assign(table)
+        np.testing.assert_array_equal(op(a, b, variable, bits=8, Tout=tf.int32).numpy(),
+                                      oracle(a, b, table, 8, False))

@@ -59,7 +59,7 @@ from .multiplier import Multiplier, resolve
 
 __all__ = ["Multiplier", "resolve", "matmul", "conv2d", "conv2d_backprop_input", "conv2d_backprop_filter",
            "conv3d", "conv3d_backprop_input", "conv3d_backprop_filter",
-           "int_matmul", "int_conv2d", "ShapeError", "BACKENDS", "METHODS"]
+           "int_matmul", "int_conv2d", "IntegerTable", "ShapeError", "BACKENDS", "METHODS"]
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 METHODS = ("auto", "expand", "lookup", "direct", "model")
@@ -183,5 +183,5 @@ def _matmul_2d(a, b, mult, rounding, mode, backend, method, threads):
 
 from .conv import (conv2d, conv2d_backprop_filter, conv2d_backprop_input, conv3d,  # noqa: E402  (conv uses matmul)
                    conv3d_backprop_filter, conv3d_backprop_input)
-from .integer import int_matmul  # noqa: E402  (integer uses ShapeError)
+from .integer import IntegerTable, int_matmul  # noqa: E402  (integer uses ShapeError)
 from .int_conv import int_conv2d  # noqa: E402  (int_conv uses ShapeError)

@@ -107,6 +107,13 @@ def load(variant: str | None = None):
     return module.ffi, module.lib
 
 
+def _aligned_storage(size: int) -> np.ndarray:
+    """``size`` bytes, 64-byte aligned, that the engine's prepared tables live in."""
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + size]
+
+
 class Lut:
     """A LUT made ready for the engine (``struct amsim_lut``, amsim_lut_init): the table in both
     orientations, the fast kernels' layouts, and what the planner knows of it. Holds the storage
@@ -115,10 +122,7 @@ class Lut:
     __slots__ = ("ptr", "_storage")
 
     def __init__(self, ffi, lib, table: np.ndarray, bits: int):
-        size = lib.amsim_lut_storage_bytes(bits)
-        raw = np.empty(size + 64, np.uint8)
-        start = -raw.ctypes.data % 64
-        self._storage = raw[start:start + size]
+        self._storage = _aligned_storage(lib.amsim_lut_storage_bytes(bits))
         self.ptr = ffi.new("struct amsim_lut *")
         table = np.ascontiguousarray(table, dtype=np.float32)
         if lib.amsim_lut_init(self.ptr, ffi.from_buffer("float[]", table), bits, ffi.from_buffer(self._storage)):
@@ -135,6 +139,22 @@ class Lut:
     @property
     def exponents(self) -> tuple[int, int]:
         return int(self.ptr.v_lo), int(self.ptr.v_hi)
+
+
+class IntLut:
+    """An integer circuit's product table made ready for the engine's integer GEMM (``struct
+    amsim_int_lut``, amsim_int_lut_init): a copy of the table, the fast kernels' byte planes of it
+    and of its transpose, and its largest magnitude. Holds the storage that ``ptr`` points into."""
+
+    __slots__ = ("ptr", "_storage")
+
+    def __init__(self, ffi, lib, table: np.ndarray, bits: int):
+        self._storage = _aligned_storage(lib.amsim_int_lut_storage_bytes(bits))
+        self.ptr = ffi.new("struct amsim_int_lut *")
+        table = np.ascontiguousarray(table, dtype=np.int32)
+        if lib.amsim_int_lut_init(self.ptr, ffi.from_buffer("int32_t[]", table), bits,
+                                  ffi.from_buffer(self._storage)):
+            raise AmsimError(f"amsim_int_lut_init refused a {table.shape} table for bits={bits}")
 
 
 class Split:

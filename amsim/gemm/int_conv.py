@@ -25,8 +25,8 @@ import numpy as np
 from ..errors import RangeError, check_integer
 from . import ShapeError, engine
 from .conv import ConvGeometry, conv_geometry
-from .integer import (IntegerOperandError, _cpu_int_matmul, _patterns, accumulator_dtype, check_bits, check_table,
-                      check_values, reference_int_matmul)
+from .integer import (IntegerOperandError, _cpu_int_matmul, _patterns, accumulator_dtype, check_bits, check_values,
+                      prepared_table, reference_int_matmul)
 
 __all__ = ["int_conv2d", "int_conv_geometry", "check_groups", "BACKENDS", "MAX_PATCH"]
 
@@ -42,7 +42,8 @@ def int_conv2d(x, w, lut, strides=1, padding="VALID", dilations=1, *, groups=1, 
     Args:
         x: integer array (N, H, W, C) of n-bit operands, the table's row operand.
         w: integer array (KH, KW, C/groups, F) of n-bit operands, the column operand.
-        lut: the circuit's (2^bits, 2^bits) product table, as for :func:`amsim.gemm.int_matmul`.
+        lut: the circuit's (2^bits, 2^bits) product table, as for :func:`amsim.gemm.int_matmul` (an
+            :class:`amsim.gemm.integer.IntegerTable` is checked and prepared once, for all calls).
         strides, dilations: an int, (h, w) or [1, h, w, 1], each >= 1.
         padding: ``"SAME"``, ``"VALID"`` or explicit pairs, as for :func:`amsim.gemm.conv2d`.
         groups: input channel groups, each of C/groups channels and F/groups output channels.
@@ -70,7 +71,7 @@ def int_conv2d(x, w, lut, strides=1, padding="VALID", dilations=1, *, groups=1, 
     groups = check_integer(groups, "groups", 1)
     if threads is not None:
         check_integer(threads, "threads (None: every available CPU)", 1)
-    table = check_table(lut, bits, bool(signed), fn="int_conv2d")
+    table = prepared_table(lut, bits, bool(signed), fn="int_conv2d")
     px, pw = (_patterns4(name, v, bits, signed) for name, v in (("x", x), ("w", w)))
     pad = _pad_pattern(pad_value, bits, signed)
     g = int_conv_geometry(px.shape, pw.shape, strides, padding, dilations, groups)
@@ -81,10 +82,10 @@ def int_conv2d(x, w, lut, strides=1, padding="VALID", dilations=1, *, groups=1, 
     if backend == "reference":
         cols = _patches(px, g, groups, pad)
         sums = _patches(np.asarray(x, np.int64), g, groups, int(pad_value)).sum(axis=2).T.astype(np.int32)
-        out = [reference_int_matmul(cols[q], wq, table) for q, wq in enumerate(_group_filters(pw, groups))]
+        out = [reference_int_matmul(cols[q], wq, table.table) for q, wq in enumerate(_group_filters(pw, groups))]
     else:
         cols, sums = _engine_patches(px, g, groups, pad, bits if signed else 0, threads)
-        out = [_cpu_int_matmul(cols[q], wq, table, bits, dtype, threads)
+        out = [_cpu_int_matmul(cols[q], wq, table, dtype, threads)
                for q, wq in enumerate(_group_filters(pw, groups))]
     out = np.concatenate(out, axis=1)
     return out.astype(dtype, copy=False).reshape(g.out_shape), sums.reshape(g.n, g.oh, g.ow, groups)

@@ -18,18 +18,23 @@ table and K, never by wrapping.
 Backends: ``reference`` (numpy, the oracle), ``cpu`` (the engine's ``amsim_int_gemm``,
 ``amsim/csrc/cpu/int_gemm.c``) and ``cuda`` (``amsim_cuda_int_gemm``,
 ``amsim/csrc/cuda/int_gemm_cuda.cu``); the same integers from each, for every thread count.
+
+A table is checked, and made ready for the engine, on every call that passes it as an array or a
+LUT; an :class:`IntegerTable` is checked and prepared once, for all the calls that pass it.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
 from ..errors import AmsimError, RangeError, check_integer
 from ..lut import LUT
-from . import ShapeError
+from . import ShapeError, engine
 
 __all__ = ["int_matmul", "reference_int_matmul", "accumulator_dtype", "check_bits", "check_table", "check_values",
-           "value_range", "IntegerOperandError", "MAX_BITS"]
+           "value_range", "IntegerTable", "IntegerOperandError", "MAX_BITS"]
 
 #: Widest operands the integer GEMM takes: a pattern is one byte.
 MAX_BITS = 8
@@ -44,8 +49,64 @@ class IntegerOperandError(AmsimError, ValueError):
     """An operand or table the integer GEMM cannot take: not integers, or values out of range."""
 
 
+class IntegerTable:
+    """A circuit's product table, checked once and made ready for the integer GEMM once.
+
+    Pass one to :func:`int_matmul` or :func:`amsim.gemm.int_conv2d` wherever many calls multiply
+    with the same circuit: each call then neither checks the table again nor has the engine
+    prepare it (its byte planes, in both orientations: at M = 64, as much work as the GEMM).
+
+    Args:
+        lut: the (2^bits, 2^bits) product table, as :func:`int_matmul` takes it: an integer array
+            or an integer :class:`amsim.lut.LUT`. It is copied: later changes to it are not seen.
+        bits: the operand width n, 1..8.
+        signed: two's-complement operands (and a signed circuit's outputs).
+
+    Attributes:
+        table: the read-only int32 copy.
+        bits, signed: as given.
+        largest: the largest magnitude among its entries (what :func:`accumulator_dtype` needs).
+
+    Raises:
+        as :func:`check_table`, and RangeError for a bad width.
+    """
+
+    __slots__ = ("table", "bits", "signed", "largest", "_engine_luts")
+
+    def __init__(self, lut, *, bits: int = 8, signed: bool = False):
+        bits = check_bits(bits)
+        self._hold(check_table(lut, bits, bool(signed), fn="IntegerTable"), bits, bool(signed))
+
+    @classmethod
+    def _of_checked(cls, table: np.ndarray, bits: int, signed: bool) -> IntegerTable:
+        """One of a table that check_table has passed."""
+        self = cls.__new__(cls)
+        self._hold(table, bits, signed)
+        return self
+
+    def _hold(self, table: np.ndarray, bits: int, signed: bool) -> None:
+        self.bits, self.signed = bits, signed
+        self.table = np.array(table, np.int32, order="C")  # a copy
+        self.table.flags.writeable = False
+        self.largest = largest_product(self.table)
+        self._engine_luts = {}  # engine.IntLut by engine build (its ffi)
+
+    def __repr__(self) -> str:
+        return f"IntegerTable({'signed' if self.signed else 'unsigned'} {self.bits}-bit)"
+
+    def engine_lut(self, ffi, lib) -> engine.IntLut:
+        """The table made ready for this build of the engine (amsim_int_lut_init), once per build."""
+        prepared = self._engine_luts.get(ffi)
+        if prepared is None:  # two threads may both prepare it: the same bytes, one kept
+            prepared = self._engine_luts.setdefault(ffi, engine.IntLut(ffi, lib, self.table, self.bits))
+        return prepared
+
+
 def largest_product(table) -> int:
-    """The largest magnitude among the table's entries (0 for an empty table)."""
+    """The largest magnitude among the table's entries (0 for an empty table); ``table`` an array
+    or an :class:`IntegerTable`."""
+    if isinstance(table, IntegerTable):
+        return table.largest
     table = np.asarray(table)
     return max(-int(table.min()), int(table.max()), 0) if table.size else 0
 
@@ -72,7 +133,8 @@ def int_matmul(a, b, lut, *, signed=False, bits=8, backend="auto", threads=None)
         b: integer array (K, N) of n-bit operands, the column operand.
         lut: the circuit's (2^bits, 2^bits) product table indexed by the operands' patterns: an
             integer array, or an integer :class:`amsim.lut.LUT` of the same width and signedness
-            (:func:`amsim.generate.integer_lut` builds one from a circuit).
+            (:func:`amsim.generate.integer_lut` builds one from a circuit), or an
+            :class:`IntegerTable` of the same width and signedness (checked and prepared once).
         signed: operands in ``[-2^(bits-1), 2^(bits-1))``, two's complement; else ``[0, 2^bits)``.
         bits: the operand width n, 1..8.
         backend: ``"cpu"`` (the engine; also ``"auto"``), ``"cuda"`` (the GPU kernel, or its CPU
@@ -94,19 +156,19 @@ def int_matmul(a, b, lut, *, signed=False, bits=8, backend="auto", threads=None)
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if threads is not None:
         check_integer(threads, "threads (None: every available CPU)", 1)
-    table = check_table(lut, bits, bool(signed))
+    table = prepared_table(lut, bits, signed)
     pa = _patterns("a", a, bits, signed)
     pb = _patterns("b", b, bits, signed)
     if pa.shape[1] != pb.shape[0]:
         raise ShapeError(f"int_matmul: inner dimensions differ: a {pa.shape} and b {pb.shape}")
     dtype = accumulator_dtype(pa.shape[1], table)
     if backend == "reference":
-        return reference_int_matmul(pa, pb, table).astype(dtype)
+        return reference_int_matmul(pa, pb, table.table).astype(dtype)
     if backend == "cuda":
         from . import cuda
 
-        return cuda.int_matmul_2d(pa, pb, table, bits=bits, signed=bool(signed), dtype=dtype)
-    return _cpu_int_matmul(pa, pb, table, bits, dtype, threads)
+        return cuda.int_matmul_2d(pa, pb, table.table, bits=bits, signed=bool(signed), dtype=dtype)
+    return _cpu_int_matmul(pa, pb, table, dtype, threads)
 
 
 def reference_int_matmul(pa: np.ndarray, pb: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -118,9 +180,7 @@ def reference_int_matmul(pa: np.ndarray, pb: np.ndarray, table: np.ndarray) -> n
     return out
 
 
-def _cpu_int_matmul(pa, pb, table, bits, dtype, threads):
-    from . import engine
-
+def _cpu_int_matmul(pa, pb, table: IntegerTable, dtype, threads):
     ffi, lib = engine.load()
     m_rows, k = pa.shape
     n = pb.shape[1]
@@ -130,10 +190,9 @@ def _cpu_int_matmul(pa, pb, table, bits, dtype, threads):
     if k == 0:
         out[...] = 0
         return out
-    table = np.ascontiguousarray(table, np.int32)
-    rc = lib.amsim_int_gemm(ffi.from_buffer("int32_t[]", table), bits, m_rows, n, k,
-                            ffi.from_buffer("uint8_t[]", pa), ffi.from_buffer("uint8_t[]", pb),
-                            ffi.from_buffer(out), int(dtype == np.int64), 0 if threads is None else int(threads))
+    rc = lib.amsim_int_gemm(table.engine_lut(ffi, lib).ptr, m_rows, n, k, ffi.from_buffer("uint8_t[]", pa),
+                            ffi.from_buffer("uint8_t[]", pb), ffi.from_buffer(out), int(dtype == np.int64),
+                            0 if threads is None else int(threads))
     if rc:  # pragma: no cover - the arguments were checked above
         raise MemoryError("amsim_int_gemm: out of memory") if rc == -1 else \
             RangeError(f"amsim_int_gemm refused its arguments (status {rc})")
@@ -183,6 +242,44 @@ def _patterns(name, x, bits, signed) -> np.ndarray:
     return np.ascontiguousarray(np.bitwise_and(x.astype(np.int64, copy=False), (1 << bits) - 1), np.uint8)
 
 
+# Tables that calls passed as arrays or LUTs, prepared: most recent first. A call passing one of
+# them again (equal entries, width and signedness) reuses it, as the TensorFlow ops' cache does:
+# comparing the entries costs a fraction of preparing them.
+_RECENT_TABLES: list[IntegerTable] = []
+_RECENT_LIMIT = 8
+_RECENT_LOCK = threading.Lock()
+
+
+def prepared_table(lut, bits: int, signed: bool, fn: str = "int_matmul") -> IntegerTable:
+    """``lut`` as an :class:`IntegerTable`: itself when it is one of this width and signedness,
+    else checked (:func:`check_table`) and prepared, once per distinct table in the process.
+
+    Raises:
+        IntegerOperandError, ShapeError: as :func:`check_table`, also for an IntegerTable of another
+            signedness or width.
+    """
+    signed = bool(signed)
+    if isinstance(lut, IntegerTable):
+        if lut.bits != bits:
+            raise ShapeError(f"{fn}: the table is of {lut.bits}-bit operands, not bits={bits}")
+        if lut.signed != signed:
+            raise IntegerOperandError(f"{fn}: the table is {'signed' if lut.signed else 'unsigned'}; "
+                                      f"{fn} was called with signed={signed}")
+        return lut
+    table = _table_array(lut, bits, signed, fn)
+    with _RECENT_LOCK:
+        for i, seen in enumerate(_RECENT_TABLES):
+            if seen.bits == bits and seen.signed == signed and np.array_equal(seen.table, table):
+                _RECENT_TABLES.insert(0, _RECENT_TABLES.pop(i))
+                return seen
+    _check_outputs(table, signed)
+    prepared = IntegerTable._of_checked(table, bits, signed)
+    with _RECENT_LOCK:
+        _RECENT_TABLES.insert(0, prepared)
+        del _RECENT_TABLES[_RECENT_LIMIT:]
+    return prepared
+
+
 def check_table(lut, bits: int, signed: bool, fn: str = "int_matmul") -> np.ndarray:
     """The product table as int32, its kind, shape and entries checked.
 
@@ -196,6 +293,13 @@ def check_table(lut, bits: int, signed: bool, fn: str = "int_matmul") -> np.ndar
         IntegerOperandError: not integers, a LUT of another kind or signedness, entries out of range.
         ShapeError: a table of the wrong shape, a LUT of another width.
     """
+    table = _table_array(lut, bits, signed, fn)
+    _check_outputs(table, signed)
+    return table.astype(np.int32, copy=False)
+
+
+def _table_array(lut, bits: int, signed: bool, fn: str) -> np.ndarray:
+    """The table's integer array, its kind and shape checked (check_table, but not its entries)."""
     if isinstance(lut, LUT):
         if lut.kind != "integer":
             raise IntegerOperandError(f"{fn} needs an integer LUT, not a {lut.kind} LUT")
@@ -210,6 +314,11 @@ def check_table(lut, bits: int, signed: bool, fn: str = "int_matmul") -> np.ndar
     size = 1 << bits
     if table.shape != (size, size):
         raise ShapeError(f"the LUT must be ({size}, {size}) for {bits}-bit operands, got shape {table.shape}")
+    return table
+
+
+def _check_outputs(table: np.ndarray, signed: bool) -> None:
+    """Refuse entries that no 16-bit circuit output of this signedness holds."""
     lo, hi = value_range(OUTPUT_BITS, signed)
     low, high = int(table.min()), int(table.max())
     if low < lo or high > hi:
@@ -217,4 +326,3 @@ def check_table(lut, bits: int, signed: bool, fn: str = "int_matmul") -> np.ndar
         kind = "signed" if signed else "unsigned"
         raise IntegerOperandError(f"the LUT holds {bad}, outside the {kind} {OUTPUT_BITS}-bit circuit outputs "
                                   f"{lo}..{hi}")
-    return table.astype(np.int32, copy=False)

@@ -144,14 +144,32 @@ struct amsim_costs {
  * the engine's start values. Costs choose among plans, which all give the same bits. */
 void amsim_set_costs(const struct amsim_costs *plain, const struct amsim_costs *dp);
 
-/* The integer LUT GEMM (docs/gemm-internals.md, "The integer GEMM"): for n-bit operands
- * (1 <= bits <= 8) given as their bit patterns (unsigned: the value; signed: the two's-complement
- * pattern, value & (2^bits - 1)), C[i, j] = sum over k of lut[a[i, k]][b[k, j]] (amsim_int_lut_row),
- * exactly. lut: the (2^bits x 2^bits) int32 table, row = A's pattern; a: M x K and b: K x N,
- * row-major; c: M x N row-major, int32_t (wide = 0) or int64_t (wide = 1). The caller picks the
- * width so that no sum overflows it (the engine does not check the table's magnitudes). Returns an
- * amsim_status (AMSIM_ERR_ARGS for a pattern of 2^bits or more). */
-int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K, const uint8_t *a,
+/* An integer circuit's product table made ready for amsim_int_gemm: for n-bit operands
+ * (1 <= bits <= 8), the (2^bits x 2^bits) int32 table, row = A's pattern, with what the kernels
+ * need of it made once rather than on every call (at M = 64 it is as much work as the GEMM).
+ * Filled by amsim_int_lut_init; read-only afterwards, so one table serves concurrent GEMMs. */
+struct amsim_int_lut {
+    int bits;                  /* operand width n */
+    int bias;                  /* the fast kernels' 16-bit encoding: 0 (entries 0..65535) or 32768
+                                  (-32768..32767); -1: entries fit neither, only the direct kernel */
+    int64_t largest;           /* the largest magnitude of its entries */
+    const int32_t *table;      /* the table */
+    const uint8_t *planes[2];  /* the fast kernels' byte planes of its rows and of its transpose's
+                                  (builds with AVX512-VBMI and bias >= 0), else NULL */
+};
+
+/* Bytes of 64-byte aligned storage that amsim_int_lut_init needs for a table of n-bit operands. */
+size_t amsim_int_lut_storage_bytes(int bits);
+/* Copy a (2^bits x 2^bits) int32 table into storage and fill *lut. Returns an amsim_status. */
+int amsim_int_lut_init(struct amsim_int_lut *lut, const int32_t *table, int bits, void *storage);
+
+/* The integer LUT GEMM (docs/gemm-internals.md, "The integer GEMM"): for n-bit operands given as
+ * their bit patterns (unsigned: the value; signed: the two's-complement pattern,
+ * value & (2^bits - 1)), C[i, j] = sum over k of lut[a[i, k]][b[k, j]] (amsim_int_lut_row),
+ * exactly. a: M x K and b: K x N, row-major; c: M x N row-major, int32_t (wide = 0) or int64_t
+ * (wide = 1). Returns an amsim_status: AMSIM_ERR_ARGS also for a pattern of 2^bits or more, and
+ * for a width that K products of the table's largest magnitude could overflow. */
+int amsim_int_gemm(const struct amsim_int_lut *lut, int64_t M, int64_t N, int64_t K, const uint8_t *a,
                    const uint8_t *b, void *c, int wide, int threads);
 
 /* AMSIM_CDEF_END */

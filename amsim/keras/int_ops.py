@@ -27,7 +27,7 @@ import tensorflow as tf
 from .. import gemm
 from ..errors import RangeError, check_integer
 from ..gemm.int_conv import MAX_PATCH, check_groups, int_conv_geometry
-from ..gemm.integer import accumulator_dtype, check_bits, check_table, check_values, value_range
+from ..gemm.integer import accumulator_dtype, check_bits, check_values, largest_product, prepared_table, value_range
 from .ops import OpArgumentError, OpDTypeError, _conv_attrs, _ops
 
 __all__ = ["am_int_matmul", "am_int_conv2d"]
@@ -50,9 +50,9 @@ def am_int_matmul(a, b, lut, *, bits=8, signed=False, out_dtype=None, threads=No
         lut: the circuit's (2^bits, 2^bits) product table indexed by the operands' patterns: an
             integer array (or a tensor whose value is known when traced), or an integer
             :class:`amsim.lut.LUT` of the same width and signedness (:func:`amsim.generate.integer_lut`
-            builds one from a circuit). Its entries are checked as :func:`amsim.gemm.int_matmul`
-            checks them (16-bit circuit outputs); each distinct table becomes one tensor, which
-            every call and every ``tf.function`` shares.
+            builds one from a circuit), or an :class:`amsim.gemm.IntegerTable`. Its entries are
+            checked as :func:`amsim.gemm.int_matmul` checks them (16-bit circuit outputs); each
+            distinct table becomes one tensor, which every call and every ``tf.function`` shares.
         bits: the operand width n, 1..8.
         signed: operands in ``[-2^(bits-1), 2^(bits-1))``, two's complement; else ``[0, 2^bits)``.
             A value outside its range is refused: eagerly with
@@ -83,12 +83,12 @@ def am_int_matmul(a, b, lut, *, bits=8, signed=False, out_dtype=None, threads=No
     signed = bool(signed)
     if threads is not None:
         check_integer(threads, "threads (None: the engine's default)", 1)
-    table = check_table(_host_table("am_int_matmul", lut), bits, signed, fn="am_int_matmul")
+    table = prepared_table(_host_table("am_int_matmul", lut), bits, signed, fn="am_int_matmul")
     a, b = (_integer_tensor("am_int_matmul", name, x) for name, x in (("a", a), ("b", b)))
     k = _check_shapes(a.shape, b.shape)
     tout = _out_dtype(out_dtype, k, table)
     pa, pb = (_patterns("am_int_matmul", name, x, bits, signed) for name, x in (("a", a), ("b", b)))
-    return _ops("am_int_matmul").amsim_int_mat_mul(pa, pb, _table_tensor(table), bits=bits, Tout=tout,
+    return _ops("am_int_matmul").amsim_int_mat_mul(pa, pb, _table_tensor(table.table), bits=bits, Tout=tout,
                                                    threads=0 if threads is None else int(threads))
 
 
@@ -148,7 +148,7 @@ def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=
     groups = check_integer(groups, "groups", 1)
     if threads is not None:
         check_integer(threads, "threads (None: the engine's default)", 1)
-    table = check_table(_host_table(fn, lut), bits, signed, fn=fn)
+    table = prepared_table(_host_table(fn, lut), bits, signed, fn=fn)
     geometry = _conv_attrs(strides, padding, dilations)
     x, w, pad = (_integer_tensor(fn, name, v) for name, v in (("x", x), ("w", w), ("pad_value", pad_value)))
     if pad.shape.rank not in (None, 0):
@@ -157,7 +157,7 @@ def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=
     if k is not None:
         _check_patch(fn, k, table)
     px, pw, ppad = (_patterns(fn, name, v, bits, signed) for name, v in (("x", x), ("w", w), ("pad_value", pad)))
-    output, patch_sums = _ops(fn).amsim_int_conv2d(px, pw, _table_tensor(table), ppad, **geometry, groups=groups,
+    output, patch_sums = _ops(fn).amsim_int_conv2d(px, pw, _table_tensor(table.table), ppad, **geometry, groups=groups,
                                                    bits=bits, signed=signed,
                                                    threads=0 if threads is None else int(threads))
     return output, patch_sums
@@ -224,8 +224,8 @@ def _check_conv_shapes(fn, x_shape, w_shape, groups, strides, padding, dilations
 def _check_patch(fn, k, table) -> None:
     """Refuse a patch of ``k`` products (and patterns) whose int32 sums could overflow."""
     if accumulator_dtype(k, table) != np.int32:
-        largest = int(np.abs(table.astype(np.int64)).max())
-        raise RangeError(f"{fn}: K = {k} products of magnitude up to {largest} can overflow its int32 output")
+        raise RangeError(f"{fn}: K = {k} products of magnitude up to {largest_product(table)} can overflow its "
+                         "int32 output")
     if k > MAX_PATCH:
         raise RangeError(f"{fn}: a patch of K = {k} patterns can overflow its int32 sum (at most {MAX_PATCH})")
 
@@ -243,9 +243,8 @@ def _out_dtype(out_dtype, k, table) -> tf.DType:
     if dtype not in _OUT_DTYPES:
         raise OpArgumentError(f"am_int_matmul: out_dtype must be int32, int64 or None, not {out_dtype!r}")
     if dtype == tf.int32 and needed == tf.int64:
-        largest = int(np.abs(table.astype(np.int64)).max())
-        raise RangeError(f"am_int_matmul: K = {k} products of magnitude up to {largest} can overflow "
-                         f"out_dtype=int32 (int64 holds them)")
+        raise RangeError(f"am_int_matmul: K = {k} products of magnitude up to {largest_product(table)} can "
+                         "overflow out_dtype=int32 (int64 holds them)")
     return dtype
 
 

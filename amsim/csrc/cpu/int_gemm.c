@@ -40,8 +40,6 @@
 #define COST_TABLE 2.8        /* per (row, k, 64-column block) */
 #define COST_BUILD_NARROW 2.2 /* per (pattern, k) of a narrow table (at most 32 columns) */
 #define COST_TABLE_NARROW 0.8 /* per (row, k) of a narrow table */
-#define COST_PREP 0.1         /* per table entry: the byte planes of its rows */
-#define COST_PREP_TRANSPOSED 0.45 /* per table entry: the byte planes of its columns */
 #define COST_TRANSPOSE 0.25   /* per operand byte and result transposed */
 /* The AVX2 table's, measured on the VM against the direct kernel's time per product (which
  * COST_DIRECT puts at 1.75 times what it took there): only their ratio to COST_DIRECT matters. */
@@ -53,7 +51,7 @@ enum int_kernel { INT_DIRECT, INT_LOOKUP, INT_TABLE };
 struct int_gemm_job {
     int64_t M, N, K;
     const uint8_t *a, *b;
-    const int32_t *lut;
+    const int32_t *lut;        /* the table (struct amsim_int_lut) */
     int bits, wide, nparts;
     void *c;
     int kernel;
@@ -66,7 +64,7 @@ struct int_gemm_job {
     int split_columns;         /* parts are ranges of 64-column blocks, else of rows */
     int failed;                /* a part could not have its work buffers */
     int bias;                  /* the fast kernels' 16-bit encoding: 0 (unsigned table) or 2^15 (signed) */
-    const uint8_t *planes;     /* the table's rows as byte planes (int_planes) */
+    const uint8_t *planes;     /* the rows of the table as the kernel takes it, as byte planes */
     const void *ivecs;         /* the lookup kernel's index vectors of B */
 };
 
@@ -155,14 +153,16 @@ static void int_direct_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1
 }
 
 /* The 16-bit bias of the fast kernels for this table, or -1 when its entries fit neither
- * 16-bit range (then only the direct kernel takes it). */
-static int int_bias(const int32_t *lut, int bits)
+ * 16-bit range (then only the direct kernel takes it); *largest: the largest magnitude. */
+static int int_bias(const int32_t *lut, int bits, int64_t *largest)
 {
     int32_t lo = lut[0], hi = lut[0];
     for (size_t e = 1; e < (size_t)1 << (2 * bits); ++e) {
         lo = lut[e] < lo ? lut[e] : lo;
         hi = lut[e] > hi ? lut[e] : hi;
     }
+    *largest = -(int64_t)lo > (int64_t)hi ? -(int64_t)lo : (int64_t)hi;
+    *largest = *largest > 0 ? *largest : 0;
     if (lo >= 0 && hi <= 65535)
         return 0;
     if (lo >= -32768 && hi <= 32767)
@@ -170,11 +170,25 @@ static int int_bias(const int32_t *lut, int bits)
     return -1;
 }
 
+/* The table's bytes, then (VBMI) its rows' byte planes and its transpose's, 512 bytes a row each. */
+static size_t int_table_bytes(int bits)
+{
+    return align64(sizeof(int32_t) << (2 * bits));
+}
+
+static size_t int_planes_bytes(int bits)
+{
+    return AMSIM_VBMI ? (size_t)512 << bits : 0;
+}
+
+size_t amsim_int_lut_storage_bytes(int bits)
+{
+    return bits < 1 || bits > 8 ? 0 : int_table_bytes(bits) + 2 * int_planes_bytes(bits);
+}
+
 #if AMSIM_VBMI
-/* Each row u of the table (or of its transpose) as byte planes of its entries plus `bias` (512
- * bytes: 256 low bytes, 256 high bytes; entries past 2^bits are zero and never looked up). The
- * transpose's are the table's planes transposed as bytes (int_transpose_bytes): an entry at a time,
- * reading the table by columns, they cost more than a small GEMM. `scratch` holds 512 * 2^bits bytes. */
+/* Row u of the table as byte planes of its entries plus `bias` (512 bytes: 256 low bytes, 256 high
+ * bytes; entries past 2^bits are zero and never looked up). */
 static void int_plane_row(const int32_t *restrict row, int U, int bias, uint8_t *restrict lo, uint8_t *restrict hi)
 {
     for (int v = 0; v < U; ++v) {
@@ -183,21 +197,36 @@ static void int_plane_row(const int32_t *restrict row, int U, int bias, uint8_t 
         hi[v] = (uint8_t)(x >> 8);
     }
 }
-
-static void int_planes(const int32_t *lut, int bits, int bias, int transposed, uint8_t *planes, uint8_t *scratch)
-{
-    const int U = 1 << bits;
-    uint8_t *rows = transposed ? scratch : planes;
-    memset(rows, 0, (size_t)U * 512);
-    for (int u = 0; u < U; ++u)
-        int_plane_row(amsim_int_lut_row(lut, bits, (uint8_t)u), U, bias, rows + 512 * u, rows + 512 * u + 256);
-    if (transposed) {
-        memset(planes, 0, (size_t)U * 512);
-        int_transpose_bytes(rows, U, U, 512, planes, 512);
-        int_transpose_bytes(rows + 256, U, U, 512, planes + 256, 512);
-    }
-}
 #endif
+
+/* The transpose's planes are the table's planes transposed as bytes (int_transpose_bytes): an entry
+ * at a time, reading the table by columns, they took several times as long. */
+int amsim_int_lut_init(struct amsim_int_lut *lut, const int32_t *table, int bits, void *storage)
+{
+    if (!lut || !table || !storage || bits < 1 || bits > 8 || ((uintptr_t)storage & 63))
+        return AMSIM_ERR_ARGS;
+    int32_t *copy = storage;
+    memcpy(copy, table, sizeof(int32_t) << (2 * bits));
+    lut->bits = bits;
+    lut->table = copy;
+    lut->bias = int_bias(copy, bits, &lut->largest);
+    lut->planes[0] = lut->planes[1] = NULL;
+#if AMSIM_VBMI
+    if (lut->bias >= 0) {
+        const int U = 1 << bits;
+        uint8_t *rows = (uint8_t *)storage + int_table_bytes(bits), *columns = rows + int_planes_bytes(bits);
+        memset(rows, 0, 2 * int_planes_bytes(bits));
+        for (int u = 0; u < U; ++u)
+            int_plane_row(amsim_int_lut_row(copy, bits, (uint8_t)u), U, lut->bias, rows + 512 * u,
+                          rows + 512 * u + 256);
+        int_transpose_bytes(rows, U, U, 512, columns, 512);
+        int_transpose_bytes(rows + 256, U, U, 512, columns + 256, 512);
+        lut->planes[0] = rows;
+        lut->planes[1] = columns;
+    }
+#endif
+    return AMSIM_OK;
+}
 
 /* Part p of the job: a range of the kernel's rows, or of its 64-column blocks. */
 static void int_gemm_part(void *ctx, int part)
@@ -264,13 +293,15 @@ static double int_fast_cost(int kernel, double fm, double fn, double K, double U
 
 /* The kernel, its orientation, and how parts split the work among `use` threads: the cheapest
  * by the cost estimate (the fast kernels' costs go by 64-column blocks, so their columns had
- * better be the longer side). */
+ * better be the longer side). The direct kernel alone takes entries beyond 16 bits (bias < 0). */
 static void int_gemm_plan(struct int_gemm_job *g, int use)
 {
     const double M = (double)g->M, N = (double)g->N, K = (double)g->K, U = (double)(1 << g->bits);
     g->kernel = INT_DIRECT;
     g->nparts = (int)(g->M < use ? g->M : use);
     double best = (COST_DIRECT * N + COST_DIRECT_ROW) * M * K / use;
+    if (g->bias < 0)
+        return;
 #if AMSIM_VBMI
     for (int kernel = INT_LOOKUP; kernel <= INT_TABLE; ++kernel)
         for (int transposed = 0; transposed < 2; ++transposed) {
@@ -280,8 +311,7 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
              * once per column block (a panel at a time) */
             const double a_bytes = K * fm * (kernel == INT_TABLE ? ((int64_t)fn + 63) / 64 / (double)use : 1);
             const double cost = int_fast_cost(kernel, fm, fn, K, U, use, &columns) +
-                                (transposed ? COST_PREP_TRANSPOSED * U * U + COST_TRANSPOSE * (M * K + a_bytes + M * N)
-                                            : COST_PREP * U * U);
+                                (transposed ? COST_TRANSPOSE * (M * K + a_bytes + M * N) : 0.0);
             if (cost < best) {
                 best = cost;
                 g->kernel = kernel;
@@ -323,14 +353,19 @@ static int int_bytes_above(const uint8_t *x, int64_t n, int bits)
     return high >> bits != 0;
 }
 
-int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K, const uint8_t *a,
+int amsim_int_gemm(const struct amsim_int_lut *lut, int64_t M, int64_t N, int64_t K, const uint8_t *a,
                    const uint8_t *b, void *c, int wide, int threads)
 {
-    if (!lut || bits < 1 || bits > 8 || M < 0 || N < 0 || K < 0 || (wide != 0 && wide != 1) || threads < 0 ||
-        (M > 0 && N > 0 && !c) || (M > 0 && K > 0 && !a) || (K > 0 && N > 0 && !b))
+    if (!lut || !lut->table || lut->bits < 1 || lut->bits > 8 || M < 0 || N < 0 || K < 0 ||
+        (wide != 0 && wide != 1) || threads < 0 || (M > 0 && N > 0 && !c) || (M > 0 && K > 0 && !a) ||
+        (K > 0 && N > 0 && !b))
+        return AMSIM_ERR_ARGS;
+    /* no sum of K products may leave the accumulator: K * largest within its range */
+    if (lut->largest > 0 && K > (wide ? INT64_MAX : INT32_MAX) / lut->largest)
         return AMSIM_ERR_ARGS;
     if (M == 0 || N == 0)
         return AMSIM_OK;
+    const int bits = lut->bits;
     /* Operand patterns index the table: one of 2^bits values each (checked here, once, since an
      * out-of-range byte would read outside the table). */
     if (int_bytes_above(a, M * K, bits) || int_bytes_above(b, K * N, bits))
@@ -339,29 +374,19 @@ int amsim_int_gemm(const int32_t *lut, int bits, int64_t M, int64_t N, int64_t K
     use = use > MAX_THREADS ? MAX_THREADS : use;
     if ((double)M * (double)N * (double)K < (double)INT_GEMM_PARALLEL_MIN)
         use = 1;
-    struct int_gemm_job job = {.M = M, .N = N, .K = K, .a = a, .b = b, .lut = lut, .bits = bits, .wide = wide,
-                               .c = c};
+    struct int_gemm_job job = {.M = M, .N = N, .K = K, .a = a, .b = b, .lut = lut->table, .bits = bits,
+                               .wide = wide, .c = c, .bias = lut->bias};
     int_gemm_plan(&job, use);
-    if (job.kernel != INT_DIRECT && (job.bias = int_bias(lut, bits)) < 0) {
-        job.kernel = INT_DIRECT;  /* entries the 16-bit kernels cannot hold: parts are rows again */
-        job.transposed = job.split_columns = 0;
-        job.nparts = (int)(M < use ? M : use);
-    }
 #if AMSIM_VBMI
-    /* What every part reads, in the caller's work buffers: slots that no part uses (the parts
-     * take SLOT_T, SLOT_CBUF, SLOT_OUT, SLOT_XS and SLOT_YS; the caller runs parts too). */
     if (job.kernel != INT_DIRECT) {
-        uint8_t *planes = work_buffer(SLOT_QB, (size_t)512 << bits);
-        uint8_t *scratch = job.transposed ? work_buffer(SLOT_SB, (size_t)512 << bits) : planes;
-        if (!planes || !scratch)
-            return AMSIM_ERR_MEMORY;
-        int_planes(lut, bits, job.bias, job.transposed, planes, scratch);
-        job.planes = planes;
+        job.planes = lut->planes[job.transposed];
         job.fa = a;
         job.fb = b;
         if (job.transposed) {
             /* the kernel's B: A^T, K x M; its A: B^T, N x K, which the table kernel reads in
-             * place (a_columns: it transposes each panel it reads, in its part) */
+             * place (a_columns: it transposes each panel it reads, in its part). Work buffers in
+             * slots that no part uses (the parts take SLOT_T, SLOT_CBUF, SLOT_OUT, SLOT_XS and
+             * SLOT_YS; the caller runs parts too). */
             uint8_t *at = work_buffer(SLOT_YI, (size_t)(M * K));
             if (!at)
                 return AMSIM_ERR_MEMORY;

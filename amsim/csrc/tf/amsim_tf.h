@@ -67,6 +67,16 @@ struct PreparedLut {
  * tensor with the same contents by comparing them. */
 absl::Status GetLut(const tensorflow::Tensor &table, std::shared_ptr<const PreparedLut> *out);
 
+/* An integer circuit's table made ready for the engine (amsim_int_lut_init), as PreparedLut. */
+struct PreparedIntLut {
+    struct amsim_int_lut lut;
+    tensorflow::Tensor source;  /* keeps the input's buffer alive, so its address identifies it */
+    std::unique_ptr<void, void (*)(void *)> storage{nullptr, nullptr};
+};
+
+/* The prepared table for an int32 (2^bits x 2^bits) table tensor, found or made as GetLut's. */
+absl::Status GetIntLut(const tensorflow::Tensor &table, int bits, std::shared_ptr<const PreparedIntLut> *out);
+
 /* C = A (x) B through amsim_gemm (planner's choice of kernel). A is M x K with strides
  * (ars, acs), B is K x N with (brs, bcs), C row-major with leading dimension ldc. */
 absl::Status Gemm(const PreparedLut &lut, const Arithmetic &arith, int64_t M, int64_t N, int64_t K,
@@ -191,16 +201,19 @@ protected:
     /* The table is (2^bits, 2^bits). */
     absl::Status CheckLut(const Tensor &lut) const;
 
+    /* The table made ready for the engine (GetIntLut), once per distinct table. */
+    absl::Status Prepare(const Tensor &lut, std::shared_ptr<const PreparedIntLut> *out) const;
+
     /* No sum of K products can overflow the output, int64 when wide, else int32: K times the
      * table's largest magnitude fits it. The refusal says the sums "can overflow <out_type>". */
-    absl::Status CheckSums(const Tensor &lut, int64_t K, bool wide, const char *out_type) const;
+    absl::Status CheckSums(const PreparedIntLut &lut, int64_t K, bool wide, const char *out_type) const;
 
     /* p[0..count), the operand `name`, holds only n-bit patterns (else the first one that is not). */
     absl::Status CheckPatterns(const char *name, const uint8_t *p, int64_t count) const;
 
     /* c = a (x) b through amsim_int_gemm: a M x K, b K x N, c M x N, all row-major, c int64 when
      * wide, else int32. */
-    absl::Status IntGemm(const int32_t *table, int64_t M, int64_t N, int64_t K, const uint8_t *a,
+    absl::Status IntGemm(const PreparedIntLut &lut, int64_t M, int64_t N, int64_t K, const uint8_t *a,
                          const uint8_t *b, void *c, bool wide) const;
 
     int bits_ = kMaxIntBits;

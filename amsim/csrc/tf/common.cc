@@ -1,6 +1,7 @@
 /*
  * common.cc -- the pieces amsim_tf.h declares for the floating-point ops: attributes, the
- * prepared-LUT cache, the GEMM call and the conv2d geometry (the integer ops': int_common.cc).
+ * prepared-table cache (which the integer ops' tables share), the GEMM call and the conv2d
+ * geometry (the integer ops' own pieces: int_common.cc).
  */
 #include "amsim_tf.h"
 
@@ -30,20 +31,64 @@ absl::Status ReadArithmetic(OpKernelConstruction *ctx, Arithmetic *out)
 
 namespace {
 
-/* Layers usually share one or two LUTs; a handful of entries keeps each prepared once. */
+/* Layers usually share one or two tables; a handful of entries keeps each prepared once. */
 constexpr size_t kLutCacheEntries = 8;
 
-struct LutCache {
+/* The prepared tables of one kind (PreparedLut, PreparedIntLut), most recently used first. */
+template <class Prepared>
+struct PreparedCache {
     std::mutex mu;
-    std::list<std::shared_ptr<PreparedLut>> entries;  /* most recently used first */
+    std::list<std::shared_ptr<Prepared>> entries;
 };
 
 /* Never destroyed: entries hold tensors, which must not be freed after TensorFlow's
  * allocators during process exit. */
-LutCache &Cache()
+template <class Prepared>
+PreparedCache<Prepared> &CacheOf()
 {
-    static LutCache *cache = new LutCache;
+    static auto *cache = new PreparedCache<Prepared>;
     return *cache;
+}
+
+int TableBits(const struct amsim_lut &lut) { return lut.m; }
+int TableBits(const struct amsim_int_lut &lut) { return lut.bits; }
+
+/* The entry of `table` (of `bits`), from the cache: found by the tensor's buffer address, or by
+ * comparing contents; else made by init(&entry->lut, table's data, storage) in storage_bytes of
+ * 64-byte aligned storage (`what` names init in its error). */
+template <class Prepared, class Init>
+absl::Status FindOrPrepare(const Tensor &table, int bits, size_t storage_bytes, Init init, const char *what,
+                           std::shared_ptr<const Prepared> *out)
+{
+    const char *data = table.tensor_data().data();
+    const size_t bytes = table.tensor_data().size();
+    PreparedCache<Prepared> &cache = CacheOf<Prepared>();
+    std::lock_guard<std::mutex> lock(cache.mu);
+    for (auto it = cache.entries.begin(); it != cache.entries.end(); ++it) {
+        Prepared &e = **it;
+        if (TableBits(e.lut) != bits)
+            continue;
+        const char *seen = e.source.tensor_data().data();
+        if (seen != data && std::memcmp(seen, data, bytes) != 0)
+            continue;
+        e.source = table;  /* the latest tensor with these contents gets the address test */
+        cache.entries.splice(cache.entries.begin(), cache.entries, it);
+        *out = cache.entries.front();
+        return absl::OkStatus();
+    }
+
+    auto entry = std::make_shared<Prepared>();
+    void *storage = std::aligned_alloc(64, (storage_bytes + 63) / 64 * 64);
+    if (storage == nullptr)
+        return absl::ResourceExhaustedError(std::string("amsim: out of memory for ") + what);
+    entry->storage = std::unique_ptr<void, void (*)(void *)>(storage, std::free);
+    TF_RETURN_IF_ERROR(EngineStatus(init(&entry->lut, data, storage), what));
+    entry->source = table;
+    cache.entries.push_front(entry);
+    if (cache.entries.size() > kLutCacheEntries)
+        cache.entries.pop_back();
+    *out = std::move(entry);
+    return absl::OkStatus();
 }
 
 }  // namespace
@@ -60,37 +105,25 @@ absl::Status GetLut(const Tensor &table, std::shared_ptr<const PreparedLut> *out
     if (m < 1 || m > 12 || (int64_t{1} << m) != side)
         return absl::InvalidArgumentError("lut must be 2^M x 2^M with M in [1, 12], got " +
                                           table.shape().DebugString());
-    const float *data = table.flat<float>().data();
-    const size_t bytes = static_cast<size_t>(table.NumElements()) * sizeof(float);
+    auto init = [m](struct amsim_lut *lut, const char *data, void *storage) {
+        return amsim_lut_init(lut, reinterpret_cast<const float *>(data), m, storage);
+    };
+    return FindOrPrepare<PreparedLut>(table, m, amsim_lut_storage_bytes(m), init, "amsim_lut_init", out);
+}
 
-    LutCache &cache = Cache();
-    std::lock_guard<std::mutex> lock(cache.mu);
-    for (auto it = cache.entries.begin(); it != cache.entries.end(); ++it) {
-        PreparedLut &e = **it;
-        if (e.lut.m != m)
-            continue;
-        const float *seen = e.source.flat<float>().data();
-        if (seen != data && std::memcmp(seen, data, bytes) != 0)
-            continue;
-        e.source = table;  /* the latest tensor with these contents gets the address test */
-        cache.entries.splice(cache.entries.begin(), cache.entries, it);
-        *out = cache.entries.front();
-        return absl::OkStatus();
-    }
-
-    auto entry = std::make_shared<PreparedLut>();
-    const size_t storage_bytes = (amsim_lut_storage_bytes(m) + 63) / 64 * 64;
-    void *storage = std::aligned_alloc(64, storage_bytes);
-    if (storage == nullptr)
-        return absl::ResourceExhaustedError("amsim: out of memory for a prepared LUT");
-    entry->storage = std::unique_ptr<void, void (*)(void *)>(storage, std::free);
-    TF_RETURN_IF_ERROR(EngineStatus(amsim_lut_init(&entry->lut, data, m, storage), "amsim_lut_init"));
-    entry->source = table;
-    cache.entries.push_front(entry);
-    if (cache.entries.size() > kLutCacheEntries)
-        cache.entries.pop_back();
-    *out = std::move(entry);
-    return absl::OkStatus();
+absl::Status GetIntLut(const Tensor &table, int bits, std::shared_ptr<const PreparedIntLut> *out)
+{
+    const int64_t side = int64_t{1} << bits;
+    if (table.dtype() != tensorflow::DT_INT32 || table.dims() != 2 || table.dim_size(0) != side ||
+        table.dim_size(1) != side)
+        return absl::InvalidArgumentError("lut must be an int32 [" + std::to_string(side) + "," +
+                                          std::to_string(side) + "] table for " + std::to_string(bits) +
+                                          "-bit operands, got " + table.shape().DebugString());
+    auto init = [bits](struct amsim_int_lut *lut, const char *data, void *storage) {
+        return amsim_int_lut_init(lut, reinterpret_cast<const int32_t *>(data), bits, storage);
+    };
+    return FindOrPrepare<PreparedIntLut>(table, bits, amsim_int_lut_storage_bytes(bits), init,
+                                         "amsim_int_lut_init", out);
 }
 
 absl::Status EngineStatus(int rc, const char *what)

@@ -3,7 +3,6 @@
  * declares it: the width of their patterns, the checks of their table, sums and patterns, and
  * the engine's integer GEMM with its status.
  */
-#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -50,11 +49,15 @@ absl::Status IntKernel::CheckLut(const Tensor &lut) const
     return absl::OkStatus();
 }
 
-absl::Status IntKernel::CheckSums(const Tensor &lut, int64_t K, bool wide, const char *out_type) const
+absl::Status IntKernel::Prepare(const Tensor &lut, std::shared_ptr<const PreparedIntLut> *out) const
 {
-    int64_t largest = 0;
-    for (int32_t v : absl::Span<const int32_t>(lut.flat<int32_t>().data(), lut.NumElements()))
-        largest = std::max(largest, v < 0 ? -int64_t{v} : int64_t{v});
+    const absl::Status status = GetIntLut(lut, bits_, out);
+    return status.ok() ? status : absl::Status(status.code(), type_string() + ": " + std::string(status.message()));
+}
+
+absl::Status IntKernel::CheckSums(const PreparedIntLut &lut, int64_t K, bool wide, const char *out_type) const
+{
+    const int64_t largest = lut.lut.largest;
     const int64_t limit = wide ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int32_t>::max();
     if (largest == 0 || K <= limit / largest)
         return absl::OkStatus();
@@ -74,10 +77,10 @@ absl::Status IntKernel::CheckPatterns(const char *name, const uint8_t *p, int64_
     return absl::OkStatus();
 }
 
-absl::Status IntKernel::IntGemm(const int32_t *table, int64_t M, int64_t N, int64_t K, const uint8_t *a,
+absl::Status IntKernel::IntGemm(const PreparedIntLut &lut, int64_t M, int64_t N, int64_t K, const uint8_t *a,
                                 const uint8_t *b, void *c, bool wide) const
 {
-    return EngineStatus(amsim_int_gemm(table, bits_, M, N, K, a, b, c, wide ? 1 : 0, threads_),
+    return EngineStatus(amsim_int_gemm(&lut.lut, M, N, K, a, b, c, wide ? 1 : 0, threads_),
                         (type_string() + ": amsim_int_gemm").c_str());
 }
 

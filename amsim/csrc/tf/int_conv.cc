@@ -111,11 +111,12 @@ public:
         OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({g.n, g.oh, g.ow, groups_}), &sums));
         if (P == 0)
             return;
-        OP_REQUIRES_OK(ctx, CheckPatchSums(lut, K));
+        std::shared_ptr<const PreparedIntLut> table;
+        OP_REQUIRES_OK(ctx, Prepare(lut, &table));
+        OP_REQUIRES_OK(ctx, CheckPatchSums(*table, K));
         const uint8_t pattern = pad.scalar<uint8_t>()();
         OP_REQUIRES_OK(ctx, CheckOperands(x, w, pattern));
         const uint8_t *px = x.flat<uint8_t>().data(), *pw = w.flat<uint8_t>().data();
-        const int32_t *table = lut.flat<int32_t>().data();
         int32_t *py = out->flat<int32_t>().data();
 
         Tensor cols;
@@ -131,7 +132,7 @@ public:
             return;
         }
         if (groups_ == 1) {  /* the filter is the (K, F) matrix, the output the (P, F) one */
-            OP_REQUIRES_OK(ctx, IntGemm(table, P, F, K, pc, pw, py, false));
+            OP_REQUIRES_OK(ctx, IntGemm(*table, P, F, K, pc, pw, py, false));
             return;
         }
         /* Group q: its patch matrix times filter columns [q*Fg, (q+1)*Fg), copied contiguous, into
@@ -144,7 +145,7 @@ public:
         for (int64_t q = 0; q < groups_; ++q) {
             for (int64_t k = 0; k < K; ++k)
                 std::memcpy(pwq + k * Fg, pw + k * F + q * Fg, Fg);
-            OP_REQUIRES_OK(ctx, IntGemm(table, P, Fg, K, pc + q * P * K, pwq, pyq, false));
+            OP_REQUIRES_OK(ctx, IntGemm(*table, P, Fg, K, pc + q * P * K, pwq, pyq, false));
             for (int64_t p = 0; p < P; ++p)
                 std::memcpy(py + p * F + q * Fg, pyq + p * Fg, Fg * sizeof(int32_t));
         }
@@ -178,7 +179,7 @@ private:
 
     /* No sum of K products can overflow int32, nor a patch's sum of K one-byte patterns
      * (amsim_int_im2col's bound). */
-    absl::Status CheckPatchSums(const Tensor &lut, int64_t K) const
+    absl::Status CheckPatchSums(const PreparedIntLut &lut, int64_t K) const
     {
         TF_RETURN_IF_ERROR(CheckSums(lut, K, false, "int32"));
         if (K > std::numeric_limits<int32_t>::max() / 255)

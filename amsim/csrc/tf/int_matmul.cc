@@ -95,17 +95,18 @@ public:
             std::memset(pc, 0, out->TotalBytes());
             return;
         }
-        OP_REQUIRES_OK(ctx, CheckSums(lut, K, wide_, wide_ ? "int64" : "int32 (Tout=int64 holds them)"));
+        std::shared_ptr<const PreparedIntLut> table;
+        OP_REQUIRES_OK(ctx, Prepare(lut, &table));
+        OP_REQUIRES_OK(ctx, CheckSums(*table, K, wide_, wide_ ? "int64" : "int32 (Tout=int64 holds them)"));
         const uint8_t *pa = a.flat<uint8_t>().data(), *pb = b.flat<uint8_t>().data();
-        const int32_t *table = lut.flat<int32_t>().data();
         const int64_t count = shape.num_elements() / (M * N);  /* matrices in the batch */
         const size_t width = wide_ ? sizeof(int64_t) : sizeof(int32_t);
         if (b.dims() == 2) {  /* one b for every matrix: a's matrices stacked are one (count*M) x K matrix */
-            OP_REQUIRES_OK(ctx, Call(table, count * M, N, K, pa, pb, pc));
+            OP_REQUIRES_OK(ctx, Call(*table, count * M, N, K, pa, pb, pc));
             return;
         }
         for (int64_t t = 0; t < count; ++t)
-            OP_REQUIRES_OK(ctx, Call(table, M, N, K, pa + t * M * K, pb + t * K * N,
+            OP_REQUIRES_OK(ctx, Call(*table, M, N, K, pa + t * M * K, pb + t * K * N,
                                      static_cast<char *>(pc) + t * M * N * width));
     }
 
@@ -131,8 +132,8 @@ private:
 
     /* One engine call. When the engine refuses the operands, the error names the pattern at
      * fault: looked for only then, since checking up front would read both operands once more. */
-    absl::Status Call(const int32_t *table, int64_t M, int64_t N, int64_t K, const uint8_t *a, const uint8_t *b,
-                      void *c) const
+    absl::Status Call(const PreparedIntLut &table, int64_t M, int64_t N, int64_t K, const uint8_t *a,
+                      const uint8_t *b, void *c) const
     {
         const absl::Status status = IntGemm(table, M, N, K, a, b, c, wide_);
         if (!absl::IsInvalidArgument(status))
