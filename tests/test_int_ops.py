@@ -288,3 +288,12 @@ def test_the_kernel_prepares_each_distinct_table_and_sees_a_table_assigned_in_pl
         variable.assign(table)
         np.testing.assert_array_equal(op(a, b, variable, bits=8, Tout=tf.int32).numpy(),
                                       oracle(a, b, table, 8, False))
+
+
+def test_a_table_edited_between_eager_calls_gives_its_new_sums():
+    table = exact_table(8, False)
+    a, b = np.full((1, 1), 3, np.uint8), np.full((1, 1), 5, np.uint8)
+    assert am_int_matmul(a, b, table).numpy()[0, 0] == 15
+    table[3, 5] = 7
+    assert am_int_matmul(a, b, table).numpy()[0, 0] == 7
+    assert am_int_matmul(a, b, gemm.IntegerTable(table)).numpy()[0, 0] == 7

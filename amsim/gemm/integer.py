@@ -71,7 +71,7 @@ class IntegerTable:
         as :func:`check_table`, and RangeError for a bad width.
     """
 
-    __slots__ = ("table", "bits", "signed", "largest", "_engine_luts")
+    __slots__ = ("table", "bits", "signed", "largest", "_engine_luts", "__weakref__")
 
     def __init__(self, lut, *, bits: int = 8, signed: bool = False):
         bits = check_bits(bits)

@@ -17,9 +17,8 @@ straight-through one. They run eagerly and inside ``tf.function``; XLA cannot co
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import threading
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +26,8 @@ import tensorflow as tf
 from .. import gemm
 from ..errors import RangeError, check_integer
 from ..gemm.int_conv import MAX_PATCH, check_groups, int_conv_geometry
-from ..gemm.integer import accumulator_dtype, check_bits, check_values, largest_product, prepared_table, value_range
+from ..gemm.integer import (IntegerTable, accumulator_dtype, check_bits, check_values, largest_product, prepared_table,
+                             value_range)
 from .ops import OpArgumentError, OpDTypeError, _conv_attrs, _ops
 
 __all__ = ["am_int_matmul", "am_int_conv2d"]
@@ -88,7 +88,7 @@ def am_int_matmul(a, b, lut, *, bits=8, signed=False, out_dtype=None, threads=No
     k = _check_shapes(a.shape, b.shape)
     tout = _out_dtype(out_dtype, k, table)
     pa, pb = (_patterns("am_int_matmul", name, x, bits, signed) for name, x in (("a", a), ("b", b)))
-    return _ops("am_int_matmul").amsim_int_mat_mul(pa, pb, _table_tensor(table.table), bits=bits, Tout=tout,
+    return _ops("am_int_matmul").amsim_int_mat_mul(pa, pb, _table_tensor(table), bits=bits, Tout=tout,
                                                    threads=0 if threads is None else int(threads))
 
 
@@ -157,7 +157,7 @@ def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=
     if k is not None:
         _check_patch(fn, k, table)
     px, pw, ppad = (_patterns(fn, name, v, bits, signed) for name, v in (("x", x), ("w", w), ("pad_value", pad)))
-    output, patch_sums = _ops(fn).amsim_int_conv2d(px, pw, _table_tensor(table.table), ppad, **geometry, groups=groups,
+    output, patch_sums = _ops(fn).amsim_int_conv2d(px, pw, _table_tensor(table), ppad, **geometry, groups=groups,
                                                    bits=bits, signed=signed,
                                                    threads=0 if threads is None else int(threads))
     return output, patch_sums
@@ -282,26 +282,18 @@ def _check_range(fn_name, x, bits, signed):
 # Table tensors
 # ----------------------------------------------------------------------------------------------
 
-# A handful of tables in use at once (a network's layers share one circuit, a study a few).
-_TABLE_ENTRIES = 16
-_TABLES: collections.OrderedDict = collections.OrderedDict()  # contents -> tensor, most recent last
+# Each prepared table's eager tensor, while the table lives (IntegerTable is immutable, so its
+# identity is its contents; int_matmul's recent tables give equal arrays the same IntegerTable).
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TABLES_LOCK = threading.Lock()
 
 
-def _table_tensor(table: np.ndarray):
-    """The checked int32 table as one eager tensor per distinct table: a tf.function captures it
-    instead of embedding a constant of its own. Found by contents, so a table edited in place
-    gets a tensor of its new entries."""
-    table = np.ascontiguousarray(table, np.int32)
-    key = (table.shape, hashlib.blake2b(table.data, digest_size=16).digest())
+def _table_tensor(table: IntegerTable):
+    """The prepared table as one eager tensor per table: a tf.function captures it instead of
+    embedding a constant of its own, and the kernels find its preparation by its buffer."""
     with _TABLES_LOCK:
-        tensor = _TABLES.get(key)
+        tensor = _TABLES.get(table)
         if tensor is None:
             with tf.init_scope():
-                tensor = tf.constant(table)
-            _TABLES[key] = tensor
-            if len(_TABLES) > _TABLE_ENTRIES:
-                _TABLES.popitem(last=False)
-        else:
-            _TABLES.move_to_end(key)
+                tensor = _TABLES[table] = tf.constant(table.table)
     return tensor
