@@ -238,6 +238,22 @@ def test_zero_point_sums_stay_exact_beyond_what_float32_counts():
     np.testing.assert_array_equal(np.asarray(layer(x)), oracle_dense(x, w, zeros, False))
 
 
+def test_zero_point_sums_are_exact_at_the_longest_sums_corrected_in_32_bits():
+    """Up to K = (2^31 - 1) // (65535 + 3 * 255^2) products, the zero-point correction runs in int32 (its
+    every term and partial sum bounded by K times that); at that K and one beyond (int64), with the
+    largest circuit outputs and zero points of 255, the sums are still exact."""
+    rng = np.random.default_rng(4)
+    full = np.full((256, 256), 2**16 - 1, np.int32)
+    for k in ((2**31 - 1) // (65535 + 3 * 255 * 255), (2**31 - 1) // (65535 + 3 * 255 * 255) + 1):
+        x = rng.uniform(-1.0, 0.0, size=(2, k)).astype(np.float32)
+        x[:, 0] = 0.0
+        layer = build(AMDense(2, lut=full, quantize="uint8", use_bias=False), x)
+        w = rng.uniform(-1.0, 0.0, size=(k, 2)).astype(np.float32)
+        w[0] = 0.0
+        layer.kernel.assign(w)
+        np.testing.assert_array_equal(np.asarray(layer(x)), oracle_dense(x, w, full, False))
+
+
 def test_a_1d_convolution_is_the_2d_one_on_a_height_1_axis():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 9, 2)).astype(np.float32)

@@ -134,18 +134,17 @@ _FLOAT_EXACT_TERMS = ((1 << 24) - 1) // 255
 
 
 def _sums(q, axis: int):
-    """Exact sums of the quantized values ``q`` (M, K) over ``axis`` (keeping it, as 1), as int64.
-
-    In float32 where the sum has few enough terms to be exact (every partial sum an integer below
-    2^24; the sum over axis 0 as a product with a row of ones, five times as fast as TensorFlow's
-    reduction over an outer axis), else in int64.
+    """Exact sums of the quantized values ``q`` (M, K) over ``axis`` (keeping it, as 1): float32
+    where the sum has few enough terms to be exact (every partial sum an integer below 2^24; the
+    sum over axis 0 as a product with a row of ones, five times as fast as TensorFlow's reduction
+    over an outer axis), else int64.
     """
     terms = q.shape[axis]
     if terms is None or terms > _FLOAT_EXACT_TERMS:
         return tf.reduce_sum(tf.cast(q, tf.int64), axis=axis, keepdims=True)
     if axis == 0:
-        return tf.cast(tf.matmul(tf.ones([1, terms], tf.float32), q), tf.int64)
-    return tf.cast(tf.reduce_sum(q, axis=axis, keepdims=True), tf.int64)
+        return tf.matmul(tf.ones([1, terms], tf.float32), q)
+    return tf.reduce_sum(q, axis=axis, keepdims=True)
 
 
 def _kernel_params(scheme: Scheme, w, channel_axes):
@@ -248,18 +247,25 @@ def _int_matmul(qa, qb, circuit, scheme):
                          out_dtype=tf.int32)
 
 
+#: Sums of at most this many products whose zero-point correction stays in int32, every term and
+#: partial sum: the circuit's |acc| <= 65535 K, and each of z_w Σq_x, z_x Σq_w and K z_x z_w <= 255² K.
+_INT32_CORRECTION_TERMS = (2**31 - 1) // (65535 + 3 * 255 * 255)
+
+
 def _corrected(acc, scheme, zx, zw, sums, k):
-    """The exact integer sum of (q_x - z_x)(q_w - z_w) with each q_x q_w the circuit's (int64).
+    """The exact integer sum of (q_x - z_x)(q_w - z_w) with each q_x q_w the circuit's: the op's int32
+    sums ``acc`` corrected in int32 where no partial sum can leave it (K known and at most
+    _INT32_CORRECTION_TERMS), else in int64.
 
     ``sums()`` gives the sums of q_x (per output row or position) and of q_w (per output channel),
     asked for only where the zero points are not 0.
     """
-    acc = tf.cast(acc, tf.int64)
-    if scheme.signed:  # zero points are 0
+    if scheme.signed:  # zero points are 0: the circuit's sums as they are
         return acc
-    sum_x, sum_w = sums()
-    zx, zw = tf.cast(zx, tf.int64), tf.cast(zw, tf.int64)
-    return acc - zw * tf.cast(sum_x, tf.int64) - zx * tf.cast(sum_w, tf.int64) + k * zx * zw
+    dtype = tf.int32 if isinstance(k, int) and k <= _INT32_CORRECTION_TERMS else tf.int64
+    sum_x, sum_w = (tf.cast(s, dtype) for s in sums())
+    acc, zx, zw, k = (tf.cast(v, dtype) for v in (acc, zx, zw, k))
+    return acc - zw * sum_x - zx * sum_w + k * zx * zw
 
 
 def _integer_matmul(qx, qw, zx, zw, circuit, scheme, geometry):
@@ -324,7 +330,7 @@ def _float_depthwise(x, w, geometry):
 
 @dataclasses.dataclass(frozen=True)
 class _Product:
-    integer: object  # (qx, qw, zx, zw, circuit, scheme, geometry) -> corrected int64 sums
+    integer: object  # (qx, qw, zx, zw, circuit, scheme, geometry) -> corrected integer sums
     float: object  # (x, w, geometry) -> the float product, whose gradient is the straight-through one
     channel_axes: tuple  # the kernel's output-channel axes (per-channel scales)
 
