@@ -84,18 +84,27 @@ static int int_chunk_ends(int64_t k1, int64_t K, int64_t kb, int64_t chunk)
     return k1 == K || k1 + next - chunk > INT_KB_MAX;
 }
 
-/* Row i of the fast kernels' C (its columns j..j+n), from `sums`, into C (transposed if so). */
-static void int_store_row(const struct int_gemm_job *g, int64_t i, int64_t j, const void *sums, int n)
+/* Rows [i0, i1) of the fast kernels' C (their columns j..j+n), row i's sums at sums + (i - i0) * lds
+ * bytes, into C, transposed if so: then column by column, each a contiguous run of C^T's row (row
+ * by row, every sum was a store of its own N entries apart). */
+static void int_store_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j, const char *sums,
+                           int64_t lds, int n)
 {
+    const size_t width = g->wide ? 8 : 4;
     if (!g->transposed) {
-        const size_t width = g->wide ? 8 : 4;
-        memcpy((char *)g->c + (size_t)(i * g->N + j) * width, sums, (size_t)n * width);
-    } else if (g->wide) {
-        for (int q = 0; q < n; ++q)
-            ((int64_t *)g->c)[(j + q) * g->N + i] = ((const int64_t *)sums)[q];
-    } else {
-        for (int q = 0; q < n; ++q)
-            ((int32_t *)g->c)[(j + q) * g->N + i] = ((const int32_t *)sums)[q];
+        for (int64_t i = i0; i < i1; ++i)
+            memcpy((char *)g->c + (size_t)(i * g->N + j) * width, sums + (i - i0) * lds, (size_t)n * width);
+        return;
+    }
+    for (int q = 0; q < n; ++q) {
+        char *out = (char *)g->c + (size_t)((j + q) * g->N) * width;
+        const char *in = sums + (size_t)q * width;
+        if (g->wide)
+            for (int64_t i = i0; i < i1; ++i)
+                ((int64_t *)out)[i] = *(const int64_t *)(in + (i - i0) * lds);
+        else
+            for (int64_t i = i0; i < i1; ++i)
+                ((int32_t *)out)[i] = *(const int32_t *)(in + (i - i0) * lds);
     }
 }
 

@@ -131,8 +131,7 @@ static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
                     chunk = k1;
                 }
             }
-            for (int64_t i = r0; i < r1; ++i)
-                int_store_row(g, i, j, sums + (size_t)(i - r0) * AVX2_LANES * width, n);
+            int_store_rows(g, r0, r1, j, sums, (int64_t)(AVX2_LANES * width), n);
         }
     }
     return AMSIM_OK;

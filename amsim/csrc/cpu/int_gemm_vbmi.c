@@ -411,8 +411,7 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
                 if (e.chunk_end)
                     chunk = k1;
             }
-            for (int64_t i = r0; i < r1; ++i)
-                int_store_row(g, i, j, sums + (i - r0) * lds, n);
+            int_store_rows(g, r0, r1, j, sums, lds, n);
         }
     }
     return AMSIM_OK;
@@ -510,8 +509,7 @@ static int int_lookup_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1,
                     tile(g->fa + i * K, g->planes, iv, k0, kn, g->bias, sums + (size_t)(i - r0) * row_bytes, n,
                          g->wide, k0 == 0);
             }
-            for (int64_t i = r0; i < r1; ++i)
-                int_store_row(g, i, j, sums + (size_t)(i - r0) * row_bytes, n);
+            int_store_rows(g, r0, r1, j, sums, (int64_t)row_bytes, n);
         }
     }
     return AMSIM_OK;
