@@ -51,6 +51,8 @@ def check_integer(value, name: str, lo: int | None = None, hi: int | None = None
 
     Floats are refused, not truncated (``1.5`` is no width), and so are bools (``True`` is no count).
     """
+    if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return value  # the common case, without the numbers.Integral check (a third of a microsecond)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (lo is not None and value < lo) \
             or (hi is not None and value > hi):
         allowed = ("an integer" if lo is None and hi is None else f"an integer >= {lo}" if hi is None

@@ -191,7 +191,7 @@ def _cpu_int_matmul(pa, pb, table: IntegerTable, dtype, threads):
         out[...] = 0
         return out
     rc = lib.amsim_int_gemm(table.engine_lut(ffi, lib).ptr, m_rows, n, k, ffi.from_buffer("uint8_t[]", pa),
-                            ffi.from_buffer("uint8_t[]", pb), ffi.from_buffer(out), int(dtype == np.int64),
+                            ffi.from_buffer("uint8_t[]", pb), ffi.from_buffer(out), int(dtype.itemsize == 8),
                             0 if threads is None else int(threads))
     if rc:  # pragma: no cover - the arguments were checked above
         raise MemoryError("amsim_int_gemm: out of memory") if rc == -1 else \
@@ -234,8 +234,9 @@ def _patterns(name, x, bits, signed) -> np.ndarray:
     x = _integers(name, x)
     if x.ndim != 2:
         raise ShapeError(f"int_matmul: {name} must be 2-D, got shape {x.shape}")
-    if bits == 8 and x.dtype == (np.int8 if signed else np.uint8):  # every value of the dtype is an operand
-        return np.ascontiguousarray(x).view(np.uint8)
+    if bits == 8 and x.dtype.type is (np.int8 if signed else np.uint8):  # every value of the dtype is an operand
+        x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+        return x.view(np.uint8) if signed else x
     if x.size:
         check_values(name, int(x.min()), int(x.max()), bits, signed)
     # x mod 2^n: the value itself when unsigned, the two's-complement pattern when signed
