@@ -288,10 +288,19 @@ static void int_im2col_part(void *ctx, int part)
         int64_t i0, i1;  /* the filter rows inside the input, for the whole output row */
         inside(h0, g.dh, g.kh, g.h, &i0, &i1);
         const uint8_t *first = i0 < i1 ? in + ((n * g.h + h0 + i0 * g.dh) * g.w) * C : in;
+        const int vertical_pad = i0 > 0 || i1 < g.kh;
         for (int64_t gi = 0; gi < G; ++gi) {
             uint8_t *dst = cols + gi * block + u * g.ow * row_len;
             for (int64_t ow = 0; ow < g.ow; ++ow, dst += row_len) {
                 const int64_t w0 = ow * g.sw - g.pad_left;
+                if (adjacent && !vertical_pad && w0 >= 0 && w0 + g.kw <= g.w) {
+                    /* inside the input: one run per filter row (the general steps below, taken for
+                     * every position, kept the compiler from holding the geometry in registers) */
+                    const uint8_t *src = first + w0 * C;
+                    for (int64_t i = 0; i < g.kh; ++i, src += tap_step)
+                        copy_bytes(dst + i * run, src, run);
+                    continue;
+                }
                 int64_t j0, j1;  /* the filter columns inside the input */
                 taps_inside(w0, g.dw, g.kw, g.w, &j0, &j1);
                 const int padded = i0 > 0 || i1 < g.kh || j0 > 0 || j1 < g.kw;
