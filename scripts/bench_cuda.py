@@ -156,6 +156,14 @@ def int_line(rep: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def unwritten(dev, shape, dtype):
+    """A device array of ``shape`` with every byte 0xFF (NaN as float32, -1 as an integer): a
+    kernel's output starts as this, so that a kernel which writes nothing fails its check instead
+    of passing on what the allocator's recycled memory held (an earlier run's correct result)."""
+    dtype = np.dtype(dtype)
+    return dev.upload(np.full(int(np.prod(shape)) * dtype.itemsize, 0xFF, np.uint8).view(dtype).reshape(shape))
+
+
 def _version(code: int) -> str:
     """CUDA's integer version (13000, 12040) as "13.0", "12.4"."""
     return f"{code // 1000}.{code % 1000 // 10}"
@@ -320,7 +328,7 @@ class AmsimGemm:
         self.offset = (ctypes.c_int64 * 1)(0)
         self.split_a = [dev.empty(m * k, np.float32), dev.empty(m * k, np.uint16), dev.empty(2, np.int32)]
         self.split_b = [dev.empty(k * n, np.float32), dev.empty(k * n, np.uint16), dev.empty(2, np.int32)]
-        self.c = dev.empty((m, n), np.float32)
+        self.c = unwritten(dev, (m, n), np.float32)
 
     def _check(self, code: int, call: str) -> None:
         self.cuda.check(self.lib, code, call)
@@ -360,6 +368,7 @@ def spot_check(lib, dev, mult, lut) -> dict:
         run = AmsimGemm(lib, dev, mult, lut, m, k, n, dev.upload(a), dev.upload(b), ta, tb)
         run()
         op_equal = np.array_equal(dev.download(run.c).view(np.uint32), want)
+        run.c = unwritten(dev, (m, n), np.float32)  # the second path must write its own result
         run.split()
         run.gemm()
         kernels_equal = np.array_equal(dev.download(run.c).view(np.uint32), want)
@@ -384,7 +393,7 @@ class AmsimIntGemm:
         self.wide = accumulator == "int64"
         self.lut = dev.upload(np.ascontiguousarray(table, np.int32))
         self.a, self.b = dev.upload(np.ascontiguousarray(pa, np.uint8)), dev.upload(np.ascontiguousarray(pb, np.uint8))
-        self.c = dev.empty((self.m, self.n), np.int64 if self.wide else np.int32)
+        self.c = unwritten(dev, (self.m, self.n), np.int64 if self.wide else np.int32)
 
     def __call__(self):
         ptr = self.dev.ptr

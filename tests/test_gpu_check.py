@@ -278,10 +278,38 @@ def test_the_int_gemm_part_calls_the_kernel_as_int_matmul_does_and_times_it():
 
 @needs_emulation
 def test_the_int_gemm_check_fails_when_the_kernel_leaves_its_output_unwritten(monkeypatch):
-    monkeypatch.setattr(bench_cuda.AmsimIntGemm, "__call__", lambda self: None)
     lib = cuda.library()
     with EmulatedDevice(lib) as dev:
+        assert bench_cuda.int_spot_check(lib, dev, 8, True)["passed"]  # the same results, left in freed memory
+        monkeypatch.setattr(bench_cuda.AmsimIntGemm, "__call__", lambda self: None)
         assert not bench_cuda.int_spot_check(lib, dev, 8, True)["passed"]
+
+
+def float_check(lib, dev):
+    from amsim import gemm
+
+    mult = gemm.resolve("mitchell", 7)
+    return bench_cuda.spot_check(lib, dev, mult, dev.upload(np.ascontiguousarray(mult.table, np.float32)))
+
+
+@needs_emulation
+def test_the_float_check_runs_both_paths_of_the_kernels_against_the_cpu_backend():
+    lib = cuda.library()
+    with EmulatedDevice(lib) as dev:
+        check = float_check(lib, dev)
+    assert check["passed"] and len(check["cases"]) == len(bench_cuda.CHECK_SHAPES)
+    assert all(case["matmul_bits_equal"] and case["split_gemm_bits_equal"] for case in check["cases"])
+
+
+@needs_emulation
+@pytest.mark.parametrize("path, flag", [("__call__", "matmul_bits_equal"), ("gemm", "split_gemm_bits_equal")])
+def test_the_float_check_fails_the_path_whose_kernel_leaves_its_output_unwritten(monkeypatch, path, flag):
+    lib = cuda.library()
+    with EmulatedDevice(lib) as dev:
+        float_check(lib, dev)  # the same results, left in freed memory
+        monkeypatch.setattr(bench_cuda.AmsimGemm, path, lambda self: None)
+        check = float_check(lib, dev)
+    assert not check["passed"] and not any(case[flag] for case in check["cases"])
 
 
 def test_the_benchmark_without_a_gpu_says_so_in_one_line_and_exits_3():
