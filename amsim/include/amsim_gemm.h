@@ -172,6 +172,28 @@ int amsim_int_lut_init(struct amsim_int_lut *lut, const int32_t *table, int bits
 int amsim_int_gemm(const struct amsim_int_lut *lut, int64_t M, int64_t N, int64_t K, const uint8_t *a,
                    const uint8_t *b, void *c, int wide, int threads);
 
+/* The quantized layers' quantizer (docs/quantized.md, "Quantizing and scaling back"): count
+ * float32 values x, in runs of `channels` (1: one scale), to 8-bit integers
+ *     q[e] = clip(rint(x[e] / scale[f]) + zero[f], qmin, qmax), f = e mod channels,
+ * rounding to nearest with ties to even; NaN becomes the zero point. q holds each value's byte (two's
+ * complement when negative). qmin..qmax within 0..255 or -128..127, each zero point inside it.
+ * Returns an amsim_status. */
+int amsim_quantize(int64_t count, int64_t channels, const float *x, const float *scale, const int32_t *zero,
+                   int qmin, int qmax, uint8_t *q, int threads);
+
+/* The quantized layers' epilogue (docs/quantized.md, "Quantizing and scaling back"): an integer
+ * GEMM's sums of circuit products corrected for the operands' zero points and scaled to float32,
+ * in one pass. acc and y: rows x n, row-major. For output (r, f), column f in group
+ * g = f / (n / groups):
+ *     s = acc[r, f] - zw * row_sums[r, g] - zx * col_sums[f] + k * zx * zw, exactly;
+ *     y[r, f] = (float)s * scale[f], or scale[0] when scales = 1.
+ * row_sums: rows x groups sums of k input values, read only when zw != 0; col_sums: n sums of k
+ * kernel values, read only when zx != 0 (each value of magnitude at most 255, each product at most
+ * 65535: the bounds within which s is exact). Zero points in -255..255. Returns an amsim_status. */
+int amsim_int_dequantize(int64_t rows, int64_t n, const int32_t *acc, const int32_t *row_sums, int64_t groups,
+                         const int32_t *col_sums, int32_t zx, int32_t zw, int64_t k, const float *scale,
+                         int64_t scales, float *y, int threads);
+
 /* AMSIM_CDEF_END */
 
 /* The rules of a conv2d geometry, for every caller that walks one: the engine (conv.c), the

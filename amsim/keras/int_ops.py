@@ -1,5 +1,7 @@
 """The integer LUT GEMM and convolution as TensorFlow ops: ``am_int_matmul`` and ``am_int_conv2d``,
-:func:`amsim.gemm.int_matmul` and :func:`amsim.gemm.int_conv2d` on tensors.
+:func:`amsim.gemm.int_matmul` and :func:`amsim.gemm.int_conv2d` on tensors; and the two ends of a
+quantized product around them, ``am_quantize`` and ``am_int_dequantize``
+(:func:`amsim.gemm.quantize` and :func:`amsim.gemm.int_dequantize` on tensors).
 
 For n-bit integer operands (1 <= n <= 8) and a circuit's complete product table ``lut``::
 
@@ -26,15 +28,18 @@ import tensorflow as tf
 from .. import gemm
 from ..errors import RangeError, check_integer
 from ..gemm.int_conv import MAX_PATCH, check_groups, int_conv_geometry
+from ..gemm.quantize import MAX_ZERO_POINT, trailing, zero_point_pair
 from ..gemm.integer import (IntegerTable, accumulator_dtype, check_bits, check_values, largest_product, prepared_table,
                              value_range)
 from .ops import OpArgumentError, OpDTypeError, _conv_attrs, _ops
 
-__all__ = ["am_int_matmul", "am_int_conv2d"]
+__all__ = ["am_int_matmul", "am_int_conv2d", "am_quantize", "am_int_dequantize"]
 
 # Integer sums have no derivative: the quantized layers built on the ops give them a straight-through one.
 tf.no_gradient("AmsimIntMatMul")
 tf.no_gradient("AmsimIntConv2D")
+tf.no_gradient("AmsimQuantize")
+tf.no_gradient("AmsimIntDequantize")
 
 _OUT_DTYPES = (tf.int32, tf.int64)
 
@@ -163,9 +168,145 @@ def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=
     return output, patch_sums
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
+def am_quantize(x, scale, zero_point, qmin, qmax, *, threads=None):
+    """8-bit integers ``clip(round(x / scale) + zero_point, qmin, qmax)`` in one pass, rounding to
+    nearest with ties to even (:func:`amsim.gemm.quantize` on tensors; the ``AmsimQuantize`` op,
+    ``amsim/csrc/tf/quantize.cc``). NaN becomes the zero point.
+
+    Args:
+        x: float32 tensor (..., C), C the product of its last axes' sizes.
+        scale: float32 tensor or float: one element, or C (of any shape, such as (1, C)), one per
+            element of x's last axes, the same for every index of the leading ones.
+        zero_point: int32 tensor or int of scale's count, each inside qmin..qmax (a tensor out of
+            range fails when the op runs, with ``tf.errors.InvalidArgumentError``).
+        qmin, qmax: the integers' range, ints within 0..255 (uint8) or -128..127 (int8).
+        threads: at most this many engine threads (None: the engine's default). The result does
+            not depend on it.
+
+    Output shape:
+        x's, uint8 (int8 where qmin < 0). It has no gradient (a quantized layer gives its product a
+        straight-through one).
+
+    Raises:
+        OpDTypeError: x that is not a float32 tensor, or a zero point that is not an integer.
+        gemm.ShapeError: a scale or zero point known when traced of neither one element nor x's last axis's size.
+        RangeError: a bad range or thread count.
+    """
+    fn = "am_quantize"
+    qmin, qmax = check_integer(qmin, f"{fn}: qmin", -128, 255), check_integer(qmax, f"{fn}: qmax", qmin, 255)
+    if not (qmin >= 0 or qmax <= 127):
+        raise RangeError(f"{fn}: qmin..qmax must lie within 0..255 or -128..127, not {qmin}..{qmax}")
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+        raise OpDTypeError(f"{fn}: x must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
+    scale = tf.convert_to_tensor(scale, tf.float32)
+    zero = tf.convert_to_tensor(zero_point)
+    if not zero.dtype.is_integer:
+        raise OpDTypeError(f"{fn}: zero_point must be integers, got {zero.dtype.name}")
+    zero = tf.cast(zero, tf.int32)
+    for name, t in (("scale", scale), ("zero_point", zero)):
+        count = t.shape.num_elements()
+        if count not in (None, 1) and x.shape.num_elements() != 0 and x.shape.rank is not None and \
+                trailing(x.shape, count) not in (None, count):
+            raise gemm.ShapeError(f"{fn}: {name} must have one element or one per element of x's last axes, got "
+                                  f"shape {t.shape} for x {x.shape}")
+    return _ops(fn).amsim_quantize(x, scale, zero, qmin=qmin, qmax=qmax, out_type=tf.uint8 if qmin >= 0 else tf.int8,
+                                   threads=0 if threads is None else int(threads))
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
+def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(0, 0), threads=None):
+    """float32 ``(acc - z_w row_sums - z_x col_sums + k z_x z_w) * scale``, per output column, in
+    one pass: a quantized product's sums corrected for the zero points and scaled
+    (:func:`amsim.gemm.int_dequantize` on tensors; the ``AmsimIntDequantize`` op,
+    ``amsim/csrc/tf/quantize.cc``).
+
+    Args:
+        acc: int32 tensor (..., N): sums of ``k`` circuit products each (of magnitude at most 65535).
+        scale: float32 scalar (or one element), or (N,): the output's scale, per column.
+        k: the products per sum: an int >= 0, or an integer scalar tensor.
+        row_sums: int32 tensor (..., G), acc's leading shape, G dividing N: the input values'
+            sums, column f using ``row_sums[..., f // (N // G)]``; None where ``z_w`` is 0.
+        col_sums: int32 tensor (N,): the kernel values' sums; None where ``z_x`` is 0.
+        zero_points: ``(z_x, z_w)``: ints, or integer scalar tensors, in -255..255 (a tensor out
+            of range fails when the op runs, with ``tf.errors.InvalidArgumentError``).
+        threads: at most this many engine threads (None: the engine's default). The result does
+            not depend on it.
+
+    Input shape:
+        ``acc``: (..., N).
+
+    Output shape:
+        (..., N), float32.
+
+    Raises:
+        OpDTypeError: ``acc`` or a sum that is not an int32 tensor.
+        gemm.ShapeError: shapes known when traced that do not fit together; a sum missing where
+            its zero point is not known to be 0.
+        RangeError: a bad k, zero point or thread count.
+    """
+    fn = "am_int_dequantize"
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    zx, zw = (_zero_point(fn, name, z) for name, z in zip(("z_x", "z_w"), zero_point_pair(zero_points, fn)))
+    if isinstance(k, (tf.Tensor, tf.Variable)):
+        k = tf.cast(k, tf.int64)
+    else:
+        k = check_integer(k, "k (products per sum)", 0)
+    acc = _int32_tensor(fn, "acc", acc)
+    if acc.shape.rank == 0:
+        raise gemm.ShapeError(f"{fn}: acc must have at least 1 dimension, got a scalar")
+    n = acc.shape[-1] if acc.shape.rank is not None else None
+    scale = tf.convert_to_tensor(scale, tf.float32)
+    if scale.shape.num_elements() == 1:
+        scale = tf.reshape(scale, [])
+    elif scale.shape.rank is not None and (scale.shape.rank != 1 or not scale.shape.is_compatible_with([n])):
+        raise gemm.ShapeError(f"{fn}: scale must be a scalar or ({n},) for acc {acc.shape}, got {scale.shape}")
+    rows = _sum_tensor(fn, "row_sums", row_sums, zw, "z_w")
+    if rows.shape.rank is not None and acc.shape.rank is not None and row_sums is not None:
+        g = rows.shape[-1] if rows.shape.rank else None
+        if rows.shape.rank != acc.shape.rank or not rows.shape[:-1].is_compatible_with(acc.shape[:-1]) or \
+                (g is not None and n is not None and (g < 1 or n % g)):
+            raise gemm.ShapeError(f"{fn}: row_sums must have acc's leading shape and a last dimension dividing "
+                                  f"{n}, got {rows.shape} for acc {acc.shape}")
+    cols = _sum_tensor(fn, "col_sums", col_sums, zx, "z_x")
+    if col_sums is not None and not cols.shape.is_compatible_with([n]):
+        raise gemm.ShapeError(f"{fn}: col_sums must be ({n},) for acc {acc.shape}, got {cols.shape}")
+    return _ops(fn).amsim_int_dequantize(acc, rows, cols, zx, zw, k, scale,
+                                         threads=0 if threads is None else int(threads))
+
+
 # ----------------------------------------------------------------------------------------------
 # Arguments
 # ----------------------------------------------------------------------------------------------
+
+
+def _zero_point(fn, name, z):
+    """An int zero point checked now; a tensor one as an int32 scalar (the op checks its range)."""
+    if isinstance(z, (tf.Tensor, tf.Variable)):
+        if not z.dtype.is_integer or z.shape.rank not in (None, 0):
+            raise OpDTypeError(f"{fn}: the zero point {name} must be an integer scalar, got {z.dtype.name} {z.shape}")
+        return tf.cast(z, tf.int32)
+    return check_integer(z, f"{fn}: the zero point {name}", -MAX_ZERO_POINT, MAX_ZERO_POINT)
+
+
+def _int32_tensor(fn, name, x):
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.int32:
+        raise OpDTypeError(f"{fn}: {name} must be an int32 tensor, got {x.dtype.name} (shape {x.shape})")
+    return x
+
+
+def _sum_tensor(fn, name, x, zero, zero_name):
+    """The sums as an int32 tensor, or an empty one where they are None and their zero point is 0."""
+    if x is not None:
+        return _int32_tensor(fn, name, x)
+    if isinstance(zero, int) and zero == 0:
+        return tf.zeros([0], tf.int32)
+    raise gemm.ShapeError(f"{fn}: {name} is needed where {zero_name} is not 0")
 
 
 def _host_table(fn, lut):

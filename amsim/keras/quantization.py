@@ -17,7 +17,8 @@ Schemes (docs/quantized.md, "Schemes"):
   one per output channel for the kernel, signed circuits. A product sum is ``s_x s_w[j] sum
   LUT[q_x, q_w]``.
 
-Rounding is to nearest, ties to even (``tf.round``), and values outside the range clip.
+Rounding is to nearest, ties to even (``rint``, in the ``AmsimQuantize`` op), and values outside the
+range clip.
 
 The input's range comes from a :class:`RangeObserver`: in training its moving minimum and maximum,
 over calibration data (:func:`calibrating`) the extremes seen, and an input range is never used
@@ -39,7 +40,8 @@ import tensorflow as tf
 
 from ..gemm import integer
 from . import patches
-from .int_ops import am_int_conv2d, am_int_matmul
+from ..gemm.int_conv import MAX_PATCH
+from .int_ops import am_int_conv2d, am_int_dequantize, am_int_matmul, am_quantize
 from .ops import conv3d_geometry
 
 __all__ = ["Scheme", "SCHEMES", "scheme_of", "RangeObserver", "calibrating", "quantized_product", "check_accumulator",
@@ -89,12 +91,16 @@ def scheme_of(name) -> Scheme:
 
 
 def check_accumulator(k: int, table) -> None:
-    """Refuse a sum of ``k`` products of the table that a 32-bit accumulator could not hold."""
+    """Refuse a sum of ``k`` products of the table that a 32-bit accumulator could not hold, and a sum
+    of ``k`` 8-bit operands (the zero-point correction's) that could leave int32."""
     largest = integer.largest_product(table)
     if k * largest > _ACCUMULATOR_MAX:
         raise AccumulatorOverflowError(
             f"its sums of K = {k} circuit products of magnitude up to {largest} can overflow the 32-bit "
             f"accumulator (at most {_ACCUMULATOR_MAX // max(largest, 1)} such products fit)")
+    if k > MAX_PATCH:
+        raise AccumulatorOverflowError(f"its sums of K = {k} 8-bit operands can overflow the 32-bit accumulator "
+                                       f"(at most {MAX_PATCH} fit)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,11 +124,9 @@ def _affine(scheme: Scheme, lo, hi):
 
 
 def _quantize(x, scale, zero, scheme: Scheme):
-    """The integer values of ``x``, ``clip(round(x / scale) + zero)``, held in float32 (exactly: they are
-    8-bit integers) until the integer ops' bytes: one conversion of a large kernel, not two (float to
-    int32 was the slowest pass of its quantization)."""
-    q = tf.round(x / scale) + tf.cast(zero, tf.float32)
-    return tf.clip_by_value(q, scheme.qmin, scheme.qmax)
+    """The integer values of ``x``, ``clip(round(x / scale) + zero)`` (ties to even), as the integer
+    ops' one-byte operands (uint8, or int8 when signed): one pass (AmsimQuantize)."""
+    return am_quantize(x, scale, zero, scheme.qmin, scheme.qmax)
 
 
 def _dequantize(q, scale, zero):
@@ -134,17 +138,15 @@ _FLOAT_EXACT_TERMS = ((1 << 24) - 1) // 255
 
 
 def _sums(q, axis: int):
-    """Exact sums of the quantized values ``q`` (M, K) over ``axis`` (keeping it, as 1): float32
-    where the sum has few enough terms to be exact (every partial sum an integer below 2^24; the
-    sum over axis 0 as a product with a row of ones, five times as fast as TensorFlow's reduction
-    over an outer axis), else int64.
+    """Exact int32 sums of the quantized values ``q`` (M, K, bytes) over ``axis`` (keeping it, as
+    1), K at most MAX_PATCH (check_accumulator). The sums over axis 0, where they have few enough
+    terms to be exact in float32 (every partial sum an integer below 2^24), are a float32 product
+    with a row of ones: five times as fast as TensorFlow's reduction over an outer axis.
     """
     terms = q.shape[axis]
-    if terms is None or terms > _FLOAT_EXACT_TERMS:
-        return tf.reduce_sum(tf.cast(q, tf.int64), axis=axis, keepdims=True)
-    if axis == 0:
-        return tf.matmul(tf.ones([1, terms], tf.float32), q)
-    return tf.reduce_sum(q, axis=axis, keepdims=True)
+    if axis == 0 and terms is not None and terms <= _FLOAT_EXACT_TERMS:
+        return tf.cast(tf.matmul(tf.ones([1, terms], tf.float32), tf.cast(q, tf.float32)), tf.int32)
+    return tf.reduce_sum(tf.cast(q, tf.int32), axis=axis, keepdims=True)
 
 
 def _kernel_params(scheme: Scheme, w, channel_axes):
@@ -237,79 +239,66 @@ def calibrating(model):
 # ----------------------------------------------------------------------------------------------
 
 
-def _bytes(q, scheme: Scheme):
-    """Quantized values (integers inside the scheme's range) as the integer ops' one-byte operands."""
-    return tf.cast(q, tf.int8 if scheme.signed else tf.uint8)
+def _byte(z, scheme: Scheme):
+    """A zero point (an integer inside the scheme's range) as the integer ops' one-byte pad value."""
+    return tf.cast(z, tf.int8 if scheme.signed else tf.uint8)
 
 
 def _int_matmul(qa, qb, circuit, scheme):
-    return am_int_matmul(_bytes(qa, scheme), _bytes(qb, scheme), circuit.table, bits=8, signed=scheme.signed,
-                         out_dtype=tf.int32)
+    return am_int_matmul(qa, qb, circuit.table, bits=8, signed=scheme.signed, out_dtype=tf.int32)
 
 
-#: Sums of at most this many products whose zero-point correction stays in int32, every term and
-#: partial sum: the circuit's |acc| <= 65535 K, and each of z_w Σq_x, z_x Σq_w and K z_x z_w <= 255² K.
-_INT32_CORRECTION_TERMS = (2**31 - 1) // (65535 + 3 * 255 * 255)
+def _dequantized(acc, scheme, zx, zw, sums, k, scale):
+    """float32 ``scale`` times the exact integer sums of (q_x - z_x)(q_w - z_w), each q_x q_w the
+    circuit's: the op's int32 sums ``acc`` corrected and scaled in one pass (AmsimIntDequantize).
 
-
-def _corrected(acc, scheme, zx, zw, sums, k):
-    """The exact integer sum of (q_x - z_x)(q_w - z_w) with each q_x q_w the circuit's: the op's int32
-    sums ``acc`` corrected in int32 where no partial sum can leave it (K known and at most
-    _INT32_CORRECTION_TERMS), else in int64.
-
-    ``sums()`` gives the sums of q_x (per output row or position) and of q_w (per output channel),
-    asked for only where the zero points are not 0.
+    ``sums()`` gives the int32 sums of q_x (per output row or position, per input channel group) and
+    of q_w (per output channel), asked for only where the zero points are not 0.
     """
     if scheme.signed:  # zero points are 0: the circuit's sums as they are
-        return acc
-    dtype = tf.int32 if isinstance(k, int) and k <= _INT32_CORRECTION_TERMS else tf.int64
-    sum_x, sum_w = (tf.cast(s, dtype) for s in sums())
-    acc, zx, zw, k = (tf.cast(v, dtype) for v in (acc, zx, zw, k))
-    return acc - zw * sum_x - zx * sum_w + k * zx * zw
+        return am_int_dequantize(acc, scale, k=k)
+    sum_x, sum_w = sums()
+    return am_int_dequantize(acc, scale, k=k, row_sums=sum_x, col_sums=sum_w, zero_points=(zx, zw))
 
 
-def _integer_matmul(qx, qw, zx, zw, circuit, scheme, geometry):
-    """(M, K) x (K, N): the corrected integer sums."""
+def _integer_matmul(qx, qw, zx, zw, circuit, scheme, geometry, scale):
+    """(M, K) x (K, N): the scaled, corrected sums."""
     acc = _int_matmul(qx, qw, circuit, scheme)
-    return _corrected(acc, scheme, zx, zw, lambda: (_sums(qx, 1), _sums(qw, 0)),
-                      qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1])
+    return _dequantized(acc, scheme, zx, zw, lambda: (_sums(qx, 1), tf.reshape(_sums(qw, 0), [-1])),
+                        qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1], scale)
 
 
-def _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, groups):
+def _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, scale, groups):
     """NHWC x (kh, kw, C/groups, F): the integer conv op, its padding the zero point (what an
     accelerator pads with: the value 0 quantizes to), then the zero-point correction with each
-    patch's sum of q_x (the op's, per group, for each of the group's output channels)."""
+    patch's sum of q_x (the op's, one per group)."""
     kh, kw, cg, f = qw.shape
-    acc, sum_x = am_int_conv2d(_bytes(qx, scheme), _bytes(qw, scheme), circuit.table, strides=geometry["strides"],
-                               padding=geometry["padding"], dilations=geometry["dilations"], groups=groups,
-                               pad_value=_bytes(zx, scheme), bits=8, signed=scheme.signed)
-
-    def sums():
-        # one patch sum per group (one group broadcasts; one channel per group is as it is)
-        per_channel = sum_x if groups in (1, f) else tf.repeat(sum_x, f // groups, axis=3)
-        return per_channel, tf.reshape(_sums(tf.reshape(qw, [kh * kw * cg, f]), 0), [f])
-
-    return _corrected(acc, scheme, zx, zw, sums, kh * kw * cg)
+    acc, sum_x = am_int_conv2d(qx, qw, circuit.table, strides=geometry["strides"], padding=geometry["padding"],
+                               dilations=geometry["dilations"], groups=groups, pad_value=_byte(zx, scheme), bits=8,
+                               signed=scheme.signed)
+    return _dequantized(acc, scheme, zx, zw, lambda: (sum_x, tf.reshape(_sums(tf.reshape(qw, [kh * kw * cg, f]), 0),
+                                                                         [f])), kh * kw * cg, scale)
 
 
-def _integer_conv2d(qx, qw, zx, zw, circuit, scheme, geometry):
+def _integer_conv2d(qx, qw, zx, zw, circuit, scheme, geometry, scale):
     """NHWC x HWIO: one group."""
-    return _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, groups=1)
+    return _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, scale, groups=1)
 
 
-def _integer_depthwise(qx, qw, zx, zw, circuit, scheme, geometry):
+def _integer_depthwise(qx, qw, zx, zw, circuit, scheme, geometry, scale):
     """Each input channel its own group: the kernel (kh, kw, C, mult) as (kh, kw, 1, C*mult), output
     channel c*mult + m as in TensorFlow's depthwise conv2d."""
     kh, kw, c, mult = qw.shape
-    return _integer_grouped(qx, tf.reshape(qw, [kh, kw, 1, c * mult]), zx, zw, circuit, scheme, geometry, groups=c)
+    return _integer_grouped(qx, tf.reshape(qw, [kh, kw, 1, c * mult]), zx, zw, circuit, scheme, geometry, scale,
+                            groups=c)
 
 
-def _integer_conv3d(qx, qw, zx, zw, circuit, scheme, geometry):
+def _integer_conv3d(qx, qw, zx, zw, circuit, scheme, geometry, scale):
     """NDHWC x DHWIO: the patch matrix of the input padded with the zero point, then the integer GEMM."""
     g = conv3d_geometry("a quantized conv3d", qx.shape, qw.shape, geometry["strides"], geometry["padding"],
                         geometry["dilations"])
     cols = patches.patch_values(qx, g, tf.cast(zx, qx.dtype))
-    y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, circuit, scheme, geometry)
+    y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, circuit, scheme, geometry, scale)
     return tf.reshape(y, [tf.shape(qx)[0], *g.out_sizes, g.o])
 
 
@@ -330,7 +319,7 @@ def _float_depthwise(x, w, geometry):
 
 @dataclasses.dataclass(frozen=True)
 class _Product:
-    integer: object  # (qx, qw, zx, zw, circuit, scheme, geometry) -> corrected integer sums
+    integer: object  # (qx, qw, zx, zw, circuit, scheme, geometry, scale) -> the scaled corrected sums
     float: object  # (x, w, geometry) -> the float product, whose gradient is the straight-through one
     channel_axes: tuple  # the kernel's output-channel axes (per-channel scales)
 
@@ -368,9 +357,7 @@ def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geome
     @tf.custom_gradient
     def product_of(x, w):
         qx, qw = _quantize(x, sx, zx, scheme), _quantize(w, sw, zw, scheme)
-        sums = product.integer(qx, qw, zx, zw, circuit, scheme, geometry)
-        out_scale = sx * tf.reshape(sw, [-1])
-        y = tf.cast(sums, tf.float32) * out_scale
+        y = product.integer(qx, qw, zx, zw, circuit, scheme, geometry, sx * tf.reshape(sw, [-1]))
 
         def gradient(dy):
             xq, wq = _dequantize(qx, sx, zx), _dequantize(qw, sw, zw)

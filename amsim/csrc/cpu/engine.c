@@ -19,3 +19,4 @@
 #include "conv.c"
 #include "depthwise.c"
 #include "int_gemm.c"
+#include "quantize.c"

@@ -1,0 +1,201 @@
+/*
+ * quantize.cc -- the two element-wise ends of a quantized product as TensorFlow ops, each the
+ * engine's one pass (amsim/csrc/cpu/quantize.c) where TensorFlow's own ops took one pass and one
+ * buffer per step (docs/quantized.md, "Quantizing and scaling back"):
+ *
+ * AmsimQuantize: float32 to 8-bit integers, clip(round(x / scale) + zero, qmin, qmax), ties to even.
+ * AmsimIntDequantize: an integer op's sums of circuit products corrected for the zero points and
+ *   scaled to float32.
+ */
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "amsim_tf.h"
+#include "tensorflow/core/framework/op.h"
+
+REGISTER_OP("AmsimQuantize")
+    .Input("x: float")
+    .Input("scale: float")
+    .Input("zero: int32")
+    .Output("q: out_type")
+    .Attr("qmin: int")
+    .Attr("qmax: int")
+    .Attr("out_type: {uint8, int8}")
+    .Attr("threads: int >= 0 = 0")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext *c) {
+        c->set_output(0, c->input(0));
+        return absl::OkStatus();
+    })
+    .Doc(R"doc(
+8-bit integers q = clip(round(x / scale) + zero, qmin, qmax), rounding to nearest with ties to
+even; NaN becomes the zero point.
+
+x: the values, (..., C), C the product of its last axes' sizes.
+scale: one element, or C: one per element of x's last axes.
+zero: one element, or C (scale's count); each inside qmin..qmax.
+qmin, qmax: the range, within 0..255 for uint8 and -128..127 for int8.
+threads: at most this many engine threads (0: the engine's default).
+)doc");
+
+REGISTER_OP("AmsimIntDequantize")
+    .Input("acc: int32")
+    .Input("row_sums: int32")
+    .Input("col_sums: int32")
+    .Input("zx: int32")
+    .Input("zw: int32")
+    .Input("k: int64")
+    .Input("scale: float")
+    .Output("y: float")
+    .Attr("threads: int >= 0 = 0")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext *c) {
+        c->set_output(0, c->input(0));
+        return absl::OkStatus();
+    })
+    .Doc(R"doc(
+The corrected, scaled sums of a quantized product: for output (..., f), f in group
+g = f / (N / G), y = float(acc - zw * row_sums[..., g] - zx * col_sums[f] + k * zx * zw) * scale[f].
+
+acc: (..., N) sums of k circuit products (each of magnitude at most 65535).
+row_sums: (..., G), G dividing N, the input values' sums (magnitude at most 255 each); may be
+  empty when zw is 0.
+col_sums: (N,) the kernel values' sums; may be empty when zx is 0.
+zx, zw: the input's and the kernel's zero points, scalars in -255..255.
+k: the products per sum.
+scale: a scalar, or (N,): the output's scale per column.
+threads: at most this many engine threads (0: the engine's default).
+)doc");
+
+namespace amsim_tf {
+namespace {
+
+class AmsimQuantizeOp : public OpKernel {
+public:
+    explicit AmsimQuantizeOp(OpKernelConstruction *ctx) : OpKernel(ctx)
+    {
+        tensorflow::DataType out;
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("qmin", &qmin_));
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("qmax", &qmax_));
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("out_type", &out));
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+        const bool int8 = out == tensorflow::DT_INT8;
+        OP_REQUIRES(ctx, qmin_ <= qmax_ && qmin_ >= (int8 ? -128 : 0) && qmax_ <= (int8 ? 127 : 255),
+                    absl::InvalidArgumentError("AmsimQuantize: qmin..qmax must lie within " +
+                                               std::string(int8 ? "-128..127" : "0..255") + ", got " +
+                                               std::to_string(qmin_) + ".." + std::to_string(qmax_)));
+    }
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &x = ctx->input(0), &scale = ctx->input(1), &zero = ctx->input(2);
+        Tensor *q = nullptr;
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &q));
+        if (q->NumElements() == 0)  /* nothing to quantize: any scale will do */
+            return;
+        const int64_t channels = std::max(scale.NumElements(), zero.NumElements());
+        int64_t trailing = 1;  /* the elements of x's last axes, up to `channels` of them */
+        for (int i = x.dims() - 1; i >= 0 && trailing < channels; --i)
+            trailing *= x.dim_size(i);
+        for (const Tensor *t : {&scale, &zero})
+            OP_REQUIRES(ctx, (t->NumElements() == 1 || t->NumElements() == channels) && trailing == channels,
+                        absl::InvalidArgumentError("AmsimQuantize: scale and zero must have one element or one per "
+                                                   "element of x's last axes, got " + scale.shape().DebugString() +
+                                                   " and " + zero.shape().DebugString() + " for x " +
+                                                   x.shape().DebugString()));
+        /* one scale and zero point per channel, as the engine takes them */
+        std::vector<float> scales(channels);
+        std::vector<int32_t> zeros(channels);
+        for (int64_t f = 0; f < channels; ++f) {
+            scales[f] = scale.flat<float>()(scale.NumElements() == 1 ? 0 : f);
+            zeros[f] = zero.flat<int32_t>()(zero.NumElements() == 1 ? 0 : f);
+            OP_REQUIRES(ctx, zeros[f] >= qmin_ && zeros[f] <= qmax_,
+                        absl::InvalidArgumentError("AmsimQuantize: the zero point " + std::to_string(zeros[f]) +
+                                                   " is outside " + std::to_string(qmin_) + ".." +
+                                                   std::to_string(qmax_)));
+        }
+        OP_REQUIRES_OK(ctx, EngineStatus(amsim_quantize(x.NumElements(), channels, x.flat<float>().data(),
+                                                        scales.data(), zeros.data(), qmin_, qmax_,
+                                                        static_cast<uint8_t *>(q->data()), threads_),
+                                         "AmsimQuantize: amsim_quantize"));
+    }
+
+private:
+    int qmin_ = 0, qmax_ = 0, threads_ = 0;
+};
+
+class AmsimIntDequantizeOp : public OpKernel {
+public:
+    explicit AmsimIntDequantizeOp(OpKernelConstruction *ctx) : OpKernel(ctx)
+    {
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+    }
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &acc = ctx->input(0), &row_sums = ctx->input(1), &col_sums = ctx->input(2);
+        const Tensor &zx_t = ctx->input(3), &zw_t = ctx->input(4), &k_t = ctx->input(5), &scale = ctx->input(6);
+        using Named = std::pair<const char *, const Tensor *>;
+        for (const auto &[name, t] : {Named{"zx", &zx_t}, Named{"zw", &zw_t}, Named{"k", &k_t}})
+            OP_REQUIRES(ctx, t->dims() == 0,
+                        absl::InvalidArgumentError(std::string("AmsimIntDequantize: ") + name +
+                                                   " must be a scalar, got " + t->shape().DebugString()));
+        const int32_t zx = zx_t.scalar<int32_t>()(), zw = zw_t.scalar<int32_t>()();
+        const int64_t k = k_t.scalar<int64_t>()();
+        OP_REQUIRES(ctx, zx >= -255 && zx <= 255 && zw >= -255 && zw <= 255 && k >= 0,
+                    absl::InvalidArgumentError("AmsimIntDequantize: zero points must be in -255..255 and k at least 0, "
+                                               "got zx = " + std::to_string(zx) + ", zw = " + std::to_string(zw) +
+                                               ", k = " + std::to_string(k)));
+        OP_REQUIRES(ctx, acc.dims() >= 1,
+                    absl::InvalidArgumentError("AmsimIntDequantize: acc needs at least 1 dimension, got a scalar"));
+        const int64_t n = acc.dim_size(acc.dims() - 1), rows = n ? acc.NumElements() / n : 0;
+        int64_t groups = 1;
+        OP_REQUIRES_OK(ctx, CheckRowSums(acc, row_sums, zw, &groups));
+        const bool cols = zx != 0 || col_sums.NumElements() > 0;
+        OP_REQUIRES(ctx, !cols || (col_sums.dims() == 1 && col_sums.dim_size(0) == n),
+                    absl::InvalidArgumentError("AmsimIntDequantize: col_sums must be (" + std::to_string(n) +
+                                               ",) for acc " + acc.shape().DebugString() + ", got " +
+                                               col_sums.shape().DebugString()));
+        const int64_t scales = scale.NumElements();
+        OP_REQUIRES(ctx, scale.dims() == 0 || (scale.dims() == 1 && scales == n),
+                    absl::InvalidArgumentError("AmsimIntDequantize: scale must be a scalar or (" + std::to_string(n) +
+                                               ",), got " + scale.shape().DebugString()));
+        Tensor *y = nullptr;
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, acc.shape(), &y));
+        if (y->NumElements() == 0)
+            return;
+        OP_REQUIRES_OK(ctx, EngineStatus(amsim_int_dequantize(
+                                             rows, n, acc.flat<int32_t>().data(),
+                                             zw ? row_sums.flat<int32_t>().data() : nullptr, groups,
+                                             zx ? col_sums.flat<int32_t>().data() : nullptr, zx, zw, k,
+                                             scale.flat<float>().data(), scale.dims() == 0 ? 1 : n,
+                                             y->flat<float>().data(), threads_),
+                                         "AmsimIntDequantize: amsim_int_dequantize"));
+    }
+
+private:
+    /* row_sums: acc's leading dimensions and a last one G dividing N (the groups), or empty when zw is 0. */
+    static absl::Status CheckRowSums(const Tensor &acc, const Tensor &row_sums, int32_t zw, int64_t *groups)
+    {
+        if (zw == 0 && row_sums.NumElements() == 0)
+            return absl::OkStatus();
+        bool ok = row_sums.dims() == acc.dims();
+        for (int i = 0; ok && i < acc.dims() - 1; ++i)
+            ok = row_sums.dim_size(i) == acc.dim_size(i);
+        const int64_t n = acc.dim_size(acc.dims() - 1), g = ok ? row_sums.dim_size(acc.dims() - 1) : 0;
+        if (!ok || g < 1 || (n > 0 && n % g != 0))
+            return absl::InvalidArgumentError("AmsimIntDequantize: row_sums must have acc's leading dimensions and a "
+                                              "last one dividing its last, got " + row_sums.shape().DebugString() +
+                                              " for acc " + acc.shape().DebugString());
+        *groups = g;
+        return absl::OkStatus();
+    }
+
+    int threads_ = 0;
+};
+
+}  // namespace
+}  // namespace amsim_tf
+
+REGISTER_KERNEL_BUILDER(Name("AmsimQuantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimQuantizeOp);
+REGISTER_KERNEL_BUILDER(Name("AmsimIntDequantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimIntDequantizeOp);

@@ -1,0 +1,224 @@
+"""The two element-wise ends of a quantized product (docs/quantized.md, "Quantizing and scaling
+back"): float32 to 8-bit integers, and an integer GEMM's sums back to float32.
+
+:func:`quantize`: ``q = clip(round(x / scale) + zero, qmin, qmax)``, per tensor or per channel of
+the last axes, rounding to nearest with ties to even, one IEEE division; NaN becomes the zero point
+(the value 0).
+
+:func:`int_dequantize`: for an asymmetric (uint8) product of ``x ~ s_x (q_x - z_x)`` and
+``w ~ s_w (q_w - z_w)`` over K terms, with ``acc`` the sums of the circuit's ``q_x q_w``::
+
+    s[..., f] = acc[..., f] - z_w row_sums[..., g] - z_x col_sums[f] + K z_x z_w      (exact)
+    y[..., f] = float32(s[..., f]) * scale[f]
+
+``row_sums`` holds each row's (or patch's) sum of q_x, one per input channel group ``g = f //
+(N / G)`` of a grouped convolution (G = 1 otherwise), ``col_sums`` each output channel's sum of
+q_w, and ``scale`` is ``s_x s_w`` (one, or one per output channel). A symmetric (int8) product
+has zero points 0 and needs no sums. The conversion rounds to nearest and the scaling is one
+float32 multiplication: the same float32 as TensorFlow's Cast and Mul of the same integers.
+
+Backends: ``reference`` (numpy, the oracle) and ``cpu`` (the engine's ``amsim_quantize`` and
+``amsim_int_dequantize``, ``amsim/csrc/cpu/quantize.c``, which the TensorFlow ops
+``AmsimQuantize`` and ``AmsimIntDequantize`` call).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import RangeError, check_integer
+from . import ShapeError, engine
+from .integer import IntegerOperandError
+
+__all__ = ["quantize", "reference_quantize", "int_dequantize", "reference_int_dequantize", "MAX_ZERO_POINT"]
+
+#: Largest zero-point magnitude: an 8-bit operand's.
+MAX_ZERO_POINT = 255
+BACKENDS = ("auto", "reference", "cpu")
+_INT32 = np.iinfo(np.int32)
+
+
+def quantize(x, scale, zero_point, qmin, qmax, *, backend="auto", threads=None) -> np.ndarray:
+    """8-bit integers ``clip(round(x / scale) + zero_point, qmin, qmax)``, ties to even.
+
+    Args:
+        x: float32 array (..., C) (other floats are converted), C the product of its last axes' sizes.
+        scale: a positive float, or float32 array of C elements (of any shape, such as (1, C)):
+            one scale per element of x's last axes, the same for every index of the leading ones.
+        zero_point: an int, or integer array of scale's size, each inside qmin..qmax.
+        qmin, qmax: the integers' range, within 0..255 (uint8) or -128..127 (int8).
+        backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
+        threads: CPU threads (None: the engine's default); the result does not depend on it.
+
+    Returns:
+        uint8 array (int8 where qmin < 0) of x's shape. NaN becomes the zero point.
+
+    Raises:
+        ShapeError: a scale or zero point of neither one element nor x's last axis's size.
+        RangeError: a bad range, zero point, thread count or backend.
+    """
+    if backend not in BACKENDS:
+        raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    qmin, qmax = check_integer(qmin, "qmin", -128, 255), check_integer(qmax, "qmax", qmin, 255)
+    if not (qmin >= 0 or qmax <= 127):
+        raise RangeError(f"qmin..qmax must lie within 0..255 or -128..127, not {qmin}..{qmax}")
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    x = np.asarray(x, np.float32)
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    zero = np.asarray(zero_point)
+    if zero.dtype.kind not in "iu":
+        raise RangeError(f"zero_point must be integers, got {zero.dtype}")
+    zero = zero.reshape(-1)
+    if x.size == 0:  # nothing to quantize: any scale will do
+        return np.empty(x.shape, np.uint8 if qmin >= 0 else np.int8)
+    channels = max(scale.size, zero.size)
+    for name, v in (("scale", scale), ("zero_point", zero)):
+        if v.size not in (1, channels) or trailing(x.shape, channels) != channels:
+            raise ShapeError(f"{name} must have one element or one per element of x's last axes, got {v.size} "
+                             f"for x {x.shape}")
+    if zero.size and (zero.min() < qmin or zero.max() > qmax):
+        raise RangeError(f"zero_point must lie in {qmin}..{qmax}, got {zero.min()}..{zero.max()}")
+    scale, zero = np.broadcast_to(scale, (channels,)), np.broadcast_to(zero, (channels,)).astype(np.int32)
+    if backend == "reference":
+        return reference_quantize(x, scale, zero, qmin, qmax)
+    ffi, lib = engine.load()
+    q = np.empty(x.shape, np.uint8)
+    x, scale, zero = (np.ascontiguousarray(v) for v in (x, scale, zero))
+    rc = lib.amsim_quantize(x.size, channels, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", scale),
+                            ffi.from_buffer("int32_t[]", zero), qmin, qmax, ffi.from_buffer("uint8_t[]", q),
+                            0 if threads is None else int(threads))
+    if rc:  # pragma: no cover - the arguments were checked above
+        raise RangeError(f"amsim_quantize refused its arguments (status {rc})")
+    return q if qmin >= 0 else q.view(np.int8)
+
+
+def trailing(shape, count: int) -> int | None:
+    """The product of the sizes of ``shape``'s last axes, from the last, until it reaches ``count``:
+    ``count`` when per-channel values of that count broadcast along the leading axes (None when a
+    size it needs is unknown)."""
+    product = 1
+    for size in reversed(tuple(shape)):
+        if product >= count:
+            break
+        if size is None:
+            return None
+        product *= size
+    return product
+
+
+def reference_quantize(x, scale, zero, qmin, qmax) -> np.ndarray:
+    """The oracle: float32 x, scale (C,) and int zero (C,) broadcast along x's leading axes."""
+    flat = x.reshape(-1, scale.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = (np.rint(flat / scale) + zero.astype(np.float32)).reshape(x.shape)
+    zero = np.broadcast_to(zero.astype(np.float32), flat.shape).reshape(x.shape)
+    v = np.where(np.isnan(v), zero, np.clip(v, qmin, qmax))
+    return v.astype(np.uint8 if qmin >= 0 else np.int8)
+
+
+def int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(0, 0), backend="auto",
+                   threads=None) -> np.ndarray:
+    """float32 ``(acc - z_w row_sums - z_x col_sums + k z_x z_w) * scale``, per output column.
+
+    Args:
+        acc: integer array (..., N): sums of ``k`` circuit products each, within int32.
+        scale: a float, or a float32 array (N,): the output's scale, per column.
+        k: the products per sum (>= 0).
+        row_sums: integer array (..., G), acc's leading shape, G dividing N: the input values'
+            sums, column f using ``row_sums[..., f // (N // G)]``; needed when ``z_w != 0``.
+        col_sums: integer array (N,): the kernel values' sums; needed when ``z_x != 0``.
+        zero_points: ``(z_x, z_w)``, integers in -255..255.
+        backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
+        threads: CPU threads (None: the engine's default); the result does not depend on it.
+
+    Returns:
+        float32 array of acc's shape.
+
+    Raises:
+        IntegerOperandError: sums that are not integers within int32.
+        ShapeError: shapes that do not fit together; a sum array missing where its zero point is not 0.
+        RangeError: a bad k, zero point, thread count or backend.
+    """
+    if backend not in BACKENDS:
+        raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    zx, zw = (check_integer(z, name, -MAX_ZERO_POINT, MAX_ZERO_POINT)
+              for z, name in zip(zero_point_pair(zero_points), ("zero_points[0] (z_x)", "zero_points[1] (z_w)")))
+    k = check_integer(k, "k (products per sum)", 0)
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    acc = _int32("acc", acc)
+    if acc.ndim < 1:
+        raise ShapeError(f"acc must have at least 1 dimension, got shape {acc.shape}")
+    n = acc.shape[-1]
+    scale = np.asarray(scale, np.float32)
+    if scale.shape not in ((), (n,)):
+        raise ShapeError(f"scale must be a scalar or ({n},) for acc {acc.shape}, got shape {scale.shape}")
+    rows = None if zw == 0 else _int32("row_sums", _needed("row_sums", row_sums, "z_w"))
+    if rows is not None and (rows.shape[:-1] != acc.shape[:-1] or rows.ndim != acc.ndim or rows.shape[-1] < 1
+                             or n % rows.shape[-1]):
+        raise ShapeError(f"row_sums must have acc's leading shape and a last dimension dividing {n}, got "
+                         f"{rows.shape} for acc {acc.shape}")
+    cols = None if zx == 0 else _int32("col_sums", _needed("col_sums", col_sums, "z_x"))
+    if cols is not None and cols.shape != (n,):
+        raise ShapeError(f"col_sums must be ({n},) for acc {acc.shape}, got shape {cols.shape}")
+    if backend == "reference":
+        return reference_int_dequantize(acc, scale, k, rows, cols, zx, zw)
+    return _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, threads)
+
+
+def reference_int_dequantize(acc, scale, k, row_sums, col_sums, zx, zw) -> np.ndarray:
+    """The oracle, in int64: sums absent (None) where their zero point is 0."""
+    s = acc.astype(np.int64) + k * zx * zw
+    if row_sums is not None:
+        s -= zw * np.repeat(row_sums.astype(np.int64), acc.shape[-1] // row_sums.shape[-1], axis=-1)
+    if col_sums is not None:
+        s -= zx * col_sums.astype(np.int64)
+    return s.astype(np.float32) * scale
+
+
+def _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, threads):
+    ffi, lib = engine.load()
+    n = acc.shape[-1]
+    out = np.empty(acc.shape, np.float32)
+    if out.size == 0:
+        return out
+    acc, scale = np.ascontiguousarray(acc), np.ascontiguousarray(scale.reshape(-1))
+
+    def buffer(x):
+        return ffi.NULL if x is None else ffi.from_buffer("int32_t[]", np.ascontiguousarray(x))
+
+    rc = lib.amsim_int_dequantize(out.size // n, n, ffi.from_buffer("int32_t[]", acc), buffer(rows),
+                                  1 if rows is None else rows.shape[-1], buffer(cols), zx, zw, k,
+                                  ffi.from_buffer("float[]", scale), scale.size, ffi.from_buffer("float[]", out),
+                                  0 if threads is None else int(threads))
+    if rc:  # pragma: no cover - the arguments were checked above
+        raise RangeError(f"amsim_int_dequantize refused its arguments (status {rc})")
+    return out
+
+
+def zero_point_pair(zero_points, fn: str | None = None):
+    """``(z_x, z_w)`` from ``zero_points``, or RangeError (prefixed with ``fn``) when it is not a pair."""
+    try:
+        zx, zw = zero_points
+    except (TypeError, ValueError):
+        where = f"{fn}: " if fn else ""
+        raise RangeError(f"{where}zero_points must be a pair (z_x, z_w), not {zero_points!r}") from None
+    return zx, zw
+
+
+def _needed(name, x, zero):
+    if x is None:
+        raise ShapeError(f"{name} is needed where {zero} is not 0")
+    return x
+
+
+def _int32(name, x) -> np.ndarray:
+    """An integer array within int32, as int32."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu" or x.dtype == np.uint64 and x.size and x.max() > _INT32.max:
+        raise IntegerOperandError(f"{name} must be an integer array within int32, got {x.dtype} values")
+    if x.dtype.itemsize > 4 or x.dtype == np.uint32:
+        if x.size and (x.min() < _INT32.min or x.max() > _INT32.max):
+            raise IntegerOperandError(f"{name} must hold int32 values, got {x.min()}..{x.max()}")
+    return x.astype(np.int32, copy=False)
