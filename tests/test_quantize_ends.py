@@ -221,7 +221,7 @@ def test_quantize_refuses_bad_arguments_in_one_line():
     for args, error, message in [((x, 1.0, 0, 0, 256), RangeError, "qmax must be an integer in 0..255"),
                                  ((x, 1.0, 0, -128, 255), RangeError, "within 0..255 or -128..127"),
                                  ((x, 1.0, 300, 0, 255), RangeError, "zero_point must lie in 0..255"),
-                                 ((x, np.ones(2), 0, 0, 255), ShapeError, "one per element of x's last axes"),
+                                 ((x, np.ones(2), 0, 0, 255), ShapeError, "one per element of the last axes"),
                                  ((x, 1.0, 0.5, 0, 255), RangeError, "zero_point must be integers")]:
         with pytest.raises(error) as info:
             quantize(*args)
@@ -254,3 +254,94 @@ def test_the_quantize_op_refuses_a_zero_point_out_of_range_when_it_runs():
     fn = tf.function(lambda z: am_quantize(tf.zeros([2, 3]), 1.0, z, 0, 255))
     with pytest.raises(tf.errors.InvalidArgumentError, match="the zero point 300 is outside 0..255"):
         fn(tf.constant(300))
+
+
+def test_dequantize_is_quantizes_inverse_on_every_8_bit_value():
+    from amsim.gemm import dequantize, quantize
+
+    rng = np.random.default_rng(5)
+    for dtype, zero in ((np.uint8, rng.integers(0, 256, 3)), (np.int8, np.zeros(3, np.int64))):
+        info = np.iinfo(dtype)
+        q = np.arange(info.min, info.max + 1, dtype=dtype)
+        q = np.stack([q, q[::-1], rng.permutation(q)], axis=-1)  # (256, 3): every value in every channel
+        scale = np.float32([0.037, 1.0, 2.0 ** -7])
+        x = dequantize(q, scale, zero)
+        want = (q.astype(np.float32) - zero.astype(np.float32)) * scale
+        np.testing.assert_array_equal(x, want)
+        np.testing.assert_array_equal(x, dequantize(q, scale, zero, backend="reference"))
+        np.testing.assert_array_equal(quantize(x, scale, zero, int(info.min), int(info.max)), q)
+
+
+@settings(max_examples=100, deadline=None)
+@given(shape=st.lists(st.integers(0, 70), min_size=1, max_size=3), axes=st.integers(0, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_minmax_is_the_range_of_each_channel_without_nan(shape, axes, seed):
+    from amsim.gemm import minmax
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 100, shape).astype(np.float32)
+    x[rng.random(shape) < 0.1] = np.nan
+    axes = min(axes, len(shape))
+    channels = int(np.prod(shape[len(shape) - axes:])) if axes else 1
+    if channels == 0:
+        return
+    lo, hi = minmax(x, channels)
+    flat = x.reshape(-1, channels)
+    for f in range(channels):
+        numbers = flat[:, f][~np.isnan(flat[:, f])]
+        assert (lo[f], hi[f]) == ((numbers.min(), numbers.max()) if numbers.size else (np.inf, -np.inf))
+    ref = minmax(x, channels, backend="reference")
+    np.testing.assert_array_equal(lo, ref[0]) and np.testing.assert_array_equal(hi, ref[1])
+
+
+def test_the_range_and_dequantize_ops_are_the_engines():
+    tf = pytest.importorskip("tensorflow")
+    from amsim.gemm import dequantize, minmax
+    from amsim.keras.int_ops import am_dequantize, am_minmax
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(300, 4, 5)).astype(np.float32)
+    for channels in (1, 5, 20):
+        got = tf.function(lambda t, c=channels: am_minmax(t, c))(x)
+        for g, w in zip(got, minmax(x, channels)):
+            np.testing.assert_array_equal(g.numpy(), w)
+    q = rng.integers(-128, 128, (300, 4, 5)).astype(np.int8)
+    scale = rng.uniform(0, 1, 5).astype(np.float32)
+    np.testing.assert_array_equal(am_dequantize(q, scale, np.zeros(5, np.int32)).numpy(),
+                                  dequantize(q, scale, np.zeros(5, np.int32)))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda ops: ops.am_minmax(np.zeros((4, 3), np.float32), 4), "channels must be the product of x's last axes"),
+    (lambda ops: ops.am_minmax(np.zeros((4, 3), np.int32)), "x must be a float32 tensor"),
+    (lambda ops: ops.am_dequantize(np.zeros(3, np.int32), 1.0, 0), "q must be a uint8 or int8 tensor"),
+    (lambda ops: ops.am_dequantize(np.zeros((2, 3), np.uint8), np.ones(2, np.float32), 0), "one per element"),
+])
+def test_the_range_and_dequantize_ops_refuse_bad_arguments_in_one_line(call, message):
+    pytest.importorskip("tensorflow")
+    from amsim.errors import AmsimError
+    from amsim.keras import int_ops
+
+    with pytest.raises(AmsimError) as info:
+        call(int_ops)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("shape, per_channel", [((300, 7), False), ((5, 5, 3, 16), True), ((0, 4), False)])
+def test_quantize_gives_the_sums_per_last_axis_position_in_the_same_pass(shape, per_channel):
+    tf = pytest.importorskip("tensorflow")
+    from amsim.gemm import quantize
+    from amsim.keras.int_ops import am_quantize
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 30, shape).astype(np.float32)
+    qmin, qmax = (-127, 127) if per_channel else (0, 255)
+    scale = rng.uniform(0.1, 1, shape[-1]).astype(np.float32) if per_channel else np.float32(0.2)
+    zero = np.zeros(shape[-1], np.int32) if per_channel else np.int32(131)
+    q, sums = quantize(x, scale, zero, qmin, qmax, sums=True)
+    np.testing.assert_array_equal(q, quantize(x, scale, zero, qmin, qmax))
+    assert sums.dtype == np.int32 and sums.tolist() == q.reshape(-1, shape[-1]).astype(np.int64).sum(0).tolist()
+    reference = quantize(x, scale, zero, qmin, qmax, sums=True, backend="reference")
+    np.testing.assert_array_equal(sums, reference[1])
+    op_q, op_sums = tf.function(lambda t: am_quantize(t, scale, zero, qmin, qmax, sums=True))(x)
+    np.testing.assert_array_equal(op_q.numpy(), q) and np.testing.assert_array_equal(op_sums.numpy(), sums)

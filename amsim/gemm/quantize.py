@@ -1,9 +1,14 @@
 """The two element-wise ends of a quantized product (docs/quantized.md, "Quantizing and scaling
 back"): float32 to 8-bit integers, and an integer GEMM's sums back to float32.
 
+:func:`minmax`: the range a scale is set from, per tensor or per channel of the last axes, NaN left
+out.
+
 :func:`quantize`: ``q = clip(round(x / scale) + zero, qmin, qmax)``, per tensor or per channel of
 the last axes, rounding to nearest with ties to even, one IEEE division; NaN becomes the zero point
 (the value 0).
+
+:func:`dequantize`: the inverse, ``(q - zero) * scale``.
 
 :func:`int_dequantize`: for an asymmetric (uint8) product of ``x ~ s_x (q_x - z_x)`` and
 ``w ~ s_w (q_w - z_w)`` over K terms, with ``acc`` the sums of the circuit's ``q_x q_w``::
@@ -17,20 +22,25 @@ q_w, and ``scale`` is ``s_x s_w`` (one, or one per output channel). A symmetric 
 has zero points 0 and needs no sums. The conversion rounds to nearest and the scaling is one
 float32 multiplication: the same float32 as TensorFlow's Cast and Mul of the same integers.
 
-Backends: ``reference`` (numpy, the oracle) and ``cpu`` (the engine's ``amsim_quantize`` and
-``amsim_int_dequantize``, ``amsim/csrc/cpu/quantize.c``, which the TensorFlow ops
-``AmsimQuantize`` and ``AmsimIntDequantize`` call).
+Backends: ``reference`` (numpy, the oracle) and ``cpu`` (the engine's ``amsim_minmax``,
+``amsim_quantize``, ``amsim_dequantize`` and ``amsim_int_dequantize``, ``amsim/csrc/cpu/quantize.c``,
+which the TensorFlow ops ``AmsimMinMax``, ``AmsimQuantize``, ``AmsimDequantize`` and
+``AmsimIntDequantize`` call).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..errors import RangeError, check_integer
 from . import ShapeError, engine
+from .int_conv import MAX_PATCH
 from .integer import IntegerOperandError
 
-__all__ = ["quantize", "reference_quantize", "int_dequantize", "reference_int_dequantize", "MAX_ZERO_POINT"]
+__all__ = ["minmax", "quantize", "dequantize", "reference_quantize", "int_dequantize", "reference_int_dequantize",
+           "MAX_ZERO_POINT"]
 
 #: Largest zero-point magnitude: an 8-bit operand's.
 MAX_ZERO_POINT = 255
@@ -38,7 +48,48 @@ BACKENDS = ("auto", "reference", "cpu")
 _INT32 = np.iinfo(np.int32)
 
 
-def quantize(x, scale, zero_point, qmin, qmax, *, backend="auto", threads=None) -> np.ndarray:
+def minmax(x, channels: int = 1, *, backend="auto", threads=None) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest and largest value of each channel of ``x``'s last axes, NaN left out.
+
+    Args:
+        x: float32 array (other floats are converted) whose last axes' sizes multiply to
+            ``channels``; channel f holds the elements of flat index e with e mod channels = f.
+        channels: 1 (the whole tensor's range) or more.
+        backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
+        threads: CPU threads (None: the engine's default); the result does not depend on it.
+
+    Returns:
+        ``(lo, hi)``: float32 arrays (channels,); a channel without numbers has lo = inf, hi = -inf.
+
+    Raises:
+        ShapeError: ``channels`` that are not the product of x's last axes' sizes.
+        RangeError: a bad channel count, thread count or backend.
+    """
+    if backend not in BACKENDS:
+        raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    channels = check_integer(channels, "channels", 1)
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    x = np.ascontiguousarray(x, np.float32)
+    if channels > 1 and trailing(x.shape, channels) != channels:
+        raise ShapeError(f"channels must be the product of x's last axes' sizes, got {channels} for x {x.shape}")
+    if backend == "reference":
+        with np.errstate(invalid="ignore"):
+            flat = x.reshape(-1, channels)
+            lo, hi = np.where(np.isnan(flat), np.inf, flat).min(0, initial=np.inf), \
+                np.where(np.isnan(flat), -np.inf, flat).max(0, initial=-np.inf)
+        return lo.astype(np.float32), hi.astype(np.float32)
+    ffi, lib = engine.load()
+    lo, hi = np.empty(channels, np.float32), np.empty(channels, np.float32)
+    rc = lib.amsim_minmax(x.size, channels, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", lo),
+                          ffi.from_buffer("float[]", hi), 0 if threads is None else int(threads))
+    if rc:
+        raise MemoryError("amsim_minmax: out of memory") if rc == -1 else \
+            RangeError(f"amsim_minmax refused its arguments (status {rc})")
+    return lo, hi
+
+
+def quantize(x, scale, zero_point, qmin, qmax, *, sums=False, backend="auto", threads=None):
     """8-bit integers ``clip(round(x / scale) + zero_point, qmin, qmax)``, ties to even.
 
     Args:
@@ -47,15 +98,21 @@ def quantize(x, scale, zero_point, qmin, qmax, *, backend="auto", threads=None) 
             one scale per element of x's last axes, the same for every index of the leading ones.
         zero_point: an int, or integer array of scale's size, each inside qmin..qmax.
         qmin, qmax: the integers' range, within 0..255 (uint8) or -128..127 (int8).
+        sums: also return the integers' int32 sums over every axis but the last (a kernel's sum of
+            q per output channel, which the uint8 zero-point correction needs); the scale then one
+            element or one per element of the last axis.
         backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
         threads: CPU threads (None: the engine's default); the result does not depend on it.
 
     Returns:
-        uint8 array (int8 where qmin < 0) of x's shape. NaN becomes the zero point.
+        uint8 array (int8 where qmin < 0) of x's shape; NaN becomes the zero point. With ``sums``,
+        ``(q, sums)``, sums an int32 array (C,) for x (..., C).
 
     Raises:
-        ShapeError: a scale or zero point of neither one element nor x's last axis's size.
-        RangeError: a bad range, zero point, thread count or backend.
+        ShapeError: a scale or zero point of neither one element nor C; with ``sums``, a scalar x,
+            or a scale per element of more axes than the last.
+        RangeError: a bad range, zero point, thread count or backend; with ``sums``, more than
+            2^31 / 255 values per sum.
     """
     if backend not in BACKENDS:
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -65,32 +122,42 @@ def quantize(x, scale, zero_point, qmin, qmax, *, backend="auto", threads=None) 
     if threads is not None:
         check_integer(threads, "threads (None: the engine's default)", 1)
     x = np.asarray(x, np.float32)
-    scale = np.asarray(scale, np.float32).reshape(-1)
-    zero = np.asarray(zero_point)
-    if zero.dtype.kind not in "iu":
-        raise RangeError(f"zero_point must be integers, got {zero.dtype}")
-    zero = zero.reshape(-1)
+    dtype = np.uint8 if qmin >= 0 else np.int8
+    width = _sum_width(x.shape) if sums else 0
     if x.size == 0:  # nothing to quantize: any scale will do
-        return np.empty(x.shape, np.uint8 if qmin >= 0 else np.int8)
-    channels = max(scale.size, zero.size)
-    for name, v in (("scale", scale), ("zero_point", zero)):
-        if v.size not in (1, channels) or trailing(x.shape, channels) != channels:
-            raise ShapeError(f"{name} must have one element or one per element of x's last axes, got {v.size} "
-                             f"for x {x.shape}")
-    if zero.size and (zero.min() < qmin or zero.max() > qmax):
-        raise RangeError(f"zero_point must lie in {qmin}..{qmax}, got {zero.min()}..{zero.max()}")
-    scale, zero = np.broadcast_to(scale, (channels,)), np.broadcast_to(zero, (channels,)).astype(np.int32)
+        q = np.empty(x.shape, dtype)
+        return (q, np.zeros(width, np.int32)) if sums else q
+    scale, zero = _per_channel(x.shape, scale, zero_point, qmin, qmax)
+    if sums and scale.size not in (1, width):
+        raise ShapeError(f"with sums, scale must have one element or one per element of the last axis ({width}), "
+                         f"got {scale.size}")
     if backend == "reference":
-        return reference_quantize(x, scale, zero, qmin, qmax)
+        q = reference_quantize(x, scale, zero, qmin, qmax)
+        return (q, q.reshape(-1, width).astype(np.int64).sum(0).astype(np.int32)) if sums else q
     ffi, lib = engine.load()
-    q = np.empty(x.shape, np.uint8)
+    q, total = np.empty(x.shape, np.uint8), np.empty(width, np.int32)
     x, scale, zero = (np.ascontiguousarray(v) for v in (x, scale, zero))
-    rc = lib.amsim_quantize(x.size, channels, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", scale),
-                            ffi.from_buffer("int32_t[]", zero), qmin, qmax, ffi.from_buffer("uint8_t[]", q),
+    rc = lib.amsim_quantize(x.size, scale.size, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", scale),
+                            ffi.from_buffer("int32_t[]", zero), qmin, qmax, ffi.from_buffer("uint8_t[]", q), width,
+                            ffi.from_buffer("int32_t[]", total) if sums else ffi.NULL,
                             0 if threads is None else int(threads))
+    if rc == -1:
+        raise MemoryError("amsim_quantize: out of memory")
     if rc:  # pragma: no cover - the arguments were checked above
         raise RangeError(f"amsim_quantize refused its arguments (status {rc})")
-    return q if qmin >= 0 else q.view(np.int8)
+    q = q.view(dtype)
+    return (q, total) if sums else q
+
+
+def _sum_width(shape) -> int:
+    """The last axis's size, whose positions a quantizer's sums go by; its values per sum bounded."""
+    if not shape:
+        raise ShapeError("sums need x with at least 1 dimension, got a scalar")
+    width = shape[-1]
+    if width and math.prod(shape) // width > MAX_PATCH:
+        raise RangeError(f"sums of more than {MAX_PATCH} 8-bit values can overflow int32, got "
+                         f"{math.prod(shape) // width}")
+    return width
 
 
 def trailing(shape, count: int) -> int | None:
@@ -105,6 +172,64 @@ def trailing(shape, count: int) -> int | None:
             return None
         product *= size
     return product
+
+
+def dequantize(q, scale, zero_point, *, backend="auto", threads=None) -> np.ndarray:
+    """The float32 values ``(q - zero_point) * scale`` that 8-bit integers stand for (:func:`quantize`'s
+    inverse): the subtraction exact, the product one float32 multiplication.
+
+    Args:
+        q: uint8 or int8 array (..., C), C the product of its last axes' sizes.
+        scale, zero_point: as for :func:`quantize`; each zero point a value of q's type.
+        backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
+        threads: CPU threads (None: the engine's default); the result does not depend on it.
+
+    Raises:
+        IntegerOperandError: q that is not uint8 or int8.
+        ShapeError, RangeError: as for :func:`quantize`.
+    """
+    if backend not in BACKENDS:
+        raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    q = np.asarray(q)
+    if q.dtype not in (np.uint8, np.int8):
+        raise IntegerOperandError(f"q must be a uint8 or int8 array, got {q.dtype}")
+    if q.size == 0:
+        return np.empty(q.shape, np.float32)
+    info = np.iinfo(q.dtype)
+    scale, zero = _per_channel(q.shape, scale, zero_point, int(info.min), int(info.max))
+    if backend == "reference":
+        flat = q.reshape(-1, scale.size).astype(np.float32)
+        return ((flat - zero.astype(np.float32)) * scale).reshape(q.shape)
+    ffi, lib = engine.load()
+    x = np.empty(q.shape, np.float32)
+    q, scale, zero = (np.ascontiguousarray(v) for v in (q, scale, zero))
+    rc = lib.amsim_dequantize(q.size, scale.size, ffi.from_buffer("uint8_t[]", q.view(np.uint8)),
+                              int(q.dtype == np.int8), ffi.from_buffer("float[]", scale),
+                              ffi.from_buffer("int32_t[]", zero), ffi.from_buffer("float[]", x),
+                              0 if threads is None else int(threads))
+    if rc:  # pragma: no cover - the arguments were checked above
+        raise RangeError(f"amsim_dequantize refused its arguments (status {rc})")
+    return x
+
+
+def _per_channel(shape, scale, zero_point, lo, hi):
+    """float32 scales and int32 zero points, one per channel (C of them: one, or the product of the
+    last axes' sizes of ``shape``), each zero point inside lo..hi."""
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    zero = np.asarray(zero_point)
+    if zero.dtype.kind not in "iu":
+        raise RangeError(f"zero_point must be integers, got {zero.dtype}")
+    zero = zero.reshape(-1)
+    channels = max(scale.size, zero.size)
+    for name, v in (("scale", scale), ("zero_point", zero)):
+        if v.size not in (1, channels) or trailing(shape, channels) != channels:
+            raise ShapeError(f"{name} must have one element or one per element of the last axes, got {v.size} "
+                             f"for shape {shape}")
+    if zero.min() < lo or zero.max() > hi:
+        raise RangeError(f"zero_point must lie in {lo}..{hi}, got {zero.min()}..{zero.max()}")
+    return np.broadcast_to(scale, (channels,)), np.broadcast_to(zero, (channels,)).astype(np.int32)
 
 
 def reference_quantize(x, scale, zero, qmin, qmax) -> np.ndarray:

@@ -172,14 +172,29 @@ int amsim_int_lut_init(struct amsim_int_lut *lut, const int32_t *table, int bits
 int amsim_int_gemm(const struct amsim_int_lut *lut, int64_t M, int64_t N, int64_t K, const uint8_t *a,
                    const uint8_t *b, void *c, int wide, int threads);
 
+/* The range a quantized layer sets a scale from (docs/quantized.md, "Quantizing and scaling back"):
+ * of count float32 values x, in runs of `channels` (1: the whole tensor), the smallest and largest
+ * of each channel f (the values x[e], e mod channels = f) into lo[f] and hi[f]; NaN is left out,
+ * and a channel without numbers gets lo = +inf, hi = -inf. Returns an amsim_status. */
+int amsim_minmax(int64_t count, int64_t channels, const float *x, float *lo, float *hi, int threads);
+
 /* The quantized layers' quantizer (docs/quantized.md, "Quantizing and scaling back"): count
  * float32 values x, in runs of `channels` (1: one scale), to 8-bit integers
  *     q[e] = clip(rint(x[e] / scale[f]) + zero[f], qmin, qmax), f = e mod channels,
  * rounding to nearest with ties to even; NaN becomes the zero point. q holds each value's byte (two's
- * complement when negative). qmin..qmax within 0..255 or -128..127, each zero point inside it.
- * Returns an amsim_status. */
+ * complement when negative). qmin..qmax within 0..255 or -128..127, each zero point inside it. sums,
+ * unless NULL: the int32 sums of the integers q[e] with e mod sum_width = p, for each p < sum_width
+ * (channels then 1 or sum_width, and count / sum_width at most INT32_MAX / 255). Returns an
+ * amsim_status. */
 int amsim_quantize(int64_t count, int64_t channels, const float *x, const float *scale, const int32_t *zero,
-                   int qmin, int qmax, uint8_t *q, int threads);
+                   int qmin, int qmax, uint8_t *q, int64_t sum_width, int32_t *sums, int threads);
+
+/* The inverse of amsim_quantize (docs/quantized.md, "Quantizing and scaling back"): the float32 values
+ * x[e] = (q[e] - zero[f]) * scale[f], f = e mod channels, that count 8-bit integers q stand for (their
+ * bytes: int8 when is_signed, else uint8), the subtraction exact and the product one float32
+ * multiplication. Returns an amsim_status. */
+int amsim_dequantize(int64_t count, int64_t channels, const uint8_t *q, int is_signed, const float *scale,
+                     const int32_t *zero, float *x, int threads);
 
 /* The quantized layers' epilogue (docs/quantized.md, "Quantizing and scaling back"): an integer
  * GEMM's sums of circuit products corrected for the operands' zero points and scaled to float32,

@@ -1,7 +1,7 @@
 """The integer LUT GEMM and convolution as TensorFlow ops: ``am_int_matmul`` and ``am_int_conv2d``,
 :func:`amsim.gemm.int_matmul` and :func:`amsim.gemm.int_conv2d` on tensors; and the two ends of a
-quantized product around them, ``am_quantize`` and ``am_int_dequantize``
-(:func:`amsim.gemm.quantize` and :func:`amsim.gemm.int_dequantize` on tensors).
+quantized product around them, ``am_minmax``, ``am_quantize``, ``am_dequantize`` and
+``am_int_dequantize`` (:mod:`amsim.gemm.quantize`'s functions on tensors).
 
 For n-bit integer operands (1 <= n <= 8) and a circuit's complete product table ``lut``::
 
@@ -33,12 +33,14 @@ from ..gemm.integer import (IntegerTable, accumulator_dtype, check_bits, check_v
                              value_range)
 from .ops import OpArgumentError, OpDTypeError, _conv_attrs, _ops
 
-__all__ = ["am_int_matmul", "am_int_conv2d", "am_quantize", "am_int_dequantize"]
+__all__ = ["am_int_matmul", "am_int_conv2d", "am_minmax", "am_quantize", "am_dequantize", "am_int_dequantize"]
 
 # Integer sums have no derivative: the quantized layers built on the ops give them a straight-through one.
 tf.no_gradient("AmsimIntMatMul")
 tf.no_gradient("AmsimIntConv2D")
+tf.no_gradient("AmsimMinMax")
 tf.no_gradient("AmsimQuantize")
+tf.no_gradient("AmsimDequantize")
 tf.no_gradient("AmsimIntDequantize")
 
 _OUT_DTYPES = (tf.int32, tf.int64)
@@ -169,7 +171,38 @@ def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
-def am_quantize(x, scale, zero_point, qmin, qmax, *, threads=None):
+def am_minmax(x, channels=1, *, threads=None):
+    """The smallest and largest value of each channel of ``x``'s last axes in one pass, NaN left out
+    (:func:`amsim.gemm.quantize.minmax` on tensors; the ``AmsimMinMax`` op).
+
+    Args:
+        x: float32 tensor whose last axes' sizes multiply to ``channels``.
+        channels: 1 (the whole tensor's range) or more.
+        threads: at most this many engine threads (None: the engine's default).
+
+    Output shape:
+        ``(lo, hi)``, float32 (channels,) each; a channel without numbers has lo = inf, hi = -inf.
+
+    Raises:
+        OpDTypeError: x that is not a float32 tensor.
+        gemm.ShapeError: channels that are not, when traced, the product of x's last axes' sizes.
+        RangeError: a bad channel or thread count.
+    """
+    fn = "am_minmax"
+    channels = check_integer(channels, f"{fn}: channels", 1)
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+        raise OpDTypeError(f"{fn}: x must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
+    if channels > 1 and x.shape.rank is not None and trailing(x.shape, channels) not in (None, channels):
+        raise gemm.ShapeError(f"{fn}: channels must be the product of x's last axes' sizes, got {channels} for x "
+                              f"{x.shape}")
+    return _ops(fn).amsim_min_max(x, channels=channels, threads=0 if threads is None else int(threads))
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
+def am_quantize(x, scale, zero_point, qmin, qmax, *, sums=False, threads=None):
     """8-bit integers ``clip(round(x / scale) + zero_point, qmin, qmax)`` in one pass, rounding to
     nearest with ties to even (:func:`amsim.gemm.quantize` on tensors; the ``AmsimQuantize`` op,
     ``amsim/csrc/tf/quantize.cc``). NaN becomes the zero point.
@@ -181,12 +214,14 @@ def am_quantize(x, scale, zero_point, qmin, qmax, *, threads=None):
         zero_point: int32 tensor or int of scale's count, each inside qmin..qmax (a tensor out of
             range fails when the op runs, with ``tf.errors.InvalidArgumentError``).
         qmin, qmax: the integers' range, ints within 0..255 (uint8) or -128..127 (int8).
+        sums: also return the integers' int32 sums over every axis but the last, in the same pass
+            (as :func:`amsim.gemm.quantize`'s).
         threads: at most this many engine threads (None: the engine's default). The result does
             not depend on it.
 
     Output shape:
-        x's, uint8 (int8 where qmin < 0). It has no gradient (a quantized layer gives its product a
-        straight-through one).
+        x's, uint8 (int8 where qmin < 0); with ``sums``, ``(q, sums)``, sums (C,) int32. No
+        gradient (a quantized layer gives its product a straight-through one).
 
     Raises:
         OpDTypeError: x that is not a float32 tensor, or a zero point that is not an integer.
@@ -202,19 +237,42 @@ def am_quantize(x, scale, zero_point, qmin, qmax, *, threads=None):
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.float32:
         raise OpDTypeError(f"{fn}: x must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
-    scale = tf.convert_to_tensor(scale, tf.float32)
-    zero = tf.convert_to_tensor(zero_point)
-    if not zero.dtype.is_integer:
-        raise OpDTypeError(f"{fn}: zero_point must be integers, got {zero.dtype.name}")
-    zero = tf.cast(zero, tf.int32)
-    for name, t in (("scale", scale), ("zero_point", zero)):
-        count = t.shape.num_elements()
-        if count not in (None, 1) and x.shape.num_elements() != 0 and x.shape.rank is not None and \
-                trailing(x.shape, count) not in (None, count):
-            raise gemm.ShapeError(f"{fn}: {name} must have one element or one per element of x's last axes, got "
-                                  f"shape {t.shape} for x {x.shape}")
-    return _ops(fn).amsim_quantize(x, scale, zero, qmin=qmin, qmax=qmax, out_type=tf.uint8 if qmin >= 0 else tf.int8,
-                                   threads=0 if threads is None else int(threads))
+    if sums and x.shape.rank == 0:
+        raise gemm.ShapeError(f"{fn}: sums need x with at least 1 dimension, got a scalar")
+    scale, zero = _scale_and_zero(fn, x.shape, scale, zero_point)
+    q, total = _ops(fn).amsim_quantize(x, scale, zero, qmin=qmin, qmax=qmax,
+                                       out_type=tf.uint8 if qmin >= 0 else tf.int8, with_sums=bool(sums),
+                                       threads=0 if threads is None else int(threads))
+    return (q, total) if sums else q
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
+def am_dequantize(q, scale, zero_point, *, threads=None):
+    """The float32 values ``(q - zero_point) * scale`` that 8-bit integers stand for, in one pass
+    (:func:`amsim.gemm.quantize.dequantize` on tensors; the ``AmsimDequantize`` op):
+    :func:`am_quantize`'s inverse.
+
+    Args:
+        q: uint8 or int8 tensor (..., C), C the product of its last axes' sizes.
+        scale, zero_point: as for :func:`am_quantize`; each zero point a value of q's type.
+        threads: at most this many engine threads (None: the engine's default).
+
+    Output shape:
+        q's, float32. It has no gradient.
+
+    Raises:
+        OpDTypeError: q that is not uint8 or int8, or a zero point that is not an integer.
+        gemm.ShapeError: a scale or zero point known when traced of neither one element nor C.
+        RangeError: a bad thread count.
+    """
+    fn = "am_dequantize"
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    q = tf.convert_to_tensor(q)
+    if q.dtype not in (tf.uint8, tf.int8):
+        raise OpDTypeError(f"{fn}: q must be a uint8 or int8 tensor, got {q.dtype.name} (shape {q.shape})")
+    scale, zero = _scale_and_zero(fn, q.shape, scale, zero_point)
+    return _ops(fn).amsim_dequantize(q, scale, zero, threads=0 if threads is None else int(threads))
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
@@ -282,6 +340,23 @@ def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_point
 # ----------------------------------------------------------------------------------------------
 # Arguments
 # ----------------------------------------------------------------------------------------------
+
+
+def _scale_and_zero(fn, shape, scale, zero_point):
+    """float32 scales and int32 zero points: one element each, or one per element of the last axes of
+    ``shape`` (checked where the counts are known when traced)."""
+    scale = tf.convert_to_tensor(scale, tf.float32)
+    zero = tf.convert_to_tensor(zero_point)
+    if not zero.dtype.is_integer:
+        raise OpDTypeError(f"{fn}: zero_point must be integers, got {zero.dtype.name}")
+    zero = tf.cast(zero, tf.int32)
+    for name, t in (("scale", scale), ("zero_point", zero)):
+        count = t.shape.num_elements()
+        if count not in (None, 1) and shape.num_elements() != 0 and shape.rank is not None and \
+                trailing(shape, count) not in (None, count):
+            raise gemm.ShapeError(f"{fn}: {name} must have one element or one per element of the last axes, got "
+                                  f"shape {t.shape} for shape {shape}")
+    return scale, zero
 
 
 def _zero_point(fn, name, z):

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 
 import tensorflow as tf
 
 from ..gemm import integer
 from . import patches
 from ..gemm.int_conv import MAX_PATCH
-from .int_ops import am_int_conv2d, am_int_dequantize, am_int_matmul, am_quantize
+from .int_ops import am_dequantize, am_int_conv2d, am_int_dequantize, am_int_matmul, am_minmax, am_quantize
 from .ops import conv3d_geometry
 
 __all__ = ["Scheme", "SCHEMES", "scheme_of", "RangeObserver", "calibrating", "quantized_product", "check_accumulator",
@@ -123,41 +124,33 @@ def _affine(scheme: Scheme, lo, hi):
     return scale, tf.cast(zero, tf.int32)
 
 
-def _quantize(x, scale, zero, scheme: Scheme):
+def _quantize(x, scale, zero, scheme: Scheme, sums=False):
     """The integer values of ``x``, ``clip(round(x / scale) + zero)`` (ties to even), as the integer
-    ops' one-byte operands (uint8, or int8 when signed): one pass (AmsimQuantize)."""
-    return am_quantize(x, scale, zero, scheme.qmin, scheme.qmax)
+    ops' one-byte operands (uint8, or int8 when signed): one pass (AmsimQuantize), which with ``sums``
+    also gives their sums per position of the last axis (a kernel's per output channel)."""
+    return am_quantize(x, scale, zero, scheme.qmin, scheme.qmax, sums=sums)
 
 
-def _dequantize(q, scale, zero):
-    return (tf.cast(q, tf.float32) - tf.cast(zero, tf.float32)) * scale
+def _row_sums(q):
+    """Exact int32 sums of each row of the quantized values ``q`` (M, K, bytes), as (M, 1); K at most
+    MAX_PATCH (check_accumulator)."""
+    return tf.reduce_sum(tf.cast(q, tf.int32), axis=1, keepdims=True)
 
 
-#: Sums of at most this many quantized values (|q| <= 255) are exact in float32: below 2^24.
-_FLOAT_EXACT_TERMS = ((1 << 24) - 1) // 255
-
-
-def _sums(q, axis: int):
-    """Exact int32 sums of the quantized values ``q`` (M, K, bytes) over ``axis`` (keeping it, as
-    1), K at most MAX_PATCH (check_accumulator). The sums over axis 0, where they have few enough
-    terms to be exact in float32 (every partial sum an integer below 2^24), are a float32 product
-    with a row of ones: five times as fast as TensorFlow's reduction over an outer axis.
-    """
-    terms = q.shape[axis]
-    if axis == 0 and terms is not None and terms <= _FLOAT_EXACT_TERMS:
-        return tf.cast(tf.matmul(tf.ones([1, terms], tf.float32), tf.cast(q, tf.float32)), tf.int32)
-    return tf.reduce_sum(tf.cast(q, tf.int32), axis=axis, keepdims=True)
+def _range(x):
+    """A tensor's smallest and largest value, as scalars: one pass (AmsimMinMax), NaN left out."""
+    lo, hi = am_minmax(tf.cast(x, tf.float32))
+    return tf.reshape(lo, []), tf.reshape(hi, [])
 
 
 def _kernel_params(scheme: Scheme, w, channel_axes):
-    """The kernel's scale and zero point: per tensor, or per output channel (the axes ``channel_axes``)."""
+    """The kernel's scale and zero point: per tensor, or per output channel (the axes ``channel_axes``,
+    the kernel's last ones), the range of every channel in one pass (AmsimMinMax)."""
     if not scheme.per_channel:
-        return _affine(scheme, tf.reduce_min(w), tf.reduce_max(w))
-    others = [a for a in range(w.shape.rank) if a not in channel_axes]
-    if scheme.signed:  # a symmetric range needs only the largest magnitude: one reduction, not two
-        span = tf.reduce_max(tf.abs(w), others, keepdims=True)
-        return _affine(scheme, -span, span)
-    return _affine(scheme, tf.reduce_min(w, others, keepdims=True), tf.reduce_max(w, others, keepdims=True))
+        return _affine(scheme, *_range(w))
+    shape = [w.shape[a] if a in channel_axes else 1 for a in range(w.shape.rank)]
+    lo, hi = am_minmax(w, math.prod(w.shape[a] for a in channel_axes))
+    return _affine(scheme, tf.reshape(lo, shape), tf.reshape(hi, shape))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +182,7 @@ class RangeObserver:
 
     def __call__(self, x, training) -> tuple:
         """``(lo, hi)`` for this batch ``x`` (float32), updating the observed range as the mode says."""
-        lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+        lo, hi = _range(x)
         first = self.observed <= 0
         if getattr(self.layer, "_calibrating", False):
             lo = tf.where(first, lo, tf.minimum(self.minimum, lo))
@@ -240,7 +233,7 @@ def calibrating(model):
 
 
 def _byte(z, scheme: Scheme):
-    """A zero point (an integer inside the scheme's range) as the integer ops' one-byte pad value."""
+    """An integer inside the scheme's range (a zero point, a bound) as the integer ops' one byte."""
     return tf.cast(z, tf.int8 if scheme.signed else tf.uint8)
 
 
@@ -248,57 +241,56 @@ def _int_matmul(qa, qb, circuit, scheme):
     return am_int_matmul(qa, qb, circuit.table, bits=8, signed=scheme.signed, out_dtype=tf.int32)
 
 
-def _dequantized(acc, scheme, zx, zw, sums, k, scale):
+def _dequantized(acc, scheme, zx, zw, sum_x, sum_w, k, scale):
     """float32 ``scale`` times the exact integer sums of (q_x - z_x)(q_w - z_w), each q_x q_w the
     circuit's: the op's int32 sums ``acc`` corrected and scaled in one pass (AmsimIntDequantize).
 
-    ``sums()`` gives the int32 sums of q_x (per output row or position, per input channel group) and
-    of q_w (per output channel), asked for only where the zero points are not 0.
+    ``sum_x()`` gives the int32 sums of q_x (per output row or position, per input channel group) and
+    ``sum_w`` holds those of q_w (per output channel): both needed in the asymmetric scheme only (where
+    ``sum_w`` is None, the zero points are 0).
     """
     if scheme.signed:  # zero points are 0: the circuit's sums as they are
         return am_int_dequantize(acc, scale, k=k)
-    sum_x, sum_w = sums()
-    return am_int_dequantize(acc, scale, k=k, row_sums=sum_x, col_sums=sum_w, zero_points=(zx, zw))
+    return am_int_dequantize(acc, scale, k=k, row_sums=sum_x(), col_sums=sum_w, zero_points=(zx, zw))
 
 
-def _integer_matmul(qx, qw, zx, zw, circuit, scheme, geometry, scale):
+def _integer_matmul(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
     """(M, K) x (K, N): the scaled, corrected sums."""
     acc = _int_matmul(qx, qw, circuit, scheme)
-    return _dequantized(acc, scheme, zx, zw, lambda: (_sums(qx, 1), tf.reshape(_sums(qw, 0), [-1])),
+    return _dequantized(acc, scheme, zx, zw, lambda: _row_sums(qx), sum_w,
                         qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1], scale)
 
 
-def _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, scale, groups):
+def _integer_grouped(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, groups):
     """NHWC x (kh, kw, C/groups, F): the integer conv op, its padding the zero point (what an
     accelerator pads with: the value 0 quantizes to), then the zero-point correction with each
     patch's sum of q_x (the op's, one per group)."""
-    kh, kw, cg, f = qw.shape
+    kh, kw, cg, _ = qw.shape
     acc, sum_x = am_int_conv2d(qx, qw, circuit.table, strides=geometry["strides"], padding=geometry["padding"],
                                dilations=geometry["dilations"], groups=groups, pad_value=_byte(zx, scheme), bits=8,
                                signed=scheme.signed)
-    return _dequantized(acc, scheme, zx, zw, lambda: (sum_x, tf.reshape(_sums(tf.reshape(qw, [kh * kw * cg, f]), 0),
-                                                                         [f])), kh * kw * cg, scale)
+    return _dequantized(acc, scheme, zx, zw, lambda: sum_x, sum_w, kh * kw * cg, scale)
 
 
-def _integer_conv2d(qx, qw, zx, zw, circuit, scheme, geometry, scale):
+def _integer_conv2d(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
     """NHWC x HWIO: one group."""
-    return _integer_grouped(qx, qw, zx, zw, circuit, scheme, geometry, scale, groups=1)
+    return _integer_grouped(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, groups=1)
 
 
-def _integer_depthwise(qx, qw, zx, zw, circuit, scheme, geometry, scale):
+def _integer_depthwise(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
     """Each input channel its own group: the kernel (kh, kw, C, mult) as (kh, kw, 1, C*mult), output
     channel c*mult + m as in TensorFlow's depthwise conv2d."""
     kh, kw, c, mult = qw.shape
-    return _integer_grouped(qx, tf.reshape(qw, [kh, kw, 1, c * mult]), zx, zw, circuit, scheme, geometry, scale,
-                            groups=c)
+    return _integer_grouped(qx, tf.reshape(qw, [kh, kw, 1, c * mult]), zx, zw, sum_w, circuit, scheme, geometry,
+                            scale, groups=c)
 
 
-def _integer_conv3d(qx, qw, zx, zw, circuit, scheme, geometry, scale):
+def _integer_conv3d(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
     """NDHWC x DHWIO: the patch matrix of the input padded with the zero point, then the integer GEMM."""
     g = conv3d_geometry("a quantized conv3d", qx.shape, qw.shape, geometry["strides"], geometry["padding"],
                         geometry["dilations"])
     cols = patches.patch_values(qx, g, tf.cast(zx, qx.dtype))
-    y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, circuit, scheme, geometry, scale)
+    y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, sum_w, circuit, scheme, geometry, scale)
     return tf.reshape(y, [tf.shape(qx)[0], *g.out_sizes, g.o])
 
 
@@ -319,7 +311,7 @@ def _float_depthwise(x, w, geometry):
 
 @dataclasses.dataclass(frozen=True)
 class _Product:
-    integer: object  # (qx, qw, zx, zw, circuit, scheme, geometry, scale) -> the scaled corrected sums
+    integer: object  # (qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale) -> the scaled corrected sums
     float: object  # (x, w, geometry) -> the float product, whose gradient is the straight-through one
     channel_axes: tuple  # the kernel's output-channel axes (per-channel scales)
 
@@ -352,15 +344,21 @@ def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geome
     sx, zx = (tf.stop_gradient(t) for t in _affine(scheme, *x_range))
     sw, zw = (tf.stop_gradient(t) for t in _kernel_params(scheme, w, product.channel_axes))
     # The input's clipping bounds: values beyond them all quantize to qmin or qmax.
-    lo, hi = _dequantize(scheme.qmin, sx, zx), _dequantize(scheme.qmax, sx, zx)
+    lo, hi = (am_dequantize(_byte(q, scheme), sx, zx) for q in (scheme.qmin, scheme.qmax))
 
     @tf.custom_gradient
     def product_of(x, w):
-        qx, qw = _quantize(x, sx, zx, scheme), _quantize(w, sw, zw, scheme)
-        y = product.integer(qx, qw, zx, zw, circuit, scheme, geometry, sx * tf.reshape(sw, [-1]))
+        qx = _quantize(x, sx, zx, scheme)
+        if scheme.signed:  # zero points 0: no sums
+            qw, sum_w = _quantize(w, sw, zw, scheme), None
+        else:  # the kernel as (K, output channels), each channel's sum of q_w in the same pass
+            qw, sum_w = _quantize(tf.reshape(w, [-1, math.prod(w.shape[a] for a in product.channel_axes)]), sw, zw,
+                                  scheme, sums=True)
+            qw = tf.reshape(qw, w.shape)
+        y = product.integer(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, sx * tf.reshape(sw, [-1]))
 
         def gradient(dy):
-            xq, wq = _dequantize(qx, sx, zx), _dequantize(qw, sw, zw)
+            xq, wq = am_dequantize(qx, sx, zx), am_dequantize(qw, sw, zw)
             with tf.GradientTape() as tape:
                 tape.watch([xq, wq])
                 yq = product.float(xq, wq, geometry)

@@ -3,8 +3,11 @@
  * and scaling back"), each one pass where TensorFlow's own ops took one pass, and one buffer, per
  * step:
  *
+ * amsim_minmax: the range a scale is set from, per tensor or per trailing channel (NaN left out).
  * amsim_quantize: float32 to 8-bit integers, q = clip(round(x / scale) + zero, qmin, qmax), per
- *   tensor or per trailing channel; round to nearest, ties to even (rint), one IEEE division.
+ *   tensor or per trailing channel; round to nearest, ties to even (rint), one IEEE division; and,
+ *   asked for, the integers' sums per position of the last axis (the uint8 correction's sum_k q_w).
+ * amsim_dequantize: 8-bit integers back to the float32 values they stand for, (q - zero) * scale.
  * amsim_int_dequantize: an integer GEMM's sums of circuit products, corrected for the operands'
  *   zero points and scaled back to float32. For output (r, f) of a rows x n result whose column f
  *   belongs to group g = f / (n / groups):
@@ -18,24 +21,92 @@
 
 #define QUANTIZE_PARALLEL_MIN ((int64_t)1 << 16)  /* elements: fewer are done by the caller alone */
 
+/* ---- amsim_minmax ---- */
+
+/* A tensor's single range is taken over rows of this many lanes, each lane's extremes kept apart
+ * (so that the loop runs on vectors: a float reduction to one accumulator would not), then merged. */
+#define MINMAX_LANES 64
+
+struct minmax_job {
+    const float *x;
+    int64_t rows, channels;
+    float *lo, *hi;  /* nparts x channels partial extremes */
+    int nparts;
+};
+
+static void minmax_part(void *ctx, int part)
+{
+    const struct minmax_job *j = ctx;
+    const float *restrict x = j->x;
+    const int64_t c = j->channels, r0 = j->rows * part / j->nparts, r1 = j->rows * (part + 1) / j->nparts;
+    float *restrict lo = j->lo + part * c, *restrict hi = j->hi + part * c;
+    for (int64_t f = 0; f < c; ++f) {
+        lo[f] = INFINITY;
+        hi[f] = -INFINITY;
+    }
+    /* a comparison with NaN is false: NaN never replaces an extreme */
+    for (int64_t r = r0; r < r1; ++r)
+        for (int64_t f = 0; f < c; ++f) {
+            const float v = x[r * c + f];
+            lo[f] = v < lo[f] ? v : lo[f];
+            hi[f] = v > hi[f] ? v : hi[f];
+        }
+}
+
+int amsim_minmax(int64_t count, int64_t channels, const float *x, float *lo, float *hi, int threads)
+{
+    if (count < 0 || channels < 1 || count % channels != 0 || threads < 0 || !lo || !hi || (count > 0 && !x))
+        return AMSIM_ERR_ARGS;
+    /* one range over the whole tensor: lanes of a row, merged at the end (the tail after them alone) */
+    const int64_t lanes = channels == 1 && count >= MINMAX_LANES ? MINMAX_LANES : channels;
+    const int64_t rows = count / lanes, tail = count - rows * lanes;
+    int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
+    use = use > MAX_THREADS ? MAX_THREADS : use;
+    const int nparts = rows < use ? (rows > 0 ? (int)rows : 1) : use;
+    float *part_lo = malloc(sizeof(float) * (size_t)(2 * nparts * lanes));
+    if (!part_lo)
+        return AMSIM_ERR_MEMORY;
+    struct minmax_job j = {x, rows, lanes, part_lo, part_lo + nparts * lanes, nparts};
+    run_parts(minmax_part, &j, nparts, use);
+    for (int64_t f = 0; f < channels; ++f) {
+        lo[f] = INFINITY;
+        hi[f] = -INFINITY;
+    }
+    for (int p = 0; p < nparts; ++p)
+        for (int64_t f = 0; f < lanes; ++f) {
+            const int64_t to = channels == 1 ? 0 : f;
+            lo[to] = j.lo[p * lanes + f] < lo[to] ? j.lo[p * lanes + f] : lo[to];
+            hi[to] = j.hi[p * lanes + f] > hi[to] ? j.hi[p * lanes + f] : hi[to];
+        }
+    for (int64_t e = count - tail; e < count; ++e) {
+        lo[0] = x[e] < lo[0] ? x[e] : lo[0];
+        hi[0] = x[e] > hi[0] ? x[e] : hi[0];
+    }
+    free(part_lo);
+    return AMSIM_OK;
+}
+
+/* ---- amsim_quantize ---- */
+
 struct quantize_job {
     const float *x, *scale;
     const int32_t *zero;
-    int64_t rows, channels;
+    int64_t rows, width, channels;  /* rows of width elements; channels: 1 or width */
     float lo, hi;
     uint8_t *q;
+    int32_t *partial;  /* nparts x width sums of each row position, when they are asked for */
     int nparts;
 };
 
 /* One value: NaN (no number to stand for) becomes the zero point, the value 0. Division, rounding
  * and addition are each one IEEE operation (no contraction: there is no product to fuse). */
-static inline uint8_t quantize_one(float x, float scale, float zero, float lo, float hi)
+static inline int32_t quantize_one(float x, float scale, float zero, float lo, float hi)
 {
     float v = rintf(x / scale) + zero;
     v = v < lo ? lo : v;
     v = v > hi ? hi : v;
     v = v == v ? v : zero;
-    return (uint8_t)(int32_t)v;  /* the value's byte: two's complement when negative */
+    return (int32_t)v;
 }
 
 static void quantize_part(void *ctx, int part)
@@ -45,43 +116,126 @@ static void quantize_part(void *ctx, int part)
     const float *restrict x = j->x, *restrict scale = j->scale;
     const int32_t *restrict zero = j->zero;
     uint8_t *restrict q = j->q;
-    const int64_t r0 = j->rows * part / j->nparts, r1 = j->rows * (part + 1) / j->nparts, c = j->channels;
+    const int64_t r0 = j->rows * part / j->nparts, r1 = j->rows * (part + 1) / j->nparts, w = j->width;
     const float lo = j->lo, hi = j->hi;
-    if (c == 1) {  /* one scale: the rows are one run */
+    if (j->partial) {  /* rows of w values, each position's sum kept (in int32: the caller bounds the rows) */
+        int32_t *restrict sums = j->partial + part * w;
+        const int per_channel = j->channels > 1;
+        for (int64_t f = 0; f < w; ++f)
+            sums[f] = 0;
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t f = 0; f < w; ++f) {
+                const int32_t v = quantize_one(x[r * w + f], scale[per_channel ? f : 0],
+                                               (float)zero[per_channel ? f : 0], lo, hi);
+                q[r * w + f] = (uint8_t)v;  /* the value's byte: two's complement when negative */
+                sums[f] += v;
+            }
+        return;
+    }
+    if (j->channels == 1) {  /* one scale: the rows are one run */
         const float s = scale[0], z = (float)zero[0];
-        for (int64_t e = r0; e < r1; ++e)
-            q[e] = quantize_one(x[e], s, z, lo, hi);
+        for (int64_t e = r0 * w; e < r1 * w; ++e)
+            q[e] = (uint8_t)quantize_one(x[e], s, z, lo, hi);
+        return;
+    }
+    for (int64_t r = r0; r < r1; ++r)
+        for (int64_t f = 0; f < w; ++f)
+            q[r * w + f] = (uint8_t)quantize_one(x[r * w + f], scale[f], (float)zero[f], lo, hi);
+}
+
+int amsim_quantize(int64_t count, int64_t channels, const float *x, const float *scale, const int32_t *zero,
+                   int qmin, int qmax, uint8_t *q, int64_t sum_width, int32_t *sums, int threads)
+{
+    /* the rows a split and the sums go by: of sum_width values, else of the channels */
+    const int64_t width = sums ? sum_width : channels;
+    if (count < 0 || channels < 1 || width < 1 || count % width != 0 || (channels != 1 && channels != width) ||
+        threads < 0 || qmin > qmax || !((qmin >= 0 && qmax <= 255) || (qmin >= -128 && qmax <= 127)) ||
+        (sums && count / width > INT32_MAX / 255))
+        return AMSIM_ERR_ARGS;
+    if (count > 0 && (!x || !scale || !zero || !q))
+        return AMSIM_ERR_ARGS;
+    for (int64_t f = 0; f < channels && count > 0; ++f)
+        if (zero[f] < qmin || zero[f] > qmax)
+            return AMSIM_ERR_ARGS;
+    /* one scale and no sums: the elements are the rows (one run, split anywhere) */
+    const int64_t w = !sums && channels == 1 ? 1 : width, rows = count / w;
+    int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
+    use = use > MAX_THREADS ? MAX_THREADS : use;
+    const int nparts = rows < use ? (rows > 0 ? (int)rows : 1) : use;
+    int32_t *partial = NULL;
+    if (sums && !(partial = malloc(sizeof(int32_t) * (size_t)(nparts * w))))
+        return AMSIM_ERR_MEMORY;
+    struct quantize_job j = {x, scale, zero, rows, w, channels, (float)qmin, (float)qmax, q, partial, nparts};
+    run_parts(quantize_part, &j, nparts, use);
+    if (sums) {
+        for (int64_t f = 0; f < w; ++f)
+            sums[f] = 0;
+        for (int p = 0; p < nparts; ++p)
+            for (int64_t f = 0; f < w; ++f)
+                sums[f] += partial[p * w + f];
+        free(partial);
+    }
+    return AMSIM_OK;
+}
+
+/* ---- amsim_dequantize ---- */
+
+struct dequantize_job {
+    const uint8_t *q;
+    const float *scale;
+    const int32_t *zero;
+    int64_t rows, channels;
+    int is_signed;
+    float *x;
+    int nparts;
+};
+
+static void dequantize_part(void *ctx, int part)
+{
+    const struct dequantize_job *j = ctx;
+    const uint8_t *restrict q = j->q;
+    const int8_t *restrict qs = (const int8_t *)j->q;
+    const float *restrict scale = j->scale;
+    const int32_t *restrict zero = j->zero;
+    float *restrict x = j->x;
+    const int64_t r0 = j->rows * part / j->nparts, r1 = j->rows * (part + 1) / j->nparts, c = j->channels;
+    /* the subtraction of small integers is exact; the product is one float32 multiplication */
+    if (c == 1) {
+        const float s = scale[0], z = (float)zero[0];
+        if (j->is_signed)
+            for (int64_t e = r0; e < r1; ++e)
+                x[e] = ((float)qs[e] - z) * s;
+        else
+            for (int64_t e = r0; e < r1; ++e)
+                x[e] = ((float)q[e] - z) * s;
         return;
     }
     for (int64_t r = r0; r < r1; ++r)
         for (int64_t f = 0; f < c; ++f)
-            q[r * c + f] = quantize_one(x[r * c + f], scale[f], (float)zero[f], lo, hi);
+            x[r * c + f] = ((float)(j->is_signed ? qs[r * c + f] : q[r * c + f]) - (float)zero[f]) * scale[f];
 }
 
-int amsim_quantize(int64_t count, int64_t channels, const float *x, const float *scale, const int32_t *zero,
-                   int qmin, int qmax, uint8_t *q, int threads)
+int amsim_dequantize(int64_t count, int64_t channels, const uint8_t *q, int is_signed, const float *scale,
+                     const int32_t *zero, float *x, int threads)
 {
-    if (count < 0 || channels < 1 || count % channels != 0 || threads < 0 || qmin > qmax ||
-        !((qmin >= 0 && qmax <= 255) || (qmin >= -128 && qmax <= 127)))
+    if (count < 0 || channels < 1 || count % channels != 0 || threads < 0)
         return AMSIM_ERR_ARGS;
     if (count == 0)
         return AMSIM_OK;
-    if (!x || !scale || !zero || !q)
+    if (!q || !scale || !zero || !x)
         return AMSIM_ERR_ARGS;
-    for (int64_t f = 0; f < channels; ++f)
-        if (zero[f] < qmin || zero[f] > qmax)
-            return AMSIM_ERR_ARGS;
-    /* per tensor, the elements are the rows (one run, split anywhere) */
-    struct quantize_job j = {x, scale, zero, channels == 1 ? count : count / channels, channels, (float)qmin,
-                             (float)qmax, q, 0};
+    struct dequantize_job j = {q, scale, zero, channels == 1 ? count : count / channels, channels, is_signed != 0,
+                               x, 0};
     int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
     use = use > MAX_THREADS ? MAX_THREADS : use;
     j.nparts = j.rows < use ? (int)j.rows : use;
-    run_parts(quantize_part, &j, j.nparts, use);
+    run_parts(dequantize_part, &j, j.nparts, use);
     return AMSIM_OK;
 }
 
-/* Dequantize: sums whose every partial sum stays in int32: |acc| <= 65535 k and each zero-point term <= 255^2 k
+/* ---- amsim_int_dequantize ---- */
+
+/* Sums whose every partial sum stays in int32: |acc| <= 65535 k and each zero-point term <= 255^2 k
  * (the quantized layers' bound, amsim/keras/quantization.py's _INT32_CORRECTION_TERMS). */
 #define DEQUANT_INT32_TERMS ((int64_t)INT32_MAX / (65535 + 3 * 255 * 255))
 #define DEQUANT_PARALLEL_MIN ((int64_t)1 << 16)  /* outputs: fewer are done by the caller alone */

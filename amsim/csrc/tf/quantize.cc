@@ -3,29 +3,66 @@
  * engine's one pass (amsim/csrc/cpu/quantize.c) where TensorFlow's own ops took one pass and one
  * buffer per step (docs/quantized.md, "Quantizing and scaling back"):
  *
+ * AmsimMinMax: the range a scale is set from, per tensor or per trailing channel (NaN left out).
  * AmsimQuantize: float32 to 8-bit integers, clip(round(x / scale) + zero, qmin, qmax), ties to even.
+ * AmsimDequantize: 8-bit integers back to the float32 values they stand for.
  * AmsimIntDequantize: an integer op's sums of circuit products corrected for the zero points and
  *   scaled to float32.
  */
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "amsim_tf.h"
 #include "tensorflow/core/framework/op.h"
 
+REGISTER_OP("AmsimMinMax")
+    .Input("x: float")
+    .Output("lo: float")
+    .Output("hi: float")
+    .Attr("channels: int >= 1 = 1")
+    .Attr("threads: int >= 0 = 0")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext *c) {
+        int64_t channels;
+        TF_RETURN_IF_ERROR(c->GetAttr("channels", &channels));
+        c->set_output(0, c->Vector(channels));
+        c->set_output(1, c->Vector(channels));
+        return absl::OkStatus();
+    })
+    .Doc(R"doc(
+The smallest and largest value of each channel of x's last axes, NaN left out; a channel
+without numbers gets lo = inf, hi = -inf.
+
+x: the values, whose last axes' sizes multiply to channels.
+channels: 1 (the whole tensor) or more.
+threads: at most this many engine threads (0: the engine's default).
+)doc");
+
 REGISTER_OP("AmsimQuantize")
     .Input("x: float")
     .Input("scale: float")
     .Input("zero: int32")
     .Output("q: out_type")
+    .Output("sums: int32")
     .Attr("qmin: int")
     .Attr("qmax: int")
     .Attr("out_type: {uint8, int8}")
+    .Attr("with_sums: bool = false")
     .Attr("threads: int >= 0 = 0")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext *c) {
+        bool with_sums;
+        TF_RETURN_IF_ERROR(c->GetAttr("with_sums", &with_sums));
         c->set_output(0, c->input(0));
+        if (!with_sums) {
+            c->set_output(1, c->Vector(0));
+            return absl::OkStatus();
+        }
+        tensorflow::shape_inference::ShapeHandle x;
+        TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+        c->set_output(1, c->Vector(c->Dim(x, -1)));
         return absl::OkStatus();
     })
     .Doc(R"doc(
@@ -35,7 +72,29 @@ even; NaN becomes the zero point.
 x: the values, (..., C), C the product of its last axes' sizes.
 scale: one element, or C: one per element of x's last axes.
 zero: one element, or C (scale's count); each inside qmin..qmax.
+sums: with with_sums, the integers' sums over every axis but the last, one per element of the last
+  (the scale then one element or one per element of the last axis); else empty.
 qmin, qmax: the range, within 0..255 for uint8 and -128..127 for int8.
+threads: at most this many engine threads (0: the engine's default).
+)doc");
+
+REGISTER_OP("AmsimDequantize")
+    .Input("q: T")
+    .Input("scale: float")
+    .Input("zero: int32")
+    .Output("x: float")
+    .Attr("T: {uint8, int8}")
+    .Attr("threads: int >= 0 = 0")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext *c) {
+        c->set_output(0, c->input(0));
+        return absl::OkStatus();
+    })
+    .Doc(R"doc(
+The float32 values (q - zero) * scale that 8-bit integers stand for (AmsimQuantize's inverse).
+
+q: the integers, (..., C), C the product of its last axes' sizes.
+scale: one element, or C: one per element of q's last axes.
+zero: one element, or C (scale's count); each a value of q's type.
 threads: at most this many engine threads (0: the engine's default).
 )doc");
 
@@ -70,6 +129,63 @@ threads: at most this many engine threads (0: the engine's default).
 namespace amsim_tf {
 namespace {
 
+class AmsimMinMaxOp : public OpKernel {
+public:
+    explicit AmsimMinMaxOp(OpKernelConstruction *ctx) : OpKernel(ctx)
+    {
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("channels", &channels_));
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+    }
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &x = ctx->input(0);
+        int64_t trailing = 1;  /* the elements of x's last axes, up to channels_ of them */
+        for (int i = x.dims() - 1; i >= 0 && trailing < channels_; --i)
+            trailing *= x.dim_size(i);
+        OP_REQUIRES(ctx, channels_ == 1 || trailing == channels_,
+                    absl::InvalidArgumentError("AmsimMinMax: channels must be the product of x's last axes' sizes, "
+                                               "got " + std::to_string(channels_) + " for x " +
+                                               x.shape().DebugString()));
+        Tensor *lo = nullptr, *hi = nullptr;
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({channels_}), &lo));
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({channels_}), &hi));
+        OP_REQUIRES_OK(ctx, EngineStatus(amsim_minmax(x.NumElements(), channels_, x.flat<float>().data(),
+                                                      lo->flat<float>().data(), hi->flat<float>().data(), threads_),
+                                         "AmsimMinMax: amsim_minmax"));
+    }
+
+private:
+    int64_t channels_ = 1;
+    int threads_ = 0;
+};
+
+/* One scale and zero point per channel, as the engine takes them, from scale and zero of one element or
+ * one per element of x's last axes (the channels); each zero point inside lo..hi. */
+absl::Status PerChannel(const std::string &op, const Tensor &x, const Tensor &scale, const Tensor &zero, int lo,
+                        int hi, std::vector<float> *scales, std::vector<int32_t> *zeros)
+{
+    const int64_t channels = std::max(scale.NumElements(), zero.NumElements());
+    int64_t trailing = 1;  /* the elements of x's last axes, up to `channels` of them */
+    for (int i = x.dims() - 1; i >= 0 && trailing < channels; --i)
+        trailing *= x.dim_size(i);
+    for (const Tensor *t : {&scale, &zero})
+        if ((t->NumElements() != 1 && t->NumElements() != channels) || trailing != channels)
+            return absl::InvalidArgumentError(op + ": scale and zero must have one element or one per element of "
+                                              "x's last axes, got " + scale.shape().DebugString() + " and " +
+                                              zero.shape().DebugString() + " for x " + x.shape().DebugString());
+    scales->resize(channels);
+    zeros->resize(channels);
+    for (int64_t f = 0; f < channels; ++f) {
+        (*scales)[f] = scale.flat<float>()(scale.NumElements() == 1 ? 0 : f);
+        (*zeros)[f] = zero.flat<int32_t>()(zero.NumElements() == 1 ? 0 : f);
+        if ((*zeros)[f] < lo || (*zeros)[f] > hi)
+            return absl::InvalidArgumentError(op + ": the zero point " + std::to_string((*zeros)[f]) + " is outside " +
+                                              std::to_string(lo) + ".." + std::to_string(hi));
+    }
+    return absl::OkStatus();
+}
+
 class AmsimQuantizeOp : public OpKernel {
 public:
     explicit AmsimQuantizeOp(OpKernelConstruction *ctx) : OpKernel(ctx)
@@ -78,6 +194,7 @@ public:
         OP_REQUIRES_OK(ctx, ctx->GetAttr("qmin", &qmin_));
         OP_REQUIRES_OK(ctx, ctx->GetAttr("qmax", &qmax_));
         OP_REQUIRES_OK(ctx, ctx->GetAttr("out_type", &out));
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("with_sums", &with_sums_));
         OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
         const bool int8 = out == tensorflow::DT_INT8;
         OP_REQUIRES(ctx, qmin_ <= qmax_ && qmin_ >= (int8 ? -128 : 0) && qmax_ <= (int8 ? 127 : 255),
@@ -88,40 +205,74 @@ public:
 
     void Compute(OpKernelContext *ctx) override
     {
-        const Tensor &x = ctx->input(0), &scale = ctx->input(1), &zero = ctx->input(2);
-        Tensor *q = nullptr;
+        const Tensor &x = ctx->input(0);
+        OP_REQUIRES(ctx, !with_sums_ || x.dims() >= 1,
+                    absl::InvalidArgumentError("AmsimQuantize: sums need x with at least 1 dimension"));
+        const int64_t width = with_sums_ ? x.dim_size(x.dims() - 1) : 0;
+        OP_REQUIRES(ctx, width == 0 || x.NumElements() / width <= kMaxSumTerms,
+                    absl::InvalidArgumentError("AmsimQuantize: sums of more than " + std::to_string(kMaxSumTerms) +
+                                               " 8-bit values can overflow int32"));
+        Tensor *q = nullptr, *sums = nullptr;
         OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &q));
-        if (q->NumElements() == 0)  /* nothing to quantize: any scale will do */
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({width}), &sums));
+        if (q->NumElements() == 0) {  /* nothing to quantize: any scale will do */
+            if (width > 0)
+                std::memset(sums->data(), 0, sums->TotalBytes());
             return;
-        const int64_t channels = std::max(scale.NumElements(), zero.NumElements());
-        int64_t trailing = 1;  /* the elements of x's last axes, up to `channels` of them */
-        for (int i = x.dims() - 1; i >= 0 && trailing < channels; --i)
-            trailing *= x.dim_size(i);
-        for (const Tensor *t : {&scale, &zero})
-            OP_REQUIRES(ctx, (t->NumElements() == 1 || t->NumElements() == channels) && trailing == channels,
-                        absl::InvalidArgumentError("AmsimQuantize: scale and zero must have one element or one per "
-                                                   "element of x's last axes, got " + scale.shape().DebugString() +
-                                                   " and " + zero.shape().DebugString() + " for x " +
-                                                   x.shape().DebugString()));
-        /* one scale and zero point per channel, as the engine takes them */
-        std::vector<float> scales(channels);
-        std::vector<int32_t> zeros(channels);
-        for (int64_t f = 0; f < channels; ++f) {
-            scales[f] = scale.flat<float>()(scale.NumElements() == 1 ? 0 : f);
-            zeros[f] = zero.flat<int32_t>()(zero.NumElements() == 1 ? 0 : f);
-            OP_REQUIRES(ctx, zeros[f] >= qmin_ && zeros[f] <= qmax_,
-                        absl::InvalidArgumentError("AmsimQuantize: the zero point " + std::to_string(zeros[f]) +
-                                                   " is outside " + std::to_string(qmin_) + ".." +
-                                                   std::to_string(qmax_)));
         }
+        std::vector<float> scales;
+        std::vector<int32_t> zeros;
+        OP_REQUIRES_OK(ctx,
+                       PerChannel("AmsimQuantize", x, ctx->input(1), ctx->input(2), qmin_, qmax_, &scales, &zeros));
+        const int64_t channels = static_cast<int64_t>(scales.size());
+        OP_REQUIRES(ctx, !with_sums_ || channels == 1 || channels == width,
+                    absl::InvalidArgumentError("AmsimQuantize: with sums, scale and zero must have one element or one "
+                                               "per element of x's last axis"));
         OP_REQUIRES_OK(ctx, EngineStatus(amsim_quantize(x.NumElements(), channels, x.flat<float>().data(),
                                                         scales.data(), zeros.data(), qmin_, qmax_,
-                                                        static_cast<uint8_t *>(q->data()), threads_),
+                                                        static_cast<uint8_t *>(q->data()), width,
+                                                        with_sums_ ? sums->flat<int32_t>().data() : nullptr,
+                                                        threads_),
                                          "AmsimQuantize: amsim_quantize"));
     }
 
 private:
+    static constexpr int64_t kMaxSumTerms = std::numeric_limits<int32_t>::max() / 255;
+    bool with_sums_ = false;
     int qmin_ = 0, qmax_ = 0, threads_ = 0;
+};
+
+class AmsimDequantizeOp : public OpKernel {
+public:
+    explicit AmsimDequantizeOp(OpKernelConstruction *ctx) : OpKernel(ctx)
+    {
+        tensorflow::DataType in;
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("T", &in));
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+        signed_ = in == tensorflow::DT_INT8;
+    }
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &q = ctx->input(0);
+        Tensor *x = nullptr;
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, q.shape(), &x));
+        if (x->NumElements() == 0)
+            return;
+        std::vector<float> scales;
+        std::vector<int32_t> zeros;
+        OP_REQUIRES_OK(ctx, PerChannel("AmsimDequantize", q, ctx->input(1), ctx->input(2), signed_ ? -128 : 0,
+                                       signed_ ? 127 : 255, &scales, &zeros));
+        OP_REQUIRES_OK(ctx, EngineStatus(amsim_dequantize(q.NumElements(), static_cast<int64_t>(scales.size()),
+                                                          static_cast<const uint8_t *>(q.data()), signed_ ? 1 : 0,
+                                                          scales.data(), zeros.data(), x->flat<float>().data(),
+                                                          threads_),
+                                         "AmsimDequantize: amsim_dequantize"));
+    }
+
+private:
+    bool signed_ = false;
+    int threads_ = 0;
 };
 
 class AmsimIntDequantizeOp : public OpKernel {
@@ -197,5 +348,7 @@ private:
 }  // namespace
 }  // namespace amsim_tf
 
+REGISTER_KERNEL_BUILDER(Name("AmsimMinMax").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimMinMaxOp);
 REGISTER_KERNEL_BUILDER(Name("AmsimQuantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimQuantizeOp);
+REGISTER_KERNEL_BUILDER(Name("AmsimDequantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimDequantizeOp);
 REGISTER_KERNEL_BUILDER(Name("AmsimIntDequantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimIntDequantizeOp);
