@@ -1,5 +1,5 @@
-"""The two element-wise ends of a quantized product (docs/quantized.md, "Quantizing and scaling
-back"): float32 to 8-bit integers, and an integer GEMM's sums back to float32.
+"""The element-wise steps around a quantized product's integer GEMM (docs/quantized.md, "Quantizing
+and scaling back"): a range, float32 to 8-bit integers and back, and the GEMM's sums to float32.
 
 :func:`minmax`: the range a scale is set from, per tensor or per channel of the last axes, NaN left
 out.

@@ -1,6 +1,6 @@
 """The integer LUT GEMM and convolution as TensorFlow ops: ``am_int_matmul`` and ``am_int_conv2d``,
-:func:`amsim.gemm.int_matmul` and :func:`amsim.gemm.int_conv2d` on tensors; and the two ends of a
-quantized product around them, ``am_minmax``, ``am_quantize``, ``am_dequantize`` and
+:func:`amsim.gemm.int_matmul` and :func:`amsim.gemm.int_conv2d` on tensors; and the element-wise
+steps of a quantized product around them, ``am_minmax``, ``am_quantize``, ``am_dequantize`` and
 ``am_int_dequantize`` (:mod:`amsim.gemm.quantize`'s functions on tensors).
 
 For n-bit integer operands (1 <= n <= 8) and a circuit's complete product table ``lut``::

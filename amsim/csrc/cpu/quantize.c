@@ -1,7 +1,7 @@
 /*
- * quantize.c -- the two element-wise ends of a quantized product (docs/quantized.md, "Quantizing
- * and scaling back"), each one pass where TensorFlow's own ops took one pass, and one buffer, per
- * step:
+ * quantize.c -- the element-wise steps around a quantized product's integer GEMM (docs/quantized.md,
+ * "Quantizing and scaling back"), each one pass where TensorFlow's own ops take one pass, and one
+ * buffer, per step:
  *
  * amsim_minmax: the range a scale is set from, per tensor or per trailing channel (NaN left out).
  * amsim_quantize: float32 to 8-bit integers, q = clip(round(x / scale) + zero, qmin, qmax), per

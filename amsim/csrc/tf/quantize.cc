@@ -1,6 +1,6 @@
 /*
- * quantize.cc -- the two element-wise ends of a quantized product as TensorFlow ops, each the
- * engine's one pass (amsim/csrc/cpu/quantize.c) where TensorFlow's own ops took one pass and one
+ * quantize.cc -- the element-wise steps around a quantized product's integer GEMM as TensorFlow
+ * ops, each the engine's one pass (amsim/csrc/cpu/quantize.c) where TensorFlow's own ops took one pass and one
  * buffer per step (docs/quantized.md, "Quantizing and scaling back"):
  *
  * AmsimMinMax: the range a scale is set from, per tensor or per trailing channel (NaN left out).

@@ -1,5 +1,6 @@
-"""The quantized product's two element-wise ends, on the engine, the oracle and the TensorFlow ops:
-q = clip(round(x / s) + z), ties to even, and y = float32(acc - z_w row_sums - z_x col_sums + K z_x z_w) * scale."""
+"""The element-wise steps around a quantized product's integer GEMM, on the engine, the oracle and the
+TensorFlow ops: ranges, q = clip(round(x / s) + z) (ties to even) and back, and
+y = float32(acc - z_w row_sums - z_x col_sums + K z_x z_w) * scale."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from amsim.gemm.integer import IntegerOperandError
 
 #: The longest sums whose correction the engine does in 32 bits (the bound of every partial sum).
 K32_CORRECTION = (2**31 - 1) // (65535 + 3 * 255 * 255)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scaling the sums back: int_dequantize
+# ----------------------------------------------------------------------------------------------
 
 
 @st.composite
@@ -99,7 +105,7 @@ def test_bad_arguments_are_refused_in_one_line(kwargs, error, message):
 
 
 # ----------------------------------------------------------------------------------------------
-# The TensorFlow op
+# The dequantizing op
 # ----------------------------------------------------------------------------------------------
 
 
@@ -169,7 +175,7 @@ def test_the_op_refuses_bad_arguments_when_traced_in_one_line(kwargs, message):
 
 
 # ----------------------------------------------------------------------------------------------
-# The other end: quantize
+# Quantize, its inverse and the range
 # ----------------------------------------------------------------------------------------------
 
 
