@@ -175,7 +175,7 @@ def test_the_op_refuses_bad_arguments_when_traced_in_one_line(kwargs, message):
 
 
 # ----------------------------------------------------------------------------------------------
-# Quantize, its inverse and the range
+# Quantize, its inverse, its gradient and the range
 # ----------------------------------------------------------------------------------------------
 
 
@@ -351,3 +351,21 @@ def test_quantize_gives_the_sums_per_last_axis_position_in_the_same_pass(shape, 
     np.testing.assert_array_equal(sums, reference[1])
     op_q, op_sums = tf.function(lambda t: am_quantize(t, scale, zero, qmin, qmax, sums=True))(x)
     np.testing.assert_array_equal(op_q.numpy(), q) and np.testing.assert_array_equal(op_sums.numpy(), sums)
+
+
+def test_the_clipped_gradient_passes_dy_inside_the_range_only():
+    tf = pytest.importorskip("tensorflow")
+    from amsim.gemm import clipped_gradient
+    from amsim.keras.int_ops import am_clipped_gradient
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 2, (70_000,)).astype(np.float32)  # enough for the engine's threads
+    x[:6] = [-1.0, 1.5, np.nan, np.inf, -np.inf, np.nextafter(np.float32(1.5), np.float32(2))]
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    want = np.where((x >= -1.0) & (x <= 1.5), dy, np.float32(0))
+    assert want[0] == dy[0] and want[1] == dy[1] and not want[2:6].any()  # the bounds pass, beyond them not
+    for got in (clipped_gradient(x, dy, -1.0, 1.5), clipped_gradient(x, dy, -1.0, 1.5, backend="reference"),
+                tf.function(lambda a, b: am_clipped_gradient(a, b, -1.0, 1.5))(x, dy).numpy()):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ShapeError, match="dy must have x's shape"):
+        clipped_gradient(x, dy[:3], -1.0, 1.5)

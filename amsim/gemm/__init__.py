@@ -59,8 +59,8 @@ from .multiplier import Multiplier, resolve
 
 __all__ = ["Multiplier", "resolve", "matmul", "conv2d", "conv2d_backprop_input", "conv2d_backprop_filter",
            "conv3d", "conv3d_backprop_input", "conv3d_backprop_filter",
-           "int_matmul", "int_conv2d", "minmax", "quantize", "dequantize", "int_dequantize", "IntegerTable",
-           "ShapeError", "BACKENDS", "METHODS"]
+           "int_matmul", "int_conv2d", "minmax", "quantize", "dequantize", "clipped_gradient", "int_dequantize",
+           "IntegerTable", "ShapeError", "BACKENDS", "METHODS"]
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 METHODS = ("auto", "expand", "lookup", "direct", "model")
@@ -186,4 +186,5 @@ from .conv import (conv2d, conv2d_backprop_filter, conv2d_backprop_input, conv3d
                    conv3d_backprop_filter, conv3d_backprop_input)
 from .integer import IntegerTable, int_matmul  # noqa: E402  (integer uses ShapeError)
 from .int_conv import int_conv2d  # noqa: E402  (int_conv uses ShapeError)
-from .quantize import dequantize, int_dequantize, minmax, quantize  # noqa: E402  (quantize uses ShapeError)
+# quantize uses ShapeError
+from .quantize import clipped_gradient, dequantize, int_dequantize, minmax, quantize  # noqa: E402

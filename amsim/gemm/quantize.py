@@ -10,6 +10,9 @@ the last axes, rounding to nearest with ties to even, one IEEE division; NaN bec
 
 :func:`dequantize`: the inverse, ``(q - zero) * scale``.
 
+:func:`clipped_gradient`: the straight-through gradient of the quantizer's clip, ``dy`` where
+``lo <= x <= hi``, else 0.
+
 :func:`int_dequantize`: for an asymmetric (uint8) product of ``x ~ s_x (q_x - z_x)`` and
 ``w ~ s_w (q_w - z_w)`` over K terms, with ``acc`` the sums of the circuit's ``q_x q_w``::
 
@@ -23,9 +26,8 @@ has zero points 0 and needs no sums. The conversion rounds to nearest and the sc
 float32 multiplication: the same float32 as TensorFlow's Cast and Mul of the same integers.
 
 Backends: ``reference`` (numpy, the oracle) and ``cpu`` (the engine's ``amsim_minmax``,
-``amsim_quantize``, ``amsim_dequantize`` and ``amsim_int_dequantize``, ``amsim/csrc/cpu/quantize.c``,
-which the TensorFlow ops ``AmsimMinMax``, ``AmsimQuantize``, ``AmsimDequantize`` and
-``AmsimIntDequantize`` call).
+``amsim_quantize``, ``amsim_dequantize``, ``amsim_clipped_gradient`` and ``amsim_int_dequantize``,
+``amsim/csrc/cpu/quantize.c``, which the TensorFlow ops of the same names call).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from . import ShapeError, engine
 from .int_conv import MAX_PATCH
 from .integer import IntegerOperandError
 
-__all__ = ["minmax", "quantize", "dequantize", "reference_quantize", "int_dequantize", "reference_int_dequantize",
-           "MAX_ZERO_POINT"]
+__all__ = ["minmax", "quantize", "dequantize", "clipped_gradient", "reference_quantize", "int_dequantize",
+           "reference_int_dequantize", "MAX_ZERO_POINT"]
 
 #: Largest zero-point magnitude: an 8-bit operand's.
 MAX_ZERO_POINT = 255
@@ -212,6 +214,40 @@ def dequantize(q, scale, zero_point, *, backend="auto", threads=None) -> np.ndar
     if rc:  # pragma: no cover - the arguments were checked above
         raise RangeError(f"amsim_dequantize refused its arguments (status {rc})")
     return x
+
+
+def clipped_gradient(x, dy, lo, hi, *, backend="auto", threads=None) -> np.ndarray:
+    """The straight-through gradient of the quantizer's clip: ``dy`` where ``lo <= x <= hi`` (the
+    values it does not clip), else 0, NaN x included.
+
+    Args:
+        x: float32 array, the quantized input; dy: float32 array of x's shape, its output gradient.
+        lo, hi: floats, the range the quantizer does not clip.
+        backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
+        threads: CPU threads (None: the engine's default); the result does not depend on it.
+
+    Raises:
+        ShapeError: dy of another shape than x.
+        RangeError: a bad thread count or backend.
+    """
+    if backend not in BACKENDS:
+        raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    x, dy = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(dy, np.float32)
+    if x.shape != dy.shape:
+        raise ShapeError(f"dy must have x's shape {x.shape}, got {dy.shape}")
+    lo, hi = np.float32(lo), np.float32(hi)
+    if backend == "reference":
+        with np.errstate(invalid="ignore"):
+            return np.where((x >= lo) & (x <= hi), dy, np.float32(0))
+    ffi, lib = engine.load()
+    dx = np.empty(x.shape, np.float32)
+    rc = lib.amsim_clipped_gradient(x.size, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", dy), float(lo),
+                                    float(hi), ffi.from_buffer("float[]", dx), 0 if threads is None else int(threads))
+    if rc:  # pragma: no cover - the arguments were checked above
+        raise RangeError(f"amsim_clipped_gradient refused its arguments (status {rc})")
+    return dx
 
 
 def _per_channel(shape, scale, zero_point, lo, hi):

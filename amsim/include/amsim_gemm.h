@@ -196,6 +196,11 @@ int amsim_quantize(int64_t count, int64_t channels, const float *x, const float 
 int amsim_dequantize(int64_t count, int64_t channels, const uint8_t *q, int is_signed, const float *scale,
                      const int32_t *zero, float *x, int threads);
 
+/* The straight-through gradient of the quantizer's clip (docs/quantized.md, "Gradients"): of count
+ * float32 inputs x and their output gradients dy, dx[e] = dy[e] where lo <= x[e] <= hi (the values
+ * the quantizer does not clip), else 0 (NaN too). Returns an amsim_status. */
+int amsim_clipped_gradient(int64_t count, const float *x, const float *dy, float lo, float hi, float *dx, int threads);
+
 /* The quantized layers' epilogue (docs/quantized.md, "Quantizing and scaling back"): an integer
  * GEMM's sums of circuit products corrected for the operands' zero points and scaled to float32,
  * in one pass. acc and y: rows x n, row-major. For output (r, f), column f in group

@@ -42,8 +42,8 @@ from .ops import am_conv2d, am_depthwise_conv2d, am_einsum, am_matmul  # noqa: E
 from .ops import am_conv2d_transpose, am_conv3d, am_conv3d_transpose  # noqa: E402
 
 from .layers import ExactLayersWarning  # noqa: E402
-from .int_ops import (am_dequantize, am_int_conv2d, am_int_dequantize, am_int_matmul, am_minmax,  # noqa: E402
-                      am_quantize)
+from .int_ops import (am_clipped_gradient, am_dequantize, am_int_conv2d, am_int_dequantize,  # noqa: E402
+                      am_int_matmul, am_minmax, am_quantize)
 from .ptq import CalibrationError, calibrate, quantize  # noqa: E402
 from .quantization import AccumulatorOverflowError  # noqa: E402
 from ..gemm.circuit import CircuitError  # noqa: E402
@@ -60,5 +60,5 @@ __all__ = ["AMDense", "AMConv1D", "AMConv2D", "AMConv3D", "AMDepthwiseConv1D", "
            "am_depthwise_conv2d", "am_conv2d_transpose", "am_conv3d", "am_conv3d_transpose", "approximate",
            "precise", "ExactLayersWarning", "coverage", "Coverage", "LayerCoverage", "ElementwiseCount",
            "CoverageError", "LayerConfigError", "LayerDTypeError", "LayerXlaError", "am_int_matmul", "am_int_conv2d",
-           "am_minmax", "am_quantize", "am_dequantize", "am_int_dequantize", "quantize", "calibrate",
-           "CalibrationError", "AccumulatorOverflowError", "CircuitError"]
+           "am_minmax", "am_quantize", "am_dequantize", "am_clipped_gradient", "am_int_dequantize", "quantize",
+           "calibrate", "CalibrationError", "AccumulatorOverflowError", "CircuitError"]

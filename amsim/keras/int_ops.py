@@ -1,7 +1,7 @@
 """The integer LUT GEMM and convolution as TensorFlow ops: ``am_int_matmul`` and ``am_int_conv2d``,
 :func:`amsim.gemm.int_matmul` and :func:`amsim.gemm.int_conv2d` on tensors; and the element-wise
-steps of a quantized product around them, ``am_minmax``, ``am_quantize``, ``am_dequantize`` and
-``am_int_dequantize`` (:mod:`amsim.gemm.quantize`'s functions on tensors).
+steps of a quantized product around them, ``am_minmax``, ``am_quantize``, ``am_dequantize``,
+``am_clipped_gradient`` and ``am_int_dequantize`` (:mod:`amsim.gemm.quantize`'s functions on tensors).
 
 For n-bit integer operands (1 <= n <= 8) and a circuit's complete product table ``lut``::
 
@@ -33,7 +33,8 @@ from ..gemm.integer import (IntegerTable, accumulator_dtype, check_bits, check_v
                              value_range)
 from .ops import OpArgumentError, OpDTypeError, _conv_attrs, _ops
 
-__all__ = ["am_int_matmul", "am_int_conv2d", "am_minmax", "am_quantize", "am_dequantize", "am_int_dequantize"]
+__all__ = ["am_int_matmul", "am_int_conv2d", "am_minmax", "am_quantize", "am_dequantize", "am_clipped_gradient",
+           "am_int_dequantize"]
 
 # Integer sums have no derivative: the quantized layers built on the ops give them a straight-through one.
 tf.no_gradient("AmsimIntMatMul")
@@ -41,6 +42,7 @@ tf.no_gradient("AmsimIntConv2D")
 tf.no_gradient("AmsimMinMax")
 tf.no_gradient("AmsimQuantize")
 tf.no_gradient("AmsimDequantize")
+tf.no_gradient("AmsimClippedGradient")
 tf.no_gradient("AmsimIntDequantize")
 
 _OUT_DTYPES = (tf.int32, tf.int64)
@@ -340,6 +342,38 @@ def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_point
 # ----------------------------------------------------------------------------------------------
 # Arguments
 # ----------------------------------------------------------------------------------------------
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
+def am_clipped_gradient(x, dy, lo, hi, *, threads=None):
+    """The straight-through gradient of the quantizer's clip in one pass: ``dy`` where
+    ``lo <= x <= hi``, else 0 (:func:`amsim.gemm.quantize.clipped_gradient` on tensors; the
+    ``AmsimClippedGradient`` op).
+
+    Args:
+        x: float32 tensor, the quantized input; dy: float32 tensor of x's shape.
+        lo, hi: float32 scalars (tensors or floats), the range the quantizer does not clip.
+        threads: at most this many engine threads (None: the engine's default).
+
+    Output shape:
+        x's, float32.
+
+    Raises:
+        OpDTypeError: x or dy that is not a float32 tensor.
+        gemm.ShapeError: shapes that differ, when traced.
+        RangeError: a bad thread count.
+    """
+    fn = "am_clipped_gradient"
+    if threads is not None:
+        check_integer(threads, "threads (None: the engine's default)", 1)
+    x, dy = tf.convert_to_tensor(x), tf.convert_to_tensor(dy)
+    for name, t in (("x", x), ("dy", dy)):
+        if t.dtype != tf.float32:
+            raise OpDTypeError(f"{fn}: {name} must be a float32 tensor, got {t.dtype.name} (shape {t.shape})")
+    if not x.shape.is_compatible_with(dy.shape):
+        raise gemm.ShapeError(f"{fn}: dy must have x's shape {x.shape}, got {dy.shape}")
+    lo, hi = (tf.convert_to_tensor(v, tf.float32) for v in (lo, hi))
+    return _ops(fn).amsim_clipped_gradient(x, dy, lo, hi, threads=0 if threads is None else int(threads))
 
 
 def _scale_and_zero(fn, shape, scale, zero_point):

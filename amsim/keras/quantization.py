@@ -42,7 +42,8 @@ import tensorflow as tf
 from ..gemm import integer
 from . import patches
 from ..gemm.int_conv import MAX_PATCH
-from .int_ops import am_dequantize, am_int_conv2d, am_int_dequantize, am_int_matmul, am_minmax, am_quantize
+from .int_ops import (am_clipped_gradient, am_dequantize, am_int_conv2d, am_int_dequantize, am_int_matmul, am_minmax,
+                      am_quantize)
 from .ops import conv3d_geometry
 
 __all__ = ["Scheme", "SCHEMES", "scheme_of", "RangeObserver", "calibrating", "quantized_product", "check_accumulator",
@@ -363,8 +364,7 @@ def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geome
                 tape.watch([xq, wq])
                 yq = product.float(xq, wq, geometry)
             dx, dw = tape.gradient(yq, [xq, wq], output_gradients=dy)
-            inside = tf.logical_and(x >= lo, x <= hi)
-            return tf.where(inside, dx, tf.zeros_like(dx)), dw
+            return am_clipped_gradient(x, dx, lo, hi), dw
 
         return y, gradient
 

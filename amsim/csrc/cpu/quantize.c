@@ -8,6 +8,8 @@
  *   tensor or per trailing channel; round to nearest, ties to even (rint), one IEEE division; and,
  *   asked for, the integers' sums per position of the last axis (the uint8 correction's sum_k q_w).
  * amsim_dequantize: 8-bit integers back to the float32 values they stand for, (q - zero) * scale.
+ * amsim_clipped_gradient: the straight-through gradient of the quantizer's clip, dy where
+ *   lo <= x <= hi, else 0.
  * amsim_int_dequantize: an integer GEMM's sums of circuit products, corrected for the operands'
  *   zero points and scaled back to float32. For output (r, f) of a rows x n result whose column f
  *   belongs to group g = f / (n / groups):
@@ -230,6 +232,38 @@ int amsim_dequantize(int64_t count, int64_t channels, const uint8_t *q, int is_s
     use = use > MAX_THREADS ? MAX_THREADS : use;
     j.nparts = j.rows < use ? (int)j.rows : use;
     run_parts(dequantize_part, &j, j.nparts, use);
+    return AMSIM_OK;
+}
+
+/* ---- amsim_clipped_gradient ---- */
+
+struct clipped_job {
+    const float *x, *dy;
+    float lo, hi;
+    float *dx;
+    int64_t count;
+    int nparts;
+};
+
+static void clipped_part(void *ctx, int part)
+{
+    const struct clipped_job *j = ctx;
+    const float *restrict x = j->x, *restrict dy = j->dy;
+    float *restrict dx = j->dx;
+    const float lo = j->lo, hi = j->hi;
+    const int64_t e0 = j->count * part / j->nparts, e1 = j->count * (part + 1) / j->nparts;
+    for (int64_t e = e0; e < e1; ++e)  /* NaN x compares false: no gradient */
+        dx[e] = x[e] >= lo && x[e] <= hi ? dy[e] : 0.0f;
+}
+
+int amsim_clipped_gradient(int64_t count, const float *x, const float *dy, float lo, float hi, float *dx, int threads)
+{
+    if (count < 0 || threads < 0 || (count > 0 && (!x || !dy || !dx)))
+        return AMSIM_ERR_ARGS;
+    int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
+    use = use > MAX_THREADS ? MAX_THREADS : use;
+    struct clipped_job j = {x, dy, lo, hi, dx, count, count < use ? (count > 0 ? (int)count : 1) : use};
+    run_parts(clipped_part, &j, j.nparts, use);
     return AMSIM_OK;
 }
 

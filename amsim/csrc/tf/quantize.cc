@@ -6,6 +6,7 @@
  * AmsimMinMax: the range a scale is set from, per tensor or per trailing channel (NaN left out).
  * AmsimQuantize: float32 to 8-bit integers, clip(round(x / scale) + zero, qmin, qmax), ties to even.
  * AmsimDequantize: 8-bit integers back to the float32 values they stand for.
+ * AmsimClippedGradient: the straight-through gradient of the quantizer's clip.
  * AmsimIntDequantize: an integer op's sums of circuit products corrected for the zero points and
  *   scaled to float32.
  */
@@ -95,6 +96,25 @@ The float32 values (q - zero) * scale that 8-bit integers stand for (AmsimQuanti
 q: the integers, (..., C), C the product of its last axes' sizes.
 scale: one element, or C: one per element of q's last axes.
 zero: one element, or C (scale's count); each a value of q's type.
+threads: at most this many engine threads (0: the engine's default).
+)doc");
+
+REGISTER_OP("AmsimClippedGradient")
+    .Input("x: float")
+    .Input("dy: float")
+    .Input("lo: float")
+    .Input("hi: float")
+    .Output("dx: float")
+    .Attr("threads: int >= 0 = 0")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext *c) {
+        c->set_output(0, c->input(0));
+        return absl::OkStatus();
+    })
+    .Doc(R"doc(
+The straight-through gradient of the quantizer's clip: dy where lo <= x <= hi, else 0 (NaN too).
+
+x: the quantized input; dy: the gradient of its quantized value, x's shape.
+lo, hi: scalars, the range the quantizer does not clip.
 threads: at most this many engine threads (0: the engine's default).
 )doc");
 
@@ -275,6 +295,35 @@ private:
     int threads_ = 0;
 };
 
+class AmsimClippedGradientOp : public OpKernel {
+public:
+    explicit AmsimClippedGradientOp(OpKernelConstruction *ctx) : OpKernel(ctx)
+    {
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+    }
+
+    void Compute(OpKernelContext *ctx) override
+    {
+        const Tensor &x = ctx->input(0), &dy = ctx->input(1), &lo = ctx->input(2), &hi = ctx->input(3);
+        OP_REQUIRES(ctx, x.shape() == dy.shape(),
+                    absl::InvalidArgumentError("AmsimClippedGradient: dy must have x's shape " +
+                                               x.shape().DebugString() + ", got " + dy.shape().DebugString()));
+        OP_REQUIRES(ctx, lo.NumElements() == 1 && hi.NumElements() == 1,
+                    absl::InvalidArgumentError("AmsimClippedGradient: lo and hi must be scalars, got " +
+                                               lo.shape().DebugString() + " and " + hi.shape().DebugString()));
+        Tensor *dx = nullptr;
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+        OP_REQUIRES_OK(ctx, EngineStatus(amsim_clipped_gradient(x.NumElements(), x.flat<float>().data(),
+                                                                dy.flat<float>().data(), lo.flat<float>()(0),
+                                                                hi.flat<float>()(0), dx->flat<float>().data(),
+                                                                threads_),
+                                         "AmsimClippedGradient: amsim_clipped_gradient"));
+    }
+
+private:
+    int threads_ = 0;
+};
+
 class AmsimIntDequantizeOp : public OpKernel {
 public:
     explicit AmsimIntDequantizeOp(OpKernelConstruction *ctx) : OpKernel(ctx)
@@ -351,4 +400,6 @@ private:
 REGISTER_KERNEL_BUILDER(Name("AmsimMinMax").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimMinMaxOp);
 REGISTER_KERNEL_BUILDER(Name("AmsimQuantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimQuantizeOp);
 REGISTER_KERNEL_BUILDER(Name("AmsimDequantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimDequantizeOp);
+REGISTER_KERNEL_BUILDER(Name("AmsimClippedGradient").Device(tensorflow::DEVICE_CPU),
+                        amsim_tf::AmsimClippedGradientOp);
 REGISTER_KERNEL_BUILDER(Name("AmsimIntDequantize").Device(tensorflow::DEVICE_CPU), amsim_tf::AmsimIntDequantizeOp);
