@@ -377,7 +377,7 @@ def _needed(name, x, zero):
 def _int32(name, x) -> np.ndarray:
     """An integer array within int32, as int32."""
     x = np.asarray(x)
-    if x.dtype.kind not in "iu" or x.dtype == np.uint64 and x.size and x.max() > _INT32.max:
+    if x.dtype.kind not in "iu":
         raise IntegerOperandError(f"{name} must be an integer array within int32, got {x.dtype} values")
     if x.dtype.itemsize > 4 or x.dtype == np.uint32:
         if x.size and (x.min() < _INT32.min or x.max() > _INT32.max):
