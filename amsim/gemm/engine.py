@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import cbuild
-from ..errors import AmsimError
+from ..errors import AmsimError, RangeError, check_integer
 
 _CPU_DIR = Path(__file__).resolve().parent.parent / "csrc" / "cpu"
 
@@ -105,6 +105,21 @@ def load(variant: str | None = None):
 
     planner.install_costs(module.ffi, module.lib, variant)
     return module.ffi, module.lib
+
+
+def engine_threads(threads) -> int:
+    """The engine's thread argument for a caller's ``threads``: 0 (the engine's default) for None,
+    else ``threads`` checked to be an integer >= 1 (:class:`RangeError`)."""
+    return 0 if threads is None else check_integer(threads, "threads (None: the engine's default)", 1)
+
+
+def check_status(rc: int, call: str) -> None:
+    """Raise for an engine call's amsim_status ``rc``: MemoryError for AMSIM_ERR_MEMORY (-1),
+    RangeError for any other refusal (of arguments its caller checks beforehand)."""
+    if rc == -1:
+        raise MemoryError(f"{call}: out of memory")
+    if rc:
+        raise RangeError(f"{call} refused its arguments (status {rc})")
 
 
 def _aligned_storage(size: int) -> np.ndarray:

@@ -193,9 +193,7 @@ def _cpu_int_matmul(pa, pb, table: IntegerTable, dtype, threads):
     rc = lib.amsim_int_gemm(table.engine_lut(ffi, lib).ptr, m_rows, n, k, ffi.from_buffer("uint8_t[]", pa),
                             ffi.from_buffer("uint8_t[]", pb), ffi.from_buffer(out), int(dtype.itemsize == 8),
                             0 if threads is None else int(threads))
-    if rc:  # pragma: no cover - the arguments were checked above
-        raise MemoryError("amsim_int_gemm: out of memory") if rc == -1 else \
-            RangeError(f"amsim_int_gemm refused its arguments (status {rc})")
+    engine.check_status(rc, "amsim_int_gemm")
     return out
 
 

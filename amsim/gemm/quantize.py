@@ -70,8 +70,7 @@ def minmax(x, channels: int = 1, *, backend="auto", threads=None) -> tuple[np.nd
     if backend not in BACKENDS:
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
     channels = check_integer(channels, "channels", 1)
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine.engine_threads(threads)
     x = np.ascontiguousarray(x, np.float32)
     if channels > 1 and trailing(x.shape, channels) != channels:
         raise ShapeError(f"channels must be the product of x's last axes' sizes, got {channels} for x {x.shape}")
@@ -84,10 +83,8 @@ def minmax(x, channels: int = 1, *, backend="auto", threads=None) -> tuple[np.nd
     ffi, lib = engine.load()
     lo, hi = np.empty(channels, np.float32), np.empty(channels, np.float32)
     rc = lib.amsim_minmax(x.size, channels, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", lo),
-                          ffi.from_buffer("float[]", hi), 0 if threads is None else int(threads))
-    if rc:
-        raise MemoryError("amsim_minmax: out of memory") if rc == -1 else \
-            RangeError(f"amsim_minmax refused its arguments (status {rc})")
+                          ffi.from_buffer("float[]", hi), threads)
+    engine.check_status(rc, "amsim_minmax")
     return lo, hi
 
 
@@ -121,8 +118,7 @@ def quantize(x, scale, zero_point, qmin, qmax, *, sums=False, backend="auto", th
     qmin, qmax = check_integer(qmin, "qmin", -128, 255), check_integer(qmax, "qmax", qmin, 255)
     if not (qmin >= 0 or qmax <= 127):
         raise RangeError(f"qmin..qmax must lie within 0..255 or -128..127, not {qmin}..{qmax}")
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine.engine_threads(threads)
     x = np.asarray(x, np.float32)
     dtype = np.uint8 if qmin >= 0 else np.int8
     width = _sum_width(x.shape) if sums else 0
@@ -142,11 +138,8 @@ def quantize(x, scale, zero_point, qmin, qmax, *, sums=False, backend="auto", th
     rc = lib.amsim_quantize(x.size, scale.size, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", scale),
                             ffi.from_buffer("int32_t[]", zero), qmin, qmax, ffi.from_buffer("uint8_t[]", q), width,
                             ffi.from_buffer("int32_t[]", total) if sums else ffi.NULL,
-                            0 if threads is None else int(threads))
-    if rc == -1:
-        raise MemoryError("amsim_quantize: out of memory")
-    if rc:  # pragma: no cover - the arguments were checked above
-        raise RangeError(f"amsim_quantize refused its arguments (status {rc})")
+                            threads)
+    engine.check_status(rc, "amsim_quantize")
     q = q.view(dtype)
     return (q, total) if sums else q
 
@@ -192,8 +185,7 @@ def dequantize(q, scale, zero_point, *, backend="auto", threads=None) -> np.ndar
     """
     if backend not in BACKENDS:
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine.engine_threads(threads)
     q = np.asarray(q)
     if q.dtype not in (np.uint8, np.int8):
         raise IntegerOperandError(f"q must be a uint8 or int8 array, got {q.dtype}")
@@ -210,9 +202,8 @@ def dequantize(q, scale, zero_point, *, backend="auto", threads=None) -> np.ndar
     rc = lib.amsim_dequantize(q.size, scale.size, ffi.from_buffer("uint8_t[]", q.view(np.uint8)),
                               int(q.dtype == np.int8), ffi.from_buffer("float[]", scale),
                               ffi.from_buffer("int32_t[]", zero), ffi.from_buffer("float[]", x),
-                              0 if threads is None else int(threads))
-    if rc:  # pragma: no cover - the arguments were checked above
-        raise RangeError(f"amsim_dequantize refused its arguments (status {rc})")
+                              threads)
+    engine.check_status(rc, "amsim_dequantize")
     return x
 
 
@@ -232,8 +223,7 @@ def clipped_gradient(x, dy, lo, hi, *, backend="auto", threads=None) -> np.ndarr
     """
     if backend not in BACKENDS:
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine.engine_threads(threads)
     x, dy = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(dy, np.float32)
     if x.shape != dy.shape:
         raise ShapeError(f"dy must have x's shape {x.shape}, got {dy.shape}")
@@ -244,9 +234,8 @@ def clipped_gradient(x, dy, lo, hi, *, backend="auto", threads=None) -> np.ndarr
     ffi, lib = engine.load()
     dx = np.empty(x.shape, np.float32)
     rc = lib.amsim_clipped_gradient(x.size, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", dy), float(lo),
-                                    float(hi), ffi.from_buffer("float[]", dx), 0 if threads is None else int(threads))
-    if rc:  # pragma: no cover - the arguments were checked above
-        raise RangeError(f"amsim_clipped_gradient refused its arguments (status {rc})")
+                                    float(hi), ffi.from_buffer("float[]", dx), threads)
+    engine.check_status(rc, "amsim_clipped_gradient")
     return dx
 
 
@@ -306,8 +295,7 @@ def int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(
     zx, zw = (check_integer(z, name, -MAX_ZERO_POINT, MAX_ZERO_POINT)
               for z, name in zip(zero_point_pair(zero_points), ("zero_points[0] (z_x)", "zero_points[1] (z_w)")))
     k = check_integer(k, "k (products per sum)", 0)
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine.engine_threads(threads)
     acc = _int32("acc", acc)
     if acc.ndim < 1:
         raise ShapeError(f"acc must have at least 1 dimension, got shape {acc.shape}")
@@ -352,9 +340,8 @@ def _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, threads):
     rc = lib.amsim_int_dequantize(out.size // n, n, ffi.from_buffer("int32_t[]", acc), buffer(rows),
                                   1 if rows is None else rows.shape[-1], buffer(cols), zx, zw, k,
                                   ffi.from_buffer("float[]", scale), scale.size, ffi.from_buffer("float[]", out),
-                                  0 if threads is None else int(threads))
-    if rc:  # pragma: no cover - the arguments were checked above
-        raise RangeError(f"amsim_int_dequantize refused its arguments (status {rc})")
+                                  threads)
+    engine.check_status(rc, "amsim_int_dequantize")
     return out
 
 

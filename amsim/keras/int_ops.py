@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from .. import gemm
 from ..errors import RangeError, check_integer
+from ..gemm.engine import engine_threads
 from ..gemm.int_conv import MAX_PATCH, check_groups, int_conv_geometry
 from ..gemm.quantize import MAX_ZERO_POINT, trailing, zero_point_pair
 from ..gemm.integer import (IntegerTable, accumulator_dtype, check_bits, check_values, largest_product, prepared_table,
@@ -90,15 +91,14 @@ def am_int_matmul(a, b, lut, *, bits=8, signed=False, out_dtype=None, threads=No
     """
     bits = check_bits(bits)
     signed = bool(signed)
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine_threads(threads)
     table = prepared_table(_host_table("am_int_matmul", lut), bits, signed, fn="am_int_matmul")
     a, b = (_integer_tensor("am_int_matmul", name, x) for name, x in (("a", a), ("b", b)))
     k = _check_shapes(a.shape, b.shape)
     tout = _out_dtype(out_dtype, k, table)
     pa, pb = (_patterns("am_int_matmul", name, x, bits, signed) for name, x in (("a", a), ("b", b)))
     return _ops("am_int_matmul").amsim_int_mat_mul(pa, pb, _table_tensor(table), bits=bits, Tout=tout,
-                                                   threads=0 if threads is None else int(threads))
+                                                   threads=threads)
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
@@ -155,8 +155,7 @@ def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=
     bits = check_bits(bits)
     signed = bool(signed)
     groups = check_integer(groups, "groups", 1)
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine_threads(threads)
     table = prepared_table(_host_table(fn, lut), bits, signed, fn=fn)
     geometry = _conv_attrs(strides, padding, dilations)
     x, w, pad = (_integer_tensor(fn, name, v) for name, v in (("x", x), ("w", w), ("pad_value", pad_value)))
@@ -168,7 +167,7 @@ def am_int_conv2d(x, w, lut, *, strides=1, padding="VALID", dilations=1, groups=
     px, pw, ppad = (_patterns(fn, name, v, bits, signed) for name, v in (("x", x), ("w", w), ("pad_value", pad)))
     output, patch_sums = _ops(fn).amsim_int_conv2d(px, pw, _table_tensor(table), ppad, **geometry, groups=groups,
                                                    bits=bits, signed=signed,
-                                                   threads=0 if threads is None else int(threads))
+                                                   threads=threads)
     return output, patch_sums
 
 
@@ -192,15 +191,14 @@ def am_minmax(x, channels=1, *, threads=None):
     """
     fn = "am_minmax"
     channels = check_integer(channels, f"{fn}: channels", 1)
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine_threads(threads)
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.float32:
         raise OpDTypeError(f"{fn}: x must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
     if channels > 1 and x.shape.rank is not None and trailing(x.shape, channels) not in (None, channels):
         raise gemm.ShapeError(f"{fn}: channels must be the product of x's last axes' sizes, got {channels} for x "
                               f"{x.shape}")
-    return _ops(fn).amsim_min_max(x, channels=channels, threads=0 if threads is None else int(threads))
+    return _ops(fn).amsim_min_max(x, channels=channels, threads=threads)
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
@@ -234,8 +232,7 @@ def am_quantize(x, scale, zero_point, qmin, qmax, *, sums=False, threads=None):
     qmin, qmax = check_integer(qmin, f"{fn}: qmin", -128, 255), check_integer(qmax, f"{fn}: qmax", qmin, 255)
     if not (qmin >= 0 or qmax <= 127):
         raise RangeError(f"{fn}: qmin..qmax must lie within 0..255 or -128..127, not {qmin}..{qmax}")
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine_threads(threads)
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.float32:
         raise OpDTypeError(f"{fn}: x must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
@@ -244,7 +241,7 @@ def am_quantize(x, scale, zero_point, qmin, qmax, *, sums=False, threads=None):
     scale, zero = _scale_and_zero(fn, x.shape, scale, zero_point)
     q, total = _ops(fn).amsim_quantize(x, scale, zero, qmin=qmin, qmax=qmax,
                                        out_type=tf.uint8 if qmin >= 0 else tf.int8, with_sums=bool(sums),
-                                       threads=0 if threads is None else int(threads))
+                                       threads=threads)
     return (q, total) if sums else q
 
 
@@ -268,13 +265,12 @@ def am_dequantize(q, scale, zero_point, *, threads=None):
         RangeError: a bad thread count.
     """
     fn = "am_dequantize"
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine_threads(threads)
     q = tf.convert_to_tensor(q)
     if q.dtype not in (tf.uint8, tf.int8):
         raise OpDTypeError(f"{fn}: q must be a uint8 or int8 tensor, got {q.dtype.name} (shape {q.shape})")
     scale, zero = _scale_and_zero(fn, q.shape, scale, zero_point)
-    return _ops(fn).amsim_dequantize(q, scale, zero, threads=0 if threads is None else int(threads))
+    return _ops(fn).amsim_dequantize(q, scale, zero, threads=threads)
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
@@ -309,8 +305,7 @@ def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_point
         RangeError: a bad k, zero point or thread count.
     """
     fn = "am_int_dequantize"
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine_threads(threads)
     zx, zw = (_zero_point(fn, name, z) for name, z in zip(("z_x", "z_w"), zero_point_pair(zero_points, fn)))
     if isinstance(k, (tf.Tensor, tf.Variable)):
         k = tf.cast(k, tf.int64)
@@ -336,7 +331,7 @@ def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_point
     if col_sums is not None and not cols.shape.is_compatible_with([n]):
         raise gemm.ShapeError(f"{fn}: col_sums must be ({n},) for acc {acc.shape}, got {cols.shape}")
     return _ops(fn).amsim_int_dequantize(acc, rows, cols, zx, zw, k, scale,
-                                         threads=0 if threads is None else int(threads))
+                                         threads=threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,8 +359,7 @@ def am_clipped_gradient(x, dy, lo, hi, *, threads=None):
         RangeError: a bad thread count.
     """
     fn = "am_clipped_gradient"
-    if threads is not None:
-        check_integer(threads, "threads (None: the engine's default)", 1)
+    threads = engine_threads(threads)
     x, dy = tf.convert_to_tensor(x), tf.convert_to_tensor(dy)
     for name, t in (("x", x), ("dy", dy)):
         if t.dtype != tf.float32:
@@ -373,7 +367,7 @@ def am_clipped_gradient(x, dy, lo, hi, *, threads=None):
     if not x.shape.is_compatible_with(dy.shape):
         raise gemm.ShapeError(f"{fn}: dy must have x's shape {x.shape}, got {dy.shape}")
     lo, hi = (tf.convert_to_tensor(v, tf.float32) for v in (lo, hi))
-    return _ops(fn).amsim_clipped_gradient(x, dy, lo, hi, threads=0 if threads is None else int(threads))
+    return _ops(fn).amsim_clipped_gradient(x, dy, lo, hi, threads=threads)
 
 
 def _scale_and_zero(fn, shape, scale, zero_point):

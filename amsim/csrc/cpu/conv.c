@@ -355,9 +355,8 @@ int amsim_int_im2col(const struct amsim_conv_geometry *g, const uint8_t *x, uint
         return AMSIM_OK;
     }
     struct int_im2col_job j = {g, x, cols, sums, pad, signed_bits ? 8 - signed_bits : -1, groups, 0};
-    int use = written >= INT_IM2COL_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
-    use = use > MAX_THREADS ? MAX_THREADS : use;
-    j.nparts = g->n * g->oh < use ? g->n * g->oh : use;
+    const int use = pass_threads(written, INT_IM2COL_PARALLEL_MIN, threads);
+    j.nparts = pass_parts(g->n * g->oh, use);
     run_parts(int_im2col_part, &j, (int)j.nparts, use);
     return AMSIM_OK;
 }

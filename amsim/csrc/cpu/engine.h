@@ -70,6 +70,8 @@ static double now_ns(void);
 static void run_parts(part_fn fn, void *ctx, int nparts, int threads);
 static void pool_gemm_returned(void);
 static int default_threads(void);
+static int pass_threads(int64_t work, int64_t min_work, int threads);
+static int pass_parts(int64_t rows, int threads);
 
 /* ---- split.c: operand split ---- */
 /*

@@ -286,3 +286,18 @@ int amsim_default_threads(void)
 {
     return default_threads();
 }
+
+/* The threads a pass over `work` units takes: the caller alone below `min_work` (a hand-off would
+ * cost more than it saves), else `threads` (0: the engine's default), at most MAX_THREADS. */
+static int pass_threads(int64_t work, int64_t min_work, int threads)
+{
+    const int use = work >= min_work ? (threads > 0 ? threads : default_threads()) : 1;
+    return use > MAX_THREADS ? MAX_THREADS : use;
+}
+
+/* The parts a pass over `rows` rows is split into for `threads` threads: at most one per row, and
+ * at least one (which, for no rows, does the pass's set-up alone). */
+static int pass_parts(int64_t rows, int threads)
+{
+    return rows < threads ? (rows > 0 ? (int)rows : 1) : threads;
+}

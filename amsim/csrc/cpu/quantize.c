@@ -21,7 +21,7 @@
 
 #include <math.h>
 
-#define QUANTIZE_PARALLEL_MIN ((int64_t)1 << 16)  /* elements: fewer are done by the caller alone */
+#define QUANTIZE_PARALLEL_MIN ((int64_t)1 << 16)  /* elements of a pass: fewer are done by the caller alone */
 
 /* ---- amsim_minmax ---- */
 
@@ -62,9 +62,8 @@ int amsim_minmax(int64_t count, int64_t channels, const float *x, float *lo, flo
     /* one range over the whole tensor: lanes of a row, merged at the end (the tail after them alone) */
     const int64_t lanes = channels == 1 && count >= MINMAX_LANES ? MINMAX_LANES : channels;
     const int64_t rows = count / lanes, tail = count - rows * lanes;
-    int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
-    use = use > MAX_THREADS ? MAX_THREADS : use;
-    const int nparts = rows < use ? (rows > 0 ? (int)rows : 1) : use;
+    const int use = pass_threads(count, QUANTIZE_PARALLEL_MIN, threads);
+    const int nparts = pass_parts(rows, use);
     float *part_lo = malloc(sizeof(float) * (size_t)(2 * nparts * lanes));
     if (!part_lo)
         return AMSIM_ERR_MEMORY;
@@ -161,9 +160,8 @@ int amsim_quantize(int64_t count, int64_t channels, const float *x, const float 
             return AMSIM_ERR_ARGS;
     /* one scale and no sums: the elements are the rows (one run, split anywhere) */
     const int64_t w = !sums && channels == 1 ? 1 : width, rows = count / w;
-    int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
-    use = use > MAX_THREADS ? MAX_THREADS : use;
-    const int nparts = rows < use ? (rows > 0 ? (int)rows : 1) : use;
+    const int use = pass_threads(count, QUANTIZE_PARALLEL_MIN, threads);
+    const int nparts = pass_parts(rows, use);
     int32_t *partial = NULL;
     if (sums && !(partial = malloc(sizeof(int32_t) * (size_t)(nparts * w))))
         return AMSIM_ERR_MEMORY;
@@ -228,9 +226,8 @@ int amsim_dequantize(int64_t count, int64_t channels, const uint8_t *q, int is_s
         return AMSIM_ERR_ARGS;
     struct dequantize_job j = {q, scale, zero, channels == 1 ? count : count / channels, channels, is_signed != 0,
                                x, 0};
-    int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
-    use = use > MAX_THREADS ? MAX_THREADS : use;
-    j.nparts = j.rows < use ? (int)j.rows : use;
+    const int use = pass_threads(count, QUANTIZE_PARALLEL_MIN, threads);
+    j.nparts = pass_parts(j.rows, use);
     run_parts(dequantize_part, &j, j.nparts, use);
     return AMSIM_OK;
 }
@@ -260,19 +257,17 @@ int amsim_clipped_gradient(int64_t count, const float *x, const float *dy, float
 {
     if (count < 0 || threads < 0 || (count > 0 && (!x || !dy || !dx)))
         return AMSIM_ERR_ARGS;
-    int use = count >= QUANTIZE_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
-    use = use > MAX_THREADS ? MAX_THREADS : use;
-    struct clipped_job j = {x, dy, lo, hi, dx, count, count < use ? (count > 0 ? (int)count : 1) : use};
+    const int use = pass_threads(count, QUANTIZE_PARALLEL_MIN, threads);
+    struct clipped_job j = {x, dy, lo, hi, dx, count, pass_parts(count, use)};
     run_parts(clipped_part, &j, j.nparts, use);
     return AMSIM_OK;
 }
 
 /* ---- amsim_int_dequantize ---- */
 
-/* Sums whose every partial sum stays in int32: |acc| <= 65535 k and each zero-point term <= 255^2 k
- * (the quantized layers' bound, amsim/keras/quantization.py's _INT32_CORRECTION_TERMS). */
+/* Sums whose every partial sum stays in int32: |acc| <= 65535 k and each of the three zero-point
+ * terms <= 255^2 k (docs/quantized.md: K <= 8240). */
 #define DEQUANT_INT32_TERMS ((int64_t)INT32_MAX / (65535 + 3 * 255 * 255))
-#define DEQUANT_PARALLEL_MIN ((int64_t)1 << 16)  /* outputs: fewer are done by the caller alone */
 
 struct dequant_job {
     int64_t rows, n, groups;
@@ -327,9 +322,8 @@ int amsim_int_dequantize(int64_t rows, int64_t n, const int32_t *acc, const int3
     /* a term that is 0 is left out, its sums unread */
     struct dequant_job j = {rows, n, groups, acc, zw ? row_sums : NULL, zx ? col_sums : NULL, zx, zw,
                             k * zx * zw, scale, scales, y, k > DEQUANT_INT32_TERMS, 0};
-    int use = rows * n >= DEQUANT_PARALLEL_MIN ? (threads > 0 ? threads : default_threads()) : 1;
-    use = use > MAX_THREADS ? MAX_THREADS : use;
-    j.nparts = rows < use ? (int)rows : use;
+    const int use = pass_threads(rows * n, QUANTIZE_PARALLEL_MIN, threads);
+    j.nparts = pass_parts(rows, use);
     run_parts(dequant_part, &j, j.nparts, use);
     return AMSIM_OK;
 }
