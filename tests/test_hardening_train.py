@@ -9,6 +9,7 @@ last complete epoch's checkpoint intact, and ``--resume`` then ends with the wei
 uninterrupted run ends with.
 """
 
+import contextlib
 import errno
 import fcntl
 import gzip
@@ -493,8 +494,8 @@ def test_a_refused_resume_or_force_leaves_a_complete_study_as_it_was(complete_st
 # 5. Signals mid-epoch (real processes)
 # ==============================================================================================
 
-#: Epochs long enough (one image per step) that a signal sent once the first checkpoint exists
-#: lands in the middle of the second epoch.
+#: Epochs long enough (one image per step) that the command, stopped once its first checkpoint
+#: exists, is still early in the second epoch.
 SLOW_EPOCHS = ["--dataset", "digits", "--arch", "mlp", "--epochs", "3", "--batch-size", "1", "--limit-train", "600",
                "--limit-test", "32", "--threads", "1", "--no-plots", "--quiet"]
 
@@ -515,12 +516,24 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def wait_for_first_checkpoint(proc: subprocess.Popen, run_folder: Path) -> None:
-    """Return once the run folder holds a checkpoint (written whole, by a rename), i.e. mid second epoch."""
+@contextlib.contextmanager
+def held_at_first_checkpoint(proc: subprocess.Popen, run_folder: Path):
+    """Stop the command's process group as soon as the run folder holds a checkpoint (written whole,
+    by a rename), i.e. early in the second epoch; let it go on when the block ends.
+
+    While it is stopped (SIGSTOP) the command cannot train on, so what the block does (a refused
+    second study, a signal) happens mid-epoch however slow the test machine is. A signal sent to a
+    stopped process waits and is delivered when it continues (SIGCONT).
+    """
     while not (run_folder / "checkpoint.npz").exists():
         if proc.poll() is not None:
             pytest.fail(f"amsim train ended before its first checkpoint: {proc.communicate()}")
-        time.sleep(0.01)
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
 
 
 def final_weights(out: Path) -> str:
@@ -543,11 +556,11 @@ def test_sigint_mid_epoch_stops_at_once_keeps_the_last_epoch_and_resumes_to_the_
     out = tmp_path / "study"
     folder = out / "float32" / "seed0"
     proc = start_train(out)
-    wait_for_first_checkpoint(proc, folder)
-    # While it trains, the study folder is its own: a second train is refused.
-    rc, _, err = train(out, capsys)
-    assert f"process {proc.pid} is training into it" in refused(rc, err, FAILED)
-    proc.send_signal(signal.SIGINT)
+    with held_at_first_checkpoint(proc, folder):
+        # While it trains, the study folder is its own: a second train is refused.
+        rc, _, err = train(out, capsys)
+        assert f"process {proc.pid} is training into it" in refused(rc, err, FAILED)
+        proc.send_signal(signal.SIGINT)
     rc, _, err = finish(proc)
     assert rc == 130
     assert [line for line in err.splitlines() if line.strip()] == ["amsim: ended by SIGINT; stopped"]
@@ -582,13 +595,13 @@ def test_a_signal_ends_a_dask_study_with_its_workers_and_keeps_the_last_epoch(si
     out = tmp_path / "study"
     folder = out / "float32" / "seed0"
     proc = start_train(out, "--workers", "1")
-    wait_for_first_checkpoint(proc, folder)
-    workers = descendants(proc.pid)
-    assert workers, "the LocalCluster's processes are the command's children"
-    if to_the_group:
-        os.killpg(proc.pid, sig)
-    else:
-        proc.send_signal(sig)
+    with held_at_first_checkpoint(proc, folder):
+        workers = descendants(proc.pid)
+        assert workers, "the LocalCluster's processes are the command's children"
+        if to_the_group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
     rc, _, err = finish(proc)
     assert rc == 128 + sig
     assert [line for line in err.splitlines() if line.strip()] == [f"amsim: ended by {sig.name}; stopped"]
