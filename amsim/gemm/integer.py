@@ -40,8 +40,11 @@ __all__ = ["int_matmul", "reference_int_matmul", "accumulator_dtype", "check_bit
 MAX_BITS = 8
 #: Widest circuit output: 16 bits, unsigned or signed (an 8 x 8-bit product).
 OUTPUT_BITS = 16
+_INT32, _INT64 = np.dtype(np.int32), np.dtype(np.int64)
 _INT32_MAX = np.iinfo(np.int32).max
 _INT64_MAX = np.iinfo(np.int64).max
+#: The dtype whose every value is an 8-bit operand, and whose bytes are its patterns, by signedness.
+_BYTES = {False: np.dtype(np.uint8), True: np.dtype(np.int8)}
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
 
@@ -119,9 +122,9 @@ def accumulator_dtype(k: int, table) -> np.dtype:
     """
     largest = largest_product(table)
     if k * largest <= _INT32_MAX:
-        return np.dtype(np.int32)
+        return _INT32
     if k * largest <= _INT64_MAX:
-        return np.dtype(np.int64)
+        return _INT64
     raise RangeError(f"int_matmul: K = {k} products of magnitude up to {largest} can overflow even int64")
 
 
@@ -232,7 +235,7 @@ def _patterns(name, x, bits, signed) -> np.ndarray:
     x = _integers(name, x)
     if x.ndim != 2:
         raise ShapeError(f"int_matmul: {name} must be 2-D, got shape {x.shape}")
-    if bits == 8 and x.dtype.type is (np.int8 if signed else np.uint8):  # every value of the dtype is an operand
+    if bits == 8 and x.dtype == _BYTES[signed]:  # every value of the dtype is an operand
         x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
         return x.view(np.uint8) if signed else x
     if x.size:

@@ -144,9 +144,9 @@ static __attribute__((noinline)) void int_flush_row(const __m512i *acc_a, const 
 }
 
 /* x (rows x cols, row stride ldx) transposed into t (cols x rows, row stride ldt): in 64 x 64
- * tiles (what they read and write stays in L1), each by 8 x 8 blocks (eight 8-byte rows in, one
- * byte permutation, eight 8-byte rows out; a byte at a time, the transposes of the fast kernels'
- * operands took longer than the GEMM itself on tall-thin shapes); the edges byte by byte. */
+ * tiles (what they read and write stays in L1), each by 8 x 8 blocks (eight 8-byte rows gathered,
+ * one byte permutation, eight 8-byte rows out; a byte at a time, the transposes of the fast
+ * kernels' operands took longer than the GEMM itself on tall-thin shapes); the edges byte by byte. */
 static void int_transpose_bytes(const uint8_t *x, int64_t rows, int64_t cols, int64_t ldx, uint8_t *t, int64_t ldt)
 {
     uint8_t perm[64];
@@ -154,15 +154,17 @@ static void int_transpose_bytes(const uint8_t *x, int64_t rows, int64_t cols, in
         for (int r = 0; r < 8; ++r)
             perm[8 * c + r] = (uint8_t)(8 * r + c);  /* byte r of out row c = byte c of in row r */
     const __m512i p = _mm512_loadu_si512(perm);
+    /* gathered, not stored and reloaded: eight 8-byte stores read back as one vector cannot be
+     * forwarded, and that stall took as long as the lookups of a small GEMM */
+    const __m512i rowx = _mm512_set_epi64(7 * ldx, 6 * ldx, 5 * ldx, 4 * ldx, 3 * ldx, 2 * ldx, ldx, 0);
     const int64_t rows8 = rows & ~(int64_t)7, cols8 = cols & ~(int64_t)7;
     for (int64_t R = 0; R < rows8; R += 64)
         for (int64_t C = 0; C < cols8; C += 64)
             for (int64_t r0 = R; r0 < rows8 && r0 < R + 64; r0 += 8)
                 for (int64_t c0 = C; c0 < cols8 && c0 < C + 64; c0 += 8) {
                     uint64_t q[8];
-                    for (int r = 0; r < 8; ++r)
-                        memcpy(&q[r], x + (r0 + r) * ldx + c0, 8);
-                    _mm512_storeu_si512(q, _mm512_permutexvar_epi8(p, _mm512_loadu_si512(q)));
+                    _mm512_storeu_si512(q, _mm512_permutexvar_epi8(
+                                               p, _mm512_i64gather_epi64(rowx, x + r0 * ldx + c0, 1)));
                     for (int c = 0; c < 8; ++c)
                         memcpy(t + (c0 + c) * ldt + r0, &q[c], 8);
                 }
