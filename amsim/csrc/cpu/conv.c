@@ -259,6 +259,127 @@ static inline void taps_inside(int64_t start, int64_t step, int64_t count, int64
     }
 }
 
+#if AMSIM_AVX512 && defined(__AVX512BW__)
+/* The lanes [lo, hi) of a 64-lane mask, lo and hi clipped to 0..64. */
+static inline __mmask64 lanes_between(int64_t lo, int64_t hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 64 ? 64 : hi;
+    if (hi <= lo)
+        return 0;
+    const __mmask64 below_hi = hi == 64 ? ~(__mmask64)0 : (((__mmask64)1 << hi) - 1);
+    return below_hi & ~(((__mmask64)1 << lo) - 1);
+}
+
+/* What int_im2col_row_avx512 adds up for a position's sum (value_sum's, shift as there): the
+ * bytes' sum of absolute differences from zero, and the count of negative values. */
+struct patch_sum {
+    __m512i sad;
+    int64_t negatives;
+};
+
+static inline __attribute__((always_inline)) void patch_sum_add(struct patch_sum *p, __m512i v, int shift,
+                                                                __m512i low, __m512i sign)
+{
+    if (shift < 0) {
+        p->sad = _mm512_add_epi64(p->sad, _mm512_sad_epu8(v, _mm512_setzero_si512()));
+    } else {  /* signed values of 8 - shift bits: the low bits' sum less 2^bits for each negative one */
+        p->sad = _mm512_add_epi64(p->sad, _mm512_sad_epu8(_mm512_and_si512(v, low), _mm512_setzero_si512()));
+        p->negatives += __builtin_popcountll(_mm512_test_epi8_mask(v, sign));
+    }
+}
+
+/* A narrow run's piece v (its `lanes`, zeros past them) at d, whole where it ends before `end`
+ * (the stores that follow overwrite what lies past the run), else masked; added into p. */
+static inline __attribute__((always_inline)) void put_narrow(uint8_t *d, const uint8_t *end, __mmask16 lanes,
+                                                             __m128i v, struct patch_sum *p, int shift,
+                                                             __m512i low, __m512i sign)
+{
+    if (d + 16 <= end)
+        _mm_storeu_si128((__m128i *)d, v);
+    else
+        _mm_mask_storeu_epi8(d, lanes, v);
+    patch_sum_add(p, _mm512_zextsi128_si512(v), shift, low, sign);
+}
+
+/*
+ * One output row's patch rows where a filter row's taps and all channels are adjacent in NHWC
+ * (one group, dw = 1), and their sums (value_sum's, shift as there), with AVX-512. A filter row's
+ * run of kw * C bytes goes in 64-byte pieces, or one 16-byte piece for a run of at most 16 bytes
+ * (64-byte stores 5 bytes apart, each split across two cache lines, took twice as long). A piece
+ * is loaded with the lanes outside the input set to the pad pattern (a masked load reads none of
+ * them: no padded copy of the input), and stored whole, since the stores that follow overwrite
+ * what lies past the run, except at the end of the output row (masked: the next row may be
+ * another thread's). Each sum comes from the loaded vectors, not from the row just stored. A
+ * narrow run's lanes inside the input are found once per position, and a position wholly inside
+ * takes them with no merge. The scalar copies and fills of a one-channel input's 5-byte runs,
+ * and the sums read back, took twice as long.
+ */
+static void int_im2col_row_avx512(const struct amsim_conv_geometry *g, const uint8_t *image, int64_t h0,
+                                  int vertical_pad, uint8_t pad, int shift, uint8_t *dst, int32_t *sums)
+{
+    const int64_t C = g->c, run = g->kw * C, row_len = g->kh * run, width = g->w * C;
+    const int64_t tap_step = g->dh * width;
+    const uint8_t *const end = dst + g->ow * row_len;
+    const int bits = shift < 0 ? 8 : 8 - shift;
+    const __m512i padv = _mm512_set1_epi8((char)pad);
+    const __m512i low = _mm512_set1_epi8((char)(uint8_t)((1u << bits) - 1));
+    const __m512i sign = _mm512_set1_epi8((char)(uint8_t)(1u << (bits - 1)));
+    const int narrow = run <= 16;
+    const __mmask64 whole = lanes_between(0, narrow ? run : 64);
+    const __m512i pad_run = _mm512_maskz_mov_epi8(whole, padv);
+    for (int64_t ow = 0; ow < g->ow; ++ow, dst += row_len) {
+        const int64_t start = (ow * g->sw - g->pad_left) * C;  /* the run's first byte in an input row */
+        struct patch_sum sum = {_mm512_setzero_si512(), 0};
+        if (narrow && !vertical_pad && start >= 0 && start + run <= width) {
+            /* inside the input: the run's lanes alone, loaded with zeros past them (a merge with
+             * the pad pattern took longer) */
+            const uint8_t *src = image + h0 * width + start;
+            uint8_t *d = dst;
+            for (int64_t i = 0; i < g->kh; ++i, src += tap_step, d += run)
+                put_narrow(d, end, (__mmask16)whole, _mm_maskz_loadu_epi8((__mmask16)whole, src), &sum, shift, low,
+                           sign);
+        } else if (narrow) {  /* the same lanes inside the input for every filter row */
+            const __mmask16 inside = (__mmask16)(whole & lanes_between(-start, width - start));
+            const __m128i pad16 = _mm512_castsi512_si128(pad_run);
+            uint8_t *d = dst;
+            for (int64_t i = 0, h = h0; i < g->kh; ++i, h += g->dh, d += run) {
+                const __m128i v = h >= 0 && h < g->h
+                                      ? _mm_mask_loadu_epi8(pad16, inside,
+                                                            (const void *)((uintptr_t)(image + h * width) +
+                                                                           (uintptr_t)start))
+                                      : pad16;
+                put_narrow(d, end, (__mmask16)whole, v, &sum, shift, low, sign);
+            }
+        } else {
+            for (int64_t i = 0, h = h0; i < g->kh; ++i, h += g->dh) {
+                const int inside_rows = h >= 0 && h < g->h;
+                const uintptr_t row = (uintptr_t)(image + (inside_rows ? h : 0) * width);
+                uint8_t *d = dst + i * run;
+                for (int64_t t = 0; t < run; t += 64) {
+                    const __mmask64 piece = lanes_between(0, run - t);
+                    const __mmask64 inside = inside_rows ? piece & lanes_between(-(start + t), width - (start + t)) : 0;
+                    const __m512i v = _mm512_mask_loadu_epi8(_mm512_maskz_mov_epi8(piece, padv), inside,
+                                                             (const void *)(row + (uintptr_t)(start + t)));
+                    if (d + t + 64 <= end)
+                        _mm512_storeu_si512(d + t, v);
+                    else
+                        _mm512_mask_storeu_epi8(d + t, piece, v);
+                    patch_sum_add(&sum, v, shift, low, sign);
+                }
+            }
+        }
+        if (sums) {  /* a narrow run's sums are in the low 128 bits alone */
+            const __m128i s2 = _mm512_castsi512_si128(sum.sad);
+            const int64_t total = narrow ? _mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2)))
+                                         : _mm512_reduce_add_epi64(sum.sad);
+            sums[ow] = (int32_t)(total - (sum.negatives << bits));
+        }
+    }
+}
+#endif
+
+
 /*
  * Rows of output positions (n, oh) [u0, u1): for each output position and group, the group's
  * patch row (kh, kw, c) in block g of cols, the pad pattern outside the input, and its sum. The
@@ -289,6 +410,13 @@ static void int_im2col_part(void *ctx, int part)
         inside(h0, g.dh, g.kh, g.h, &i0, &i1);
         const uint8_t *first = i0 < i1 ? in + ((n * g.h + h0 + i0 * g.dh) * g.w) * C : in;
         const int vertical_pad = i0 > 0 || i1 < g.kh;
+#if AMSIM_AVX512 && defined(__AVX512BW__)
+        if (adjacent) {
+            int_im2col_row_avx512(&g, in + n * g.h * g.w * C, h0, vertical_pad, j->pad, shift,
+                                  cols + u * g.ow * row_len, sums ? sums + u * g.ow : NULL);
+            continue;
+        }
+#endif
         for (int64_t gi = 0; gi < G; ++gi) {
             uint8_t *dst = cols + gi * block + u * g.ow * row_len;
             for (int64_t ow = 0; ow < g.ow; ++ow, dst += row_len) {
