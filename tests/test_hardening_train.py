@@ -369,6 +369,27 @@ def test_a_quantized_model_file_loads_and_a_tampered_circuit_is_refused_in_one_l
     assert_tampered_model_refused(path, "embedded circuit does not match its checksum", complete_study, capsys)
 
 
+def name_an_unknown_circuit(config: bytes) -> bytes:
+    """The AM layer 'fc' with its embedded circuit replaced by the name of none."""
+    tree = json.loads(config)
+    layer = next(node for node in tree["config"]["layers"] if node["config"].get("name") == "fc")
+    layer["config"]["lut"] = "no_such_circuit"
+    return json.dumps(tree).encode()
+
+
+def test_an_am_layer_naming_an_unknown_circuit_is_refused_with_the_layers_own_error(tmp_path):
+    """In a fresh process (amsim.keras not imported yet, as in a shell), a model file whose AM layer names
+    its table instead of embedding it is refused with that layer's error, not Keras' "could not locate
+    class" with every enclosing config."""
+    path = saved_am_model(tmp_path / "named.keras", "uint8:exact_int")
+    rewrite_member(path, "config.json", name_an_unknown_circuit)
+    done = subprocess.run([str(BIN / "amsim"), "train", *QUICK, "--out", str(tmp_path / "out"), "--model-file",
+                           str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    line = refused(done.returncode, done.stderr, FAILED)
+    assert f"--model-file {path}: Keras cannot load it (AMDense 'fc': unknown model 'no_such_circuit'" in line
+    assert not (tmp_path / "out").exists()
+
+
 # ==============================================================================================
 # 6. One process per study folder
 # ==============================================================================================

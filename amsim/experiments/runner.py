@@ -259,10 +259,12 @@ def _check_keras_archive(path: Path) -> None:
     except (OSError, ValueError, zlib.error) as exc:  # a damaged member; config.json that is not JSON
         raise ExperimentError(f"--model-file {path}: damaged .keras archive ({exc})") from None
     embedded = list(_embedded_luts(config))
-    if not embedded:
+    if not embedded and not _names_amsim_class(config):
         return
     try:
-        import amsim.keras  # noqa: F401 - registers the AM layers, which Keras then deserializes
+        # registers the AM layers: Keras finds a class it has not seen registered by no other means (an
+        # AM layer whose table is not embedded, a tampered one, was "a class it could not locate")
+        import amsim.keras  # noqa: F401
         from amsim.gemm.circuit import EMBED_FORMAT as CIRCUIT_FORMAT
         from amsim.gemm.circuit import circuit_from_config
         from amsim.keras.layers.base import lut_from_config
@@ -274,6 +276,16 @@ def _check_keras_archive(path: Path) -> None:
             decode(lut)
         except (AmsimError, KeyError, TypeError, ValueError) as exc:
             raise ExperimentError(f"--model-file {path}: layer {layer!r}: {exc}") from None
+
+
+def _names_amsim_class(node) -> bool:
+    """Whether a Keras model config names a class of amsim's (an AM layer), nested models too."""
+    if isinstance(node, dict):
+        if str(node.get("registered_name") or "").startswith("amsim>") or \
+                str(node.get("module") or "").startswith("amsim."):
+            return True
+        return any(_names_amsim_class(value) for value in node.values())
+    return isinstance(node, list) and any(_names_amsim_class(value) for value in node)
 
 
 def _embedded_luts(node, layer=None):
