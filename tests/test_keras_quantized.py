@@ -552,3 +552,66 @@ def test_a_quantized_conv3d_is_the_gemm_of_its_zero_point_padded_patches(scheme)
     sums = circuit_sums(cols, qw.reshape(16, 3), table, zx, zw, signed)
     expected = (sums.astype(np.float32) * (sx * np.reshape(sw, -1))).reshape(2, 4, 5, 5, 3)
     np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+# ----------------------------------------------------------------------------------------------
+# The bias, added in the pass that scales the sums back
+# ----------------------------------------------------------------------------------------------
+
+#: Quantized layers whose bias the dequantizing op adds, with an input shape each.
+BIASED = {
+    "dense": (lambda **kw: ak.AMDense(5, **kw), (6, 7)),
+    "dense on a 3-D input": (lambda **kw: ak.AMDense(5, **kw), (2, 3, 7)),
+    "conv2d": (lambda **kw: ak.AMConv2D(4, 3, padding="same", **kw), (2, 6, 6, 3)),
+    "conv2d channels first": (lambda **kw: ak.AMConv2D(4, 3, data_format="channels_first", **kw), (2, 3, 6, 6)),
+    "causal conv1d": (lambda **kw: ak.AMConv1D(4, 3, padding="causal", **kw), (2, 8, 3)),
+    "depthwise conv2d": (lambda **kw: ak.AMDepthwiseConv2D(3, depth_multiplier=2, **kw), (2, 6, 6, 3)),
+    "conv3d": (lambda **kw: ak.AMConv3D(2, 2, **kw), (1, 4, 4, 4, 2)),
+}
+
+
+@pytest.mark.parametrize("scheme", ["uint8", "int8"])
+@pytest.mark.parametrize("case", BIASED)
+def test_the_bias_added_when_scaling_back_is_a_bias_added_afterwards(case, scheme):
+    """Outputs and every gradient, bit for bit, of the quantized layer with its bias and of the same layer
+    without one followed by TensorFlow's add of that bias (what the layer computed before it had the op
+    add it), in training (the range observed) and inference; channels-first data, whose bias is added
+    after the transpose back, too."""
+    make, shape = BIASED[case]
+    rng = np.random.default_rng(10)
+    x = tf.constant(rng.normal(size=shape).astype(np.float32))
+    table = perturbed_table(scheme == "int8", 5)
+    layer = make(lut=table, quantize=scheme, bias_initializer="random_normal")
+    plain = make(lut=table, quantize=scheme, use_bias=False)
+    layer.build(x.shape), plain.build(x.shape)
+    plain.kernel.assign(layer.kernel)
+    channel_axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+    bias_shape = [1] * len(shape)
+    bias_shape[channel_axis] = -1
+    for training in (True, False):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            bias = tf.convert_to_tensor(layer.bias)
+            tape.watch(bias)
+            want = plain(x, training=training) + tf.reshape(bias, bias_shape)
+        np.testing.assert_array_equal(y.numpy().view(np.uint32), want.numpy().view(np.uint32))
+        dy = tf.constant(rng.normal(size=y.shape).astype(np.float32))
+        got = tape.gradient(y, [x, layer.kernel, layer.bias], output_gradients=dy)
+        expected = tape.gradient(want, [x, plain.kernel, bias], output_gradients=dy)
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+
+
+def test_a_bias_in_another_compute_dtype_is_added_after_the_cast_as_before():
+    """A mixed-precision layer's bias is added in float16, after its output's cast: not fused."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(6, 7)).astype(np.float32)
+    layer = ak.AMDense(5, lut=exact_table(False), quantize="uint8", bias_initializer="random_normal",
+                       dtype="mixed_float16")
+    plain = ak.AMDense(5, lut=exact_table(False), quantize="uint8", use_bias=False, dtype="mixed_float16")
+    layer.build(x.shape), plain.build(x.shape)
+    plain.kernel.assign(layer.kernel)
+    y = layer(x)
+    assert y.dtype == tf.float16
+    np.testing.assert_array_equal(y.numpy(), (plain(x) + tf.cast(layer.bias, tf.float16)).numpy())

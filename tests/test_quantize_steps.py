@@ -25,7 +25,8 @@ K32_CORRECTION = (2**31 - 1) // (65535 + 3 * 255 * 255)
 @st.composite
 def problems(draw):
     """acc (..., N) of K products each, its row sums per group, its column sums, zero points, a scale
-    per column or one, values at the bounds as often as inside them; K on both sides of the 32-bit bound."""
+    per column or one, a bias or none, values at the bounds as often as inside them; K on both sides of
+    the 32-bit bound."""
     lead = tuple(draw(st.lists(st.integers(0, 5), max_size=2)))
     groups = draw(st.integers(1, 3))
     n = groups * draw(st.integers(0, 5))
@@ -37,7 +38,12 @@ def problems(draw):
     col_sums = rng.choice([0, 255 * k, *rng.integers(0, 255 * k + 1, 3)], (n,)).astype(np.int32)
     zx, zw = (draw(st.sampled_from([0, 255, -255, 1, int(rng.integers(-255, 256))])) for _ in range(2))
     scale = rng.uniform(1e-6, 1.0, (n,) if draw(st.booleans()) else ()).astype(np.float32)
-    return acc, scale, k, row_sums, col_sums, (zx, zw)
+    bias = draw(st.sampled_from([None, "values", "signed zeros"]))
+    if bias == "values":
+        bias = (rng.normal(0, 1e3, n) * rng.choice([1e-6, 1.0, 1e3], n)).astype(np.float32)
+    elif bias == "signed zeros":
+        bias = rng.choice(np.array([0.0, -0.0], np.float32), n)
+    return acc, scale, k, row_sums, col_sums, (zx, zw), bias
 
 
 def exact(acc, k, row_sums, col_sums, zx, zw):
@@ -54,15 +60,16 @@ def exact(acc, k, row_sums, col_sums, zx, zw):
 @settings(max_examples=150, deadline=None)
 @given(p=problems())
 def test_the_engine_is_the_oracle_bit_for_bit_and_the_oracle_rounds_the_exact_sums_once(p):
-    acc, scale, k, row_sums, col_sums, zero_points = p
-    got = int_dequantize(acc, scale, k=k, row_sums=row_sums, col_sums=col_sums, zero_points=zero_points)
+    acc, scale, k, row_sums, col_sums, zero_points, bias = p
+    got = int_dequantize(acc, scale, k=k, row_sums=row_sums, col_sums=col_sums, zero_points=zero_points, bias=bias)
     want = int_dequantize(acc, scale, k=k, row_sums=row_sums, col_sums=col_sums, zero_points=zero_points,
-                          backend="reference")
+                          bias=bias, backend="reference")
     assert got.dtype == np.float32 and got.shape == acc.shape
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     sums = exact(acc, k, row_sums, col_sums, *zero_points)
     rounded = np.array([np.float32(float(s)) if abs(s) < 2**53 else None for s in sums.ravel()], np.float32)
-    np.testing.assert_array_equal(want, rounded.reshape(acc.shape) * scale)
+    scaled = rounded.reshape(acc.shape) * scale
+    np.testing.assert_array_equal(want.view(np.uint32), (scaled if bias is None else scaled + bias).view(np.uint32))
 
 
 def test_the_result_does_not_depend_on_the_thread_count():
@@ -93,6 +100,8 @@ def test_sums_whose_zero_point_is_0_are_not_needed():
     ({"row_sums": np.zeros((2, 1), np.int32), "zero_points": (0, 1)}, ShapeError, "acc's leading shape"),
     ({"col_sums": np.zeros(3, np.int32), "zero_points": (1, 0)}, ShapeError, "col_sums must be (4,)"),
     ({"scale": np.ones(3, np.float32)}, ShapeError, "scale must be a scalar or (4,)"),
+    ({"bias": np.ones(3, np.float32)}, ShapeError, "bias must be (4,)"),
+    ({"bias": np.ones(4, np.int32)}, RangeError, "bias must be a float array"),
     ({"acc": np.zeros((3, 4))}, IntegerOperandError, "acc must be an integer array"),
     ({"acc": np.full((3, 4), 2**31)}, IntegerOperandError, "acc must hold int32 values"),
     ({"backend": "gpu"}, RangeError, "backend must be one of"),
@@ -116,13 +125,14 @@ def test_the_op_is_the_engines_with_zero_points_known_or_computed(mode, p):
     tf = pytest.importorskip("tensorflow")
     from amsim.keras.int_ops import am_int_dequantize
 
-    acc, scale, k, row_sums, col_sums, (zx, zw) = p
-    want = int_dequantize(acc, scale, k=k, row_sums=row_sums, col_sums=col_sums, zero_points=(zx, zw))
+    acc, scale, k, row_sums, col_sums, (zx, zw), bias = p
+    want = int_dequantize(acc, scale, k=k, row_sums=row_sums, col_sums=col_sums, zero_points=(zx, zw), bias=bias)
     if mode == "eager":
-        got = am_int_dequantize(acc, scale, k=k, row_sums=row_sums, col_sums=col_sums, zero_points=(zx, zw))
+        got = am_int_dequantize(acc, scale, k=k, row_sums=row_sums, col_sums=col_sums, zero_points=(zx, zw),
+                                bias=bias)
     else:  # the zero points and K tensors, as a quantized layer computes them
         got = tf.function(lambda *t: am_int_dequantize(t[0], t[1], k=t[2], row_sums=t[3], col_sums=t[4],
-                                                       zero_points=(t[5], t[6])))(
+                                                       zero_points=(t[5], t[6]), bias=bias))(
             acc, scale, tf.constant(k), row_sums, col_sums, tf.constant(zx), tf.constant(zw))
     assert got.dtype == tf.float32 and got.shape == acc.shape
     np.testing.assert_array_equal(got.numpy().view(np.uint32), want.view(np.uint32))
@@ -144,6 +154,21 @@ def test_the_op_gives_tensorflows_cast_and_multiplication_of_the_exact_sums():
         np.uint32))
 
 
+def test_the_bias_is_tensorflows_add_after_the_multiplication_not_one_fused_rounding():
+    tf = pytest.importorskip("tensorflow")
+    from amsim.keras.int_ops import am_int_dequantize
+
+    rng = np.random.default_rng(2)
+    acc = rng.integers(-2**24, 2**24, (300, 64)).astype(np.int32)
+    scale = rng.uniform(0, 1e-3, 64).astype(np.float32)
+    bias = rng.normal(0, 1e3, 64).astype(np.float32)
+    got = am_int_dequantize(acc, scale, k=300, bias=bias).numpy()
+    want = tf.add(tf.cast(acc, tf.float32) * scale, bias).numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    fused = (acc.astype(np.float64) * scale.astype(np.float64) + bias).astype(np.float32)
+    assert (fused != want).any(), "an FMA's single rounding differs on these values: the test can tell them apart"
+
+
 def test_the_op_refuses_zero_points_out_of_range_when_it_runs():
     tf = pytest.importorskip("tensorflow")
     from amsim.keras.int_ops import am_int_dequantize
@@ -162,6 +187,8 @@ def test_the_op_refuses_zero_points_out_of_range_when_it_runs():
     ({"row_sums": np.zeros((2, 2), np.int32), "zero_points": (0, 1)}, "last dimension dividing 3"),
     ({"col_sums": np.zeros(4, np.int32), "zero_points": (1, 0)}, "col_sums must be (3,)"),
     ({"scale": np.ones(2, np.float32)}, "scale must be a scalar or (3,)"),
+    ({"bias": np.ones(2, np.float32)}, "bias must be (3,)"),
+    ({"bias": np.ones(3, np.float64)}, "bias must be a float32 tensor"),
 ])
 def test_the_op_refuses_bad_arguments_when_traced_in_one_line(kwargs, message):
     pytest.importorskip("tensorflow")

@@ -267,9 +267,10 @@ def reference_quantize(x, scale, zero, qmin, qmax) -> np.ndarray:
     return v.astype(np.uint8 if qmin >= 0 else np.int8)
 
 
-def int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(0, 0), backend="auto",
+def int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(0, 0), bias=None, backend="auto",
                    threads=None) -> np.ndarray:
-    """float32 ``(acc - z_w row_sums - z_x col_sums + k z_x z_w) * scale``, per output column.
+    """float32 ``(acc - z_w row_sums - z_x col_sums + k z_x z_w) * scale``, per output column, plus
+    ``bias``.
 
     Args:
         acc: integer array (..., N): sums of ``k`` circuit products each, within int32.
@@ -279,6 +280,8 @@ def int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(
             sums, column f using ``row_sums[..., f // (N // G)]``; needed when ``z_w != 0``.
         col_sums: integer array (N,): the kernel values' sums; needed when ``z_x != 0``.
         zero_points: ``(z_x, z_w)``, integers in -255..255.
+        bias: None, or a float32 array (N,) added per column after the scaling, rounded as a
+            separate float32 add (a layer's bias, in the same pass).
         backend: ``"cpu"`` (the engine; also ``"auto"``) or ``"reference"`` (numpy).
         threads: CPU threads (None: the engine's default); the result does not depend on it.
 
@@ -311,22 +314,31 @@ def int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(
     cols = None if zx == 0 else _int32("col_sums", _needed("col_sums", col_sums, "z_x"))
     if cols is not None and cols.shape != (n,):
         raise ShapeError(f"col_sums must be ({n},) for acc {acc.shape}, got shape {cols.shape}")
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.dtype.kind != "f":
+            raise RangeError(f"bias must be a float array, got {bias.dtype} (shape {bias.shape})")
+        bias = bias.astype(np.float32, copy=False)
+        if bias.shape != (n,):
+            raise ShapeError(f"bias must be ({n},) for acc {acc.shape}, got shape {bias.shape}")
     if backend == "reference":
-        return reference_int_dequantize(acc, scale, k, rows, cols, zx, zw)
-    return _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, threads)
+        return reference_int_dequantize(acc, scale, k, rows, cols, zx, zw, bias)
+    return _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, bias, threads)
 
 
-def reference_int_dequantize(acc, scale, k, row_sums, col_sums, zx, zw) -> np.ndarray:
-    """The oracle, in int64: sums absent (None) where their zero point is 0."""
+def reference_int_dequantize(acc, scale, k, row_sums, col_sums, zx, zw, bias=None) -> np.ndarray:
+    """The oracle, in int64: sums absent (None) where their zero point is 0; the bias (float32, or
+    None) added to the scaled float32 values."""
     s = acc.astype(np.int64) + k * zx * zw
     if row_sums is not None:
         s -= zw * np.repeat(row_sums.astype(np.int64), acc.shape[-1] // row_sums.shape[-1], axis=-1)
     if col_sums is not None:
         s -= zx * col_sums.astype(np.int64)
-    return s.astype(np.float32) * scale
+    y = s.astype(np.float32) * scale
+    return y if bias is None else y + bias
 
 
-def _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, threads):
+def _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, bias, threads):
     ffi, lib = engine.load()
     n = acc.shape[-1]
     out = np.empty(acc.shape, np.float32)
@@ -339,8 +351,9 @@ def _cpu_int_dequantize(acc, scale, k, rows, cols, zx, zw, threads):
 
     rc = lib.amsim_int_dequantize(out.size // n, n, ffi.from_buffer("int32_t[]", acc), buffer(rows),
                                   1 if rows is None else rows.shape[-1], buffer(cols), zx, zw, k,
-                                  ffi.from_buffer("float[]", scale), scale.size, ffi.from_buffer("float[]", out),
-                                  threads)
+                                  ffi.from_buffer("float[]", scale), scale.size,
+                                  ffi.NULL if bias is None else ffi.from_buffer("float[]", np.ascontiguousarray(bias)),
+                                  ffi.from_buffer("float[]", out), threads)
     engine.check_status(rc, "amsim_int_dequantize")
     return out
 

@@ -206,13 +206,14 @@ int amsim_clipped_gradient(int64_t count, const float *x, const float *dy, float
  * in one pass. acc and y: rows x n, row-major. For output (r, f), column f in group
  * g = f / (n / groups):
  *     s = acc[r, f] - zw * row_sums[r, g] - zx * col_sums[f] + k * zx * zw, exactly;
- *     y[r, f] = (float)s * scale[f], or scale[0] when scales = 1.
+ *     y[r, f] = (float)s * scale[f], or scale[0] when scales = 1;
+ *     then y[r, f] + bias[f] where bias is not NULL (a second float32 rounding, as an add after it).
  * row_sums: rows x groups sums of k input values, read only when zw != 0; col_sums: n sums of k
  * kernel values, read only when zx != 0 (each value of magnitude at most 255, each product at most
  * 65535: the bounds within which s is exact). Zero points in -255..255. Returns an amsim_status. */
 int amsim_int_dequantize(int64_t rows, int64_t n, const int32_t *acc, const int32_t *row_sums, int64_t groups,
                          const int32_t *col_sums, int32_t zx, int32_t zw, int64_t k, const float *scale,
-                         int64_t scales, float *y, int threads);
+                         int64_t scales, const float *bias, float *y, int threads);
 
 /* AMSIM_CDEF_END */
 

@@ -274,9 +274,10 @@ def am_dequantize(q, scale, zero_point, *, threads=None):
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python: nothing for autograph to rewrite
-def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(0, 0), threads=None):
-    """float32 ``(acc - z_w row_sums - z_x col_sums + k z_x z_w) * scale``, per output column, in
-    one pass: a quantized product's sums corrected for the zero points and scaled
+def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(0, 0), bias=None,
+                      threads=None):
+    """float32 ``(acc - z_w row_sums - z_x col_sums + k z_x z_w) * scale``, per output column, plus
+    ``bias``, in one pass: a quantized product's sums corrected for the zero points and scaled
     (:func:`amsim.gemm.int_dequantize` on tensors; the ``AmsimIntDequantize`` op,
     ``amsim/csrc/tf/quantize.cc``).
 
@@ -289,6 +290,9 @@ def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_point
         col_sums: int32 tensor (N,): the kernel values' sums; None where ``z_x`` is 0.
         zero_points: ``(z_x, z_w)``: ints, or integer scalar tensors, in -255..255 (a tensor out
             of range fails when the op runs, with ``tf.errors.InvalidArgumentError``).
+        bias: None, or a float32 tensor (N,) added per column after the scaling, rounded as a
+            separate float32 add (a layer's bias, in the same pass). The op has no gradient: a
+            layer that adds its bias here gives the bias's gradient itself.
         threads: at most this many engine threads (None: the engine's default). The result does
             not depend on it.
 
@@ -299,7 +303,7 @@ def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_point
         (..., N), float32.
 
     Raises:
-        OpDTypeError: ``acc`` or a sum that is not an int32 tensor.
+        OpDTypeError: ``acc`` or a sum that is not an int32 tensor, a bias that is not float32.
         gemm.ShapeError: shapes known when traced that do not fit together; a sum missing where
             its zero point is not known to be 0.
         RangeError: a bad k, zero point or thread count.
@@ -330,8 +334,13 @@ def am_int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_point
     cols = _sum_tensor(fn, "col_sums", col_sums, zx, "z_x")
     if col_sums is not None and not cols.shape.is_compatible_with([n]):
         raise gemm.ShapeError(f"{fn}: col_sums must be ({n},) for acc {acc.shape}, got {cols.shape}")
-    return _ops(fn).amsim_int_dequantize(acc, rows, cols, zx, zw, k, scale,
-                                         threads=threads)
+    if bias is None:
+        bias = tf.zeros([0], tf.float32)
+    else:
+        bias = _float32_tensor(fn, "bias", bias)
+        if not bias.shape.is_compatible_with([n]):
+            raise gemm.ShapeError(f"{fn}: bias must be ({n},) for acc {acc.shape}, got {bias.shape}")
+    return _ops(fn).amsim_int_dequantize(acc, rows, cols, zx, zw, k, scale, bias, threads=threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +409,13 @@ def _int32_tensor(fn, name, x):
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.int32:
         raise OpDTypeError(f"{fn}: {name} must be an int32 tensor, got {x.dtype.name} (shape {x.shape})")
+    return x
+
+
+def _float32_tensor(fn, name, x):
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+        raise OpDTypeError(f"{fn}: {name} must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
     return x
 
 

@@ -242,27 +242,28 @@ def _int_matmul(qa, qb, circuit, scheme):
     return am_int_matmul(qa, qb, circuit.table, bits=8, signed=scheme.signed, out_dtype=tf.int32)
 
 
-def _dequantized(acc, scheme, zx, zw, sum_x, sum_w, k, scale):
+def _dequantized(acc, scheme, zx, zw, sum_x, sum_w, k, scale, bias):
     """float32 ``scale`` times the exact integer sums of (q_x - z_x)(q_w - z_w), each q_x q_w the
-    circuit's: the op's int32 sums ``acc`` corrected and scaled in one pass (AmsimIntDequantize).
+    circuit's, plus ``bias`` (or None): the op's int32 sums ``acc`` corrected, scaled and biased in one
+    pass (AmsimIntDequantize).
 
     ``sum_x()`` gives the int32 sums of q_x (per output row or position, per input channel group) and
     ``sum_w`` holds those of q_w (per output channel): both needed in the asymmetric scheme only (where
     ``sum_w`` is None, the zero points are 0).
     """
     if scheme.signed:  # zero points are 0: the circuit's sums as they are
-        return am_int_dequantize(acc, scale, k=k)
-    return am_int_dequantize(acc, scale, k=k, row_sums=sum_x(), col_sums=sum_w, zero_points=(zx, zw))
+        return am_int_dequantize(acc, scale, k=k, bias=bias)
+    return am_int_dequantize(acc, scale, k=k, row_sums=sum_x(), col_sums=sum_w, zero_points=(zx, zw), bias=bias)
 
 
-def _integer_matmul(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
+def _integer_matmul(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, bias):
     """(M, K) x (K, N): the scaled, corrected sums."""
     acc = _int_matmul(qx, qw, circuit, scheme)
     return _dequantized(acc, scheme, zx, zw, lambda: _row_sums(qx), sum_w,
-                        qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1], scale)
+                        qx.shape[1] if qx.shape[1] is not None else tf.shape(qx)[1], scale, bias)
 
 
-def _integer_grouped(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, groups):
+def _integer_grouped(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, bias, groups):
     """NHWC x (kh, kw, C/groups, F): the integer conv op, its padding the zero point (what an
     accelerator pads with: the value 0 quantizes to), then the zero-point correction with each
     patch's sum of q_x (the op's, one per group)."""
@@ -270,28 +271,28 @@ def _integer_grouped(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, gr
     acc, sum_x = am_int_conv2d(qx, qw, circuit.table, strides=geometry["strides"], padding=geometry["padding"],
                                dilations=geometry["dilations"], groups=groups, pad_value=_byte(zx, scheme), bits=8,
                                signed=scheme.signed)
-    return _dequantized(acc, scheme, zx, zw, lambda: sum_x, sum_w, kh * kw * cg, scale)
+    return _dequantized(acc, scheme, zx, zw, lambda: sum_x, sum_w, kh * kw * cg, scale, bias)
 
 
-def _integer_conv2d(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
+def _integer_conv2d(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, bias):
     """NHWC x HWIO: one group."""
-    return _integer_grouped(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, groups=1)
+    return _integer_grouped(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, bias, groups=1)
 
 
-def _integer_depthwise(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
+def _integer_depthwise(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, bias):
     """Each input channel its own group: the kernel (kh, kw, C, mult) as (kh, kw, 1, C*mult), output
     channel c*mult + m as in TensorFlow's depthwise conv2d."""
     kh, kw, c, mult = qw.shape
     return _integer_grouped(qx, tf.reshape(qw, [kh, kw, 1, c * mult]), zx, zw, sum_w, circuit, scheme, geometry,
-                            scale, groups=c)
+                            scale, bias, groups=c)
 
 
-def _integer_conv3d(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale):
+def _integer_conv3d(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, bias):
     """NDHWC x DHWIO: the patch matrix of the input padded with the zero point, then the integer GEMM."""
     g = conv3d_geometry("a quantized conv3d", qx.shape, qw.shape, geometry["strides"], geometry["padding"],
                         geometry["dilations"])
     cols = patches.patch_values(qx, g, tf.cast(zx, qx.dtype))
-    y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, sum_w, circuit, scheme, geometry, scale)
+    y = _integer_matmul(cols, tf.reshape(qw, [-1, g.o]), zx, zw, sum_w, circuit, scheme, geometry, scale, bias)
     return tf.reshape(y, [tf.shape(qx)[0], *g.out_sizes, g.o])
 
 
@@ -312,7 +313,7 @@ def _float_depthwise(x, w, geometry):
 
 @dataclasses.dataclass(frozen=True)
 class _Product:
-    integer: object  # (qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale) -> the scaled corrected sums
+    integer: object  # (qx, qw, zx, zw, sum_w, circuit, scheme, geometry, scale, bias) -> the scaled corrected sums
     float: object  # (x, w, geometry) -> the float product, whose gradient is the straight-through one
     channel_axes: tuple  # the kernel's output-channel axes (per-channel scales)
 
@@ -327,7 +328,7 @@ PRODUCTS = {
 }
 
 
-def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geometry):
+def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, bias=None, **geometry):
     """The float32 result of a quantized product of ``x`` and the kernel ``w`` on ``circuit``.
 
     Args:
@@ -337,6 +338,9 @@ def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geome
         circuit: the :class:`amsim.gemm.circuit.Circuit` every product of the quantized operands is.
         scheme: the :class:`Scheme`.
         x_range: ``(lo, hi)`` of the input's quantization (:class:`RangeObserver`).
+        bias: None, or a float32 bias (output channels,) added in the same pass as the scaling: the
+            values of adding it afterwards, and the same gradient (the sum of the output gradient over
+            every axis but the last).
         **geometry: ``strides``, ``padding`` ("SAME"/"VALID") and ``dilations`` of a convolution.
 
     The gradient is straight-through (the module's docstring).
@@ -347,8 +351,7 @@ def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geome
     # The input's clipping bounds: values beyond them all quantize to qmin or qmax.
     lo, hi = (am_dequantize(_byte(q, scheme), sx, zx) for q in (scheme.qmin, scheme.qmax))
 
-    @tf.custom_gradient
-    def product_of(x, w):
+    def forward(x, w, b):
         qx = _quantize(x, sx, zx, scheme)
         if scheme.signed:  # zero points 0: no sums
             qw, sum_w = _quantize(w, sw, zw, scheme), None
@@ -356,7 +359,7 @@ def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geome
             qw, sum_w = _quantize(tf.reshape(w, [-1, math.prod(w.shape[a] for a in product.channel_axes)]), sw, zw,
                                   scheme, sums=True)
             qw = tf.reshape(qw, w.shape)
-        y = product.integer(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, sx * tf.reshape(sw, [-1]))
+        y = product.integer(qx, qw, zx, zw, sum_w, circuit, scheme, geometry, sx * tf.reshape(sw, [-1]), b)
 
         def gradient(dy):
             xq, wq = am_dequantize(qx, sx, zx), am_dequantize(qw, sw, zw)
@@ -364,8 +367,11 @@ def quantized_product(kind: str, x, w, circuit, scheme: Scheme, x_range, **geome
                 tape.watch([xq, wq])
                 yq = product.float(xq, wq, geometry)
             dx, dw = tape.gradient(yq, [xq, wq], output_gradients=dy)
-            return am_clipped_gradient(x, dx, lo, hi), dw
+            grads = (am_clipped_gradient(x, dx, lo, hi), dw)
+            return grads if b is None else (*grads, tf.reduce_sum(dy, axis=list(range(dy.shape.rank - 1))))
 
         return y, gradient
 
-    return product_of(x, w)
+    if bias is None:
+        return tf.custom_gradient(lambda x, w: forward(x, w, None))(x, w)
+    return tf.custom_gradient(forward)(x, w, bias)

@@ -276,9 +276,19 @@ struct dequant_job {
     int64_t kzz;  /* k * zx * zw */
     const float *scale;
     int64_t scales;
+    const float *bias;
     float *y;
     int wide, nparts;
 };
+
+/* y[f] += bias[f], over the row just scaled (in L1): in a loop of its own, not inlined, so that
+ * the compiler cannot contract the scale's multiply and this add into one FMA (two roundings, as
+ * TensorFlow's separate multiply and add). */
+static __attribute__((noinline)) void add_bias(float *restrict y, const float *restrict bias, int64_t n)
+{
+    for (int64_t f = 0; f < n; ++f)
+        y[f] += bias[f];
+}
 
 /* Rows r0..r1 in one width of arithmetic: U (unsigned: a caller's sums beyond the bounds wrap, never
  * overflow) read as the signed S; 32 bits where no partial sum can leave int32. */
@@ -293,6 +303,8 @@ struct dequant_job {
                 y[f] = (float)(S)s * j->scale[j->scales == 1 ? 0 : f];                                       \
             }                                                                                                \
         }                                                                                                    \
+        if (j->bias)                                                                                         \
+            add_bias(y, j->bias, n);                                                                         \
     }
 
 static void dequant_part(void *ctx, int part)
@@ -310,7 +322,7 @@ static void dequant_part(void *ctx, int part)
 
 int amsim_int_dequantize(int64_t rows, int64_t n, const int32_t *acc, const int32_t *row_sums, int64_t groups,
                          const int32_t *col_sums, int32_t zx, int32_t zw, int64_t k, const float *scale,
-                         int64_t scales, float *y, int threads)
+                         int64_t scales, const float *bias, float *y, int threads)
 {
     if (rows < 0 || n < 0 || groups < 1 || (n > 0 && n % groups != 0) || k < 0 || threads < 0 || zx < -255 ||
         zx > 255 || zw < -255 || zw > 255 || (scales != 1 && scales != n))
@@ -321,7 +333,7 @@ int amsim_int_dequantize(int64_t rows, int64_t n, const int32_t *acc, const int3
         return AMSIM_ERR_ARGS;
     /* a term that is 0 is left out, its sums unread */
     struct dequant_job j = {rows, n, groups, acc, zw ? row_sums : NULL, zx ? col_sums : NULL, zx, zw,
-                            k * zx * zw, scale, scales, y, k > DEQUANT_INT32_TERMS, 0};
+                            k * zx * zw, scale, scales, bias, y, k > DEQUANT_INT32_TERMS, 0};
     const int use = pass_threads(rows * n, QUANTIZE_PARALLEL_MIN, threads);
     j.nparts = pass_parts(rows, use);
     run_parts(dequant_part, &j, j.nparts, use);

@@ -126,6 +126,7 @@ REGISTER_OP("AmsimIntDequantize")
     .Input("zw: int32")
     .Input("k: int64")
     .Input("scale: float")
+    .Input("bias: float")
     .Output("y: float")
     .Attr("threads: int >= 0 = 0")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext *c) {
@@ -134,7 +135,8 @@ REGISTER_OP("AmsimIntDequantize")
     })
     .Doc(R"doc(
 The corrected, scaled sums of a quantized product: for output (..., f), f in group
-g = f / (N / G), y = float(acc - zw * row_sums[..., g] - zx * col_sums[f] + k * zx * zw) * scale[f].
+g = f / (N / G), y = float(acc - zw * row_sums[..., g] - zx * col_sums[f] + k * zx * zw) * scale[f],
+plus bias[f] (rounded after the multiply, as a separate add) where bias is not empty.
 
 acc: (..., N) sums of k circuit products (each of magnitude at most 65535).
 row_sums: (..., G), G dividing N, the input values' sums (magnitude at most 255 each); may be
@@ -143,6 +145,7 @@ col_sums: (N,) the kernel values' sums; may be empty when zx is 0.
 zx, zw: the input's and the kernel's zero points, scalars in -255..255.
 k: the products per sum.
 scale: a scalar, or (N,): the output's scale per column.
+bias: (N,), or empty for none.
 threads: at most this many engine threads (0: the engine's default).
 )doc");
 
@@ -335,6 +338,7 @@ public:
     {
         const Tensor &acc = ctx->input(0), &row_sums = ctx->input(1), &col_sums = ctx->input(2);
         const Tensor &zx_t = ctx->input(3), &zw_t = ctx->input(4), &k_t = ctx->input(5), &scale = ctx->input(6);
+        const Tensor &bias = ctx->input(7);
         using Named = std::pair<const char *, const Tensor *>;
         for (const auto &[name, t] : {Named{"zx", &zx_t}, Named{"zw", &zw_t}, Named{"k", &k_t}})
             OP_REQUIRES(ctx, t->dims() == 0,
@@ -360,6 +364,10 @@ public:
         OP_REQUIRES(ctx, scale.dims() == 0 || (scale.dims() == 1 && scales == n),
                     absl::InvalidArgumentError("AmsimIntDequantize: scale must be a scalar or (" + std::to_string(n) +
                                                ",), got " + scale.shape().DebugString()));
+        const bool biased = bias.NumElements() > 0;
+        OP_REQUIRES(ctx, bias.dims() == 1 && (!biased || bias.dim_size(0) == n),
+                    absl::InvalidArgumentError("AmsimIntDequantize: bias must be (" + std::to_string(n) +
+                                               ",) or empty, got " + bias.shape().DebugString()));
         Tensor *y = nullptr;
         OP_REQUIRES_OK(ctx, ctx->allocate_output(0, acc.shape(), &y));
         if (y->NumElements() == 0)
@@ -369,6 +377,7 @@ public:
                                              zw ? row_sums.flat<int32_t>().data() : nullptr, groups,
                                              zx ? col_sums.flat<int32_t>().data() : nullptr, zx, zw, k,
                                              scale.flat<float>().data(), scale.dims() == 0 ? 1 : n,
+                                             biased ? bias.flat<float>().data() : nullptr,
                                              y->flat<float>().data(), threads_),
                                          "AmsimIntDequantize: amsim_int_dequantize"));
     }

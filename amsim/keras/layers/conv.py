@@ -24,16 +24,17 @@ class _AMConv(ConvBase, Quantizable):
     def convolution_op(self, inputs, kernel):
         return self._convolve(inputs, kernel, training=False)
 
-    def _convolve(self, inputs, kernel, training):
+    def _convolve(self, inputs, kernel, training, bias=None):
+        """The convolution in the layer's data format, plus ``bias`` where one is given (one group only)."""
         x, w = self._causal(self._channels_last(inputs)), self._op_kernel(kernel)
         geometry = self._op_geometry()
         x_range = self._input_range(x, training)  # observed once, over every group
 
-        def one(x, w):
-            return self._product(x, w, x_range, **geometry)
+        def one(x, w, bias=None):
+            return self._product(x, w, x_range, bias=bias, **geometry)
 
         if self.groups == 1:
-            y = one(x, w)
+            y = one(x, w, bias)
         else:
             y = tf.concat([one(xg, wg) for xg, wg in zip(tf.split(x, self.groups, axis=-1),
                                                          tf.split(w, self.groups, axis=-1))], axis=-1)
@@ -44,7 +45,9 @@ class _AMConv(ConvBase, Quantizable):
         # convolution_op (which here pads it); and BaseConv's adds the bias with keras.ops.add,
         # which takes a channels-first bias for a channels-last one when the last spatial size
         # equals the filter count.
-        return self._finish(self._convolve(inputs, self.kernel, training), self.bias)
+        fused = self._fused_bias() if self.groups == 1 else None
+        y = self._convolve(inputs, self.kernel, training, bias=fused)
+        return self._finish(y, self.bias if fused is None else None)
 
     def get_config(self):
         return {**super().get_config(), **self._approximate_config()}
@@ -150,8 +153,10 @@ class _AMDepthwise(ConvBase, Quantizable):
 
     def call(self, inputs, training=None):
         x = self._channels_last(inputs)
-        y = self._product(x, self._op_kernel(self.kernel), self._input_range(x, training), **self._op_geometry())
-        return self._finish(self._from_channels_last(y), self.bias)
+        fused = self._fused_bias()
+        y = self._product(x, self._op_kernel(self.kernel), self._input_range(x, training), bias=fused,
+                          **self._op_geometry())
+        return self._finish(self._from_channels_last(y), self.bias if fused is None else None)
 
     def get_config(self):
         return {**super().get_config(), **self._approximate_config()}

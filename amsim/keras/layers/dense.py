@@ -37,11 +37,12 @@ class AMDense(Quantizable, keras.layers.Dense):
     def call(self, inputs, training=None):
         x = self._to_float32(inputs)
         rows = tf.reshape(x, [-1, tf.shape(x)[-1]])
-        y = self._product(rows, tf.cast(self.kernel, tf.float32), self._input_range(rows, training))
+        fused = self._fused_bias()
+        y = self._product(rows, tf.cast(self.kernel, tf.float32), self._input_range(rows, training), bias=fused)
         y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
         y.set_shape(x.shape[:-1].concatenate([self.units]))
         y = self._from_float32(y)
-        if self.bias is not None:
+        if self.bias is not None and fused is None:
             y = tf.add(y, tf.cast(self.bias, y.dtype))
         if self.activation is not None:
             y = self.activation(y)
