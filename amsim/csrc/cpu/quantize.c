@@ -15,8 +15,9 @@
  *   belongs to group g = f / (n / groups):
  *       s = acc[r, f] - zw * row_sums[r, g] - zx * col_sums[f] + k * zx * zw      (exact)
  *       y[r, f] = (float)s * scale[f]   (scale[0] for a single scale)
- *   The conversion rounds to nearest and the product is one float32 multiplication, so y is what
- *   TensorFlow's Cast and Mul give for the same exact s and scale.
+ *       y[r, f] += bias[f]              (a layer's bias, where one is given)
+ *   The conversion rounds to nearest, the product is one float32 multiplication and the bias one
+ *   float32 add after it, so y is what TensorFlow's Cast, Mul and Add give for the same exact s.
  */
 
 #include <math.h>
