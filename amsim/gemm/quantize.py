@@ -291,7 +291,7 @@ def int_dequantize(acc, scale, *, k, row_sums=None, col_sums=None, zero_points=(
     Raises:
         IntegerOperandError: sums that are not integers within int32.
         ShapeError: shapes that do not fit together; a sum array missing where its zero point is not 0.
-        RangeError: a bad k, zero point, thread count or backend.
+        RangeError: a bad k, zero point, thread count or backend; a bias that is not floats.
     """
     if backend not in BACKENDS:
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")

@@ -306,14 +306,15 @@ static inline __attribute__((always_inline)) void put_narrow(uint8_t *d, const u
  * One output row's patch rows where a filter row's taps and all channels are adjacent in NHWC
  * (one group, dw = 1), and their sums (value_sum's, shift as there), with AVX-512. A filter row's
  * run of kw * C bytes goes in 64-byte pieces, or one 16-byte piece for a run of at most 16 bytes
- * (64-byte stores 5 bytes apart, each split across two cache lines, took twice as long). A piece
+ * (64-byte stores 5 bytes apart are each split across two cache lines). A piece
  * is loaded with the lanes outside the input set to the pad pattern (a masked load reads none of
  * them: no padded copy of the input), and stored whole, since the stores that follow overwrite
  * what lies past the run, except at the end of the output row (masked: the next row may be
  * another thread's). Each sum comes from the loaded vectors, not from the row just stored. A
  * narrow run's lanes inside the input are found once per position, and a position wholly inside
- * takes them with no merge. The scalar copies and fills of a one-channel input's 5-byte runs,
- * and the sums read back, took twice as long.
+ * takes them with no merge. A one-channel input's 5-byte runs are then one load and one store
+ * each, where the scalar path copies and fills them in pieces and reads the sums back
+ * (docs/performance.md has the timings).
  */
 static void int_im2col_row_avx512(const struct amsim_conv_geometry *g, const uint8_t *image, int64_t h0,
                                   int vertical_pad, uint8_t pad, int shift, uint8_t *dst, int32_t *sums)
@@ -332,8 +333,8 @@ static void int_im2col_row_avx512(const struct amsim_conv_geometry *g, const uin
         const int64_t start = (ow * g->sw - g->pad_left) * C;  /* the run's first byte in an input row */
         struct patch_sum sum = {_mm512_setzero_si512(), 0};
         if (narrow && !vertical_pad && start >= 0 && start + run <= width) {
-            /* inside the input: the run's lanes alone, loaded with zeros past them (a merge with
-             * the pad pattern took longer) */
+            /* inside the input: the run's lanes alone, loaded with zeros past them (no merge with
+             * the pad pattern: a merge-masked load is a load and a blend) */
             const uint8_t *src = image + h0 * width + start;
             uint8_t *d = dst;
             for (int64_t i = 0; i < g->kh; ++i, src += tap_step, d += run)
@@ -378,7 +379,6 @@ static void int_im2col_row_avx512(const struct amsim_conv_geometry *g, const uin
     }
 }
 #endif
-
 
 /*
  * Rows of output positions (n, oh) [u0, u1): for each output position and group, the group's

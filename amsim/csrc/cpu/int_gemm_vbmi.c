@@ -155,7 +155,7 @@ static void int_transpose_bytes(const uint8_t *x, int64_t rows, int64_t cols, in
             perm[8 * c + r] = (uint8_t)(8 * r + c);  /* byte r of out row c = byte c of in row r */
     const __m512i p = _mm512_loadu_si512(perm);
     /* gathered, not stored and reloaded: eight 8-byte stores read back as one vector cannot be
-     * forwarded, and that stall took as long as the lookups of a small GEMM */
+     * forwarded, so the load would wait for the stores to retire */
     const __m512i rowx = _mm512_set_epi64(7 * ldx, 6 * ldx, 5 * ldx, 4 * ldx, 3 * ldx, 2 * ldx, ldx, 0);
     const int64_t rows8 = rows & ~(int64_t)7, cols8 = cols & ~(int64_t)7;
     for (int64_t R = 0; R < rows8; R += 64)

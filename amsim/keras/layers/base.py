@@ -394,8 +394,7 @@ class Quantizable(Approximate):
         its bias afterwards: a float layer, no bias, a compute dtype other than float32 (whose bias is
         added after the cast, in that dtype), or channels-first data (the op's channels-last result is
         transposed back: the bias's gradient would sum the same numbers in another order, rounding
-        otherwise). A TensorFlow pass less per call: the add alone took a tenth of a quantized
-        LeNet-5's inference."""
+        otherwise). One TensorFlow pass over the output fewer per call (docs/performance.md)."""
         if self.scheme is None or self.bias is None or self.compute_dtype != "float32" or \
                 getattr(self, "data_format", None) == "channels_first":
             return None
