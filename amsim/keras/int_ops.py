@@ -192,9 +192,7 @@ def am_minmax(x, channels=1, *, threads=None):
     fn = "am_minmax"
     channels = check_integer(channels, f"{fn}: channels", 1)
     threads = engine_threads(threads)
-    x = tf.convert_to_tensor(x)
-    if x.dtype != tf.float32:
-        raise OpDTypeError(f"{fn}: x must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
+    x = _float32_tensor(fn, "x", x)
     if channels > 1 and x.shape.rank is not None and trailing(x.shape, channels) not in (None, channels):
         raise gemm.ShapeError(f"{fn}: channels must be the product of x's last axes' sizes, got {channels} for x "
                               f"{x.shape}")
@@ -233,9 +231,7 @@ def am_quantize(x, scale, zero_point, qmin, qmax, *, sums=False, threads=None):
     if not (qmin >= 0 or qmax <= 127):
         raise RangeError(f"{fn}: qmin..qmax must lie within 0..255 or -128..127, not {qmin}..{qmax}")
     threads = engine_threads(threads)
-    x = tf.convert_to_tensor(x)
-    if x.dtype != tf.float32:
-        raise OpDTypeError(f"{fn}: x must be a float32 tensor, got {x.dtype.name} (shape {x.shape})")
+    x = _float32_tensor(fn, "x", x)
     if sums and x.shape.rank == 0:
         raise gemm.ShapeError(f"{fn}: sums need x with at least 1 dimension, got a scalar")
     scale, zero = _scale_and_zero(fn, x.shape, scale, zero_point)
@@ -369,10 +365,7 @@ def am_clipped_gradient(x, dy, lo, hi, *, threads=None):
     """
     fn = "am_clipped_gradient"
     threads = engine_threads(threads)
-    x, dy = tf.convert_to_tensor(x), tf.convert_to_tensor(dy)
-    for name, t in (("x", x), ("dy", dy)):
-        if t.dtype != tf.float32:
-            raise OpDTypeError(f"{fn}: {name} must be a float32 tensor, got {t.dtype.name} (shape {t.shape})")
+    x, dy = _float32_tensor(fn, "x", x), _float32_tensor(fn, "dy", dy)
     if not x.shape.is_compatible_with(dy.shape):
         raise gemm.ShapeError(f"{fn}: dy must have x's shape {x.shape}, got {dy.shape}")
     lo, hi = (tf.convert_to_tensor(v, tf.float32) for v in (lo, hi))
