@@ -92,6 +92,10 @@ static void int_store_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1,
 {
     const size_t width = g->wide ? 8 : 4;
     if (!g->transposed) {
+        if (n == g->N && lds == n * (int64_t)width) {  /* whole rows, packed: one copy */
+            memcpy((char *)g->c + (size_t)(i0 * g->N) * width, sums, (size_t)(i1 - i0) * (size_t)lds);
+            return;
+        }
         for (int64_t i = i0; i < i1; ++i)
             memcpy((char *)g->c + (size_t)(i * g->N + j) * width, sums + (i - i0) * lds, (size_t)n * width);
         return;

@@ -380,9 +380,11 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     uint8_t *panel = work_buffer(SLOT_XS, (size_t)rb_max * (size_t)pk);
     if (!t || !ivecs || !sums || !raw || !panel)
         return AMSIM_ERR_MEMORY;
-    const int64_t lds = lanes * (int64_t)width;
     for (int64_t j = j0; j < j1; j += lanes) {
         const int n = (int)(j1 - j < lanes ? j1 - j : lanes);
+        /* a row's sums packed, n of them: the flush writes only those (masked stores), and with
+         * rows a block's width apart, C of few columns left most of each cache line unused */
+        const int64_t lds = n * (int64_t)width;
         for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
             const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
             for (int64_t k0 = 0, chunk = 0; k0 < K; k0 += kb_max) {
