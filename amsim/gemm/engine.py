@@ -107,10 +107,10 @@ def load(variant: str | None = None):
     return module.ffi, module.lib
 
 
-def engine_threads(threads) -> int:
+def engine_threads(threads, name: str = "threads (None: the engine's default)") -> int:
     """The engine's thread argument for a caller's ``threads``: 0 (the engine's default) for None,
-    else ``threads`` checked to be an integer >= 1 (:class:`RangeError`)."""
-    return 0 if threads is None else check_integer(threads, "threads (None: the engine's default)", 1)
+    else ``threads`` checked to be an integer >= 1 (:class:`RangeError` naming ``name``)."""
+    return 0 if threads is None else check_integer(threads, name, 1)
 
 
 def check_status(rc: int, call: str) -> None:

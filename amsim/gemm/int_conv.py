@@ -69,8 +69,7 @@ def int_conv2d(x, w, lut, strides=1, padding="VALID", dilations=1, *, groups=1, 
     if backend not in BACKENDS:
         raise RangeError(f"int_conv2d: backend must be one of {BACKENDS}, not {backend!r}")
     groups = check_integer(groups, "groups", 1)
-    if threads is not None:
-        check_integer(threads, "threads (None: every available CPU)", 1)
+    threads = engine.engine_threads(threads, "threads (None: every available CPU)")
     table = prepared_table(lut, bits, bool(signed), fn="int_conv2d")
     px, pw = (_patterns4(name, v, bits, signed) for name, v in (("x", x), ("w", w)))
     pad = _pad_pattern(pad_value, bits, signed)
@@ -164,7 +163,7 @@ def _engine_patches(px, g: ConvGeometry, groups, pad, signed_bits, threads):
         return cols, sums
     rc = lib.amsim_int_im2col(engine._geometry(ffi, g), ffi.from_buffer("uint8_t[]", px), pad, groups,
                               ffi.from_buffer("uint8_t[]", cols) if cols.size else ffi.NULL,
-                              ffi.from_buffer("int32_t[]", sums), signed_bits, 0 if threads is None else int(threads))
+                              ffi.from_buffer("int32_t[]", sums), signed_bits, threads)
     if rc:  # pragma: no cover - the arguments were checked above
         raise RangeError(f"amsim_int_im2col refused its arguments (status {rc}, geometry {g})")
     return cols, sums

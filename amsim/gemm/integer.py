@@ -157,8 +157,7 @@ def int_matmul(a, b, lut, *, signed=False, bits=8, backend="auto", threads=None)
     check_bits(bits)
     if backend not in BACKENDS:
         raise RangeError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if threads is not None:
-        check_integer(threads, "threads (None: every available CPU)", 1)
+    threads = engine.engine_threads(threads, "threads (None: every available CPU)")
     table = prepared_table(lut, bits, signed)
     pa = _patterns("a", a, bits, signed)
     pb = _patterns("b", b, bits, signed)
@@ -195,7 +194,7 @@ def _cpu_int_matmul(pa, pb, table: IntegerTable, dtype, threads):
         return out
     rc = lib.amsim_int_gemm(table.engine_lut(ffi, lib).ptr, m_rows, n, k, ffi.from_buffer("uint8_t[]", pa),
                             ffi.from_buffer("uint8_t[]", pb), ffi.from_buffer(out), int(dtype.itemsize == 8),
-                            0 if threads is None else int(threads))
+                            threads)
     engine.check_status(rc, "amsim_int_gemm")
     return out
 
