@@ -261,6 +261,19 @@ def test_every_kernel_sums_into_int64_when_asked(shape):
     np.testing.assert_array_equal(engine_int_gemm(pa, pb, table, 8, 1), reference_int_matmul(pa, pb, table))
 
 
+# K within one k block, where the fast kernels write each row's sums straight into C (masked to the block's
+# columns, C's rows N apart): tables over two row blocks and a partial third column block, a narrow table over
+# two row blocks, lookups over a partial chunk of columns; int32 and int64 sums.
+@pytest.mark.parametrize("shape", [(2100, 9, 150), (8200, 7, 30), (5, 9, 700)], ids=["table", "narrow", "lookup"])
+@pytest.mark.parametrize("wide", [0, 1], ids=["int32", "int64"])
+def test_sums_of_one_k_block_go_straight_into_c(shape, wide):
+    rng = np.random.default_rng(sum(shape) + wide)
+    a, b, table = random_problem(rng, shape, 8, True)
+    pa, pb = a & 255, b & 255
+    np.testing.assert_array_equal(engine_int_gemm(pa, pb, table, 8, wide, threads=1),
+                                  reference_int_matmul(pa, pb, table))
+
+
 @pytest.mark.parametrize("shape", [(2100, 33, 130), (700, 40, 6), (64, 120, 84)], ids=lambda s: "x".join(map(str, s)))
 def test_fast_kernels_do_not_depend_on_the_thread_count(shape):
     rng = np.random.default_rng(7)

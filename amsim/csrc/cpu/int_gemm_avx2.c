@@ -94,9 +94,9 @@ static int_avx2_tile_fn *const int_avx2_tiles[2][AVX2_ROWS + 1] = {{NULL, int_av
                                                                    {NULL, int_avx2_s1, int_avx2_s2, int_avx2_s3}};
 
 /* C[i0..i1, columns j0..j1) by tables (the kernel's C as is: no orientation, no transposes). Rows
- * go in blocks of INT_TABLE_ROW_BLOCK sharing the tables, as in int_table_vbmi; their sums wait in
- * a contiguous buffer in the accumulator's width (a partial sum of a sum that fits it fits too).
- * Returns an amsim_status. */
+ * go in blocks of INT_TABLE_ROW_BLOCK sharing the tables, each over all its column blocks, as in
+ * int_table_vbmi; their sums wait in a contiguous buffer in the accumulator's width (a partial sum
+ * of a sum that fits it fits too). Returns an amsim_status. */
 static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int U = 1 << g->bits, is_signed = g->bias != 0;
@@ -110,10 +110,10 @@ static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     if (!t || !idx || !raw || !sums)
         return AMSIM_ERR_MEMORY;
     int_avx2_tile_fn *const *tiles = int_avx2_tiles[is_signed];
-    for (int64_t j = j0; j < j1; j += AVX2_LANES) {
-        const int n = (int)(j1 - j < AVX2_LANES ? j1 - j : AVX2_LANES);
-        for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
-            const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
+    for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
+        const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
+        for (int64_t j = j0; j < j1; j += AVX2_LANES) {
+            const int n = (int)(j1 - j < AVX2_LANES ? j1 - j : AVX2_LANES);
             for (int64_t k0 = 0, chunk = 0; k0 < K; k0 += kb_max) {
                 const int64_t kn = K - k0 < kb_max ? K - k0 : kb_max;
                 int_build_table_avx2(g->lut, g->bits, g->b + k0 * g->N + j, g->N, n, kn, is_signed, t, idx);

@@ -353,14 +353,17 @@ static inline void int_copy_short(uint8_t *dst, const uint8_t *src, int64_t n)
  * int_table_row_block, whose accumulators are added into a contiguous buffer of raw sums (64 or
  * 32 columns a row) at every k block; a chunk of at most INT_KB_MAX k steps later (so once, unless
  * K is larger), the raw sums are turned into the row's exact sums (int_flush_pair), and at the end
- * copied into C. Flushing into C itself, whose rows lie N apart, missed the caches at every k
- * block (rows 4 KiB apart share a few cache sets); turning accumulators into sums at every k
- * block took a tenth of the time. A row block rebuilds its tables: it should hold many
- * more rows than the table has patterns. A row block's bytes of A are copied into a contiguous
- * panel first (transposed, where A is B itself for C^T), at least 64 k steps at a time: read in
- * place, rows K bytes apart, each of a large K's rows took a page of its own and the row block
- * more pages than the TLB holds; copied a k block (16 bytes) at a time, each row's cache line of A
- * came from L3 four times. Returns an amsim_status. */
+ * copied into C (in one k block they are flushed into C itself). Flushing into C at every k block,
+ * whose rows lie N apart, missed the caches (rows 4 KiB apart share a few cache sets); turning
+ * accumulators into sums at every k block took a tenth of the time. A row block rebuilds its tables: it should hold many
+ * more rows than the table has patterns. A row block goes over all its column blocks before the
+ * next row block starts, so that its rows of C are still in cache when each block's sums are
+ * copied in (column blocks outermost, a large C's rows came from memory once per block). A row
+ * block's bytes of A are copied into a contiguous panel first (transposed, where A is B itself
+ * for C^T), at least 64 k steps at a time, and once for all column blocks where the panel holds
+ * all of K: read in place, rows K bytes apart, each of a large K's rows took a page of its own and
+ * the row block more pages than the TLB holds; copied a k block (16 bytes) at a time, each row's
+ * cache line of A came from L3 four times. Returns an amsim_status. */
 static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int U = 1 << g->bits, narrow = int_table_narrow(g->fn);
@@ -380,20 +383,25 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     uint8_t *panel = work_buffer(SLOT_XS, (size_t)rb_max * (size_t)pk);
     if (!t || !ivecs || !sums || !raw || !panel)
         return AMSIM_ERR_MEMORY;
-    for (int64_t j = j0; j < j1; j += lanes) {
-        const int n = (int)(j1 - j < lanes ? j1 - j : lanes);
-        /* a row's sums packed, n of them: the flush writes only those (masked stores), and with
-         * rows a block's width apart, C of few columns left most of each cache line unused */
-        const int64_t lds = n * (int64_t)width;
-        for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
-            const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
+    /* In one k block (K <= kb_max) of C as it is, the flush makes each row's final sums at once:
+     * they go straight into C, with no copy (over several k blocks they wait in `sums`) */
+    const int into_c = !g->transposed && K <= kb_max;
+    for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
+        const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
+        for (int64_t j = j0; j < j1; j += lanes) {
+            const int n = (int)(j1 - j < lanes ? j1 - j : lanes);
+            /* a row's sums in C, or packed in `sums`, n of them: the flush writes only those (masked
+             * stores), and with rows a block's width apart, C of few columns left most of each
+             * cache line unused */
+            const int64_t lds = into_c ? g->N * (int64_t)width : n * (int64_t)width;
+            char *const block_sums = into_c ? (char *)g->c + (size_t)(r0 * g->N + j) * width : sums;
             for (int64_t k0 = 0, chunk = 0; k0 < K; k0 += kb_max) {
                 const int64_t kn = K - k0 < kb_max ? K - k0 : kb_max;
                 if (narrow)
                     int_build_narrow_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
                 else
                     int_build_table_vbmi(g->planes, U, g->fb + k0 * g->fn + j, g->fn, n, kn, t, ivecs);
-                if (k0 % pk == 0) {
+                if (k0 % pk == 0 && (pk < K || j == j0)) {
                     const int64_t pn = K - k0 < pk ? K - k0 : pk;
                     if (g->a_columns)
                         int_transpose_bytes(g->fa + k0 * g->fm + r0, pn, r1 - r0, g->fm, panel, pk);
@@ -409,13 +417,14 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
                 const uint8_t *a = panel + k0 % pk;
                 for (int64_t i = r0; i < r1; i += tile_rows) {
                     e.raw = raw + (i - r0) * ldr;
-                    e.sums = sums + (i - r0) * lds;
+                    e.sums = block_sums + (i - r0) * lds;
                     tiles[r1 - i >= tile_rows ? tile_rows : r1 - i](a + (i - r0) * pk, pk, t, U, kn, &e);
                 }
                 if (e.chunk_end)
                     chunk = k1;
             }
-            int_store_rows(g, r0, r1, j, sums, lds, n);
+            if (!into_c)
+                int_store_rows(g, r0, r1, j, sums, lds, n);
         }
     }
     return AMSIM_OK;
@@ -497,23 +506,28 @@ static int int_lookup_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1,
     const int64_t K = g->K, span = LOOKUP_BLOCKS * IV_LANES;
     const int64_t kb = LOOKUP_IVEC_BYTES / span < INT_KB_MAX ? LOOKUP_IVEC_BYTES / span : INT_KB_MAX;
     const int64_t rb = i1 - i0 < LOOKUP_ROW_BLOCK ? i1 - i0 : LOOKUP_ROW_BLOCK;
-    const size_t row_bytes = (size_t)(g->wide ? 8 : 4) * (size_t)span;
+    const size_t width = g->wide ? 8 : 4, row_bytes = width * (size_t)span;
     char *sums = work_buffer(SLOT_OUT, row_bytes * (size_t)rb);
     if (!sums)
         return AMSIM_ERR_MEMORY;
+    /* in one k block of C as it is, each row's final sums straight into C (as int_table_vbmi) */
+    const int into_c = !g->transposed && K <= kb;
+    const size_t ldc = into_c ? (size_t)g->N * width : row_bytes;
     for (int64_t j = j0; j < j1; j += span) {
         const int n = (int)(j1 - j < span ? j1 - j : span);
         const __m512i *iv = (const __m512i *)g->ivecs + (j / span) * K * LOOKUP_BLOCKS;
         int_lookup_tile_fn *const tile = int_lookup_tiles[(n + IV_LANES - 1) / IV_LANES];
         for (int64_t r0 = i0; r0 < i1; r0 += rb) {
             const int64_t r1 = i1 - r0 < rb ? i1 : r0 + rb;
+            char *const block_sums = into_c ? (char *)g->c + (size_t)(r0 * g->N + j) * width : sums;
             for (int64_t k0 = 0; k0 < K; k0 += kb) {
                 const int64_t kn = K - k0 < kb ? K - k0 : kb;
                 for (int64_t i = r0; i < r1; ++i)
-                    tile(g->fa + i * K, g->planes, iv, k0, kn, g->bias, sums + (size_t)(i - r0) * row_bytes, n,
+                    tile(g->fa + i * K, g->planes, iv, k0, kn, g->bias, block_sums + (size_t)(i - r0) * ldc, n,
                          g->wide, k0 == 0);
             }
-            int_store_rows(g, r0, r1, j, sums, (int64_t)row_bytes, n);
+            if (!into_c)
+                int_store_rows(g, r0, r1, j, sums, (int64_t)row_bytes, n);
         }
     }
     return AMSIM_OK;
