@@ -355,15 +355,15 @@ static inline void int_copy_short(uint8_t *dst, const uint8_t *src, int64_t n)
  * K is larger), the raw sums are turned into the row's exact sums (int_flush_pair), and at the end
  * copied into C (in one k block they are flushed into C itself). Flushing into C at every k block,
  * whose rows lie N apart, missed the caches (rows 4 KiB apart share a few cache sets); turning
- * accumulators into sums at every k block took a tenth of the time. A row block rebuilds its tables: it should hold many
- * more rows than the table has patterns. A row block goes over all its column blocks before the
- * next row block starts, so that its rows of C are still in cache when each block's sums are
- * copied in (column blocks outermost, a large C's rows came from memory once per block). A row
- * block's bytes of A are copied into a contiguous panel first (transposed, where A is B itself
- * for C^T), at least 64 k steps at a time, and once for all column blocks where the panel holds
- * all of K: read in place, rows K bytes apart, each of a large K's rows took a page of its own and
- * the row block more pages than the TLB holds; copied a k block (16 bytes) at a time, each row's
- * cache line of A came from L3 four times. Returns an amsim_status. */
+ * accumulators into sums at every k block took a tenth of the time. A row block rebuilds its
+ * tables: it should hold many more rows than the table has patterns. A row block goes over all its
+ * column blocks before the next row block starts, so that its rows of C are still in cache when
+ * each block's sums are copied in (column blocks outermost, a large C's rows came from memory once
+ * per block). A row block's bytes of A are copied into a contiguous panel first (transposed, where
+ * A is B itself for C^T), at least 64 k steps at a time, and once for all column blocks where the
+ * panel holds all of K: read in place, rows K bytes apart, each of a large K's rows took a page of
+ * its own and the row block more pages than the TLB holds; copied a k block (16 bytes) at a time,
+ * each row's cache line of A came from L3 four times. Returns an amsim_status. */
 static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const int U = 1 << g->bits, narrow = int_table_narrow(g->fn);
