@@ -84,6 +84,12 @@ static int int_chunk_ends(int64_t k1, int64_t K, int64_t kb, int64_t chunk)
     return k1 == K || k1 + next - chunk > INT_KB_MAX;
 }
 
+/* The address of C[i, j]: C as the caller holds it, M x N row-major, in the accumulator's width. */
+static inline char *int_c_at(const struct int_gemm_job *g, int64_t i, int64_t j)
+{
+    return (char *)g->c + (size_t)(i * g->N + j) * (g->wide ? 8 : 4);
+}
+
 /* Rows [i0, i1) of the fast kernels' C (their columns j..j+n), row i's sums at sums + (i - i0) * lds
  * bytes, into C, transposed if so: then column by column, each a contiguous run of C^T's row (row
  * by row, every sum was a store of its own N entries apart). */
@@ -93,15 +99,15 @@ static void int_store_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1,
     const size_t width = g->wide ? 8 : 4;
     if (!g->transposed) {
         if (n == g->N && lds == n * (int64_t)width) {  /* whole rows, packed: one copy */
-            memcpy((char *)g->c + (size_t)(i0 * g->N) * width, sums, (size_t)(i1 - i0) * (size_t)lds);
+            memcpy(int_c_at(g, i0, 0), sums, (size_t)(i1 - i0) * (size_t)lds);
             return;
         }
         for (int64_t i = i0; i < i1; ++i)
-            memcpy((char *)g->c + (size_t)(i * g->N + j) * width, sums + (i - i0) * lds, (size_t)n * width);
+            memcpy(int_c_at(g, i, j), sums + (i - i0) * lds, (size_t)n * width);
         return;
     }
     for (int q = 0; q < n; ++q) {
-        char *out = (char *)g->c + (size_t)((j + q) * g->N) * width;
+        char *out = int_c_at(g, j + q, 0);
         const char *in = sums + (size_t)q * width;
         if (g->wide)
             for (int64_t i = i0; i < i1; ++i)
@@ -153,7 +159,7 @@ static void int_direct_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1
     const int64_t N = g->N, K = g->K;
     const size_t width = g->wide ? sizeof(int64_t) : sizeof(int32_t);
     for (int64_t i = i0; i < i1; ++i) {
-        void *crow = (char *)g->c + (size_t)(i * N) * width;
+        void *crow = int_c_at(g, i, 0);
         memset(crow, 0, (size_t)N * width);
         for (int64_t k = 0; k < K; ++k) {
             const int32_t *row = amsim_int_lut_row(g->lut, g->bits, g->a[i * K + k]);

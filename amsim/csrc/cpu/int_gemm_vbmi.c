@@ -394,7 +394,7 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
              * stores), and with rows a block's width apart, C of few columns left most of each
              * cache line unused */
             const int64_t lds = into_c ? g->N * (int64_t)width : n * (int64_t)width;
-            char *const block_sums = into_c ? (char *)g->c + (size_t)(r0 * g->N + j) * width : sums;
+            char *const block_sums = into_c ? int_c_at(g, r0, j) : sums;
             for (int64_t k0 = 0, chunk = 0; k0 < K; k0 += kb_max) {
                 const int64_t kn = K - k0 < kb_max ? K - k0 : kb_max;
                 if (narrow)
@@ -519,7 +519,7 @@ static int int_lookup_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1,
         int_lookup_tile_fn *const tile = int_lookup_tiles[(n + IV_LANES - 1) / IV_LANES];
         for (int64_t r0 = i0; r0 < i1; r0 += rb) {
             const int64_t r1 = i1 - r0 < rb ? i1 : r0 + rb;
-            char *const block_sums = into_c ? (char *)g->c + (size_t)(r0 * g->N + j) * width : sums;
+            char *const block_sums = into_c ? int_c_at(g, r0, j) : sums;
             for (int64_t k0 = 0; k0 < K; k0 += kb) {
                 const int64_t kn = K - k0 < kb ? K - k0 : kb;
                 for (int64_t i = r0; i < r1; ++i)
