@@ -283,10 +283,12 @@ def test_fast_kernels_do_not_depend_on_the_thread_count(shape):
         np.testing.assert_array_equal(c, results[0])
 
 
-# The builds for CPUs without AVX-512 ("avx2": the AVX2 table kernel where the plan takes it) and without
-# intrinsics ("portable": the direct kernel): shapes of many rows (tables), off the 32-column blocks and the
-# 3-row tiles, few rows (direct), both signednesses, one and two threads.
-OTHER_BUILD_SHAPES = [(2100, 33, 130), (3001, 70, 31), (700, 300, 64), (64, 120, 84)]
+# The builds for CPUs without AVX-512 ("avx2": the AVX2 table kernel where the plan takes it, on C or on C^T,
+# in 32-column blocks or 16-column ones; "portable": the direct kernel): shapes of many rows (tables), few rows
+# and many columns (tables on C^T), at most 16 columns (narrow blocks, also on C^T), few rows and columns
+# (direct); off the column blocks and the 3- and 6-row tiles; both signednesses, one and two threads.
+OTHER_BUILD_SHAPES = [(2100, 33, 130), (3001, 70, 31), (700, 300, 64), (64, 120, 84), (40, 300, 700), (3001, 70, 13),
+                      (7, 500, 300), (5, 9, 3)]
 
 
 @pytest.mark.parametrize("variant", ["avx2", "portable"])
@@ -301,17 +303,33 @@ def test_builds_for_cpus_without_avx512_equal_the_oracle(variant, shape):
                                                           variant), reference_int_matmul(pa, pb, table))
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("shape", [(700, 40, 6), (40, 300, 700)], ids=["narrow", "transposed"])
+def test_the_avx2_build_takes_every_width(bits, shape):
+    """Tables of fewer patterns than one 8 x 8 transpose (1 and 2 bits) and of every other width."""
+    rng = np.random.default_rng(bits)
+    for signed in (False, True):
+        a, b, table = random_problem(rng, shape, bits, signed)
+        mask = (1 << bits) - 1
+        np.testing.assert_array_equal(engine_int_gemm(a & mask, b & mask, table, bits, 0, 2, "avx2"),
+                                      reference_int_matmul(a & mask, b & mask, table))
+
+
+# K = 70000: three chunks of the AVX2 kernel's 32-bit raw sums, into int64: at 2 bits; with an 8-bit table
+# (patterns 0..3 in use) on C^T, in 16-column and in 32-column blocks.
 @pytest.mark.parametrize("variant", ["avx2", "portable"])
-def test_builds_for_cpus_without_avx512_sum_long_k_exactly(variant):
-    """K = 70000 (three chunks of the AVX2 kernel's 32-bit raw sums) into int64, at 2 bits."""
+@pytest.mark.parametrize(("shape", "bits"), [((200, 70_000, 40), 2), ((8, 70_000, 1000), 8), ((40, 70_000, 100), 8)],
+                         ids=["two-bits", "narrow-transposed", "transposed"])
+def test_builds_for_cpus_without_avx512_sum_long_k_exactly(variant, shape, bits):
     rng = np.random.default_rng(11)
-    table = rng.integers(2**16 - 64, 2**16, (4, 4))
-    a, b = rng.integers(0, 4, (200, 70_000), dtype=np.uint8), rng.integers(0, 4, (70_000, 40), dtype=np.uint8)
-    want = np.zeros((200, 40), np.int64)
-    for x in range(4):
+    m, k, n = shape
+    table = rng.integers(2**16 - 64, 2**16, (1 << bits,) * 2)
+    a, b = rng.integers(0, 4, (m, k), dtype=np.uint8), rng.integers(0, 4, (k, n), dtype=np.uint8)
+    want = np.zeros((m, n), np.int64)
+    for x in range(4):  # each entry times how often its pair of patterns meets (counts exact in float64)
         for y in range(4):
             want += table[x, y] * ((a == x).astype(np.float64) @ (b == y).astype(np.float64)).astype(np.int64)
-    np.testing.assert_array_equal(engine_int_gemm(a, b, table, 2, 1, 2, variant), want)
+    np.testing.assert_array_equal(engine_int_gemm(a, b, table, bits, 1, 2, variant), want)
 
 
 @pytest.mark.parametrize("n", [130, 256], ids=["rows-split", "columns-split"])

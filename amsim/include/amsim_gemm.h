@@ -154,8 +154,10 @@ struct amsim_int_lut {
                                   (-32768..32767); -1: entries fit neither, only the direct kernel */
     int64_t largest;           /* the largest magnitude of its entries */
     const int32_t *table;      /* the table */
-    const uint8_t *planes[2];  /* the fast kernels' byte planes of its rows and of its transpose's
-                                  (builds with AVX512-VBMI and bias >= 0), else NULL */
+    const uint8_t *planes[2];  /* what the fast kernels read on C and on C^T (bias >= 0): with
+                                  AVX512-VBMI, byte planes of its rows and of its transpose's; with
+                                  AVX2, 16-bit entries of its transpose's rows and of its rows;
+                                  else NULL */
 };
 
 /* Bytes of 64-byte aligned storage that amsim_int_lut_init needs for a table of n-bit operands. */

@@ -19,7 +19,9 @@
  *   costs 2^n * K * N lookups, amortised over M rows: for many rows. Where C has at most 32
  *   columns (thin convolutions), in 32-column blocks of half the loads and adds (int_table_narrow).
  *
- * Builds with AVX2 and no AVX-512 have the table kernel only, in 32-column blocks (int_gemm_avx2.c).
+ * Builds with AVX2 and no AVX-512 have the table kernel only, its tables built by transposes
+ * rather than lookups, in 32-column blocks (16 where C has at most 16 columns), on C or C^T
+ * (int_gemm_avx2.c).
  *
  * The fast kernels hold entries as 16 bits (int_gemm_vbmi.c says how): a table whose entries do
  * not all fit one 16-bit range (0..65535 or -32768..32767) takes the direct kernel.
@@ -30,10 +32,17 @@
 #define INT_NARROW_ROW_BLOCK 8192                /* rows sharing a narrow table: half the sums a row */
 #define INT_TABLE_BYTES ((int64_t)1 << 19)        /* a block's table: kept in L2 while the rows read it */
 
-/* Cost estimate of each kernel, in nanoseconds per unit of work (fitted roughly to timings on an
- * AVX-512 machine; only their ratios matter, to choose: every kernel gives the same integers). */
+/* Cost estimate of each kernel, in nanoseconds per unit of work at one thread: only their ratios
+ * matter, to choose (every kernel gives the same integers). Fitted roughly to timings of each
+ * build on a CPU it is made for: AVX512-VBMI's on an AVX-512 machine, AVX2's on an AVX2 one
+ * (whose direct kernel, 8 lanes wide, has its own). */
+#if AMSIM_VBMI
 #define COST_DIRECT 0.35      /* per product */
 #define COST_DIRECT_ROW 3.0   /* per (row, k) */
+#else
+#define COST_DIRECT 0.33
+#define COST_DIRECT_ROW 6.0
+#endif
 #define COST_LOOKUP 4.0       /* per (row, k, 64-column block) */
 #define COST_LOOKUP_ROW 2.0   /* per (row, k): its planes' loads */
 #define COST_BUILD 3.0        /* per (pattern, k, 64-column block) of a table */
@@ -41,10 +50,10 @@
 #define COST_BUILD_NARROW 2.2 /* per (pattern, k) of a narrow table (at most 32 columns) */
 #define COST_TABLE_NARROW 0.8 /* per (row, k) of a narrow table */
 #define COST_TRANSPOSE 0.25   /* per operand byte and result transposed */
-/* The AVX2 table's, measured on the VM against the direct kernel's time per product (which
- * COST_DIRECT puts at 1.75 times what it took there): only their ratio to COST_DIRECT matters. */
-#define COST_AVX2_BUILD 6.2   /* per (pattern, k, 32-column block) of the AVX2 table */
-#define COST_AVX2_TABLE 3.4   /* per (row, k, 32-column block) of the AVX2 table */
+#define COST_AVX2_BUILD 1.95        /* per (pattern, k, 32-column block) of the AVX2 table */
+#define COST_AVX2_TABLE 1.9         /* per (row, k, 32-column block) */
+#define COST_AVX2_BUILD_NARROW 1.22 /* per (pattern, k, 16-column block) */
+#define COST_AVX2_TABLE_NARROW 0.93 /* per (row, k, 16-column block) */
 
 enum int_kernel { INT_DIRECT, INT_LOOKUP, INT_TABLE };
 
@@ -64,7 +73,7 @@ struct int_gemm_job {
     int split_columns;         /* parts are ranges of 64-column blocks, else of rows */
     int failed;                /* a part could not have its work buffers */
     int bias;                  /* the fast kernels' 16-bit encoding: 0 (unsigned table) or 2^15 (signed) */
-    const uint8_t *planes;     /* the rows of the table as the kernel takes it, as byte planes */
+    const uint8_t *planes;     /* the prepared table of this orientation (struct amsim_int_lut) */
     const void *ivecs;         /* the lookup kernel's index vectors of B */
 };
 
@@ -197,7 +206,7 @@ static size_t int_table_bytes(int bits)
 
 static size_t int_planes_bytes(int bits)
 {
-    return AMSIM_VBMI ? (size_t)512 << bits : 0;
+    return AMSIM_VBMI || AMSIM_AVX2 ? (size_t)512 << bits : 0;
 }
 
 size_t amsim_int_lut_storage_bytes(int bits)
@@ -243,24 +252,42 @@ int amsim_int_lut_init(struct amsim_int_lut *lut, const int32_t *table, int bits
         lut->planes[0] = rows;
         lut->planes[1] = columns;
     }
+#elif AMSIM_AVX2
+    /* the AVX2 tables' sources, biased 16-bit entries: on C, T[k][u][j] = LUT^T[b[k, j]][u] takes the
+     * transpose's rows; on C^T, the table's own */
+    if (lut->bias >= 0) {
+        const int U = 1 << bits;
+        uint16_t *columns = (uint16_t *)((uint8_t *)storage + int_table_bytes(bits)), *rows = columns + 256 * (size_t)U;
+        memset(columns, 0, 2 * int_planes_bytes(bits));
+        for (int u = 0; u < U; ++u) {
+            const int32_t *row = amsim_int_lut_row(copy, bits, (uint8_t)u);
+            for (int v = 0; v < U; ++v)
+                rows[256 * u + v] = columns[256 * v + u] = (uint16_t)(row[v] + lut->bias);
+        }
+        lut->planes[0] = (const uint8_t *)columns;
+        lut->planes[1] = (const uint8_t *)rows;
+    }
 #endif
     return AMSIM_OK;
 }
 
-/* Part p of the job: a range of the kernel's rows, or of its 64-column blocks. */
+/* Columns of the blocks that parts split C into: a fast kernel's column block (64 with VBMI, 32 with AVX2). */
+#define INT_COLUMN_UNIT (AMSIM_VBMI ? 64 : 32)
+
+/* Part p of the job: a range of the kernel's rows, or of its column blocks. */
 static void int_gemm_part(void *ctx, int part)
 {
     struct int_gemm_job *g = ctx;
     const int64_t rows = g->kernel == INT_DIRECT ? g->M : g->fm, cols = g->kernel == INT_DIRECT ? g->N : g->fn;
-    const int64_t units = g->split_columns ? (cols + 63) / 64 : rows;
+    const int64_t units = g->split_columns ? (cols + INT_COLUMN_UNIT - 1) / INT_COLUMN_UNIT : rows;
     const int64_t per = (units + g->nparts - 1) / g->nparts, u0 = part * per;
     const int64_t u1 = u0 + per < units ? u0 + per : units;
     if (u0 >= u1)
         return;
     int64_t i0 = 0, i1 = rows, j0 = 0, j1 = cols;
     if (g->split_columns) {
-        j0 = 64 * u0;
-        j1 = 64 * u1 < cols ? 64 * u1 : cols;
+        j0 = INT_COLUMN_UNIT * u0;
+        j1 = INT_COLUMN_UNIT * u1 < cols ? INT_COLUMN_UNIT * u1 : cols;
     } else {
         i0 = u0;
         i1 = u1;
@@ -342,19 +369,27 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
             }
         }
 #elif AMSIM_AVX2
-    /* the AVX2 table kernel, on C as it is */
-    const double blocks = (double)(((int64_t)N + 31) / 32);
-    const int columns = int_split_columns((g->N + 63) / 64, use);
-    const int64_t part_rows = columns ? g->M : (g->M + use - 1) / use;
-    const double row_blocks = (double)((part_rows + INT_TABLE_ROW_BLOCK - 1) / INT_TABLE_ROW_BLOCK);
-    const double cost = COST_AVX2_BUILD * U * K * blocks * row_blocks / (columns ? use : 1) +
-                        COST_AVX2_TABLE * M * K * blocks / use;
-    if (cost < best) {
-        g->kernel = INT_TABLE;
-        g->fm = g->M;
-        g->fn = g->N;
-        g->split_columns = columns;
-        g->nparts = columns ? use : (int)(g->M < use ? g->M : use);
+    /* the AVX2 table kernel: C or C^T, in blocks of 32 columns (16 where there are at most 16), its
+     * tables of at least 8 patterns (int_table_avx2) */
+    const double patterns = U < 8 ? 8 : U;
+    for (int transposed = 0; transposed < 2; ++transposed) {
+        const double fm = transposed ? N : M, fn = transposed ? M : N;
+        const int narrow = fn <= 16, columns = int_split_columns(((int64_t)fn + 31) / 32, use);
+        const double blocks = (double)(((int64_t)fn + (narrow ? 15 : 31)) / (narrow ? 16 : 32));
+        const int64_t part_rows = columns ? (int64_t)fm : ((int64_t)fm + use - 1) / use;
+        const double row_blocks = (double)((part_rows + AVX2_ROW_BLOCK - 1) / AVX2_ROW_BLOCK);
+        const double cost = (narrow ? COST_AVX2_BUILD_NARROW : COST_AVX2_BUILD) * patterns * K * blocks * row_blocks /
+                                (columns ? use : 1) +
+                            (narrow ? COST_AVX2_TABLE_NARROW : COST_AVX2_TABLE) * fm * K * blocks / use;
+        if (cost < best) {
+            best = cost;
+            g->kernel = INT_TABLE;
+            g->transposed = transposed;
+            g->fm = (int64_t)fm;
+            g->fn = (int64_t)fn;
+            g->split_columns = columns;
+            g->nparts = columns ? use : (int)(g->fm < use ? g->fm : use);
+        }
     }
 #endif
 }
@@ -429,6 +464,8 @@ int amsim_int_gemm(const struct amsim_int_lut *lut, int64_t M, int64_t N, int64_
         int_lookup_prepare_vbmi(job.fb, K, job.fn, ivecs);
         job.ivecs = ivecs;
     }
+#elif AMSIM_AVX2
+    job.planes = lut->planes[job.transposed];
 #endif
     run_parts(int_gemm_part, &job, job.nparts, use);
     pool_gemm_returned();
