@@ -218,12 +218,14 @@ def doc_body(env, nets, layers, runs: int) -> str:
     rows += [[r["net"], r["batch"], "-", "-", "-", r["status"], "-"] for r in nets if "status" in r]
     table = perfdoc.markdown_table(["network", "batch", "what", "native Keras (ms)", "amsim layers (ms)",
                                     "ratio (median)", runs_column], rows)
+    # TensorFlow's own kernels (the baseline) are oneDNN's or Eigen's by this setting, and its default by CPU
+    tf_text = f"TensorFlow {env['tensorflow']} (TF_ENABLE_ONEDNN_OPTS={env.get('TF_ENABLE_ONEDNN_OPTS') or 'unset'})"
     if env.get("quantize"):
-        body = (f"Quantized on the circuit {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: the training "
+        body = (f"Quantized on the circuit {env['multiplier']}; {tf_text}. Goal: the training "
                 f"step at most {NET_GOAL:g}x native (its gradients are float32, straight-through); the inference "
                 f"batch, all of whose products go through the integer GEMM, is reported.\n\n{table}")
     else:
-        body = (f"Multiplier {env['multiplier']}; TensorFlow {env['tensorflow']}. Goal: AM at most {NET_GOAL:g}x "
+        body = (f"Multiplier {env['multiplier']}; {tf_text}. Goal: AM at most {NET_GOAL:g}x "
                 f"native, training step and inference batch (`lstm`: only its LSTM approximated).\n\n{table}")
     if layers:
         rows = [[r["layer"], ", ".join(f"{k}={v}" for k, v in r["layer_args"].items()),
