@@ -337,9 +337,24 @@ static double int_fast_cost(int kernel, double fm, double fn, double K, double U
            COST_TABLE * fm * K * blocks / p;
 }
 
+#if AMSIM_VBMI || AMSIM_AVX2
+/* The plan of a fast kernel on the kernel's C of fm x fn (C, or C^T when transposed), its parts
+ * splitting its column blocks (`columns`) or its rows among `use` threads. */
+static void int_plan_fast(struct int_gemm_job *g, int kernel, int transposed, double fm, double fn, int columns,
+                          int use)
+{
+    g->kernel = kernel;
+    g->transposed = transposed;
+    g->fm = (int64_t)fm;
+    g->fn = (int64_t)fn;
+    g->split_columns = columns;
+    g->nparts = columns ? use : (int)(g->fm < use ? g->fm : use);
+}
+#endif
+
 /* The kernel, its orientation, and how parts split the work among `use` threads: the cheapest
- * by the cost estimate (the fast kernels' costs go by 64-column blocks, so their columns had
- * better be the longer side). The direct kernel alone takes entries beyond 16 bits (bias < 0). */
+ * by the cost estimate (the fast kernels' costs go by column blocks, so their columns had better
+ * be the longer side). The direct kernel alone takes entries beyond 16 bits (bias < 0). */
 static void int_gemm_plan(struct int_gemm_job *g, int use)
 {
     const double M = (double)g->M, N = (double)g->N, K = (double)g->K, U = (double)(1 << g->bits);
@@ -360,12 +375,7 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
                                 (transposed ? COST_TRANSPOSE * (M * K + a_bytes + M * N) : 0.0);
             if (cost < best) {
                 best = cost;
-                g->kernel = kernel;
-                g->transposed = transposed;
-                g->fm = (int64_t)fm;
-                g->fn = (int64_t)fn;
-                g->split_columns = columns;
-                g->nparts = columns ? use : (int)(g->fm < use ? g->fm : use);
+                int_plan_fast(g, kernel, transposed, fm, fn, columns, use);
             }
         }
 #elif AMSIM_AVX2
@@ -383,12 +393,7 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
                             (narrow ? COST_AVX2_TABLE_NARROW : COST_AVX2_TABLE) * fm * K * blocks / use;
         if (cost < best) {
             best = cost;
-            g->kernel = INT_TABLE;
-            g->transposed = transposed;
-            g->fm = (int64_t)fm;
-            g->fn = (int64_t)fn;
-            g->split_columns = columns;
-            g->nparts = columns ? use : (int)(g->fm < use ? g->fm : use);
+            int_plan_fast(g, INT_TABLE, transposed, fm, fn, columns, use);
         }
     }
 #endif
