@@ -1,6 +1,7 @@
 """``amsim train`` and ``amsim plot-runs`` end to end: a digits study in this process and on a Dask cluster."""
 
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -90,6 +91,20 @@ def test_train_on_a_two_worker_local_dask_cluster(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"][0]["complete"] == 2 and summary["failures"] == {}
     assert json.loads((out / "study.json").read_text())["execution"] == "dask LocalCluster(2)"
+
+
+def test_a_local_dask_cluster_does_not_need_the_schedulers_default_port(tmp_path, recwarn):
+    """Another study (or any Dask scheduler) holding port 8787: no warning that the port is taken."""
+    pytest.importorskip("distributed")
+    with socket.socket() as held:
+        try:
+            held.bind(("", 8787))
+            held.listen()
+        except OSError:  # someone else holds it already: just as good
+            pass
+        assert cli.main(["train", *QUICK, "--limit-train", "64", "--multipliers", "float32", "--epochs", "1",
+                         "--workers", "1", "--no-plots", "--out", str(tmp_path / "s")]) == 0
+    assert not [w for w in recwarn if "already in use" in str(w.message)]
 
 
 def test_the_report_gets_a_training_section_from_run_folders(study, tmp_path):

@@ -317,8 +317,11 @@ def _dask_client(workers: int, scheduler: str | None, stack: contextlib.ExitStac
                                   "trained") from None
     else:
         # Dask's warnings (a task cancelled by Ctrl-C, a busy worker killed on the way out) would bury
-        # the command's one line; its errors still show, and --verbose shows everything.
+        # the command's one line; its errors still show, and --verbose shows everything. No dashboard;
+        # the scheduler's HTTP routes, which it serves regardless, on a free port: on its default, a
+        # second study at the same time warned that the port was taken.
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               scheduler_kwargs={"dashboard_address": ":0"},
                                silence_logs=logging.WARNING if tfquiet.verbose() else logging.ERROR,
                                preload=[__name__])  # dask_setup below, in each worker
         stack.callback(cluster.close)
