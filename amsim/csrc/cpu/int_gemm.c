@@ -34,8 +34,8 @@
 
 /* Cost estimate of each kernel, in nanoseconds per unit of work at one thread: only their ratios
  * matter, to choose (every kernel gives the same integers). Fitted roughly to timings of each
- * build on a CPU it is made for: AVX512-VBMI's on an AVX-512 machine, AVX2's on an AVX2 one
- * (whose direct kernel, 8 lanes wide, has its own). */
+ * build on a CPU it is made for: AVX512-VBMI's on an AVX-512 machine, the others' on an AVX2 one
+ * (the portable direct kernel, compiled for each, has costs of its own there). */
 #if AMSIM_VBMI
 #define COST_DIRECT 0.35      /* per product */
 #define COST_DIRECT_ROW 3.0   /* per (row, k) */
@@ -70,7 +70,7 @@ struct int_gemm_job {
     int64_t fm, fn;
     const uint8_t *fa, *fb;
     int a_columns;             /* fa holds the kernel's A column-major (B itself, for the table kernel on C^T) */
-    int split_columns;         /* parts are ranges of 64-column blocks, else of rows */
+    int split_columns;         /* parts are ranges of column blocks (INT_COLUMN_UNIT), else of rows */
     int failed;                /* a part could not have its work buffers */
     int bias;                  /* the fast kernels' 16-bit encoding: 0 (unsigned table) or 2^15 (signed) */
     const uint8_t *planes;     /* the prepared table of this orientation (struct amsim_int_lut) */
@@ -357,13 +357,14 @@ static void int_plan_fast(struct int_gemm_job *g, int kernel, int transposed, do
  * be the longer side). The direct kernel alone takes entries beyond 16 bits (bias < 0). */
 static void int_gemm_plan(struct int_gemm_job *g, int use)
 {
-    const double M = (double)g->M, N = (double)g->N, K = (double)g->K, U = (double)(1 << g->bits);
+    const double M = (double)g->M, N = (double)g->N, K = (double)g->K;
     g->kernel = INT_DIRECT;
     g->nparts = (int)(g->M < use ? g->M : use);
     double best = (COST_DIRECT * N + COST_DIRECT_ROW) * M * K / use;
     if (g->bias < 0)
         return;
 #if AMSIM_VBMI
+    const double U = (double)(1 << g->bits);
     for (int kernel = INT_LOOKUP; kernel <= INT_TABLE; ++kernel)
         for (int transposed = 0; transposed < 2; ++transposed) {
             const double fm = transposed ? N : M, fn = transposed ? M : N;
@@ -379,13 +380,13 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
             }
         }
 #elif AMSIM_AVX2
-    /* the AVX2 table kernel: C or C^T, in blocks of 32 columns (16 where there are at most 16), its
-     * tables of at least 8 patterns (int_table_avx2) */
-    const double patterns = U < 8 ? 8 : U;
+    /* the AVX2 table kernel: C or C^T, in blocks of 32 columns or narrow ones of 16 (int_table_avx2) */
+    const double patterns = int_avx2_table_rows(g->bits);
     for (int transposed = 0; transposed < 2; ++transposed) {
         const double fm = transposed ? N : M, fn = transposed ? M : N;
-        const int narrow = fn <= 16, columns = int_split_columns(((int64_t)fn + 31) / 32, use);
-        const double blocks = (double)(((int64_t)fn + (narrow ? 15 : 31)) / (narrow ? 16 : 32));
+        const int narrow = int_avx2_halves((int64_t)fn) == 1, width = narrow ? AVX2_NARROW : AVX2_LANES;
+        const int columns = int_split_columns(((int64_t)fn + INT_COLUMN_UNIT - 1) / INT_COLUMN_UNIT, use);
+        const double blocks = (double)(((int64_t)fn + width - 1) / width);
         const int64_t part_rows = columns ? (int64_t)fm : ((int64_t)fm + use - 1) / use;
         const double row_blocks = (double)((part_rows + AVX2_ROW_BLOCK - 1) / AVX2_ROW_BLOCK);
         const double cost = (narrow ? COST_AVX2_BUILD_NARROW : COST_AVX2_BUILD) * patterns * K * blocks * row_blocks /

@@ -35,6 +35,18 @@
 #define AVX2_TABLE_BYTES ((int64_t)1 << 18)  /* T of a k block: half a 512 KiB L2, beside the rows' sums */
 #define AVX2_ROW_BLOCK 2048  /* rows sharing T: their raw sums (128 bytes a row) stay near */
 
+/* Rows of a k step's T: the 2^bits patterns, at least one 8 x 8 transpose's 8. */
+static int int_avx2_table_rows(int bits)
+{
+    return bits < 3 ? 8 : 1 << bits;
+}
+
+/* 16-column halves in a block of the kernel's C of fn columns: 1 (a narrow block) or 2. */
+static int int_avx2_halves(int64_t fn)
+{
+    return fn <= AVX2_NARROW ? 1 : 2;
+}
+
 /* Where the kernel's operands and its C are: fa (fm x K) with (i, k) at fa[i * a_rs + k * a_ks],
  * fb (K x fn) with (k, j) at fb[k * b_ks + j * b_js]; its C[i, j] is C[i, j], or C[j, i] on C^T. */
 struct int_avx2_view {
@@ -192,8 +204,8 @@ static void int_avx2_flush(const struct int_gemm_job *g, int64_t i0, int64_t i1,
 static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const struct int_avx2_view v = int_avx2_view_of(g);
-    const int U = 1 << g->bits, trows = U < 8 ? 8 : U;
-    const int halves = g->fn <= AVX2_NARROW ? 1 : 2, width = AVX2_NARROW * halves;
+    const int trows = int_avx2_table_rows(g->bits);
+    const int halves = int_avx2_halves(g->fn), width = AVX2_NARROW * halves;
     const int tile_rows = halves == 1 ? AVX2_NARROW_ROWS : AVX2_ROWS;
     int_avx2_tile_fn *const *tiles = halves == 1 ? int_avx2_narrow_tiles : int_avx2_wide_tiles;
     const int64_t K = g->K, kb_max = AVX2_TABLE_BYTES / ((int64_t)trows * 2 * width);
