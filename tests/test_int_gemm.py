@@ -286,9 +286,11 @@ def test_fast_kernels_do_not_depend_on_the_thread_count(shape):
 # The builds for CPUs without AVX-512 ("avx2": the AVX2 table kernel where the plan takes it, on C or on C^T,
 # in 32-column blocks or 16-column ones; "portable": the direct kernel): shapes of many rows (tables), few rows
 # and many columns (tables on C^T), at most 16 columns (narrow blocks, also on C^T), few rows and columns
-# (direct); off the column blocks and the 3- and 6-row tiles; both signednesses, one and two threads.
+# (direct); off the column blocks and the 3- and 6-row tiles; both signednesses, one and two threads. With
+# K = 300 on C, the tiles read A's bytes from a copy (its k blocks' last one partial), on 10 columns also
+# where two parts split k.
 OTHER_BUILD_SHAPES = [(2100, 33, 130), (3001, 70, 31), (700, 300, 64), (64, 120, 84), (40, 300, 700), (3001, 70, 13),
-                      (7, 500, 300), (5, 9, 3)]
+                      (7, 500, 300), (5, 9, 3), (2000, 300, 10)]
 
 
 @pytest.mark.parametrize("variant", ["avx2", "portable"])
@@ -304,9 +306,11 @@ def test_builds_for_cpus_without_avx512_equal_the_oracle(variant, shape):
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
-@pytest.mark.parametrize("shape", [(700, 40, 6), (40, 300, 700)], ids=["narrow", "transposed"])
+@pytest.mark.parametrize("shape", [(700, 40, 6), (40, 300, 700), (500, 300, 20)],
+                         ids=["narrow", "transposed", "copied-a"])
 def test_the_avx2_build_takes_every_width(bits, shape):
-    """Tables of fewer patterns than one 8 x 8 transpose (1 and 2 bits) and of every other width."""
+    """Tables of fewer patterns than one 8 x 8 transpose (1 and 2 bits) and of every other width; A's bytes
+    copied for the tiles in k blocks as long as the width makes them (256 steps at 4 bits)."""
     rng = np.random.default_rng(bits)
     for signed in (False, True):
         a, b, table = random_problem(rng, shape, bits, signed)
@@ -315,11 +319,28 @@ def test_the_avx2_build_takes_every_width(bits, shape):
                                       reference_int_matmul(a & mask, b & mask, table))
 
 
+# Outputs of few rows and columns over a long K (filter gradients), where the AVX2 build's parts split k and
+# add up their sums: a narrow block in two parts and in three (of unequal k ranges), three 32-column blocks
+# (which two parts could not split evenly); int32 and int64 sums.
+@pytest.mark.parametrize(("shape", "threads"), [((150, 2000, 16), 2), ((150, 2000, 16), 3), ((100, 1000, 70), 2)],
+                         ids=["narrow", "narrow-three-parts", "three-blocks"])
+@pytest.mark.parametrize("wide", [0, 1], ids=["int32", "int64"])
+def test_the_avx2_build_splits_a_long_k_among_its_threads(shape, threads, wide):
+    rng = np.random.default_rng(sum(shape) + threads)
+    for signed in (False, True):
+        a, b, table = random_problem(rng, shape, 8, signed)
+        pa, pb = a & 255, b & 255
+        np.testing.assert_array_equal(engine_int_gemm(pa, pb, table, 8, wide, threads, "avx2"),
+                                      reference_int_matmul(pa, pb, table))
+
+
 # K = 70000: three chunks of the AVX2 kernel's 32-bit raw sums, into int64: at 2 bits; with an 8-bit table
-# (patterns 0..3 in use) on C^T, in 16-column and in 32-column blocks.
+# (patterns 0..3 in use) on C^T, in 16-column and in 32-column blocks; K = 140000 split between two parts, three
+# chunks each.
 @pytest.mark.parametrize("variant", ["avx2", "portable"])
-@pytest.mark.parametrize(("shape", "bits"), [((200, 70_000, 40), 2), ((8, 70_000, 1000), 8), ((40, 70_000, 100), 8)],
-                         ids=["two-bits", "narrow-transposed", "transposed"])
+@pytest.mark.parametrize(("shape", "bits"), [((200, 70_000, 40), 2), ((8, 70_000, 1000), 8), ((40, 70_000, 100), 8),
+                                             ((30, 140_000, 20), 2)],
+                         ids=["two-bits", "narrow-transposed", "transposed", "split-k"])
 def test_builds_for_cpus_without_avx512_sum_long_k_exactly(variant, shape, bits):
     rng = np.random.default_rng(11)
     m, k, n = shape

@@ -21,7 +21,7 @@
  *
  * Builds with AVX2 and no AVX-512 have the table kernel only, its tables built by transposes
  * rather than lookups, in 32-column blocks (16 where C has at most 16 columns), on C or C^T
- * (int_gemm_avx2.c).
+ * (int_gemm_avx2.c), its parts splitting C or, where C is small and K long, k (enum int_split).
  *
  * The fast kernels hold entries as 16 bits (int_gemm_vbmi.c says how): a table whose entries do
  * not all fit one 16-bit range (0..65535 or -32768..32767) takes the direct kernel.
@@ -38,11 +38,10 @@
  * (the portable direct kernel, compiled for each, has costs of its own there). */
 #if AMSIM_VBMI
 #define COST_DIRECT 0.35      /* per product */
-#define COST_DIRECT_ROW 3.0   /* per (row, k) */
 #else
 #define COST_DIRECT 0.33
-#define COST_DIRECT_ROW 6.0
 #endif
+#define COST_DIRECT_ROW 3.0   /* per (row, k) */
 #define COST_LOOKUP 4.0       /* per (row, k, 64-column block) */
 #define COST_LOOKUP_ROW 2.0   /* per (row, k): its planes' loads */
 #define COST_BUILD 3.0        /* per (pattern, k, 64-column block) of a table */
@@ -54,8 +53,15 @@
 #define COST_AVX2_TABLE 1.9         /* per (row, k, 32-column block) */
 #define COST_AVX2_BUILD_NARROW 1.22 /* per (pattern, k, 16-column block) */
 #define COST_AVX2_TABLE_NARROW 0.93 /* per (row, k, 16-column block) */
+#define COST_REDUCE 0.3             /* per sum of a depth split's part added into C */
 
 enum int_kernel { INT_DIRECT, INT_LOOKUP, INT_TABLE };
+
+/* How parts share a fast kernel's work: by its rows, by its column blocks (INT_COLUMN_UNIT), or by
+ * ranges of k, each part summing its range into a C of its own, added up once they are done (the
+ * AVX2 table kernel only: where C is small and K long, as in filter gradients, neither its rows
+ * nor its few column blocks split without each part building most tables). */
+enum int_split { INT_SPLIT_ROWS, INT_SPLIT_COLUMNS, INT_SPLIT_DEPTH };
 
 struct int_gemm_job {
     int64_t M, N, K;
@@ -70,33 +76,46 @@ struct int_gemm_job {
     int64_t fm, fn;
     const uint8_t *fa, *fb;
     int a_columns;             /* fa holds the kernel's A column-major (B itself, for the table kernel on C^T) */
-    int split_columns;         /* parts are ranges of column blocks (INT_COLUMN_UNIT), else of rows */
+    int split;                 /* what parts are ranges of (enum int_split) */
+    int64_t k0, k1;            /* a part's range of k: all of it, but for a depth split's parts */
+    void *partials;            /* a depth split's sums of parts 1.. (part 0's go into C), M x N each */
     int failed;                /* a part could not have its work buffers */
     int bias;                  /* the fast kernels' 16-bit encoding: 0 (unsigned table) or 2^15 (signed) */
     const uint8_t *planes;     /* the prepared table of this orientation (struct amsim_int_lut) */
     const void *ivecs;         /* the lookup kernel's index vectors of B */
 };
 
+/* Bytes of a sum in C: the accumulator's width. */
+static size_t int_c_width(const struct int_gemm_job *g)
+{
+    return g->wide ? sizeof(int64_t) : sizeof(int32_t);
+}
+
+/* The address of C[i, j] in the job's C (the caller's, or a depth split part's own): M x N
+ * row-major, in the accumulator's width. */
+static inline char *int_c_at(const struct int_gemm_job *g, int64_t i, int64_t j)
+{
+    return (char *)g->c + (size_t)(i * g->N + j) * int_c_width(g);
+}
+
+#if AMSIM_VBMI || AMSIM_AVX2
+/* Whether the k block ending at k1 ends a chunk of the table kernels' 32-bit raw sums (begun at
+ * k step `chunk`, k blocks of at most kb steps, k ending at `end`): at the end, or where the next
+ * block would make the chunk longer than INT_KB_MAX steps, the most a 32-bit sum of 16-bit entries
+ * holds exactly. */
+static int int_chunk_ends(int64_t k1, int64_t end, int64_t kb, int64_t chunk)
+{
+    const int64_t next = end - k1 < kb ? end - k1 : kb;
+    return k1 == end || k1 + next - chunk > INT_KB_MAX;
+}
+#endif
+
+#if AMSIM_VBMI
 /* k-steps of a table block: INT_TABLE_BYTES of rows of row_bytes, U = 2^bits of them per k. */
 static int64_t int_table_kb(int U, int row_bytes)
 {
     const int64_t kb = INT_TABLE_BYTES / ((int64_t)U * row_bytes);
     return kb < 1 ? 1 : kb > 4096 ? 4096 : kb;
-}
-
-/* Whether the k block ending at k1 ends a chunk of the table kernels' 32-bit raw sums (begun at
- * k step `chunk`, k blocks of at most kb steps): at K, or where the next block would make the chunk
- * longer than INT_KB_MAX steps, the most a 32-bit sum of 16-bit entries holds exactly. */
-static int int_chunk_ends(int64_t k1, int64_t K, int64_t kb, int64_t chunk)
-{
-    const int64_t next = K - k1 < kb ? K - k1 : kb;
-    return k1 == K || k1 + next - chunk > INT_KB_MAX;
-}
-
-/* The address of C[i, j]: C as the caller holds it, M x N row-major, in the accumulator's width. */
-static inline char *int_c_at(const struct int_gemm_job *g, int64_t i, int64_t j)
-{
-    return (char *)g->c + (size_t)(i * g->N + j) * (g->wide ? 8 : 4);
 }
 
 /* Rows [i0, i1) of the fast kernels' C (their columns j..j+n), row i's sums at sums + (i - i0) * lds
@@ -105,7 +124,7 @@ static inline char *int_c_at(const struct int_gemm_job *g, int64_t i, int64_t j)
 static void int_store_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j, const char *sums,
                            int64_t lds, int n)
 {
-    const size_t width = g->wide ? 8 : 4;
+    const size_t width = int_c_width(g);
     if (!g->transposed) {
         if (n == g->N && lds == n * (int64_t)width) {  /* whole rows, packed: one copy */
             memcpy(int_c_at(g, i0, 0), sums, (size_t)(i1 - i0) * (size_t)lds);
@@ -141,15 +160,35 @@ static int64_t int_table_row_block(int64_t fn)
     return int_table_narrow(fn) ? INT_NARROW_ROW_BLOCK : INT_TABLE_ROW_BLOCK;
 }
 
-#if AMSIM_VBMI
 #include "int_gemm_vbmi.c"
 #elif AMSIM_AVX2
 #include "int_gemm_avx2.c"
 #endif
 
-/* c[j] += row[bk[j]] for j < n: the direct kernel's inner loop. Its pointers are parameters
- * declared restrict, which GCC honours (on block-scope pointers it does not, and then leaves the
- * loop scalar for fear that C's row and the LUT row overlap). */
+/* c[j] += the entries at b_q[j] of rows r_q, q < 4 (or 1), for j < n: the direct kernel's inner
+ * loops, four k steps a pass over C's row (a pass a step, C's row went through memory once per
+ * product, its load waiting for the last pass's store). Their pointers are parameters declared
+ * restrict, which GCC honours (on block-scope pointers it does not, and then leaves the loop scalar
+ * for fear that C's row and the LUT rows overlap). In int32, four entries' sum is within the sum
+ * of K >= 4 that the accumulator was chosen for; in int64, the entries are widened first. */
+static inline void add_rows32(int32_t *restrict c, const int32_t *restrict r0, const int32_t *restrict r1,
+                              const int32_t *restrict r2, const int32_t *restrict r3, const uint8_t *restrict b0,
+                              const uint8_t *restrict b1, const uint8_t *restrict b2, const uint8_t *restrict b3,
+                              int64_t n)
+{
+    for (int64_t j = 0; j < n; ++j)
+        c[j] += (r0[b0[j]] + r1[b1[j]]) + (r2[b2[j]] + r3[b3[j]]);
+}
+
+static inline void add_rows64(int64_t *restrict c, const int32_t *restrict r0, const int32_t *restrict r1,
+                              const int32_t *restrict r2, const int32_t *restrict r3, const uint8_t *restrict b0,
+                              const uint8_t *restrict b1, const uint8_t *restrict b2, const uint8_t *restrict b3,
+                              int64_t n)
+{
+    for (int64_t j = 0; j < n; ++j)
+        c[j] += ((int64_t)r0[b0[j]] + r1[b1[j]]) + ((int64_t)r2[b2[j]] + r3[b3[j]]);
+}
+
 static inline void add_row32(int32_t *restrict c, const int32_t *restrict row, const uint8_t *restrict bk, int64_t n)
 {
     for (int64_t j = 0; j < n; ++j)
@@ -166,12 +205,23 @@ static inline void add_row64(int64_t *restrict c, const int32_t *restrict row, c
 static void int_direct_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1)
 {
     const int64_t N = g->N, K = g->K;
-    const size_t width = g->wide ? sizeof(int64_t) : sizeof(int32_t);
     for (int64_t i = i0; i < i1; ++i) {
         void *crow = int_c_at(g, i, 0);
-        memset(crow, 0, (size_t)N * width);
-        for (int64_t k = 0; k < K; ++k) {
-            const int32_t *row = amsim_int_lut_row(g->lut, g->bits, g->a[i * K + k]);
+        const uint8_t *ai = g->a + i * K;
+        memset(crow, 0, (size_t)N * int_c_width(g));
+        int64_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const int32_t *r[4];
+            for (int q = 0; q < 4; ++q)
+                r[q] = amsim_int_lut_row(g->lut, g->bits, ai[k + q]);
+            const uint8_t *bk = g->b + k * N;
+            if (g->wide)
+                add_rows64(crow, r[0], r[1], r[2], r[3], bk, bk + N, bk + 2 * N, bk + 3 * N, N);
+            else
+                add_rows32(crow, r[0], r[1], r[2], r[3], bk, bk + N, bk + 2 * N, bk + 3 * N, N);
+        }
+        for (; k < K; ++k) {
+            const int32_t *row = amsim_int_lut_row(g->lut, g->bits, ai[k]);
             if (g->wide)
                 add_row64(crow, row, g->b + k * N, N);
             else
@@ -274,23 +324,53 @@ int amsim_int_lut_init(struct amsim_int_lut *lut, const int32_t *table, int bits
 /* Columns of the blocks that parts split C into: a fast kernel's column block (64 with VBMI, 32 with AVX2). */
 #define INT_COLUMN_UNIT (AMSIM_VBMI ? 64 : 32)
 
-/* Part p of the job: a range of the kernel's rows, or of its column blocks. */
+/* k steps of a depth split's unit: a part's range of k is a multiple of them (but the last). */
+#define INT_DEPTH_UNIT 64
+
+#if AMSIM_AVX2 && !AMSIM_VBMI
+/* Parts of a depth split among `use` threads: ranges of whole INT_DEPTH_UNITs of K, none empty. */
+static int int_depth_parts(int64_t K, int use)
+{
+    const int64_t units = (K + INT_DEPTH_UNIT - 1) / INT_DEPTH_UNIT, per = (units + use - 1) / use;
+    return (int)((units + per - 1) / per);
+}
+#endif
+
+/* C += x, x a C of the job's (a depth split's part's sums). */
+static void int_add_sums(const struct int_gemm_job *g, const void *x)
+{
+    const int64_t n = g->M * g->N;
+    if (g->wide)
+        for (int64_t e = 0; e < n; ++e)
+            ((int64_t *)g->c)[e] += ((const int64_t *)x)[e];
+    else
+        for (int64_t e = 0; e < n; ++e)
+            ((int32_t *)g->c)[e] += ((const int32_t *)x)[e];
+}
+
+/* Part p of the job: a range of the kernel's rows, of its column blocks, or of k. */
 static void int_gemm_part(void *ctx, int part)
 {
     struct int_gemm_job *g = ctx;
     const int64_t rows = g->kernel == INT_DIRECT ? g->M : g->fm, cols = g->kernel == INT_DIRECT ? g->N : g->fn;
-    const int64_t units = g->split_columns ? (cols + INT_COLUMN_UNIT - 1) / INT_COLUMN_UNIT : rows;
+    /* the split's span (rows, columns or k) and the unit its ranges are whole multiples of */
+    const int64_t span = g->split == INT_SPLIT_COLUMNS ? cols : g->split == INT_SPLIT_DEPTH ? g->K : rows;
+    const int64_t unit = g->split == INT_SPLIT_COLUMNS ? INT_COLUMN_UNIT
+                         : g->split == INT_SPLIT_DEPTH ? INT_DEPTH_UNIT
+                                                       : 1;
+    const int64_t units = (span + unit - 1) / unit;
     const int64_t per = (units + g->nparts - 1) / g->nparts, u0 = part * per;
     const int64_t u1 = u0 + per < units ? u0 + per : units;
     if (u0 >= u1)
         return;
+    const int64_t s0 = unit * u0, s1 = unit * u1 < span ? unit * u1 : span;
     int64_t i0 = 0, i1 = rows, j0 = 0, j1 = cols;
-    if (g->split_columns) {
-        j0 = INT_COLUMN_UNIT * u0;
-        j1 = INT_COLUMN_UNIT * u1 < cols ? INT_COLUMN_UNIT * u1 : cols;
-    } else {
-        i0 = u0;
-        i1 = u1;
+    if (g->split == INT_SPLIT_COLUMNS) {
+        j0 = s0;
+        j1 = s1;
+    } else if (g->split == INT_SPLIT_ROWS) {
+        i0 = s0;
+        i1 = s1;
     }
 #if AMSIM_VBMI
     int rc = AMSIM_OK;
@@ -304,14 +384,24 @@ static void int_gemm_part(void *ctx, int part)
         return;
 #elif AMSIM_AVX2
     if (g->kernel == INT_TABLE) {
-        if (int_table_avx2(g, i0, i1, j0, j1) != AMSIM_OK)
+        struct int_gemm_job own = *g;  /* a depth split's part: its range of k, into a C of its own */
+        if (g->split == INT_SPLIT_DEPTH) {
+            own.k0 = s0;
+            own.k1 = s1;
+            if (part > 0)
+                own.c = (char *)g->partials + (size_t)(part - 1) * (size_t)(g->M * g->N) * int_c_width(g);
+        }
+        if (int_table_avx2(&own, i0, i1, j0, j1) != AMSIM_OK)
             __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
         return;
     }
+#else
+    (void)j0, (void)j1;  /* the direct kernel takes whole rows */
 #endif
     int_direct_rows(g, i0, i1);
 }
 
+#if AMSIM_VBMI || AMSIM_AVX2
 /* Whether a table kernel's parts split C's `units` 64-column blocks among `use` threads (each part
  * building only its tables) rather than its rows (each part building them all): where they divide
  * evenly, or are many enough that the uneven share matters little. */
@@ -320,6 +410,7 @@ static int int_split_columns(int64_t units, int use)
     return units >= use && (units % use == 0 || units >= 4 * (int64_t)use);
 }
 
+#if AMSIM_VBMI
 /* A fast kernel's estimated cost with fm rows and fn columns (cycles; int_gemm_plan). */
 static double int_fast_cost(int kernel, double fm, double fn, double K, double U, int use, int *columns)
 {
@@ -336,19 +427,19 @@ static double int_fast_cost(int kernel, double fm, double fn, double K, double U
     return COST_BUILD * U * K * blocks * row_blocks / (*columns ? p : 1) +
            COST_TABLE * fm * K * blocks / p;
 }
+#endif
 
-#if AMSIM_VBMI || AMSIM_AVX2
-/* The plan of a fast kernel on the kernel's C of fm x fn (C, or C^T when transposed), its parts
- * splitting its column blocks (`columns`) or its rows among `use` threads. */
-static void int_plan_fast(struct int_gemm_job *g, int kernel, int transposed, double fm, double fn, int columns,
-                          int use)
+/* The plan of a fast kernel on the kernel's C of fm x fn (C, or C^T when transposed), its work
+ * split among nparts parts as `split` says. */
+static void int_plan_fast(struct int_gemm_job *g, int kernel, int transposed, double fm, double fn, int split,
+                          int nparts)
 {
     g->kernel = kernel;
     g->transposed = transposed;
     g->fm = (int64_t)fm;
     g->fn = (int64_t)fn;
-    g->split_columns = columns;
-    g->nparts = columns ? use : (int)(g->fm < use ? g->fm : use);
+    g->split = split;
+    g->nparts = nparts;
 }
 #endif
 
@@ -376,27 +467,45 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
                                 (transposed ? COST_TRANSPOSE * (M * K + a_bytes + M * N) : 0.0);
             if (cost < best) {
                 best = cost;
-                int_plan_fast(g, kernel, transposed, fm, fn, columns, use);
+                int_plan_fast(g, kernel, transposed, fm, fn, columns ? INT_SPLIT_COLUMNS : INT_SPLIT_ROWS,
+                              columns || fm >= use ? use : (int)fm);
             }
         }
 #elif AMSIM_AVX2
-    /* the AVX2 table kernel: C or C^T, in blocks of 32 columns or narrow ones of 16 (int_table_avx2) */
+    /* the AVX2 table kernel: C or C^T, in blocks of 32 columns or narrow ones of 16 (int_table_avx2);
+     * its parts split the column blocks (each building its own), the rows (each building the tables
+     * of its row blocks) or k (each building its range's, then C's sums are added up); in that
+     * order of preference where costs tie */
+    static const int splits[] = {INT_SPLIT_COLUMNS, INT_SPLIT_ROWS, INT_SPLIT_DEPTH};
     const double patterns = int_avx2_table_rows(g->bits);
+    const int depth_parts = int_depth_parts(g->K, use);
     for (int transposed = 0; transposed < 2; ++transposed) {
         const double fm = transposed ? N : M, fn = transposed ? M : N;
         const int narrow = int_avx2_halves((int64_t)fn) == 1, width = narrow ? AVX2_NARROW : AVX2_LANES;
-        const int columns = int_split_columns(((int64_t)fn + INT_COLUMN_UNIT - 1) / INT_COLUMN_UNIT, use);
         const double blocks = (double)(((int64_t)fn + width - 1) / width);
-        const int64_t part_rows = columns ? (int64_t)fm : ((int64_t)fm + use - 1) / use;
-        const double row_blocks = (double)((part_rows + AVX2_ROW_BLOCK - 1) / AVX2_ROW_BLOCK);
-        const double cost = (narrow ? COST_AVX2_BUILD_NARROW : COST_AVX2_BUILD) * patterns * K * blocks * row_blocks /
-                                (columns ? use : 1) +
-                            (narrow ? COST_AVX2_TABLE_NARROW : COST_AVX2_TABLE) * fm * K * blocks / use;
-        if (cost < best) {
-            best = cost;
-            int_plan_fast(g, INT_TABLE, transposed, fm, fn, columns, use);
+        const double build = (narrow ? COST_AVX2_BUILD_NARROW : COST_AVX2_BUILD) * patterns * K * blocks;
+        const double rows = (narrow ? COST_AVX2_TABLE_NARROW : COST_AVX2_TABLE) * fm * K * blocks;
+        const int row_parts = fm < use ? (int)fm : use;
+        for (int s = 0; s < 3; ++s) {
+            const int split = splits[s];
+            if (split == INT_SPLIT_COLUMNS &&
+                !int_split_columns(((int64_t)fn + INT_COLUMN_UNIT - 1) / INT_COLUMN_UNIT, use))
+                continue;
+            if (split == INT_SPLIT_DEPTH && depth_parts < 2)
+                continue;
+            const int parts = split == INT_SPLIT_ROWS ? row_parts : split == INT_SPLIT_COLUMNS ? use : depth_parts;
+            const int64_t part_rows = split == INT_SPLIT_ROWS ? ((int64_t)fm + parts - 1) / parts : (int64_t)fm;
+            const double row_blocks = (double)((part_rows + AVX2_ROW_BLOCK - 1) / AVX2_ROW_BLOCK);
+            const double cost = build * row_blocks / (split == INT_SPLIT_ROWS ? 1 : parts) + rows / parts +
+                                (split == INT_SPLIT_DEPTH ? COST_REDUCE * M * N * (parts - 1) : 0.0);
+            if (cost < best) {
+                best = cost;
+                int_plan_fast(g, INT_TABLE, transposed, fm, fn, split, parts);
+            }
         }
     }
+#else
+    (void)best;  /* the portable build has the direct kernel alone */
 #endif
 }
 
@@ -435,7 +544,7 @@ int amsim_int_gemm(const struct amsim_int_lut *lut, int64_t M, int64_t N, int64_
     if ((double)M * (double)N * (double)K < (double)INT_GEMM_PARALLEL_MIN)
         use = 1;
     struct int_gemm_job job = {.M = M, .N = N, .K = K, .a = a, .b = b, .lut = lut->table, .bits = bits,
-                               .wide = wide, .c = c, .bias = lut->bias};
+                               .wide = wide, .c = c, .bias = lut->bias, .k0 = 0, .k1 = K};
     int_gemm_plan(&job, use);
 #if AMSIM_VBMI
     if (job.kernel != INT_DIRECT) {
@@ -473,7 +582,17 @@ int amsim_int_gemm(const struct amsim_int_lut *lut, int64_t M, int64_t N, int64_
 #elif AMSIM_AVX2
     job.planes = lut->planes[job.transposed];
 #endif
+    const size_t c_bytes = (size_t)(M * N) * int_c_width(&job);
+    if (job.split == INT_SPLIT_DEPTH) {  /* the parts' own C (a slot that no part uses) */
+        job.partials = work_buffer(SLOT_OUT, c_bytes * (size_t)(job.nparts - 1));
+        if (!job.partials)
+            return AMSIM_ERR_MEMORY;
+    }
     run_parts(int_gemm_part, &job, job.nparts, use);
     pool_gemm_returned();
-    return job.failed ? AMSIM_ERR_MEMORY : AMSIM_OK;
+    if (job.failed)
+        return AMSIM_ERR_MEMORY;
+    for (int p = 1; job.split == INT_SPLIT_DEPTH && p < job.nparts; ++p)
+        int_add_sums(&job, (const char *)job.partials + (size_t)(p - 1) * c_bytes);
+    return AMSIM_OK;
 }

@@ -34,6 +34,7 @@
 #define AVX2_NARROW_ROWS 6   /* per tile of a narrow block: 6 x 2 accumulators */
 #define AVX2_TABLE_BYTES ((int64_t)1 << 18)  /* T of a k block: half a 512 KiB L2, beside the rows' sums */
 #define AVX2_ROW_BLOCK 2048  /* rows sharing T: their raw sums (128 bytes a row) stay near */
+#define AVX2_PACK_K 256      /* the K from which a row block's bytes of A are copied contiguous */
 
 /* Rows of a k step's T: the 2^bits patterns, at least one 8 x 8 transpose's 8. */
 static int int_avx2_table_rows(int bits)
@@ -88,9 +89,12 @@ static inline __attribute__((always_inline)) void int_avx2_transpose8(__m256i x[
 
 /* T for k in [0, kn) of a block of `halves` 16-column halves of the kernel's B, from its first column
  * at fb (strides b_ks, b_js; n valid columns, the others taken as pattern 0): per k, `rows` rows
- * (the 2^bits patterns, at least 8) of 16 * halves entries. src: the 16-bit transpose, 256 a row. */
-static void int_avx2_build(const uint16_t *src, const uint8_t *fb, int64_t b_ks, int64_t b_js, int n, int64_t kn,
-                           int rows, int halves, uint16_t *t)
+ * (the 2^bits patterns, at least 8) of 16 * halves entries. src: the 16-bit transpose, 256 a row.
+ * Not inlined: inlined into its caller, GCC compiled it into slower code (a fifth more time on
+ * LeNet-5's fc1). */
+static __attribute__((noinline)) void int_avx2_build(const uint16_t *src, const uint8_t *fb, int64_t b_ks,
+                                                     int64_t b_js, int n, int64_t kn, int rows, int halves,
+                                                     uint16_t *t)
 {
     const int width = AVX2_NARROW * halves;
     for (int64_t k = 0; k < kn; ++k) {
@@ -143,6 +147,21 @@ static inline __attribute__((always_inline)) void int_avx2_rows(int rows, int ha
         for (int h = 0; h < halves; ++h)
             for (int s = 0; s < 2; ++s)
                 _mm256_storeu_si256((__m256i *)(raw + r * 2 * width + 16 * h + 8 * s), acc[r][h][s]);
+}
+
+/* Rows [0, rows) of a k block of kn steps of the kernel's A, each at a + i * a_rs (its k steps
+ * contiguous), copied into a panel, row i at panel + i * kn. */
+static void int_avx2_pack(const uint8_t *a, int64_t a_rs, int64_t rows, int64_t kn, uint8_t *panel)
+{
+    if (kn == 16)
+        for (int64_t i = 0; i < rows; ++i)
+            _mm_storeu_si128((__m128i *)(panel + i * 16), _mm_loadu_si128((const __m128i *)(a + i * a_rs)));
+    else if (kn == 32)
+        for (int64_t i = 0; i < rows; ++i)
+            _mm256_storeu_si256((__m256i *)(panel + i * 32), _mm256_loadu_si256((const __m256i *)(a + i * a_rs)));
+    else
+        for (int64_t i = 0; i < rows; ++i)
+            memcpy(panel + i * kn, a + i * a_rs, (size_t)kn);
 }
 
 /* int_avx2_rows for each tile height of each block width, each in a function of its own (so that
@@ -199,8 +218,9 @@ static void int_avx2_flush(const struct int_gemm_job *g, int64_t i0, int64_t i1,
     }
 }
 
-/* Rows [i0, i1) and columns [j0, j1) of the kernel's C by tables, rows in blocks of
- * AVX2_ROW_BLOCK sharing them, each block over all its column blocks. Returns an amsim_status. */
+/* Rows [i0, i1) and columns [j0, j1) of the kernel's C by tables, over the job's range of k (into
+ * its C: a depth split's part has one of its own), rows in blocks of AVX2_ROW_BLOCK sharing them,
+ * each block over all its column blocks. Returns an amsim_status. */
 static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const struct int_avx2_view v = int_avx2_view_of(g);
@@ -208,27 +228,39 @@ static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     const int halves = int_avx2_halves(g->fn), width = AVX2_NARROW * halves;
     const int tile_rows = halves == 1 ? AVX2_NARROW_ROWS : AVX2_ROWS;
     int_avx2_tile_fn *const *tiles = halves == 1 ? int_avx2_narrow_tiles : int_avx2_wide_tiles;
-    const int64_t K = g->K, kb_max = AVX2_TABLE_BYTES / ((int64_t)trows * 2 * width);
+    const int64_t kb_max = AVX2_TABLE_BYTES / ((int64_t)trows * 2 * width);
     const int64_t kb = kb_max < 1 ? 1 : kb_max;
     const int64_t rb_max = i1 - i0 < AVX2_ROW_BLOCK ? i1 - i0 : AVX2_ROW_BLOCK;
     uint16_t *t = work_buffer(SLOT_T, sizeof(uint16_t) * (size_t)width * (size_t)trows * (size_t)kb);
     uint32_t *raw = work_buffer(SLOT_YS, sizeof(uint32_t) * 2 * (size_t)width * (size_t)rb_max);
-    if (!t || !raw)
+    /* a row block's bytes of A for a k block, copied contiguous where A's rows lie K bytes apart
+     * (on C) and K is at least AVX2_PACK_K: the tiles' reads of rows that far apart were slower
+     * than those of the copy, copy included; of nearer rows, not */
+    const int packed = v.a_ks == 1 && v.a_rs >= AVX2_PACK_K;
+    uint8_t *panel = packed ? work_buffer(SLOT_CBUF, (size_t)rb_max * (size_t)kb) : NULL;
+    if (!t || !raw || (packed && !panel))
         return AMSIM_ERR_MEMORY;
     const uint16_t *src = (const uint16_t *)g->planes;
     for (int64_t r0 = i0; r0 < i1; r0 += rb_max) {
         const int64_t r1 = i1 - r0 < rb_max ? i1 : r0 + rb_max;
         for (int64_t j = j0; j < j1; j += width) {
             const int n = (int)(j1 - j < width ? j1 - j : width);
-            for (int64_t k0 = 0, chunk = 0; k0 < K; k0 += kb) {
-                const int64_t kn = K - k0 < kb ? K - k0 : kb;
+            for (int64_t k0 = g->k0, chunk = g->k0; k0 < g->k1; k0 += kb) {
+                const int64_t kn = g->k1 - k0 < kb ? g->k1 - k0 : kb;
                 int_avx2_build(src, v.fb + k0 * v.b_ks + j * v.b_js, v.b_ks, v.b_js, n, kn, trows, halves, t);
+                const uint8_t *a = v.fa + r0 * v.a_rs + k0 * v.a_ks;
+                int64_t a_rs = v.a_rs;
+                if (packed) {
+                    int_avx2_pack(a, a_rs, r1 - r0, kn, panel);
+                    a = panel;
+                    a_rs = kn;
+                }
                 for (int64_t i = r0; i < r1; i += tile_rows)
-                    tiles[r1 - i >= tile_rows ? tile_rows : r1 - i](v.fa + i * v.a_rs + k0 * v.a_ks, v.a_rs, v.a_ks, t,
-                                                                   trows, kn, raw + (i - r0) * 2 * width, k0 == chunk);
+                    tiles[r1 - i >= tile_rows ? tile_rows : r1 - i](a + (i - r0) * a_rs, a_rs, v.a_ks, t, trows, kn,
+                                                                   raw + (i - r0) * 2 * width, k0 == chunk);
                 const int64_t k1 = k0 + kn;
-                if (int_chunk_ends(k1, K, kb, chunk)) {
-                    int_avx2_flush(g, r0, r1, j, n, halves, raw, k1 - chunk, chunk == 0);
+                if (int_chunk_ends(k1, g->k1, kb, chunk)) {
+                    int_avx2_flush(g, r0, r1, j, n, halves, raw, k1 - chunk, chunk == g->k0);
                     chunk = k1;
                 }
             }

@@ -371,7 +371,7 @@ static int int_table_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     int_table_tile_fn *const *tiles = narrow ? int_narrow_tiles : int_table_tiles;
     /* a narrow table's rows are half as long (64 bytes, not 128): twice the k steps in the same bytes */
     const int64_t K = g->K, kb_max = int_table_kb(U, narrow ? 64 : 128);
-    const size_t width = g->wide ? 8 : 4;
+    const size_t width = int_c_width(g);
     const int64_t rb_max = i1 - i0 < int_table_row_block(g->fn) ? i1 - i0 : int_table_row_block(g->fn);
     const int64_t ldr = lanes / 16;  /* raw vectors a row: an accumulator pair per 32 columns */
     /* k steps of a panel: K, or whole k blocks of at least 64 (a cache line of each row of A) */
@@ -506,7 +506,7 @@ static int int_lookup_vbmi(const struct int_gemm_job *g, int64_t i0, int64_t i1,
     const int64_t K = g->K, span = LOOKUP_BLOCKS * IV_LANES;
     const int64_t kb = LOOKUP_IVEC_BYTES / span < INT_KB_MAX ? LOOKUP_IVEC_BYTES / span : INT_KB_MAX;
     const int64_t rb = i1 - i0 < LOOKUP_ROW_BLOCK ? i1 - i0 : LOOKUP_ROW_BLOCK;
-    const size_t width = g->wide ? 8 : 4, row_bytes = width * (size_t)span;
+    const size_t width = int_c_width(g), row_bytes = width * (size_t)span;
     char *sums = work_buffer(SLOT_OUT, row_bytes * (size_t)rb);
     if (!sums)
         return AMSIM_ERR_MEMORY;
