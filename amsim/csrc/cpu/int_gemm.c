@@ -166,8 +166,8 @@ static int64_t int_table_row_block(int64_t fn)
 #endif
 
 /* c[j] += the entries at b_q[j] of rows r_q, q < 4 (or 1), for j < n: the direct kernel's inner
- * loops, four k steps a pass over C's row (a pass a step, C's row went through memory once per
- * product, its load waiting for the last pass's store). Their pointers are parameters declared
+ * loops, four k steps a pass over C's row (with a pass per k step, C's row would go through memory
+ * once per product, each load waiting for the previous pass's store). Their pointers are parameters declared
  * restrict, which GCC honours (on block-scope pointers it does not, and then leaves the loop scalar
  * for fear that C's row and the LUT rows overlap). In int32, four entries' sum is within the sum
  * of K >= 4 that the accumulator was chosen for; in int64, the entries are widened first. */

@@ -90,8 +90,7 @@ static inline __attribute__((always_inline)) void int_avx2_transpose8(__m256i x[
 /* T for k in [0, kn) of a block of `halves` 16-column halves of the kernel's B, from its first column
  * at fb (strides b_ks, b_js; n valid columns, the others taken as pattern 0): per k, `rows` rows
  * (the 2^bits patterns, at least 8) of 16 * halves entries. src: the 16-bit transpose, 256 a row.
- * Not inlined: inlined into its caller, GCC compiled it into slower code (a fifth more time on
- * LeNet-5's fc1). */
+ * Not inlined: inlined into its caller, GCC compiles it into slower code (docs/performance.md). */
 static __attribute__((noinline)) void int_avx2_build(const uint16_t *src, const uint8_t *fb, int64_t b_ks,
                                                      int64_t b_js, int n, int64_t kn, int rows, int halves,
                                                      uint16_t *t)
