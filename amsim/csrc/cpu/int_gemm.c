@@ -166,11 +166,12 @@ static int64_t int_table_row_block(int64_t fn)
 #endif
 
 /* c[j] += the entries at b_q[j] of rows r_q, q < 4 (or 1), for j < n: the direct kernel's inner
- * loops, four k steps a pass over C's row (with a pass per k step, C's row would go through memory
- * once per product, each load waiting for the previous pass's store). Their pointers are parameters declared
- * restrict, which GCC honours (on block-scope pointers it does not, and then leaves the loop scalar
- * for fear that C's row and the LUT rows overlap). In int32, four entries' sum is within the sum
- * of K >= 4 that the accumulator was chosen for; in int64, the entries are widened first. */
+ * loops, four k steps a pass over C's row (with a pass per k step, C's row would go through
+ * memory once per product, each load waiting for the previous pass's store). Their pointers are
+ * parameters declared restrict, which GCC honours (on block-scope pointers it does not, and then
+ * leaves the loop scalar for fear that C's row and the LUT rows overlap). In int32, four entries'
+ * sum is within the sum of K >= 4 that the accumulator was chosen for; in int64, the entries are
+ * widened first. */
 static inline void add_rows32(int32_t *restrict c, const int32_t *restrict r0, const int32_t *restrict r1,
                               const int32_t *restrict r2, const int32_t *restrict r3, const uint8_t *restrict b0,
                               const uint8_t *restrict b1, const uint8_t *restrict b2, const uint8_t *restrict b3,
@@ -402,9 +403,9 @@ static void int_gemm_part(void *ctx, int part)
 }
 
 #if AMSIM_VBMI || AMSIM_AVX2
-/* Whether a table kernel's parts split C's `units` 64-column blocks among `use` threads (each part
- * building only its tables) rather than its rows (each part building them all): where they divide
- * evenly, or are many enough that the uneven share matters little. */
+/* Whether a table kernel's parts may split C's `units` column blocks (INT_COLUMN_UNIT) among `use`
+ * threads (each part building only its tables): where they divide evenly, or are many enough that
+ * the uneven share matters little. */
 static int int_split_columns(int64_t units, int use)
 {
     return units >= use && (units % use == 0 || units >= 4 * (int64_t)use);
