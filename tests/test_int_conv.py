@@ -4,6 +4,9 @@ value, with each patch's sum of input values."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -179,6 +182,96 @@ def test_the_result_does_not_depend_on_threads():
                     am_int_conv2d(x, w, lut, **kwargs, threads=t)):
             for g, r in zip(got, want):
                 np.testing.assert_array_equal(np.asarray(g), r)
+
+
+def int_conv2d_on(variant, *args, **kwargs):
+    """int_conv2d on the engine built for ``variant`` (None: this machine's), forced for the call."""
+    load = gemm.engine.load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gemm.engine, "load", lambda: load(variant))
+        return int_conv2d(*args, **kwargs, backend="cpu")
+
+
+# The builds for CPUs without AVX-512: "avx2" copies a filter row's taps in pieces of 16 or 32 bytes (the pad
+# pattern blended in at the input's edges; a piece past the input's memory, or past the part's patch rows,
+# through a buffer) and sums them as it goes; "portable" copies them a run at a time.
+@pytest.mark.parametrize("variant", ["avx2", "portable"])
+@settings(max_examples=30, deadline=None)
+@given(p=problems(max_groups=2, max_channels=48))
+def test_builds_for_cpus_without_avx512_copy_the_same_patches(variant, p):
+    x, w, table, kw = p
+    geometry = {k: kw.pop(k) for k in ("strides", "padding", "dilations")}
+    want = int_conv2d(x, w, table, **geometry, **kw, backend="reference")
+    for g, r in zip(int_conv2d_on(variant, x, w, table, **geometry, **kw), want):
+        np.testing.assert_array_equal(g, r)
+
+
+# Patch matrices large enough to be split between threads (by rows of output positions): one input channel and a
+# 5 x 5 filter (runs of 5 bytes), 16 channels and 3 x 3 (runs of 48), 3 channels and 11 x 11 (runs of 33: a
+# 32-byte piece and one byte); the input's edges padded, its last windows at the end of its memory.
+@pytest.mark.parametrize("variant", [None, "avx2", "portable"], ids=["native", "avx2", "portable"])
+@pytest.mark.parametrize(("x_shape", "kernel"), [((4, 56, 56, 1), 5), ((2, 32, 32, 16), 3), ((2, 24, 24, 3), 11)],
+                         ids=["narrow", "wide", "piece-and-a-byte"])
+def test_patches_split_between_threads_are_the_references(variant, x_shape, kernel):
+    rng = np.random.default_rng(kernel)
+    for signed in (False, True):
+        lo, hi = value_range(8, signed)
+        x, w = rng.integers(lo, hi, x_shape), rng.integers(lo, hi, (kernel, kernel, x_shape[3], 3))
+        table = random_table(rng, 8, signed)
+        kwargs = dict(padding="SAME", pad_value=lo + 5, signed=signed)
+        want = int_conv2d(x, w, table, **kwargs, backend="reference")
+        for threads in (1, 2, 3):
+            for g, r in zip(int_conv2d_on(variant, x, w, table, **kwargs, threads=threads), want):
+                np.testing.assert_array_equal(g, r)
+
+
+# Filter rows' runs (kw * C bytes) the size of the AVX2 build's pieces (16 and 32 bytes, the pad pattern in whole
+# pieces at the input's edges), one byte more, and one less; padded, unsigned and signed.
+@pytest.mark.parametrize("variant", [None, "avx2", "portable"], ids=["native", "avx2", "portable"])
+@pytest.mark.parametrize(("channels", "kw"), [(16, 1), (8, 2), (4, 4), (17, 1), (15, 1), (32, 1), (16, 2), (33, 1),
+                                              (31, 1)], ids=lambda v: str(v))
+def test_runs_of_a_pieces_size_are_the_references(variant, channels, kw):
+    rng = np.random.default_rng(channels * kw)
+    for signed in (False, True):
+        lo, hi = value_range(8, signed)
+        x, w = rng.integers(lo, hi, (2, 7, 9, channels)), rng.integers(lo, hi, (3, kw, channels, 2))
+        table = random_table(rng, 8, signed)
+        kwargs = dict(padding="SAME", pad_value=hi - 2, signed=signed)
+        want = int_conv2d(x, w, table, **kwargs, backend="reference")
+        for g, r in zip(int_conv2d_on(variant, x, w, table, **kwargs), want):
+            np.testing.assert_array_equal(g, r)
+
+
+def fenced(shape, values) -> np.ndarray:
+    """``values`` as a uint8 array of ``shape`` (a whole number of pages) between two pages that cannot be
+    read: a read before its first byte or past its last faults."""
+    page = mmap.PAGESIZE
+    nbytes = int(np.prod(shape))
+    assert nbytes % page == 0
+    region = mmap.mmap(-1, nbytes + 2 * page)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for fence in (address, address + page + nbytes):
+        assert libc.mprotect(fence, page, 0) == 0, ctypes.get_errno()  # PROT_NONE
+    x = np.frombuffer(region, np.uint8, nbytes, page).reshape(shape)
+    x[...] = values
+    return x
+
+
+# The input's first and last windows read nothing outside its memory (the AVX2 build's pieces past it go through a
+# buffer): runs of 5, 48 and 33 bytes, at the edges of inputs fenced by unreadable pages.
+@pytest.mark.parametrize("variant", [None, "avx2", "portable"], ids=["native", "avx2", "portable"])
+@pytest.mark.parametrize(("x_shape", "kernel"), [((4, 32, 32, 1), 5), ((2, 16, 16, 16), 3), ((4, 32, 32, 3), 11)],
+                         ids=["narrow", "wide", "piece-and-a-byte"])
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_patches_read_only_the_input(variant, x_shape, kernel, padding):
+    rng = np.random.default_rng(kernel)
+    x = fenced(x_shape, rng.integers(0, 256, x_shape))
+    w = rng.integers(0, 256, (kernel, kernel, x_shape[3], 2))
+    want = int_conv2d(x, w, exact_table(8, False), padding=padding, pad_value=3, backend="reference")
+    for g, r in zip(int_conv2d_on(variant, x, w, exact_table(8, False), padding=padding, pad_value=3), want):
+        np.testing.assert_array_equal(g, r)
 
 
 def test_sizes_unknown_when_traced_give_static_channels_and_run():

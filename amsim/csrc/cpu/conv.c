@@ -378,6 +378,173 @@ static void int_im2col_row_avx512(const struct amsim_conv_geometry *g, const uin
         }
     }
 }
+#elif AMSIM_AVX2
+/* A window of 32 bytes at int_first_bytes + 32 - n (n = 0..32) has its first n bytes set. */
+static const uint8_t int_first_bytes[64] = {[0 ... 31] = 0xFF};
+
+/* The first n lanes of a 32-byte vector, n clipped to 0..32. */
+static inline __m256i first_lanes(int64_t n)
+{
+    n = n < 0 ? 0 : n > 32 ? 32 : n;
+    return _mm256_loadu_si256((const __m256i *)(int_first_bytes + 32 - n));
+}
+
+/* int_im2col_row_avx512's sum, in 256-bit vectors. */
+struct patch_sum_avx2 {
+    __m256i sad;
+    int64_t negatives;
+};
+
+/* Add a piece v (its lanes past the piece zero) into p: the bytes' sum, or for signed values of
+ * 8 - shift bits the low bits' sum and the count of negative ones (as patch_sum_add). */
+static inline __attribute__((always_inline)) void patch_sum_add_avx2(struct patch_sum_avx2 *p, __m256i v, int shift,
+                                                                     __m256i low, __m256i sign)
+{
+    if (shift < 0) {
+        p->sad = _mm256_add_epi64(p->sad, _mm256_sad_epu8(v, _mm256_setzero_si256()));
+    } else {
+        p->sad = _mm256_add_epi64(p->sad, _mm256_sad_epu8(_mm256_and_si256(v, low), _mm256_setzero_si256()));
+        p->negatives += __builtin_popcount((unsigned)_mm256_movemask_epi8(
+            _mm256_cmpeq_epi8(_mm256_and_si256(v, sign), sign)));
+    }
+}
+
+/* The n bytes at s as lanes [a, a + n) of a vector, the others zero, through a buffer: for a piece
+ * that would read outside the input (n >= 1). */
+static __m256i load_lanes(const uint8_t *s, int64_t n, int64_t a)
+{
+    uint8_t buf[32] = {0};
+    memcpy(buf + a, s, (size_t)n);
+    return _mm256_loadu_si256((const __m256i *)buf);
+}
+
+/* Its first n bytes of v at d, through a buffer: for a piece that would write past the part's rows. */
+static void store_lanes(uint8_t *d, __m256i v, int64_t n)
+{
+    uint8_t buf[32];
+    _mm256_storeu_si256((__m256i *)buf, v);
+    memcpy(d, buf, (size_t)n);
+}
+
+/*
+ * The window of one output position, its kh filter rows' runs (`run` bytes from `start` in input
+ * rows of `width`, from row h0, dh apart, of H) into its patch row at d in pieces of `bytes` (16
+ * or 32; a 16-byte piece's upper lanes zero), and its sum. `inside`: every tap lies in the input,
+ * so no piece takes the pad pattern (padv). `careful`: a piece may lie outside the input [base,
+ * limit) or end past `end`, and then goes through a buffer. Inlined with constant bytes, inside
+ * and careful, each case has its own loop (the buffers' calls in the loop kept the sums in
+ * memory). The geometry comes as values: read through a pointer, it was read again after every
+ * store (which may alias anything). Addresses outside the input are integers, never pointers.
+ */
+static inline __attribute__((always_inline)) struct patch_sum_avx2
+window_avx2(const uint8_t *image, int64_t h0, int64_t dh, int64_t H, int64_t kh, int64_t width, int64_t run,
+            int64_t start, int inside, int bytes, int careful, __m256i padv, const uint8_t *base, const uint8_t *limit,
+            uint8_t *d, const uint8_t *end, int shift, __m256i low, __m256i sign)
+{
+    struct patch_sum_avx2 p = {_mm256_setzero_si256(), 0};
+    const __m256i pad = bytes == 16 ? _mm256_zextsi128_si256(_mm256_castsi256_si128(padv)) : padv;
+    for (int64_t i = 0, h = h0; i < kh; ++i, h += dh, d += run) {
+        const int row_inside = h >= 0 && h < H;
+        const uintptr_t src = (uintptr_t)image + (uintptr_t)(h * width + start);
+        for (int64_t t = 0; t < run; t += bytes) {
+            const int64_t n = run - t < bytes ? run - t : bytes;
+            /* the lanes [a, b) lie in the input's row */
+            const int64_t a = inside ? 0 : row_inside ? -(start + t) : n, b = inside ? n : width - (start + t);
+            const int64_t a0 = a < 0 ? 0 : a, b0 = b < n ? b : n;
+            const uintptr_t s = src + (uintptr_t)t;
+            __m256i v;
+            if (careful && a0 < b0 && (s < (uintptr_t)base || s + (uintptr_t)bytes > (uintptr_t)limit))
+                v = load_lanes((const uint8_t *)(s + (uintptr_t)a0), b0 - a0, a0);
+            else if (a0 >= b0)
+                v = pad;
+            else
+                v = bytes == 16 ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)s))
+                                : _mm256_loadu_si256((const __m256i *)s);
+            if (!inside && a0 < b0) {  /* the pad pattern in the lanes outside the input */
+                const __m256i in = _mm256_andnot_si256(first_lanes(a0), first_lanes(b0));
+                v = _mm256_blendv_epi8(pad, v, in);
+            }
+            if (n < bytes)
+                v = _mm256_and_si256(v, first_lanes(n));
+            if (careful && d + t + bytes > end)
+                store_lanes(d + t, v, n);
+            else if (bytes == 16)
+                _mm_storeu_si128((__m128i *)(d + t), _mm256_castsi256_si128(v));
+            else
+                _mm256_storeu_si256((__m256i *)(d + t), v);
+            patch_sum_add_avx2(&p, v, shift, low, sign);
+        }
+    }
+    return p;
+}
+
+/* window_avx2 where a piece may read outside the input or write past the part's rows: out of line,
+ * since it is rare (the input's first and last positions, the part's last). */
+static __attribute__((noinline)) struct patch_sum_avx2
+window_avx2_careful(const uint8_t *image, int64_t h0, int64_t dh, int64_t H, int64_t kh, int64_t width, int64_t run,
+                    int64_t start, __m256i padv, const uint8_t *base, const uint8_t *limit, uint8_t *d,
+                    const uint8_t *end, int shift, __m256i low, __m256i sign)
+{
+    return window_avx2(image, h0, dh, H, kh, width, run, start, 0, run <= 16 ? 16 : 32, 1, padv, base, limit, d, end,
+                       shift, low, sign);
+}
+
+/*
+ * int_im2col_row_avx512 with AVX2 (one group, dw = 1; the input at [base, limit); `end`: the end
+ * of the part's patch rows). AVX2 has no byte-masked loads or stores, so a filter row's run goes
+ * in pieces of 16 bytes (runs of at most 16) or 32, loaded whole (the bytes past the run read
+ * from the input, then cleared), the lanes outside the input blended with the pad pattern, and
+ * stored whole: the stores that follow overwrite what lies past the run, the next output row's
+ * too, which this part writes next. A piece that would read outside the input, or write past the
+ * part's rows (the next may be another thread's), goes through a buffer. Each sum comes from the
+ * pieces, as there.
+ */
+static void int_im2col_row_avx2(const struct amsim_conv_geometry *g, const uint8_t *image, int64_t h0,
+                                int vertical_pad, uint8_t pad, int shift, const uint8_t *base, const uint8_t *limit,
+                                uint8_t *dst, const uint8_t *end, int32_t *sums)
+{
+    const int64_t C = g->c, kh = g->kh, dh = g->dh, H = g->h, ow_n = g->ow, sw = g->sw, pad_left = g->pad_left;
+    const int64_t run = g->kw * C, row_len = kh * run, width = g->w * C;
+    const int bits = shift < 0 ? 8 : 8 - shift, narrow = run <= 16, bytes = narrow ? 16 : 32;
+    const __m256i padv = _mm256_set1_epi8((char)pad);
+    const __m256i low = _mm256_set1_epi8((char)(uint8_t)((1u << bits) - 1));
+    const __m256i sign = _mm256_set1_epi8((char)(uint8_t)(1u << (bits - 1)));
+    /* the bytes a window's pieces span past its first filter row's run start, and a patch row's
+     * past its own start */
+    const int64_t last = run - (run - 1) / bytes * bytes;
+    const int64_t read = (kh - 1) * dh * width + run - last + bytes, written = row_len - last + bytes;
+    int64_t lo, hi;  /* the positions whose window lies in the input's columns */
+    inside(-pad_left, sw, ow_n, g->w - g->kw + 1, &lo, &hi);
+    for (int64_t ow = 0; ow < ow_n; ++ow, dst += row_len) {
+        const int64_t start = (ow * sw - pad_left) * C;  /* the run's first byte in an input row */
+        const int inside_window = !vertical_pad && ow >= lo && ow < hi;
+        const uintptr_t first = (uintptr_t)image + (uintptr_t)(h0 * width + start);
+        const int careful = first < (uintptr_t)base || first + (uintptr_t)read > (uintptr_t)limit ||
+                            dst + written > end;
+        struct patch_sum_avx2 sum;
+        /* each case with its constants: the common ones are windows inside the input */
+        if (careful)
+            sum = window_avx2_careful(image, h0, dh, H, kh, width, run, start, padv, base, limit, dst, end, shift,
+                                      low, sign);
+        else if (inside_window && narrow)
+            sum = window_avx2(image, h0, dh, H, kh, width, run, start, 1, 16, 0, padv, base, limit, dst, end, shift,
+                              low, sign);
+        else if (inside_window)
+            sum = window_avx2(image, h0, dh, H, kh, width, run, start, 1, 32, 0, padv, base, limit, dst, end, shift,
+                              low, sign);
+        else if (narrow)
+            sum = window_avx2(image, h0, dh, H, kh, width, run, start, 0, 16, 0, padv, base, limit, dst, end, shift,
+                              low, sign);
+        else
+            sum = window_avx2(image, h0, dh, H, kh, width, run, start, 0, 32, 0, padv, base, limit, dst, end, shift,
+                              low, sign);
+        if (sums) {
+            const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sum.sad), _mm256_extracti128_si256(sum.sad, 1));
+            sums[ow] = (int32_t)(_mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2))) -
+                                 (sum.negatives << bits));
+        }
+    }
+}
 #endif
 
 /*
@@ -414,6 +581,13 @@ static void int_im2col_part(void *ctx, int part)
         if (adjacent) {
             int_im2col_row_avx512(&g, in + n * g.h * g.w * C, h0, vertical_pad, j->pad, shift,
                                   cols + u * g.ow * row_len, sums ? sums + u * g.ow : NULL);
+            continue;
+        }
+#elif AMSIM_AVX2
+        if (adjacent) {
+            int_im2col_row_avx2(&g, in + n * g.h * g.w * C, h0, vertical_pad, j->pad, shift, in,
+                                in + g.n * g.h * g.w * C, cols + u * g.ow * row_len, cols + u1 * g.ow * row_len,
+                                sums ? sums + u * g.ow : NULL);
             continue;
         }
 #endif
