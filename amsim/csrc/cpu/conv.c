@@ -418,7 +418,8 @@ static __m256i load_lanes(const uint8_t *s, int64_t n, int64_t a)
     return _mm256_loadu_si256((const __m256i *)buf);
 }
 
-/* Its first n bytes of v at d, through a buffer: for a piece that would write past the part's rows. */
+/* The first n bytes of v stored at d, through a buffer: for a piece that would write past the part's
+ * rows. */
 static void store_lanes(uint8_t *d, __m256i v, int64_t n)
 {
     uint8_t buf[32];
