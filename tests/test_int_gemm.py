@@ -287,10 +287,10 @@ def test_fast_kernels_do_not_depend_on_the_thread_count(shape):
 # in 32-column blocks or 16-column ones; "portable": the direct kernel): shapes of many rows (tables), few rows
 # and many columns (tables on C^T), at most 16 columns (narrow blocks, also on C^T), few rows and columns
 # (direct); off the column blocks and the 3- and 6-row tiles; both signednesses, one and two threads. With
-# K = 300 on C, the tiles read A's bytes from a copy (its k blocks' last one partial), on 10 columns also
-# where two parts split k.
+# K = 300 on C, the tiles read A's bytes from a copy (made 64 k steps at a time, the last one partial), on 10
+# columns also where two parts split k. 8193 rows are two blocks of rows sharing tables on one thread.
 OTHER_BUILD_SHAPES = [(2100, 33, 130), (3001, 70, 31), (700, 300, 64), (64, 120, 84), (40, 300, 700), (3001, 70, 13),
-                      (7, 500, 300), (5, 9, 3), (2000, 300, 10)]
+                      (7, 500, 300), (5, 9, 3), (2000, 300, 10), (8193, 40, 40), (8193, 20, 12)]
 
 
 @pytest.mark.parametrize("variant", ["avx2", "portable"])

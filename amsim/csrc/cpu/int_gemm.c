@@ -9,7 +9,8 @@
  * wraps. Three kernels, chosen per call by a cost estimate (int_gemm_plan):
  *
  * - direct (portable C, any table): for each (i, k) the row LUT[a[i, k], :] is taken once and its
- *   entries at b[k, :] added along C's row, a sweep of gathers that the compiler vectorises.
+ *   entries at b[k, :] added along C's row, a sweep of gathers that the compiler vectorises; on at
+ *   most INT_FEW_COLUMNS columns, a row's sums held in registers over all of k.
  * - lookup (AVX512-VBMI, int_gemm_vbmi.c): the same order, each row held in registers as byte
  *   planes and 64 entries looked up per few shuffles; for few rows of C, where nothing
  *   built beforehand would be reused enough.
@@ -31,6 +32,7 @@
 #define INT_TABLE_ROW_BLOCK 2048                 /* rows sharing a table (int_gemm_vbmi.c) */
 #define INT_NARROW_ROW_BLOCK 8192                /* rows sharing a narrow table: half the sums a row */
 #define INT_TABLE_BYTES ((int64_t)1 << 19)        /* a block's table: kept in L2 while the rows read it */
+#define INT_FEW_COLUMNS 8                         /* columns the direct kernel sums in registers (int_few_columns) */
 
 /* Cost estimate of each kernel, in nanoseconds per unit of work at one thread: only their ratios
  * matter, to choose (every kernel gives the same integers). Fitted roughly to timings of each
@@ -42,6 +44,8 @@
 #define COST_DIRECT 0.33
 #endif
 #define COST_DIRECT_ROW 3.0   /* per (row, k) */
+#define COST_FEW 0.49         /* per product, of the direct kernel on at most INT_FEW_COLUMNS columns */
+#define COST_FEW_ROW 0.45     /* per (row, k), likewise */
 #define COST_LOOKUP 4.0       /* per (row, k, 64-column block) */
 #define COST_LOOKUP_ROW 2.0   /* per (row, k): its planes' loads */
 #define COST_BUILD 3.0        /* per (pattern, k, 64-column block) of a table */
@@ -202,10 +206,51 @@ static inline void add_row64(int64_t *restrict c, const int32_t *restrict row, c
         c[j] += row[bk[j]];
 }
 
+/* Rows [i0, i1) of a C of n = N <= INT_FEW_COLUMNS columns, n known where inlined: a row's n sums in
+ * registers over all of k, each product two loads and an add. The direct kernel's sweeps over a row
+ * of C (add_rows32) cost a loop's overhead per (row, k) that so few columns do not repay. Sums in
+ * int64, exact whatever C's width (the caller checked that it holds them). */
+static inline __attribute__((always_inline)) void int_few_columns(const struct int_gemm_job *g, int64_t i0,
+                                                                  int64_t i1, int n)
+{
+    const int64_t K = g->K;
+    for (int64_t i = i0; i < i1; ++i) {
+        int64_t acc[INT_FEW_COLUMNS] = {0};
+        const uint8_t *ai = g->a + i * K, *bk = g->b;
+        for (int64_t k = 0; k < K; ++k, bk += n) {
+            const int32_t *row = amsim_int_lut_row(g->lut, g->bits, ai[k]);
+            for (int q = 0; q < n; ++q)
+                acc[q] += row[bk[q]];
+        }
+        for (int q = 0; q < n; ++q) {
+            if (g->wide)
+                *(int64_t *)int_c_at(g, i, q) = acc[q];
+            else
+                *(int32_t *)int_c_at(g, i, q) = (int32_t)acc[q];
+        }
+    }
+}
+
+/* int_few_columns for each n, in a function of its own (the sums in registers). */
+#define INT_FEW(NAME, NC)                                                                        \
+    static __attribute__((noinline)) void NAME(const struct int_gemm_job *g, int64_t i0, int64_t i1) \
+    {                                                                                              \
+        int_few_columns(g, i0, i1, NC);                                                            \
+    }
+INT_FEW(int_few1, 1) INT_FEW(int_few2, 2) INT_FEW(int_few3, 3) INT_FEW(int_few4, 4)
+INT_FEW(int_few5, 5) INT_FEW(int_few6, 6) INT_FEW(int_few7, 7) INT_FEW(int_few8, 8)
+#undef INT_FEW
+static void (*const int_few_fns[INT_FEW_COLUMNS + 1])(const struct int_gemm_job *, int64_t, int64_t) = {
+    NULL, int_few1, int_few2, int_few3, int_few4, int_few5, int_few6, int_few7, int_few8};
+
 /* The direct kernel: rows [i0, i1) of C, each summed over k in the accumulator's width. */
 static void int_direct_rows(const struct int_gemm_job *g, int64_t i0, int64_t i1)
 {
     const int64_t N = g->N, K = g->K;
+    if (N <= INT_FEW_COLUMNS) {
+        int_few_fns[N](g, i0, i1);
+        return;
+    }
     for (int64_t i = i0; i < i1; ++i) {
         void *crow = int_c_at(g, i, 0);
         const uint8_t *ai = g->a + i * K;
@@ -452,7 +497,8 @@ static void int_gemm_plan(struct int_gemm_job *g, int use)
     const double M = (double)g->M, N = (double)g->N, K = (double)g->K;
     g->kernel = INT_DIRECT;
     g->nparts = (int)(g->M < use ? g->M : use);
-    double best = (COST_DIRECT * N + COST_DIRECT_ROW) * M * K / use;
+    const int few = g->N <= INT_FEW_COLUMNS;
+    double best = (few ? COST_FEW * N + COST_FEW_ROW : COST_DIRECT * N + COST_DIRECT_ROW) * M * K / use;
     if (g->bias < 0)
         return;
 #if AMSIM_VBMI

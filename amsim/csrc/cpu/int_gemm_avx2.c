@@ -32,9 +32,10 @@
 #define AVX2_NARROW 16       /* columns of a narrow block: half of one */
 #define AVX2_ROWS 3          /* rows of C per tile of a block: 3 x 4 accumulators */
 #define AVX2_NARROW_ROWS 6   /* per tile of a narrow block: 6 x 2 accumulators */
-#define AVX2_TABLE_BYTES ((int64_t)1 << 18)  /* T of a k block: half a 512 KiB L2, beside the rows' sums */
-#define AVX2_ROW_BLOCK 2048  /* rows sharing T: their raw sums (128 bytes a row) stay near */
+#define AVX2_TABLE_BYTES ((int64_t)1 << 18)  /* T of a k block: half a 512 KiB L2, beside A's bytes and the sums */
+#define AVX2_ROW_BLOCK 8192  /* most rows sharing T (a part's rows split into even blocks): see below */
 #define AVX2_PACK_K 256      /* the K from which a row block's bytes of A are copied contiguous */
+#define AVX2_PANEL_K 64      /* k steps of A copied at once (or a k block, if longer): a row's cache line */
 
 /* Rows of a k step's T: the 2^bits patterns, at least one 8 x 8 transpose's 8. */
 static int int_avx2_table_rows(int bits)
@@ -130,7 +131,7 @@ static inline __attribute__((always_inline)) void int_avx2_rows(int rows, int ha
         for (int h = 0; h < halves; ++h)
             for (int s = 0; s < 2; ++s)
                 acc[r][h][s] = first ? _mm256_setzero_si256()
-                                     : _mm256_loadu_si256((const __m256i *)(raw + r * 2 * width + 16 * h + 8 * s));
+                                     : _mm256_loadu_si256((const __m256i *)(raw + r * width + 16 * h + 8 * s));
     const uint16_t *tk = t;
     for (int64_t k = 0; k < kn; ++k, tk += (size_t)trows * width, a += a_ks) {
         for (int r = 0; r < rows; ++r) {
@@ -145,22 +146,22 @@ static inline __attribute__((always_inline)) void int_avx2_rows(int rows, int ha
     for (int r = 0; r < rows; ++r)
         for (int h = 0; h < halves; ++h)
             for (int s = 0; s < 2; ++s)
-                _mm256_storeu_si256((__m256i *)(raw + r * 2 * width + 16 * h + 8 * s), acc[r][h][s]);
+                _mm256_storeu_si256((__m256i *)(raw + r * width + 16 * h + 8 * s), acc[r][h][s]);
 }
 
-/* Rows [0, rows) of a k block of kn steps of the kernel's A, each at a + i * a_rs (its k steps
- * contiguous), copied into a panel, row i at panel + i * kn. */
-static void int_avx2_pack(const uint8_t *a, int64_t a_rs, int64_t rows, int64_t kn, uint8_t *panel)
+/* Rows [0, rows) of kn k steps of the kernel's A, each at a + i * a_rs (its k steps contiguous),
+ * copied into a panel, row i at panel + i * panel_k. */
+static void int_avx2_pack(const uint8_t *a, int64_t a_rs, int64_t rows, int64_t kn, uint8_t *panel, int64_t panel_k)
 {
-    if (kn == 16)
-        for (int64_t i = 0; i < rows; ++i)
-            _mm_storeu_si128((__m128i *)(panel + i * 16), _mm_loadu_si128((const __m128i *)(a + i * a_rs)));
-    else if (kn == 32)
-        for (int64_t i = 0; i < rows; ++i)
-            _mm256_storeu_si256((__m256i *)(panel + i * 32), _mm256_loadu_si256((const __m256i *)(a + i * a_rs)));
+    if (kn == AVX2_PANEL_K)
+        for (int64_t i = 0; i < rows; ++i) {
+            const __m256i *x = (const __m256i *)(a + i * a_rs);
+            _mm256_storeu_si256((__m256i *)(panel + i * panel_k), _mm256_loadu_si256(x));
+            _mm256_storeu_si256((__m256i *)(panel + i * panel_k + 32), _mm256_loadu_si256(x + 1));
+        }
     else
         for (int64_t i = 0; i < rows; ++i)
-            memcpy(panel + i * kn, a + i * a_rs, (size_t)kn);
+            memcpy(panel + i * panel_k, a + i * a_rs, (size_t)kn);
 }
 
 /* int_avx2_rows for each tile height of each block width, each in a function of its own (so that
@@ -188,7 +189,7 @@ static void int_avx2_flush(const struct int_gemm_job *g, int64_t i0, int64_t i1,
                            const uint32_t *raw, int64_t kn, int first)
 {
     const uint32_t bias = (uint32_t)((uint64_t)kn * (uint64_t)g->bias);  /* of kn biased terms, < 2^31 */
-    for (int64_t i = i0; i < i1; ++i, raw += 32 * halves) {
+    for (int64_t i = i0; i < i1; ++i, raw += 16 * halves) {
         int32_t s[AVX2_LANES];  /* the row's sums in column order */
         for (int h = 0; h < halves; ++h) {
             const __m256i acc_a = _mm256_loadu_si256((const __m256i *)(raw + 16 * h));
@@ -229,14 +230,21 @@ static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     int_avx2_tile_fn *const *tiles = halves == 1 ? int_avx2_narrow_tiles : int_avx2_wide_tiles;
     const int64_t kb_max = AVX2_TABLE_BYTES / ((int64_t)trows * 2 * width);
     const int64_t kb = kb_max < 1 ? 1 : kb_max;
-    const int64_t rb_max = i1 - i0 < AVX2_ROW_BLOCK ? i1 - i0 : AVX2_ROW_BLOCK;
+    /* every block of rows builds every table again: blocks as long as AVX2_ROW_BLOCK, and even (3000
+     * rows one block, not 2048 + 952). Their raw sums (128 bytes a row, loaded and stored in order
+     * once per k block) stream from L3 at the pace of the tiles' adds; far longer blocks were slower
+     * (docs/performance.md) */
+    const int64_t row_blocks = (i1 - i0 + AVX2_ROW_BLOCK - 1) / AVX2_ROW_BLOCK;
+    const int64_t rb_max = (i1 - i0 + row_blocks - 1) / row_blocks;
     uint16_t *t = work_buffer(SLOT_T, sizeof(uint16_t) * (size_t)width * (size_t)trows * (size_t)kb);
-    uint32_t *raw = work_buffer(SLOT_YS, sizeof(uint32_t) * 2 * (size_t)width * (size_t)rb_max);
-    /* a row block's bytes of A for a k block, copied contiguous where A's rows lie K bytes apart
-     * (on C) and K is at least AVX2_PACK_K: the tiles' reads of rows that far apart were slower
-     * than those of the copy, copy included; of nearer rows, not */
+    uint32_t *raw = work_buffer(SLOT_YS, sizeof(uint32_t) * (size_t)width * (size_t)rb_max);
+    /* a row block's bytes of A, copied contiguous where A's rows lie K bytes apart (on C) and K is
+     * at least AVX2_PACK_K: the tiles' reads of rows that far apart were slower than those of the
+     * copy, copy included; of nearer rows, not. Copied panel_k steps at a time, for the k blocks
+     * that follow: a cache line of each row is fetched once, not once per k block */
     const int packed = v.a_ks == 1 && v.a_rs >= AVX2_PACK_K;
-    uint8_t *panel = packed ? work_buffer(SLOT_CBUF, (size_t)rb_max * (size_t)kb) : NULL;
+    const int64_t panel_k = kb > AVX2_PANEL_K ? kb : AVX2_PANEL_K;  /* a multiple of kb: both powers of 2 */
+    uint8_t *panel = packed ? work_buffer(SLOT_CBUF, (size_t)rb_max * (size_t)panel_k) : NULL;
     if (!t || !raw || (packed && !panel))
         return AMSIM_ERR_MEMORY;
     const uint16_t *src = (const uint16_t *)g->planes;
@@ -250,13 +258,15 @@ static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
                 const uint8_t *a = v.fa + r0 * v.a_rs + k0 * v.a_ks;
                 int64_t a_rs = v.a_rs;
                 if (packed) {
-                    int_avx2_pack(a, a_rs, r1 - r0, kn, panel);
-                    a = panel;
-                    a_rs = kn;
+                    const int64_t step = (k0 - g->k0) % panel_k;  /* into the panel of k steps from k0 - step */
+                    if (step == 0)
+                        int_avx2_pack(a, a_rs, r1 - r0, g->k1 - k0 < panel_k ? g->k1 - k0 : panel_k, panel, panel_k);
+                    a = panel + step;
+                    a_rs = panel_k;
                 }
                 for (int64_t i = r0; i < r1; i += tile_rows)
                     tiles[r1 - i >= tile_rows ? tile_rows : r1 - i](a + (i - r0) * a_rs, a_rs, v.a_ks, t, trows, kn,
-                                                                   raw + (i - r0) * 2 * width, k0 == chunk);
+                                                                   raw + (i - r0) * width, k0 == chunk);
                 const int64_t k1 = k0 + kn;
                 if (int_chunk_ends(k1, g->k1, kb, chunk)) {
                     int_avx2_flush(g, r0, r1, j, n, halves, raw, k1 - chunk, chunk == g->k0);
