@@ -44,8 +44,8 @@
 #define COST_DIRECT 0.33
 #endif
 #define COST_DIRECT_ROW 3.0   /* per (row, k) */
-#define COST_FEW 0.49         /* per product, of the direct kernel on at most INT_FEW_COLUMNS columns */
-#define COST_FEW_ROW 0.45     /* per (row, k), likewise */
+#define COST_FEW 0.52         /* per product, of the direct kernel on at most INT_FEW_COLUMNS columns */
+#define COST_FEW_ROW 0.22     /* per (row, k), likewise */
 #define COST_LOOKUP 4.0       /* per (row, k, 64-column block) */
 #define COST_LOOKUP_ROW 2.0   /* per (row, k): its planes' loads */
 #define COST_BUILD 3.0        /* per (pattern, k, 64-column block) of a table */
@@ -209,9 +209,12 @@ static inline void add_row64(int64_t *restrict c, const int32_t *restrict row, c
 /* Rows [i0, i1) of a C of n = N <= INT_FEW_COLUMNS columns, n known where inlined: a row's n sums in
  * registers over all of k, each product two loads and an add. The direct kernel's sweeps over a row
  * of C (add_rows32) cost a loop's overhead per (row, k) that so few columns do not repay. Sums in
- * int64, exact whatever C's width (the caller checked that it holds them). */
-static inline __attribute__((always_inline)) void int_few_columns(const struct int_gemm_job *g, int64_t i0,
-                                                                  int64_t i1, int n)
+ * int64, exact whatever C's width (the caller checked that it holds them). Compiled scalar: GCC
+ * vectorises the loops of 2, 4 and 8 columns into gathers, slower than the scalar loads
+ * (docs/performance.md). */
+#define INT_SCALAR __attribute__((optimize("no-tree-vectorize", "no-tree-slp-vectorize")))
+static inline __attribute__((always_inline)) INT_SCALAR void int_few_columns(const struct int_gemm_job *g,
+                                                                             int64_t i0, int64_t i1, int n)
 {
     const int64_t K = g->K;
     for (int64_t i = i0; i < i1; ++i) {
@@ -232,10 +235,10 @@ static inline __attribute__((always_inline)) void int_few_columns(const struct i
 }
 
 /* int_few_columns for each n, in a function of its own (the sums in registers). */
-#define INT_FEW(NAME, NC)                                                                        \
-    static __attribute__((noinline)) void NAME(const struct int_gemm_job *g, int64_t i0, int64_t i1) \
-    {                                                                                              \
-        int_few_columns(g, i0, i1, NC);                                                            \
+#define INT_FEW(NAME, NC)                                                                                   \
+    static __attribute__((noinline)) INT_SCALAR void NAME(const struct int_gemm_job *g, int64_t i0, int64_t i1) \
+    {                                                                                                         \
+        int_few_columns(g, i0, i1, NC);                                                                       \
     }
 INT_FEW(int_few1, 1) INT_FEW(int_few2, 2) INT_FEW(int_few3, 3) INT_FEW(int_few4, 4)
 INT_FEW(int_few5, 5) INT_FEW(int_few6, 6) INT_FEW(int_few7, 7) INT_FEW(int_few8, 8)
