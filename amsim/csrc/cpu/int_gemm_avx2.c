@@ -231,9 +231,9 @@ static int int_table_avx2(const struct int_gemm_job *g, int64_t i0, int64_t i1, 
     const int64_t kb_max = AVX2_TABLE_BYTES / ((int64_t)trows * 2 * width);
     const int64_t kb = kb_max < 1 ? 1 : kb_max;
     /* every block of rows builds every table again: blocks as long as AVX2_ROW_BLOCK, and even (3000
-     * rows one block, not 2048 + 952). Their raw sums (128 bytes a row, loaded and stored in order
-     * once per k block) stream from L3 at the pace of the tiles' adds; far longer blocks were slower
-     * (docs/performance.md) */
+     * rows one block, not 2048 + 952). Their raw sums (128 bytes a row, 64 narrow; loaded and stored
+     * in order once per k block) stream from L3 at the pace of the tiles' adds; far longer blocks
+     * were slower (docs/performance.md) */
     const int64_t row_blocks = (i1 - i0 + AVX2_ROW_BLOCK - 1) / AVX2_ROW_BLOCK;
     const int64_t rb_max = (i1 - i0 + row_blocks - 1) / row_blocks;
     uint16_t *t = work_buffer(SLOT_T, sizeof(uint16_t) * (size_t)width * (size_t)trows * (size_t)kb);
