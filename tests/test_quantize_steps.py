@@ -72,15 +72,21 @@ def test_the_engine_is_the_oracle_bit_for_bit_and_the_oracle_rounds_the_exact_su
     np.testing.assert_array_equal(want.view(np.uint32), (scaled if bias is None else scaled + bias).view(np.uint32))
 
 
-def test_the_result_does_not_depend_on_the_thread_count():
+# Rows of many columns are scaled one at a time; rows of fewer than 64 in chunks of several rows (7 and 11
+# rows of 10 and 6 columns), whatever rows each thread gets.
+@pytest.mark.parametrize(("rows", "n", "groups"), [(300, 256, 4), (5003, 10, 2), (20011, 6, 1)])
+def test_the_result_does_not_depend_on_the_thread_count(rows, n, groups):
     rng = np.random.default_rng(0)
-    acc = rng.integers(-2**24, 2**24, (300, 256)).astype(np.int32)
-    rows, cols = rng.integers(0, 2**16, (300, 4)).astype(np.int32), rng.integers(0, 2**16, 256).astype(np.int32)
-    scale = rng.uniform(0, 1, 256).astype(np.float32)
-    runs = [int_dequantize(acc, scale, k=500, row_sums=rows, col_sums=cols, zero_points=(13, 200), threads=t)
-            for t in (1, 2, 7)]
-    for run in runs[1:]:
-        np.testing.assert_array_equal(run.view(np.uint32), runs[0].view(np.uint32))
+    acc = rng.integers(-2**24, 2**24, (rows, n)).astype(np.int32)
+    row_sums = rng.integers(0, 2**16, (rows, groups)).astype(np.int32)
+    cols = rng.integers(0, 2**16, n).astype(np.int32)
+    scale, bias = rng.uniform(0, 1, n).astype(np.float32), rng.normal(0, 1, n).astype(np.float32)
+    runs = [int_dequantize(acc, scale, k=500, row_sums=row_sums, col_sums=cols, zero_points=(13, 200), bias=bias,
+                           threads=t) for t in (1, 2, 7)]
+    want = int_dequantize(acc, scale, k=500, row_sums=row_sums, col_sums=cols, zero_points=(13, 200), bias=bias,
+                          backend="reference")
+    for run in runs:
+        np.testing.assert_array_equal(run.view(np.uint32), want.view(np.uint32))
 
 
 def test_sums_whose_zero_point_is_0_are_not_needed():

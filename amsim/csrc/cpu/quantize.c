@@ -270,6 +270,12 @@ int amsim_clipped_gradient(int64_t count, const float *x, const float *dy, float
  * terms <= 255^2 k (docs/quantized.md: K <= 8240). */
 #define DEQUANT_INT32_TERMS ((int64_t)INT32_MAX / (65535 + 3 * 255 * 255))
 
+/* Rows are scaled a chunk at a time: as many whole rows as make DEQUANT_CHUNK elements (one row where
+ * it is longer), in one loop over the chunk's elements, the per-column and per-row terms laid out
+ * beside them. A loop per row, at a few columns a row (LeNet-5's first convolution: 6), cost more
+ * in its own overhead than in its arithmetic. */
+#define DEQUANT_CHUNK 64
+
 struct dequant_job {
     int64_t rows, n, groups;
     const int32_t *acc, *row_sums, *col_sums;
@@ -280,9 +286,18 @@ struct dequant_job {
     const float *bias;
     float *y;
     int wide, nparts;
+    int64_t chunk_rows;  /* rows of a chunk */
+    char *work;          /* per part, dequant_work_bytes: its chunk's terms */
 };
 
-/* y[f] += bias[f], over the row just scaled (in L1): in a loop of its own, not inlined, so that
+/* Bytes of a part's terms for chunks of `len` elements: the column and row terms (64-bit at most),
+ * the scales and the biases. */
+static size_t dequant_work_bytes(int64_t len)
+{
+    return (size_t)len * (2 * sizeof(uint64_t) + 2 * sizeof(float));
+}
+
+/* y[f] += bias[f], over the chunk just scaled (in L1): in a loop of its own, not inlined, so that
  * the compiler cannot contract the scale's multiply and this add into one FMA (two roundings, as
  * TensorFlow's separate multiply and add). */
 static __attribute__((noinline)) void add_bias(float *restrict y, const float *restrict bias, int64_t n)
@@ -291,21 +306,54 @@ static __attribute__((noinline)) void add_bias(float *restrict y, const float *r
         y[f] += bias[f];
 }
 
+/* A corrected sum scaled: acc + row term - column term in U, read as S, converted to float32 and
+ * multiplied by the scale (the one definition for both loops below). */
+#define DEQUANT_VALUE(U, S, acc, row, col, scale) ((float)(S)((U)(acc) + (row) - (col)) * (scale))
+
 /* Rows r0..r1 in one width of arithmetic: U (unsigned: a caller's sums beyond the bounds wrap, never
- * overflow) read as the signed S; 32 bits where no partial sum can leave int32. */
+ * overflow) read as the signed S; 32 bits where no partial sum can leave int32. Rows of at least
+ * DEQUANT_CHUNK columns a row at a time; shorter ones in chunks of several rows, the column terms,
+ * scales and biases laid out once for a chunk, the row terms beside them per chunk. */
 #define DEQUANT_ROWS(U, S)                                                                                    \
-    for (int64_t r = r0; r < r1; ++r) {                                                                      \
-        const int32_t *a = j->acc + r * n;                                                                   \
-        float *y = j->y + r * n;                                                                             \
-        for (int64_t q = 0; q < j->groups; ++q) {                                                            \
-            const U base = (U)j->kzz - (j->row_sums ? (U)j->zw * (U)j->row_sums[r * j->groups + q] : 0);   \
-            for (int64_t f = q * per_group; f < (q + 1) * per_group; ++f) {                                 \
-                const U s = (U)a[f] + base - (j->col_sums ? (U)j->zx * (U)j->col_sums[f] : 0);              \
-                y[f] = (float)(S)s * j->scale[j->scales == 1 ? 0 : f];                                       \
-            }                                                                                                \
-        }                                                                                                    \
-        if (j->bias)                                                                                         \
-            add_bias(y, j->bias, n);                                                                         \
+    if (j->chunk_rows == 1) {                                                                                 \
+        for (int64_t r = r0; r < r1; ++r) {                                                                   \
+            const int32_t *a = j->acc + r * n;                                                                \
+            float *y = j->y + r * n;                                                                          \
+            for (int64_t q = 0; q < j->groups; ++q) {                                                         \
+                const U base = (U)j->kzz - (j->row_sums ? (U)j->zw * (U)j->row_sums[r * j->groups + q] : 0); \
+                for (int64_t f = q * per_group; f < (q + 1) * per_group; ++f)                                 \
+                    y[f] = DEQUANT_VALUE(U, S, a[f], base, j->col_sums ? (U)j->zx * (U)j->col_sums[f] : 0,    \
+                                         j->scale[j->scales == 1 ? 0 : f]);                                   \
+            }                                                                                                 \
+            if (j->bias)                                                                                      \
+                add_bias(y, j->bias, n);                                                                      \
+        }                                                                                                     \
+    } else {                                                                                                  \
+        const int64_t len = j->chunk_rows * n;                                                                \
+        U *col = (U *)work, *row = col + len;                                                                 \
+        float *sc = (float *)(row + len), *b = sc + len;                                                      \
+        for (int64_t e = 0; e < len; ++e) {                                                                   \
+            const int64_t f = e % n;                                                                          \
+            col[e] = j->col_sums ? (U)j->zx * (U)j->col_sums[f] : 0;                                          \
+            sc[e] = j->scale[j->scales == 1 ? 0 : f];                                                         \
+            b[e] = j->bias ? j->bias[f] : 0.0f;                                                               \
+        }                                                                                                     \
+        for (int64_t r = r0; r < r1; r += j->chunk_rows) {                                                    \
+            const int64_t m = r1 - r < j->chunk_rows ? (r1 - r) * n : len;                                    \
+            for (int64_t p = 0; p * n < m; ++p)                                                               \
+                for (int64_t q = 0; q < j->groups; ++q) {                                                     \
+                    const int64_t g = (r + p) * j->groups + q, f0 = p * n + q * per_group;                   \
+                    const U base = (U)j->kzz - (j->row_sums ? (U)j->zw * (U)j->row_sums[g] : 0);              \
+                    for (int64_t e = f0; e < f0 + per_group; ++e)                                             \
+                        row[e] = base;                                                                        \
+                }                                                                                             \
+            const int32_t *a = j->acc + r * n;                                                                \
+            float *y = j->y + r * n;                                                                          \
+            for (int64_t e = 0; e < m; ++e)                                                                   \
+                y[e] = DEQUANT_VALUE(U, S, a[e], row[e], col[e], sc[e]);                                      \
+            if (j->bias)                                                                                      \
+                add_bias(y, b, m);                                                                            \
+        }                                                                                                     \
     }
 
 static void dequant_part(void *ctx, int part)
@@ -313,6 +361,7 @@ static void dequant_part(void *ctx, int part)
     const struct dequant_job *j = ctx;
     const int64_t n = j->n, per_group = n / j->groups;
     const int64_t r0 = j->rows * part / j->nparts, r1 = j->rows * (part + 1) / j->nparts;
+    char *work = j->work ? j->work + part * dequant_work_bytes(j->chunk_rows * n) : NULL;
     if (j->wide) {
         DEQUANT_ROWS(uint64_t, int64_t)
     } else {
@@ -320,6 +369,7 @@ static void dequant_part(void *ctx, int part)
     }
 }
 #undef DEQUANT_ROWS
+#undef DEQUANT_VALUE
 
 int amsim_int_dequantize(int64_t rows, int64_t n, const int32_t *acc, const int32_t *row_sums, int64_t groups,
                          const int32_t *col_sums, int32_t zx, int32_t zw, int64_t k, const float *scale,
@@ -334,9 +384,14 @@ int amsim_int_dequantize(int64_t rows, int64_t n, const int32_t *acc, const int3
         return AMSIM_ERR_ARGS;
     /* a term that is 0 is left out, its sums unread */
     struct dequant_job j = {rows, n, groups, acc, zw ? row_sums : NULL, zx ? col_sums : NULL, zx, zw,
-                            k * zx * zw, scale, scales, bias, y, k > DEQUANT_INT32_TERMS, 0};
+                            k * zx * zw, scale, scales, bias, y, k > DEQUANT_INT32_TERMS, 0,
+                            n < DEQUANT_CHUNK ? (DEQUANT_CHUNK + n - 1) / n : 1, NULL};
     const int use = pass_threads(rows * n, QUANTIZE_PARALLEL_MIN, threads);
     j.nparts = pass_parts(rows, use);
+    j.work = j.chunk_rows > 1 ? malloc(dequant_work_bytes(j.chunk_rows * n) * (size_t)j.nparts) : NULL;
+    if (j.chunk_rows > 1 && !j.work)
+        return AMSIM_ERR_MEMORY;
     run_parts(dequant_part, &j, j.nparts, use);
+    free(j.work);
     return AMSIM_OK;
 }
